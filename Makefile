@@ -1,0 +1,43 @@
+# Every target works from a fresh clone: it creates .venv and installs what it needs first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test lint bench install browser services clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,load]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## up: start the embedded platform (hub on :8600, engines, SPY replay). Ctrl-C stops it.
+up: $(STAMP)
+	$(BIN)/nautilus up
+
+## browser: Debian's Chromium for the page test (Playwright drives /usr/bin/chromium).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+## services: start PostgreSQL and Redis when they are installed but down (CI machines).
+services:
+	@bash infra/scripts/ensure-services.sh
+
+## test: the whole suite against real PostgreSQL, Redis and Chromium.
+test: $(STAMP) browser services
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check protocol realtime engines loadtest tests
+	$(BIN)/ruff format --check protocol realtime engines loadtest tests
+	$(BIN)/mypy protocol realtime engines
+
+## bench: the fan-out benchmark (prints a table, writes loadtest/results/*.json).
+bench: $(STAMP)
+	$(BIN)/python -m loadtest.fanout
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
