@@ -1,0 +1,1 @@
+"""Compute engines: one subpackage per engine (core.py, service.py, api.py) and the shared shell."""

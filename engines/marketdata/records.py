@@ -1,0 +1,380 @@
+"""Normalized market-data records: what every feed produces and every consumer reads.
+
+Time. Every record carries ``event_ns`` (when the venue says the event happened, Unix epoch ns,
+UTC) and ``receive_ns`` (when our side received it; for replayed files the capture time the file
+recorded, or ``event_ns`` when the file has none, as for Lean ticks).
+
+Prices. Prices and sizes are ``float`` (numpy ``float64`` in columns). Each instrument declares
+its ``price_precision`` (decimal places of its price grid: SPY 4 in Lean's ×10000 integers,
+BTCUSDT 2); a price is always the exact decimal ``ticks / 10**precision`` rounded to the nearest
+double, so equal ticks give bit-equal floats and comparisons against a reference that divides the
+same integers are exact. Payloads round prices to the instrument's precision.
+
+Payload field names (``to_payload``, JSON for the bus, kept short because they are sent per
+message to every subscriber):
+
+========  =========================================================================
+``s``     symbol
+``t``     event time, ns (bars: start of the bar, ns)
+``r``     receive time, ns
+``p``     trade price                ``q``   trade size
+``a``     aggressor side ``"buy"``/``"sell"`` or ``null`` when the venue does not say
+``i``     trade id / sequence number (``null`` when unknown)
+``x``     exchange code (``""`` when unknown)  ``c``   sale-condition flags (int, 0 = none)
+``b``/``bq``  best bid price / size  ``k``/``kq``  best ask price / size
+``U``/``u``   first / last update id of a book delta; ``bids``/``asks`` lists ``[price, size]``
+``spec``  bar spec (``1m``, ``tick100``, ``volume5000``, ``dollar1000000``)
+``te``    bar end, ns (exclusive)
+``o h l c``   bar open / high / low / close  ``v`` volume  ``dv`` dollar volume  ``n`` trades
+========  =========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "TRADE_DTYPE",
+    "Bar",
+    "BookDelta",
+    "BookSnapshot",
+    "BookTop",
+    "Instrument",
+    "Quote",
+    "Side",
+    "Trade",
+    "TradeColumns",
+]
+
+
+class Side(StrEnum):
+    """Aggressor (taker) side of a trade."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """Static description of a tradable symbol: its price and size grids."""
+
+    symbol: str
+    price_precision: int
+    size_precision: int = 0
+    venue: str = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "s": self.symbol,
+            "price_precision": self.price_precision,
+            "size_precision": self.size_precision,
+            "venue": self.venue,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One trade print. ``aggressor`` is ``None`` when the feed does not report it (Lean)."""
+
+    symbol: str
+    event_ns: int
+    receive_ns: int
+    price: float
+    size: float
+    aggressor: Side | None = None
+    sequence: int | None = None
+    exchange: str = ""
+    condition: int = 0
+
+    def to_payload(self, price_precision: int | None = None) -> dict[str, Any]:
+        price = self.price if price_precision is None else round(self.price, price_precision)
+        return {
+            "s": self.symbol,
+            "t": self.event_ns,
+            "r": self.receive_ns,
+            "p": price,
+            "q": self.size,
+            "a": None if self.aggressor is None else self.aggressor.value,
+            "i": self.sequence,
+            "x": self.exchange,
+            "c": self.condition,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """Best bid and offer (L1)."""
+
+    symbol: str
+    event_ns: int
+    receive_ns: int
+    bid: float
+    bid_size: float
+    ask: float
+    ask_size: float
+    sequence: int | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "s": self.symbol,
+            "t": self.event_ns,
+            "r": self.receive_ns,
+            "b": self.bid,
+            "bq": self.bid_size,
+            "k": self.ask,
+            "kq": self.ask_size,
+            "i": self.sequence,
+        }
+
+
+Levels = tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BookDelta:
+    """An L2 diff: absolute sizes at price levels (size 0 deletes the level).
+
+    ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``: the diff covers every
+    update id in ``[U, u]``; the next diff must start at ``u + 1``.
+    """
+
+    symbol: str
+    event_ns: int
+    receive_ns: int
+    first_update_id: int
+    last_update_id: int
+    bids: Levels
+    asks: Levels
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "s": self.symbol,
+            "t": self.event_ns,
+            "r": self.receive_ns,
+            "U": self.first_update_id,
+            "u": self.last_update_id,
+            "bids": [list(level) for level in self.bids],
+            "asks": [list(level) for level in self.asks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BookSnapshot:
+    """A full L2 book at ``last_update_id`` (Binance REST ``GET /api/v3/depth``)."""
+
+    symbol: str
+    receive_ns: int
+    last_update_id: int
+    bids: Levels
+    asks: Levels
+
+
+@dataclass(frozen=True, slots=True)
+class BookTop:
+    """Top ``depth`` levels of a rebuilt book: the ``book.SYM`` payload. Bids best first."""
+
+    symbol: str
+    event_ns: int
+    last_update_id: int
+    bids: Levels
+    asks: Levels
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "s": self.symbol,
+            "t": self.event_ns,
+            "u": self.last_update_id,
+            "bids": [list(level) for level in self.bids],
+            "asks": [list(level) for level in self.asks],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """An OHLCV bar over ``[start_ns, end_ns)``, timestamped by its start (see ``core``).
+
+    ``dollar_volume`` is Σ price·size of the trades (the share of a split trade for volume and
+    dollar bars); ``trades`` counts the prints that contributed (a split trade counts in each bar
+    it contributes to).
+    """
+
+    symbol: str
+    spec: str
+    start_ns: int
+    end_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    dollar_volume: float
+    trades: int
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "s": self.symbol,
+            "spec": self.spec,
+            "t": self.start_ns,
+            "te": self.end_ns,
+            "o": self.open,
+            "h": self.high,
+            "l": self.low,
+            "c": self.close,
+            "v": self.volume,
+            "dv": self.dollar_volume,
+            "n": self.trades,
+        }
+
+
+#: Row layout of a whole-day trade load (one numpy structured record per trade).
+TRADE_DTYPE = np.dtype(
+    [
+        ("event_ns", np.int64),
+        ("receive_ns", np.int64),
+        ("price", np.float64),
+        ("size", np.float64),
+        ("aggressor", np.int8),  # +1 buy, -1 sell, 0 unknown
+        ("sequence", np.int64),  # venue trade id, or row number in the source file
+        ("exchange", "S1"),
+        ("condition", np.uint32),
+    ]
+)
+
+_AGGRESSOR_CODE: dict[int, Side | None] = {1: Side.BUY, -1: Side.SELL, 0: None}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class TradeColumns:
+    """Trades of one symbol as parallel arrays (columnar form for replay and batch bars).
+
+    All arrays have the same length, in feed order. ``aggressor`` is +1 buy, -1 sell, 0 unknown;
+    ``sequence`` is the venue's trade id (Binance ``t``) or the row number in the source file;
+    ``exchange`` is one ASCII byte per trade; ``condition`` the feed's sale-condition flags.
+    ``price`` lies on the ``10**-price_precision`` grid.
+    """
+
+    symbol: str
+    price_precision: int
+    event_ns: npt.NDArray[np.int64]
+    receive_ns: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]
+    size: npt.NDArray[np.float64]
+    aggressor: npt.NDArray[np.int8]
+    sequence: npt.NDArray[np.int64]
+    exchange: npt.NDArray[np.bytes_]
+    condition: npt.NDArray[np.uint32]
+
+    def __post_init__(self) -> None:
+        n = len(self.event_ns)
+        for name in (
+            "receive_ns",
+            "price",
+            "size",
+            "aggressor",
+            "sequence",
+            "exchange",
+            "condition",
+        ):
+            if len(getattr(self, name)) != n:
+                rows = len(getattr(self, name))
+                raise ValueError(f"TradeColumns.{name} has {rows} rows, not {n}")
+
+    def __len__(self) -> int:
+        return len(self.event_ns)
+
+    def select(self, mask_or_index: npt.NDArray[Any] | slice) -> TradeColumns:
+        """The rows picked by a boolean mask, an index array or a slice."""
+        return TradeColumns(
+            self.symbol,
+            self.price_precision,
+            self.event_ns[mask_or_index],
+            self.receive_ns[mask_or_index],
+            self.price[mask_or_index],
+            self.size[mask_or_index],
+            self.aggressor[mask_or_index],
+            self.sequence[mask_or_index],
+            self.exchange[mask_or_index],
+            self.condition[mask_or_index],
+        )
+
+    def to_structured(self) -> npt.NDArray[np.void]:
+        """One structured array (``TRADE_DTYPE``) with the same rows."""
+        out = np.empty(len(self), dtype=TRADE_DTYPE)
+        for name in TRADE_DTYPE.names or ():
+            out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_structured(
+        cls, symbol: str, price_precision: int, rows: npt.NDArray[np.void]
+    ) -> TradeColumns:
+        return cls(
+            symbol,
+            price_precision,
+            np.ascontiguousarray(rows["event_ns"]),
+            np.ascontiguousarray(rows["receive_ns"]),
+            np.ascontiguousarray(rows["price"]),
+            np.ascontiguousarray(rows["size"]),
+            np.ascontiguousarray(rows["aggressor"]),
+            np.ascontiguousarray(rows["sequence"]),
+            np.ascontiguousarray(rows["exchange"]),
+            np.ascontiguousarray(rows["condition"]),
+        )
+
+    @classmethod
+    def from_trades(cls, symbol: str, price_precision: int, trades: list[Trade]) -> TradeColumns:
+        """Columns from records (all of ``symbol``); the inverse of ``trades()``."""
+        side_code = {Side.BUY: 1, Side.SELL: -1, None: 0}
+        return cls(
+            symbol,
+            price_precision,
+            np.array([t.event_ns for t in trades], dtype=np.int64),
+            np.array([t.receive_ns for t in trades], dtype=np.int64),
+            np.array([t.price for t in trades], dtype=np.float64),
+            np.array([t.size for t in trades], dtype=np.float64),
+            np.array([side_code[t.aggressor] for t in trades], dtype=np.int8),
+            np.array([-1 if t.sequence is None else t.sequence for t in trades], dtype=np.int64),
+            np.array([t.exchange.encode("ascii") for t in trades], dtype="S1"),
+            np.array([t.condition for t in trades], dtype=np.uint32),
+        )
+
+    def trade(self, i: int) -> Trade:
+        """Row ``i`` as a ``Trade`` record."""
+        return Trade(
+            self.symbol,
+            int(self.event_ns[i]),
+            int(self.receive_ns[i]),
+            float(self.price[i]),
+            float(self.size[i]),
+            _AGGRESSOR_CODE[int(self.aggressor[i])],
+            _sequence_or_none(int(self.sequence[i])),
+            self.exchange[i].decode("ascii"),
+            int(self.condition[i]),
+        )
+
+    def trades(self) -> list[Trade]:
+        """Every row as a ``Trade`` (slow path; replay publishes from the columns)."""
+        side = [_AGGRESSOR_CODE[int(a)] for a in self.aggressor.tolist()]
+        return [
+            Trade(self.symbol, t, r, p, q, a, _sequence_or_none(i), x.decode("ascii"), c)
+            for t, r, p, q, a, i, x, c in zip(
+                self.event_ns.tolist(),
+                self.receive_ns.tolist(),
+                self.price.tolist(),
+                self.size.tolist(),
+                side,
+                self.sequence.tolist(),
+                self.exchange.tolist(),
+                self.condition.tolist(),
+                strict=True,
+            )
+        ]
+
+
+def _sequence_or_none(value: int) -> int | None:
+    return None if value < 0 else value
