@@ -1,0 +1,188 @@
+"""A bounded write queue drained in batches by one background task, with retry and counters.
+
+Rows are queued per table as tuples in column order. A batch is formed once (with its id) and
+retried whole until it is written, so the sink's atomic write (COPY in one transaction) plus its
+batch-id ledger give exactly-once delivery of every row accepted into the queue. What cannot be
+queued or written is counted, never dropped silently: ``rows_dropped_overflow`` (queue full),
+``rows_rejected`` (the sink refused the content: retrying cannot help), ``rows_dropped_shutdown``
+(still queued when ``close`` ran out of time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+Record = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    batch_id: uuid.UUID
+    table: str
+    records: list[Record]
+
+
+class BatchSink(Protocol):
+    """Where batches go (PostgreSQL COPY). ``write`` is atomic: all of a batch or nothing."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def write(self, batch: Batch) -> bool:
+        """Write ``batch``; ``False`` when its id shows it was committed by an earlier attempt."""
+        ...
+
+    async def disconnect(self) -> None:
+        """Drop the connection after a failure; the next ``write`` reconnects."""
+        ...
+
+    def is_transient(self, error: Exception) -> bool:
+        """Whether a retry can succeed (outage, restart) or the content is refused (bad row)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSettings:
+    batch_rows: int
+    flush_interval_s: float
+    max_queued_rows: int
+    retry_base_s: float
+    retry_max_s: float
+    write_timeout_s: float
+
+
+class BatchWriter:
+    """Queue rows per table; write them in batches every ``batch_rows`` rows or flush interval."""
+
+    def __init__(
+        self,
+        sink: BatchSink,
+        tables: Sequence[str],
+        settings: WriterSettings,
+        *,
+        new_batch_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    ) -> None:
+        self._sink = sink
+        self._settings = settings
+        self._new_batch_id = new_batch_id
+        self._pending: dict[str, deque[Record]] = {table: deque() for table in tables}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.rows_queued = 0  # accepted and not yet written, including the batch in flight
+        self.rows_written = 0
+        self.batches_written = 0
+        self.batches_failed = 0
+        self.retries = 0
+        self.rows_dropped_overflow = 0
+        self.rows_rejected = 0
+        self.rows_dropped_shutdown = 0
+        self.last_error: str | None = None
+
+    def offer(self, table: str, records: Iterable[Record]) -> int:
+        """Queue what fits under the bound; count the rest as overflow. Returns rows accepted."""
+        if self._closing:
+            raise RuntimeError("writer is closed")
+        queue = self._pending[table]
+        room = self._settings.max_queued_rows - self.rows_queued
+        accepted = 0
+        refused = 0
+        for record in records:
+            if accepted < room:
+                queue.append(record)
+                accepted += 1
+            else:
+                refused += 1
+        self.rows_queued += accepted
+        if refused:
+            if self.rows_dropped_overflow == 0:
+                log.warning("write queue full at %d rows: counting refused rows", self.rows_queued)
+            self.rows_dropped_overflow += refused
+        if len(queue) >= self._settings.batch_rows:
+            self._wake.set()
+        return accepted
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-writer")
+
+    async def close(self, timeout_s: float) -> None:
+        """Write everything queued within ``timeout_s``; count what is left as dropped."""
+        self._closing = True
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            done, _ = await asyncio.wait({task}, timeout=timeout_s)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self.rows_queued:
+            log.error("close timed out: %d queued rows not written", self.rows_queued)
+            self.rows_dropped_shutdown += self.rows_queued
+            self.rows_queued = 0
+            for queue in self._pending.values():
+                queue.clear()
+        await self._sink.disconnect()
+
+    async def _run(self) -> None:
+        while True:
+            timed_out = False
+            if not self._closing:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval_s)
+                except TimeoutError:
+                    timed_out = True
+                self._wake.clear()
+            await self._drain(whole_queue=timed_out or self._closing)
+            if self._closing and self.rows_queued == 0:
+                return
+
+    async def _drain(self, *, whole_queue: bool) -> None:
+        batch_rows = self._settings.batch_rows
+        for table, queue in self._pending.items():
+            while len(queue) >= batch_rows or (whole_queue and queue):
+                count = min(batch_rows, len(queue))
+                records = [queue.popleft() for _ in range(count)]
+                await self._write(Batch(self._new_batch_id(), table, records))
+                self.rows_queued -= count
+
+    async def _write(self, batch: Batch) -> None:
+        settings = self._settings
+        failures = 0
+        while True:
+            try:
+                fresh = await asyncio.wait_for(self._sink.write(batch), settings.write_timeout_s)
+            except Exception as error:  # every failure is classified, counted and logged below
+                self.batches_failed += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+                await self._sink.disconnect()
+                if not self._sink.is_transient(error):
+                    self.rows_rejected += len(batch.records)
+                    log.error(
+                        "batch %s of %d rows into %s refused: %s",
+                        batch.batch_id,
+                        len(batch.records),
+                        batch.table,
+                        self.last_error,
+                    )
+                    return
+                delay = min(settings.retry_max_s, settings.retry_base_s * 2**failures)
+                failures += 1
+                log.warning("write to %s failed (%s), retry in %.3fs", batch.table, error, delay)
+                await asyncio.sleep(delay)
+                self.retries += 1
+                continue
+            if not fresh:
+                # Committed by an attempt whose acknowledgement was lost: written, exactly once.
+                log.info("batch %s was already committed; not written twice", batch.batch_id)
+            self.rows_written += len(batch.records)
+            self.batches_written += 1
+            return
