@@ -1,0 +1,120 @@
+"""The Falcon app every engine serves: ``/health``, ``/metrics``, ``/streams`` and its own routes.
+
+Errors are mapped here, once: a ``DomainError`` becomes its 4xx, a Falcon ``HTTPError`` keeps its
+status, anything else is a 500 whose traceback goes to the log and never to the client. Every
+error body has the same shape, ``{"error": {"code", "message", "parameter"}}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import http
+import logging
+from typing import Any, TypeAlias
+
+import falcon
+import falcon.asgi
+import falcon.media
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from engines.shell.errors import DomainError
+from engines.shell.lifecycle import Engine
+
+log = logging.getLogger(__name__)
+
+_dumps = functools.partial(
+    orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+)
+#: Statuses /health answers 200 with; others (starting, stopping, failed) answer 503 so a
+#: load balancer or orchestrator reads the status line alone.
+_HEALTHY = frozenset({"ok", "degraded"})
+SHELL_ROUTES = ("/health", "/metrics", "/streams")
+
+EngineApp: TypeAlias = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]
+
+
+def create_app(engine: Engine[Any], *, version: str) -> EngineApp:
+    """Build the ASGI app for ``engine``: shell routes, then the engine's ``resources()``."""
+    app = falcon.asgi.App()
+    json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
+    app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
+
+    app.add_route("/health", HealthResource(engine, version))
+    app.add_route("/metrics", MetricsResource(engine))
+    app.add_route("/streams", StreamsResource(engine))
+    for route, resource in engine.resources():
+        if route in SHELL_ROUTES:
+            raise ValueError(f"engine {engine.name} may not override the shell route {route}")
+        app.add_route(route, resource)
+
+    async def internal_error(
+        req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any
+    ) -> None:
+        engine.record_error(f"unhandled error serving {req.method} {req.path}", exc_info=ex)
+        resp.status = 500
+        resp.media = error_body("internal", "internal error")
+
+    app.add_error_handler(Exception, internal_error)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(DomainError, _domain_error)
+    return app
+
+
+def error_body(code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
+    """The one error shape every engine answers with."""
+    return {"error": {"code": code, "message": message, "parameter": parameter}}
+
+
+class HealthResource:
+    def __init__(self, engine: Engine[Any], version: str) -> None:
+        self._engine = engine
+        self._version = version
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = self._engine.health()
+        body["version"] = self._version
+        resp.media = body
+        resp.status = 200 if body["status"] in _HEALTHY else 503
+
+
+class MetricsResource:
+    def __init__(self, engine: Engine[Any]) -> None:
+        self._registry = engine.metrics.registry
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.data = generate_latest(self._registry)
+        resp.content_type = CONTENT_TYPE_LATEST
+
+
+class StreamsResource:
+    def __init__(self, engine: Engine[Any]) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {
+            "engine": self._engine.name,
+            "streams": [
+                {"channel": s.channel, "delivery": s.delivery.value, "description": s.description}
+                for s in self._engine.streams()
+            ],
+        }
+
+
+async def _domain_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: DomainError, params: Any
+) -> None:
+    resp.status = ex.status
+    resp.media = error_body(ex.code, ex.message, ex.parameter)
+
+
+async def _http_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: falcon.HTTPError, params: Any
+) -> None:
+    status = http.HTTPStatus(ex.status_code)
+    code = str(ex.code) if ex.code is not None else status.phrase.lower().replace(" ", "_")
+    resp.status = ex.status_code
+    if ex.headers:
+        resp.set_headers(ex.headers)
+    resp.media = error_body(code, ex.description or status.phrase)
