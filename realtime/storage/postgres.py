@@ -211,8 +211,8 @@ class CopySink:
         latest = {(r[0], r[1], r[2]): r for r in records}
         columns = ", ".join(BAR_COLUMNS)
         await connection.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS bars_incoming"
-            f" (LIKE {quote_identifier(self._schema)}.bars) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS bars_incoming ON COMMIT DELETE ROWS AS"
+            f" SELECT {columns} FROM {quote_identifier(self._schema)}.bars WITH NO DATA"
         )
         await connection.copy_records_to_table(
             "bars_incoming", records=list(latest.values()), columns=BAR_COLUMNS
