@@ -66,6 +66,8 @@ def _status(channel: str, state: StatusState, **fields: Any) -> bytes:
 
 class Hub:
     def __init__(self, config: HubConfig, bus: Bus, *, clock: Clock | None = None) -> None:
+        if config.auth_secret is not None and len(config.auth_secret.encode()) < 32:
+            raise ValueError("auth_secret must be at least 32 bytes (RFC 7518 §3.2 for HS256)")
         self.config = config
         self._bus = bus
         self._clock = clock or SystemClock()
@@ -573,9 +575,9 @@ class Hub:
 
 def _respond(connection: ServerConnection, status: HTTPStatus, body: bytes, ctype: str) -> Response:
     response = connection.respond(status, "")
-    response.headers["Content-Type"] = ctype
-    del response.headers["Content-Length"]
-    response.headers["Content-Length"] = str(len(body))
+    for name, value in (("Content-Type", ctype), ("Content-Length", str(len(body)))):
+        del response.headers[name]  # Headers is a multidict: replace, don't append
+        response.headers[name] = value
     response.body = body
     return response
 

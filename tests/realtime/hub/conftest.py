@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from realtime.bus import MemoryBus
+from realtime.hub import Hub, HubConfig
+
+
+class Client:
+    """A test client that unpacks batch frames and reads with a deadline."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def request(self, op: str, **fields: Any) -> int:
+        self.next_id += 1
+        await self.ws.send(orjson.dumps({"op": op, "id": self.next_id, **fields}).decode())
+        return self.next_id
+
+    async def frame(self, timeout: float = 2.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        obj: dict[str, Any] = orjson.loads(raw)
+        return obj
+
+    async def messages(
+        self, count: int, timeout: float = 2.0, skip_heartbeats: bool = True
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while len(out) < count:
+            obj = await self.frame(timeout)
+            for msg in obj["messages"] if obj["type"] == "batch" else [obj]:
+                if skip_heartbeats and msg["type"] == "heartbeat":
+                    continue
+                out.append(msg)
+        return out
+
+    async def reply(self, op: str, **fields: Any) -> dict[str, Any]:
+        await self.request(op, **fields)
+        return (await self.messages(1))[0]
+
+
+HubFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def hub_factory() -> AsyncIterator[HubFactory]:
+    hubs: list[Hub] = []
+
+    @asynccontextmanager
+    async def make(**overrides: Any) -> AsyncIterator[tuple[Hub, MemoryBus]]:
+        bus = MemoryBus(epoch="ep1")
+        hub = Hub(replace(HubConfig(port=0, heartbeat_interval_s=30.0), **overrides), bus)
+        await hub.start()
+        hubs.append(hub)
+        hub.declare(["trades.SPY", "quotes.SPY", "trades.QQQ"])
+        try:
+            yield hub, bus
+        finally:
+            await hub.stop()
+
+    yield make
+
+
+@asynccontextmanager
+async def client(hub: Hub, path: str = "/ws", **kwargs: Any) -> AsyncIterator[Client]:
+    async with connect(f"ws://127.0.0.1:{hub.port}{path}", **kwargs) as ws:
+        yield Client(ws)
+
+
+async def settle() -> None:
+    """Let the hub's consumer task run the pending fan-out."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
