@@ -66,7 +66,8 @@ TIME_COLUMN_INDEX = {
 }
 
 # asyncpg errors a retry can outlive: connection loss, server restart or shutdown
-# (class 57), resources (class 53), a read-only standby during failover, rollback races (class 40).
+# (class 57), resources (class 53), a read-only standby during failover, rollback races (class 40),
+# and the client-side protocol-state error a killed backend can leave on the next use.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -76,6 +77,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.TransactionRollbackError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -229,7 +231,11 @@ class CopySink:
             connection.terminate()
 
     def is_transient(self, error: Exception) -> bool:
-        return isinstance(error, TRANSIENT_ERRORS)
+        """Retry after connection trouble, which a killed backend can surface as a client-side
+        protocol-state error (``InternalClientError``) on the next use of the connection."""
+        if isinstance(error, TRANSIENT_ERRORS):
+            return True
+        return self._connection is not None and self._connection.is_closed()
 
 
 _trade_record = operator.attrgetter(*TRADE_COLUMNS)

@@ -163,8 +163,9 @@ class BatchWriter:
             except Exception as error:  # every failure is classified, counted and logged below
                 self.batches_failed += 1
                 self.last_error = f"{type(error).__name__}: {error}"
+                transient = self._sink.is_transient(error)
                 await self._sink.disconnect()
-                if not self._sink.is_transient(error):
+                if not transient:
                     self.rows_rejected += len(batch.records)
                     log.error(
                         "batch %s of %d rows into %s refused: %s",
