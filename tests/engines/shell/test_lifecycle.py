@@ -33,9 +33,11 @@ async def settle(engine: VwapEngine, handled: int) -> None:
 
 async def test_states_from_created_to_stopped() -> None:
     engine, _, _ = make_engine()
-    assert engine.state is EngineState.CREATED
+    assert engine.status() == "starting"
+    assert engine.state.value == "created"
     await engine.start()
     assert engine.state_seen_in_on_start == "starting"
+    assert engine.status() == "ok"
     assert engine.state is EngineState.RUNNING
     with pytest.raises(RuntimeError, match="cannot start"):
         await engine.start()
