@@ -1,0 +1,1 @@
+"""Reference servers the benchmark measures our hub against."""

@@ -1,0 +1,304 @@
+"""The fan-out benchmark: each scenario runs a server process and a generator process, then reports.
+
+    python -m loadtest.fanout [--quick] [--scenario NAME ...] [--library picows] [--out PATH]
+
+Per scenario: start the server (hub or naive baseline) pinned to core 0, start the generator
+pinned to core 1, wait until every client is subscribed, start publishing, warm up, then measure a
+window: delivered messages/s, latency percentiles, hub CPU (user+sys from ``/proc/<pid>/stat``)
+and RSS. After the window the publisher stops, the generator drains and reports exact losses
+against the final ``seq``. Idle scenarios measure hub RSS per subscribed connection instead.
+Children run in their own process groups and are killed on every exit path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from loadtest.scenarios import BY_NAME, SCENARIOS, SERVER_MODULES, Scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "loadtest" / "results"
+HUB_CORE, GENERATOR_CORE = 0, 1
+#: Longest wait for any child answer (5,000 handshakes on one core take a while).
+ANSWER_TIMEOUT_S = 90.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class Child:
+    """A benchmark child process driven by lines on stdin, answering JSON lines on stdout."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+
+    @classmethod
+    async def spawn(cls, module: str, *args: str) -> Child:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,  # its own process group: killed as a whole
+            limit=1 << 20,
+        )
+        return cls(proc)
+
+    async def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def expect(self, event: str, timeout_s: float = ANSWER_TIMEOUT_S) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(timeout_s):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"child {self.pid} exited before answering {event!r}")
+                answer: dict[str, Any] = orjson.loads(line)
+                if answer.get("event") == event:
+                    return answer
+
+    async def close(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, OSError, BrokenPipeError):
+                await self.send("exit")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 3)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        await self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (proc(5): fields 14 and 15 of /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str, Any]:
+    """Run one scenario end to end; return its result row (see README "Output")."""
+    rate = "max" if scenario.rate is None else str(scenario.rate)
+    server = await Child.spawn(
+        SERVER_MODULES[scenario.server],
+        *("--channel", scenario.channel, "--rate", rate, "--core", str(HUB_CORE)),
+    )
+    generator: Child | None = None
+    try:
+        ready = await server.expect("ready")
+        await asyncio.sleep(0.3)
+        rss_empty = rss_bytes(server.pid)
+        generator = await Child.spawn(
+            "loadtest.generator",
+            *("--url", f"ws://127.0.0.1:{ready['port']}/", "--channel", scenario.channel),
+            *("--connections", str(scenario.connections), "--library", library),
+            *("--core", str(GENERATOR_CORE)),
+        )
+        subscribed = await generator.expect("subscribed")
+        row: dict[str, Any] = {
+            "scenario": scenario.name,
+            "server": scenario.server.value,
+            "connections": scenario.connections,
+            "rate": scenario.rate,
+            "library": library,
+            "target": scenario.target,
+            "subscribed": subscribed,
+        }
+        if scenario.idle:
+            await asyncio.sleep(scenario.warmup_s)
+            rss_full = rss_bytes(server.pid)
+            open_connections = max(1, int(subscribed["connections"]))
+            row |= {
+                "hub_rss_mb": round(rss_full / 2**20, 1),
+                "hub_rss_empty_mb": round(rss_empty / 2**20, 1),
+                "hub_bytes_per_connection": round((rss_full - rss_empty) / open_connections),
+                "errors": sum(subscribed["errors"].values()),
+            }
+            return row
+        await server.send("start")
+        await server.expect("started")
+        await asyncio.sleep(scenario.warmup_s)
+        hub_cpu0, gen_cpu0 = cpu_seconds(server.pid), cpu_seconds(generator.pid)
+        await generator.send("mark")
+        await generator.expect("marked")
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.sleep(scenario.window_s)
+        await generator.send("end")
+        await generator.expect("ended")
+        elapsed = asyncio.get_running_loop().time() - t0
+        hub_cpu1, gen_cpu1 = cpu_seconds(server.pid), cpu_seconds(generator.pid)
+        rss = rss_bytes(server.pid)
+        await server.send("stop")
+        stopped = await server.expect("stopped")
+        await generator.send(f"drain {stopped['last_seq']}")
+        report = await generator.expect("report")
+        row |= {
+            "delivered_per_s": report["delivered_per_s"],
+            "lost": report["lost"],
+            "latency_publish_ms": report["latency_publish_ms"],
+            "latency_event_ms": report["latency_event_ms"],
+            "errors": sum(report["errors"].values()) + sum(subscribed["errors"].values()),
+            "hub_cpu_pct": round(100 * (hub_cpu1 - hub_cpu0) / elapsed, 1),
+            "generator_cpu_pct": round(100 * (gen_cpu1 - gen_cpu0) / elapsed, 1),
+            "hub_rss_mb": round(rss / 2**20, 1),
+            "published": stopped["last_seq"],
+            "generator": report,
+        }
+        return row
+    finally:
+        if generator is not None:
+            await generator.close()
+        await server.close()
+
+
+def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Delivered msgs/s of each hub scenario over its naive baseline's."""
+    by_name = {r["scenario"]: r for r in rows}
+    out: dict[str, float] = {}
+    for row in rows:
+        base_of = BY_NAME[row["scenario"]].baseline_of if row["scenario"] in BY_NAME else None
+        if base_of and base_of in by_name and row.get("delivered_per_s"):
+            out[base_of] = round(by_name[base_of]["delivered_per_s"] / row["delivered_per_s"], 1)
+    return out
+
+
+def _ms(latency: dict[str, float | None] | None, key: str) -> str:
+    value = None if latency is None else latency.get(key)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
+    head = (
+        "scenario",
+        "conns",
+        "rate/s",
+        "delivered/s",
+        "lost",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "errors",
+        "hub CPU%",
+        "gen CPU%",
+        "hub RSS MB",
+    )
+    lines = [head]
+    for r in rows:
+        lat = r.get("latency_publish_ms")
+        lines.append(
+            (
+                r["scenario"],
+                str(r["connections"]),
+                "max" if r["rate"] is None else str(r["rate"]),
+                "-" if "delivered_per_s" not in r else f"{r['delivered_per_s']:,.0f}",
+                str(r.get("lost", "-")),
+                _ms(lat, "p50"),
+                _ms(lat, "p99"),
+                _ms(lat, "p999"),
+                _ms(lat, "max"),
+                str(r.get("errors", "-")),
+                str(r.get("hub_cpu_pct", "-")),
+                str(r.get("generator_cpu_pct", "-")),
+                str(r.get("hub_rss_mb", "-")),
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    text.append("latency: ts.publish -> receipt, per frame's oldest message (upper bound)")
+    for name, value in ratio.items():
+        text.append(f"{name}: {value}x the naive websockets broadcast")
+    for r in rows:
+        if "hub_bytes_per_connection" in r:
+            kb = r["hub_bytes_per_connection"] / 1024
+            text.append(f"{r['scenario']}: {kb:.1f} KB hub RSS per subscribed connection")
+    return "\n".join(text)
+
+
+async def run_all(scenarios: list[Scenario], library: str) -> list[dict[str, Any]]:
+    rows = []
+    for scenario in scenarios:
+        print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
+        try:
+            rows.append(await run_scenario(scenario, library))
+        except (RuntimeError, TimeoutError) as exc:
+            rows.append(
+                {
+                    "scenario": scenario.name,
+                    "connections": scenario.connections,
+                    "rate": scenario.rate,
+                    "failed": repr(exc),
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="WebSocket fan-out benchmark (issue 2)")
+    parser.add_argument("--quick", action="store_true", help="1 s warm-up, 3 s windows")
+    parser.add_argument("--scenario", action="append", choices=sorted(BY_NAME), default=None)
+    parser.add_argument("--library", default="picows", choices=("picows", "websockets", "aiohttp"))
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default: results/)")
+    args = parser.parse_args(argv)
+    chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else list(SCENARIOS)
+    if args.quick:
+        chosen = [s.quick() for s in chosen]
+    started = dt.datetime.now(dt.UTC)
+    rows = asyncio.run(run_all(chosen, args.library))
+    ratio = ratios(rows)
+    print(table(rows, ratio))
+    document = {
+        "started": started.isoformat(),
+        "quick": args.quick,
+        "library": args.library,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "hub_core": HUB_CORE,
+        "generator_core": GENERATOR_CORE,
+        "scenarios": rows,
+        "ratios": ratio,
+    }
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(data)
+    else:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ")
+        (RESULTS / f"fanout-{stamp}.json").write_bytes(data)
+        (RESULTS / "fanout-latest.json").write_bytes(data)
+    return 1 if any("failed" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
