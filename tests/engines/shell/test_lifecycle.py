@@ -42,10 +42,10 @@ async def test_states_from_created_to_stopped() -> None:
     with pytest.raises(RuntimeError, match="cannot start"):
         await engine.start()
     await engine.stop()
-    assert engine.state is EngineState.STOPPED
+    assert engine.health()["state"] == "stopped"
     assert engine.stopped_cleanly
     await engine.stop()  # idempotent
-    assert engine.state is EngineState.STOPPED
+    assert engine.health()["state"] == "stopped"
 
 
 async def test_consumes_trades_and_publishes_vwap_equal_to_numpy() -> None:
