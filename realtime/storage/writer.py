@@ -11,6 +11,7 @@ queued or written is counted, never dropped silently: ``rows_dropped_overflow`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
@@ -133,15 +134,21 @@ class BatchWriter:
         await self._sink.disconnect()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._settings.flush_interval_s
+        last_whole_drain = loop.time()
         while True:
-            timed_out = False
             if not self._closing:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval_s)
-                except TimeoutError:
-                    timed_out = True
+                timeout = max(0.0, last_whole_drain + interval - loop.time())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 self._wake.clear()
-            await self._drain(whole_queue=timed_out or self._closing)
+            # Full batches go at once; partial ones every interval, even while a busy table
+            # keeps waking the loop (a slow table's rows must not wait for a quiet moment).
+            whole_queue = self._closing or loop.time() - last_whole_drain >= interval
+            if whole_queue:
+                last_whole_drain = loop.time()
+            await self._drain(whole_queue=whole_queue)
             if self._closing and self.rows_queued == 0:
                 return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import socket
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from realtime.clock import ManualClock
-from realtime.storage import PostgresConfig, PostgresStore, TradeRow
+from realtime.storage import PostgresConfig, PostgresStore, SignalRow, TradeRow
 from realtime.storage.migrations import quote_identifier
 from realtime.storage.writer import Batch, BatchWriter
 from tests.realtime.storage.conftest import DSN, eventually, settled
@@ -249,3 +250,21 @@ async def test_close_during_an_outage_counts_what_it_could_not_write(
     await store.close(timeout_s=0.3)
     stats = store.stats()
     assert (stats.rows_written, stats.rows_queued, stats.rows_dropped_shutdown) == (0, 0, 70)
+
+
+async def test_a_quiet_table_is_flushed_while_a_busy_one_keeps_the_writer_awake(
+    pg_config: PostgresConfig, admin: asyncpg.Connection
+) -> None:
+    config = dataclasses.replace(pg_config, batch_rows=20, flush_interval_s=0.1)
+    store = PostgresStore(config)
+    await store.start()
+    quiet = SignalRow("vpin", "vpin.SPY", "SPY", SPY_OPEN_2013, 1, {"vpin": 0.25})
+    store.write_signals([quiet])
+    busy = make_trades("SPY", SPY_OPEN_2013, 2000, seed=19)
+    for start in range(0, 2000, 20):  # a full trades batch every 5 ms, for 0.5 s
+        store.write_trades(busy[start : start + 20])
+        await asyncio.sleep(0.005)
+        if await count(admin, "signals"):
+            break
+    assert await count(admin, "signals") == 1
+    await store.close()
