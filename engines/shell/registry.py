@@ -60,6 +60,11 @@ class EngineSpec:
         """The default port (DESIGN.md table)."""
         return ENGINE_PORTS[self.name]
 
+    def config_defaults(self) -> dict[str, Any]:
+        """What the registry decides about the engine's config: its name and default port.
+        Pass to ``load_config``/``describe_config`` as ``defaults=``."""
+        return {"name": self.name, "port": self.port}
+
     def load(self) -> type[Engine[Any]]:
         """Import the engine class (the first time the engine is actually used)."""
         module_name, _, class_name = self.target.partition(":")

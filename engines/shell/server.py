@@ -212,9 +212,7 @@ def build_engine(
     """Import the engine and read its config from ``environ`` (the registry's port as the
     default); ``overrides`` (command-line flags) win over the environment."""
     engine_class = spec.load()
-    config = load_config(
-        engine_class.config_type, environ, defaults={"name": spec.name, "port": spec.port}
-    )
+    config = load_config(engine_class.config_type, environ, defaults=spec.config_defaults())
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return engine_class(config, bus=bus, clock=clock)
@@ -277,8 +275,8 @@ async def _serve_until_signalled(engine: Engine[Any], bus: Bus) -> int:
     try:
         try:
             running = await run_engine(engine)
-        except Exception:
-            log.exception("engine %s did not start", engine.name)
+        except Exception as exc:  # the engine or uvicorn already logged the traceback
+            log.error("engine %s did not start: %r", engine.name, exc)
             return 1
         log.info("engine %s serving on http://%s:%d", engine.name, running.host, running.port)
         await _first_of(stop_requested.wait(), engine.wait_failed())

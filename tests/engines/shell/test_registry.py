@@ -37,6 +37,7 @@ def test_registry_holds_only_engines_whose_code_exists() -> None:
 def test_spec_imports_lazily_and_checks_the_class() -> None:
     spec = EngineSpec("analytics", "tests.engines.shell.not_written_yet:AnalyticsEngine")
     assert spec.port == 8100
+    assert spec.config_defaults() == {"name": "analytics", "port": 8100}
     assert "tests.engines.shell.not_written_yet" not in sys.modules
     with pytest.raises(ModuleNotFoundError):
         spec.load()

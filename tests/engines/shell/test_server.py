@@ -134,3 +134,14 @@ def test_main_engine_reports_config_errors(capsys: pytest.CaptureFixture[str]) -
     assert main_engine("nope", [], environ={}, registry=REGISTRY) == 2
     assert "unknown engine 'nope' (known: vpin)" in capsys.readouterr().err
     assert main_engine("vpin", ["--port", "x"], environ={}, registry=REGISTRY) == 2
+
+
+async def test_port_in_use_is_an_error_before_the_engine_starts() -> None:
+    first = await run_engine(make_engine(name="first"))
+    second = make_engine(name="second")
+    try:
+        with pytest.raises(OSError):
+            await run_engine(second, port=first.port)
+    finally:
+        await first.stop()
+    assert second.state is EngineState.CREATED
