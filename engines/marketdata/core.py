@@ -364,6 +364,11 @@ class ThresholdBarBuilder:
             return 1.0
         return size if self.kind == "volume" else price * size
 
+    def _piece_size(self, size: float, measure: float, take: float) -> float:
+        if self.kind == "volume":
+            return take
+        return size if self.kind == "tick" else size * (take / measure)
+
     def add(self, event_ns: int, price: float, size: float) -> list[Bar]:
         done: list[Bar] = []
         measure = self._measure(price, size)
@@ -373,7 +378,7 @@ class ThresholdBarBuilder:
                 self._first_ns = event_ns
             room = self.threshold - self._filled
             take = left if left < room else room
-            self._acc.add(price, size * (take / measure), True)
+            self._acc.add(price, self._piece_size(size, measure, take), True)
             self._filled += take
             self._last_ns = event_ns
             left -= take
@@ -429,7 +434,12 @@ def threshold_bars(trades: TradeColumns, spec: str, *, include_partial: bool = F
             trade_of[complete],
             bar_of[complete],
         )
-    piece_size = size[trade_of] * (piece / measure[trade_of])
+    if parsed.kind == "volume":
+        piece_size = piece
+    elif parsed.kind == "tick":
+        piece_size = size[trade_of]
+    else:
+        piece_size = size[trade_of] * (piece / measure[trade_of])
     piece_price = price[trade_of]
     _, (o, h, low, c, v, dv), n = _group_ohlc(
         bar_of, piece_price, piece_size, np.ones(len(piece), dtype=bool)
