@@ -47,6 +47,11 @@ class Subscription(Protocol):
         ...
 
     @property
+    def pending(self) -> int:
+        """Messages delivered to this subscriber and not yet taken (its backlog)."""
+        ...
+
+    @property
     def dropped(self) -> int:
         """Messages this subscriber lost to its bounded buffer (a slow consumer)."""
         ...

@@ -1,8 +1,11 @@
-"""Hub configuration: one frozen object, every limit explicit (README "Configuration")."""
+"""Hub configuration: one frozen object, every limit explicit (README "Configuration").
+
+Read from ``NAUTILUS_HUB_<FIELD>`` by ``realtime.config.load_settings``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from protocol.messages import Limits
@@ -15,34 +18,50 @@ class LosslessOverflow(StrEnum):
     GAP = "gap"  # drop the backlog, send a ``gap`` status naming the seq range; client resumes
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    host: str = "127.0.0.1"
-    port: int = 8600
-    #: Largest inbound frame; a larger one closes the connection with 1009.
-    max_frame_bytes: int = 64 * 1024
-    max_subscriptions: int = 1_000
-    max_channels_per_request: int = 200
-    #: Inbound requests per second per connection (token bucket, burst = 2x).
-    max_messages_per_second: int = 50
-    #: Rate-limited requests tolerated in a row before closing with 4029.
-    rate_limit_strikes: int = 100
-    #: Backlog bound per connection while its socket is congested.
-    max_pending_messages: int = 10_000
-    #: Socket write buffer above which a connection counts as slow (bytes).
-    slow_write_buffer_bytes: int = 4 * 1024 * 1024
-    lossless_overflow: LosslessOverflow = LosslessOverflow.DISCONNECT
-    #: Messages kept per channel for resume.
-    history_size: int = 10_000
-    heartbeat_interval_s: float = 5.0
-    #: A channel silent this long is announced ``stale`` (0 disables).
-    stale_after_s: float = 30.0
-    #: Bytes per frame when draining a backlog (keeps one write bounded).
-    max_batch_bytes: int = 1024 * 1024
-    compression: bool = False
-    #: HMAC secret for signed channel tokens; ``None`` disables auth (embedded default).
-    auth_secret: str | None = None
-    drain_timeout_s: float = 5.0
+    host: str = field(default="127.0.0.1", metadata=_help("interface the hub binds"))
+    port: int = field(default=8600, metadata=_help("WebSocket + HTTP port (0 = any free port)"))
+    max_frame_bytes: int = field(
+        default=64 * 1024, metadata=_help("largest inbound frame; larger closes with 1009")
+    )
+    max_subscriptions: int = field(default=1_000, metadata=_help("channels per connection"))
+    max_channels_per_request: int = field(default=200, metadata=_help("channels per subscribe"))
+    max_messages_per_second: int = field(
+        default=50, metadata=_help("inbound requests/s per connection (burst 2x)")
+    )
+    rate_limit_strikes: int = field(
+        default=100, metadata=_help("rate-limited requests in a row before closing with 4029")
+    )
+    max_pending_messages: int = field(
+        default=10_000, metadata=_help("backlog bound per congested connection (messages)")
+    )
+    slow_write_buffer_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_help("socket write buffer that marks a client slow")
+    )
+    lossless_overflow: LosslessOverflow = field(
+        default=LosslessOverflow.DISCONNECT,
+        metadata=_help("slow ordered-lossless client: disconnect (4008) or gap (status + drop)"),
+    )
+    history_size: int = field(
+        default=10_000, metadata=_help("messages kept per channel for resume")
+    )
+    heartbeat_interval_s: float = field(default=5.0, metadata=_help("heartbeat period, seconds"))
+    stale_after_s: float = field(
+        default=30.0, metadata=_help("silence before a channel is announced stale (0 = never)")
+    )
+    max_batch_bytes: int = field(
+        default=1024 * 1024, metadata=_help("largest frame when draining a backlog")
+    )
+    compression: bool = field(default=False, metadata=_help("permessage-deflate (off: CPU)"))
+    auth_secret: str | None = field(
+        default=None, metadata=_help("HS256 secret (>= 32 bytes) for channel tokens; unset = open")
+    )
+    drain_timeout_s: float = field(default=5.0, metadata=_help("shutdown drain bound, seconds"))
 
     def limits(self) -> Limits:
         return Limits(

@@ -1,0 +1,133 @@
+"""``nautilus``: the one command line. Reads the environment once, here, per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from realtime import __version__
+from realtime.config import ConfigError, describe_settings
+
+DEFAULT_DSN_VAR = "NAUTILUS_DB_DSN"
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # Windows: the standard loop
+        return None
+    return uvloop.new_event_loop
+
+
+def _run_async(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(coro_factory())
+
+
+def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
+    from realtime.embedded import Settings, run_embedded
+
+    environ = dict(os.environ)
+    if args.feed:
+        environ["NAUTILUS_FEED_SOURCE"] = args.feed
+    if args.speed is not None:
+        environ["NAUTILUS_FEED_SPEED"] = str(args.speed)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        settings = Settings.from_env(environ, **overrides)
+    except ConfigError as exc:
+        print(f"nautilus: {exc}", file=sys.stderr)
+        return 2
+    return _run_async(lambda: run_embedded(settings, environ, with_engines=not hub_only))
+
+
+def _cmd_engine(args: argparse.Namespace) -> int:
+    from engines.shell.server import main_engine
+
+    return main_engine(args.name, args.rest)
+
+
+def _cmd_db_migrate(args: argparse.Namespace) -> int:
+    from realtime.storage.migrations import migrate
+
+    dsn = args.dsn or os.environ.get(DEFAULT_DSN_VAR)
+    if not dsn:
+        print(f"nautilus db migrate: set {DEFAULT_DSN_VAR} or pass --dsn", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        applied = await migrate(dsn, args.schema)
+        print(f"applied {len(applied)} migration(s): {applied}" if applied else "up to date")
+        return 0
+
+    return _run_async(run)
+
+
+def _cmd_config(_: argparse.Namespace) -> int:
+    from engines.shell.config import describe_config
+    from engines.shell.registry import ENGINES
+    from realtime.embedded import FEED_PREFIX, HUB_PREFIX, FeedConfig
+    from realtime.hub import HubConfig
+
+    rows = describe_settings(HubConfig, HUB_PREFIX) + describe_settings(FeedConfig, FEED_PREFIX)
+    for spec in ENGINES.values():
+        rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
+    width = max(len(r.variable) for r in rows)
+    for r in rows:
+        print(f"{r.variable:<{width}}  {r.type:<10} {r.default!r:<14} {r.help}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nautilus", description="Nautilus Realtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_up(name: str, text: str) -> None:
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--feed", choices=["spy", "sim", "none"], help="market feed to replay")
+        p.add_argument("--speed", type=float, help="replay speed (1 = real time, 0 = max)")
+        p.add_argument("--host", help="hub interface (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="hub port (default 8600)")
+
+    add_up("up", "embedded platform: hub, feed and every engine in one process")
+    add_up("hub", "the WebSocket hub with an in-process bus and a feed, no engines")
+    engine = sub.add_parser("engine", help="run one engine: nautilus engine NAME [--port P]")
+    engine.add_argument("name")
+    engine.add_argument("rest", nargs=argparse.REMAINDER)
+    db = sub.add_parser("db", help="database tasks")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_sub.add_parser("migrate", help="apply pending SQL migrations (infra/sql)")
+    migrate.add_argument("--dsn", help=f"PostgreSQL DSN (default ${DEFAULT_DSN_VAR})")
+    migrate.add_argument("--schema", default="nautilus")
+    sub.add_parser("config", help="list every configuration variable with its default")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("NAUTILUS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "version":
+        print(f"nautilus-realtime {__version__}")
+        return 0
+    if args.command == "up":
+        return _cmd_up(args)
+    if args.command == "hub":
+        return _cmd_up(args, hub_only=True)
+    if args.command == "engine":
+        return _cmd_engine(args)
+    if args.command == "db":
+        return _cmd_db_migrate(args)
+    return _cmd_config(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
