@@ -160,9 +160,11 @@ def local_ms_to_utc_ns(
         dtype=np.int64,
     )
     if np.all(offsets_ns == offsets_ns[0]):
-        return midnight_naive_ns + ms * _NS_PER_MS - offsets_ns[0]
-    hour_index = np.clip(ms // 3_600_000, 0, len(offsets_ns) - 1)
-    return midnight_naive_ns + ms * _NS_PER_MS - offsets_ns[hour_index]
+        offset: int | npt.NDArray[np.int64] = int(offsets_ns[0])
+    else:
+        offset = offsets_ns[np.clip(ms // 3_600_000, 0, len(offsets_ns) - 1)]
+    utc_ns: npt.NDArray[np.int64] = midnight_naive_ns + ms * _NS_PER_MS - offset
+    return utc_ns
 
 
 def _utc_offset_ns(wall: datetime, tz: ZoneInfo) -> int:

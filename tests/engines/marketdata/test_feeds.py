@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import re
 import zipfile
@@ -9,9 +10,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engines.marketdata import feeds
-from engines.marketdata.records import TradeColumns
+from engines.marketdata.records import Side, Trade, TradeColumns
 
 # From /work/shared/data/README.md (measured on the original files, not with this code).
 SPY_DAY_FIGURES = {
@@ -128,3 +130,69 @@ def test_feeds_resolve_data_inside_the_package() -> None:
     source = Path(feeds.__file__).read_text()
     assert "../shared" not in source
     assert "/work/" not in source
+
+
+def test_binance_feed_counts(binance_events: list[feeds.BinanceEvent]) -> None:
+    # /work/shared/data README: 19,904 trades, 73,174 bookTicker, 6,495 depth diffs, 1 snapshot.
+    kinds = [type(e).__name__ for e in binance_events]
+    assert kinds.count("Trade") == 19_904
+    assert kinds.count("Quote") == 73_174
+    assert kinds.count("BookDelta") == 6_495
+    assert kinds.count("BookSnapshot") == 1
+    trades = feeds.binance_trade_columns(binance_events)
+    buy_share = float((trades.aggressor == 1).mean())
+    assert buy_share == pytest.approx(0.457, abs=0.0005)  # README: taker-buy 45.7 % of trades
+    assert float(trades.size.sum()) == pytest.approx(437.9, abs=0.05)
+
+
+def test_binance_first_trade_fields(binance_events: list[feeds.BinanceEvent]) -> None:
+    trade = next(e for e in binance_events if isinstance(e, Trade))
+    # Line 4 of btcusdt_20240808.gz: "m":true ⇒ buyer is maker ⇒ SELL aggressor.
+    assert trade.aggressor is Side.SELL
+    assert (trade.price, trade.size, trade.sequence) == (61837.63, 0.02, 3735683259)
+    assert trade.event_ns == 1723161255342 * 1_000_000
+    assert trade.receive_ns == 1723161254087896568
+
+
+def test_binance_malformed_lines_counted(tmp_path: Path) -> None:
+    good = (
+        b'1 {"stream":"btcusdt@trade","data":{"e":"trade","E":2,"s":"BTCUSDT","t":9,'
+        b'"p":"1.00","q":"2.0","T":2,"m":false,"M":true}}\n'
+    )
+    path = tmp_path / "feed.gz"
+    with gzip.open(path, "wb") as out:
+        out.write(good + b"not-a-number {}\n" + b'3 {"stream":"x@trade","data":{}}\n' + good)
+    errors = feeds.FeedErrors()
+    events = list(feeds.read_binance_feed([path], errors=errors))
+    assert len(events) == 2 and events[0].aggressor is Side.BUY  # type: ignore[union-attr]
+    assert errors.count == 2 and [e.line for e in errors.errors] == [2, 3]
+
+
+def test_simulator_is_deterministic_and_keeps_rate() -> None:
+    config = feeds.SimulatorConfig(n_symbols=50, events_per_second=100_000, seed=3)
+    first = feeds.SyntheticMarket(config).next_chunk(200_000)
+    second = feeds.SyntheticMarket(config).next_chunk(200_000)
+    for name in ("event_ns", "symbol_index", "price", "bid", "ask", "size", "is_trade"):
+        assert np.array_equal(getattr(first, name), getattr(second, name))
+    span_s = (first.event_ns[-1] - config.start_ns) / 1e9
+    assert span_s == pytest.approx(2.0, rel=0.02)  # 200k events at 100k/s
+    assert np.all(np.diff(first.event_ns) > 0)
+    assert np.all(first.ask > first.bid)
+    trades = first.is_trade
+    expected_price = np.where(first.aggressor > 0, first.ask, first.bid)
+    assert np.array_equal(first.price[trades], expected_price[trades])
+    assert len(set(first.symbol_index.tolist())) == 50
+    records = first.records()
+    assert sum(isinstance(r, Trade) for r in records) == int(trades.sum())
+
+
+def test_simulator_continues_each_symbol_walk() -> None:
+    config = feeds.SimulatorConfig(n_symbols=3, events_per_second=10.0)
+    market = feeds.SyntheticMarket(config, np.random.default_rng(1))
+    chunk = market.next_chunk(1000)
+    nxt = market.next_chunk(1000)
+    for s in range(3):
+        last_bid = chunk.bid[chunk.symbol_index == s][-1]
+        first_bid = nxt.bid[nxt.symbol_index == s][0]
+        assert abs(round((first_bid - last_bid) * 100)) <= 1  # one step of at most one tick
+    assert nxt.event_ns[0] > chunk.event_ns[-1]
