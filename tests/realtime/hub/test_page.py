@@ -56,12 +56,13 @@ class Feed:
     def trade(self, *, quote: bool = True) -> None:
         self.ticks += 1
         i = self.ticks
-        payload = {"px": 430.0 + (i % 97) * 0.25, "sz": i % 7 + 1, "side": "BS"[i % 2]}
+        px = 430.0 + (i % 97) * 0.25
+        payload: dict[str, Any] = {"px": px, "sz": i % 7 + 1, "side": "BS"[i % 2]}
         env = self.bus.publish_nowait(TRADES, payload, event_ns=time.time_ns() - EVENT_LAG_NS)
         self.trades[env.seq] = (payload, env.publish_ns)
         if quote and i % 10 == 1:
-            quote = {"bid": payload["px"] - 0.01, "ask": payload["px"] + 0.01, "n": i}
-            self.quotes[self.bus.publish_nowait(QUOTES, quote).seq] = quote
+            bbo = {"bid": px - 0.01, "ask": px + 0.01, "n": i}
+            self.quotes[self.bus.publish_nowait(QUOTES, bbo).seq] = bbo
 
     async def run(self) -> None:
         while True:
