@@ -29,16 +29,14 @@ PAYLOAD_POOL = 1024
 Publish = Callable[[Any, "int | None"], None]
 
 
-def trade_payloads(symbol: str, count: int = PAYLOAD_POOL) -> list[dict[str, Any]]:
-    """Trade prints shaped like the MarketData engine's: with the update envelope, ~200 bytes."""
+def trade_payloads(count: int = PAYLOAD_POOL) -> list[dict[str, Any]]:
+    """Trade prints (price, size, aggressor side, trade id); in an update envelope ~215 bytes."""
     return [
         {
-            "symbol": symbol,
             "price": round(100.0 + (i % 97) * 0.01, 2),
             "size": 100 + (i % 9) * 100,
             "side": "buy" if i % 2 else "sell",
-            "trade_id": 1_000_000 + i,
-            "venue": "SIM",
+            "id": 1_000_000 + i,
         }
         for i in range(count)
     ]

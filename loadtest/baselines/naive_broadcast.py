@@ -75,11 +75,10 @@ class NaiveBroadcast:
 
 async def serve_naive(channel: str, rate: int | None, max_backlog: int) -> None:
     server = NaiveBroadcast(channel)
-    symbol = channel.rsplit(".", 1)[-1]
     publisher = RatePublisher(
         server.publish,
         server.queue.qsize,
-        trade_payloads(symbol),
+        trade_payloads(),
         rate=rate,
         max_backlog=max_backlog,
     )
