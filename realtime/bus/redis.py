@@ -1,0 +1,727 @@
+"""Redis bus for distributed mode: one Lua script numbers, stores and publishes each message.
+
+The model is Centrifugo's Redis broker (``internal/redis/broker.go``, its ``addHistorySource``
+script): per channel a hash holds the ``epoch`` and the ``seq`` counter, a stream holds the
+history (``XADD ... MAXLEN ~ N`` with the explicit id ``<seq>-0``), and pub/sub carries the live
+message. The script does all three atomically, so every bus instance on one Redis sees the same
+numbering and any hub can resume any client.
+
+Wire form of a message, identical on pub/sub and in the stream's ``m`` field::
+
+    n1 <channel> <seq> <epoch> <event_ns> <publish_ns>\\n<payload JSON>
+
+The header is split without a JSON parser; the payload is validated with ``orjson.loads`` and
+handed on either decoded (default, what engines expect) or as ``orjson.Fragment`` of the original
+bytes (``payload_fragments=True``, for the hub: its encoder splices the bytes without re-encoding).
+
+redis-py 8 defaults this module overrides on purpose: the 5 s socket timeout would break the
+idle pub/sub read (the pub/sub connection has none and is watched by our own PING), and automatic
+retries could append a message twice (retries are off; the publish writer retries itself, with a
+per-writer publish number the script uses to recognise a retry, see ``PUBLISH_SCRIPT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from protocol.channels import ChannelPattern, parse_channel
+from protocol.errors import ProtocolError
+from realtime.bus.base import BusClosed, Envelope
+from realtime.clock import Clock, SystemClock
+
+log = logging.getLogger("nautilus.bus.redis")
+
+WIRE_TAG = b"n1"
+
+#: KEYS: 1 meta hash, 2 stream.
+#: ARGV: 1 pub/sub channel, 2 channel name, 3 payload JSON, 4 event_ns, 5 publish_ns,
+#:       6 stream MAXLEN (approximate), 7 epoch to use if the channel has none,
+#:       8 writer id, 9 writer publish number (increasing per writer), 10 PUBLISH or SPUBLISH.
+#: Returns {seq, epoch, duplicate (0|1)}. A call whose (writer, number) is not newer than the
+#: writer's last one on this channel is a retry: nothing is written and the original seq is
+#: returned (0 if it is no longer in the stream). Timestamps stay strings: Lua numbers are
+#: doubles and nanosecond times exceed 2^53.
+PUBLISH_SCRIPT = """
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[7]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 's', 0)
+end
+local wfield = 'w:' .. ARGV[8]
+local wtag = ARGV[8] .. ' ' .. ARGV[9]
+local last = redis.call('HGET', meta, wfield)
+if last and tonumber(last) >= tonumber(ARGV[9]) then
+  local entries = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1000)
+  for _, entry in ipairs(entries) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'w' and fields[i + 1] == wtag then
+        return {tonumber(string.match(entry[1], '^(%d+)')), epoch, 1}
+      end
+    end
+  end
+  return {0, epoch, 1}
+end
+local seq = redis.call('HINCRBY', meta, 's', 1)
+local msg = 'n1 ' .. ARGV[2] .. ' ' .. seq .. ' ' .. epoch .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
+  .. '\\n' .. ARGV[3]
+local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', msg, 'w', wtag)
+if type(added) == 'table' and added.err then
+  redis.call('HINCRBY', meta, 's', -1)
+  return redis.error_reply('stream ' .. stream .. ' is ahead of seq ' .. seq .. ': ' .. added.err)
+end
+redis.call('HSET', meta, wfield, ARGV[9])
+redis.call(ARGV[10], ARGV[1], msg)
+return {seq, epoch, 0}
+"""
+
+
+class BusUnavailable(Exception):
+    """Redis cannot be reached (at start, or for longer than the publish retry bound)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"Redis bus unavailable at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class RedisBusConfig:
+    url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help("Redis URL"))
+    key_prefix: str = field(default="nautilus:", metadata=_help("prefix of every key and channel"))
+    stream_maxlen: int = field(
+        default=10_000, metadata=_help("history kept per channel (XADD MAXLEN ~, approximate)")
+    )
+    connect_timeout_s: float = field(
+        default=2.0, metadata=_help("bound on connecting at start (BusUnavailable after it)")
+    )
+    socket_timeout_s: float = field(
+        default=5.0, metadata=_help("read timeout of commands (not of the pub/sub connection)")
+    )
+    health_check_interval_s: float = field(
+        default=5.0, metadata=_help("idle pub/sub is PINGed this often; dead after 2 silent ones")
+    )
+    publish_timeout_s: float = field(
+        default=10.0, metadata=_help("how long a publish retries through an outage")
+    )
+    publish_batch: int = field(default=512, metadata=_help("scripts sent per pipeline round trip"))
+    max_publish_queue: int = field(
+        default=100_000, metadata=_help("publishes waiting for Redis before publish raises")
+    )
+    max_pending: int = field(
+        default=1_000_000, metadata=_help("per-subscription buffer (drop-oldest, counted)")
+    )
+    reconnect_min_s: float = field(default=0.05, metadata=_help("first reconnect backoff"))
+    reconnect_max_s: float = field(default=2.0, metadata=_help("largest reconnect backoff"))
+    recover_batch: int = field(default=1_000, metadata=_help("stream entries read per XRANGE"))
+    sharded_pubsub: bool = field(
+        default=False, metadata=_help("SPUBLISH/SSUBSCRIBE (Redis >= 7; for Redis Cluster)")
+    )
+    pubsub_shards: int = field(
+        default=16, metadata=_help("sharded mode: shard channels that channels hash onto")
+    )
+
+    def __post_init__(self) -> None:
+        if self.stream_maxlen < 1 or self.publish_batch < 1 or self.pubsub_shards < 1:
+            raise ValueError("stream_maxlen, publish_batch and pubsub_shards must be >= 1")
+        if self.connect_timeout_s <= 0 or self.health_check_interval_s <= 0:
+            raise ValueError("connect_timeout_s and health_check_interval_s must be > 0")
+
+
+def redacted_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Where a channel lives in Redis: ``{shard}`` hash tags keep a channel's keys and its
+    sharded pub/sub channel in one Cluster slot."""
+
+    prefix: str
+    shards: int | None  # None: classic pub/sub, one Redis channel per bus channel
+
+    def _tag(self, channel: str) -> str:
+        assert self.shards is not None
+        return f"{{s{zlib.crc32(channel.encode()) % self.shards}}}"
+
+    def meta(self, channel: str) -> str:
+        if self.shards is None:
+            return f"{self.prefix}meta:{channel}"
+        return f"{self.prefix}{self._tag(channel)}:meta:{channel}"
+
+    def stream(self, channel: str) -> str:
+        if self.shards is None:
+            return f"{self.prefix}stream:{channel}"
+        return f"{self.prefix}{self._tag(channel)}:stream:{channel}"
+
+    def pubsub(self, channel: str) -> str:
+        if self.shards is None:
+            return f"{self.prefix}pub:{channel}"
+        return f"{self.prefix}{self._tag(channel)}:pub"
+
+    def shard_channels(self) -> list[str]:
+        assert self.shards is not None
+        return [f"{self.prefix}{{s{i}}}:pub" for i in range(self.shards)]
+
+    def pubsub_glob(self, pattern: ChannelPattern) -> str:
+        """A Redis glob covering the NATS pattern (``*`` also crosses dots: filter after)."""
+        body = ".".join("*" if seg in ("*", ">") else _glob_escape(seg) for seg in pattern.segments)
+        return f"{_glob_escape(self.prefix)}pub:{body}"
+
+
+def decode_message(data: bytes, *, fragments: bool = False) -> Envelope:
+    """Parse the wire form; raise ``ValueError`` for anything that is not a valid message."""
+    head, sep, payload = data.partition(b"\n")
+    if not sep:
+        raise ValueError("no header line")
+    tag, channel, seq, epoch, event_ns, publish_ns = head.split(b" ")
+    if tag != WIRE_TAG:
+        raise ValueError(f"unknown wire tag {tag!r}")
+    value = orjson.loads(payload)
+    return Envelope(
+        channel.decode(),
+        int(seq),
+        epoch.decode(),
+        int(event_ns),
+        int(publish_ns),
+        orjson.Fragment(payload) if fragments else value,
+    )
+
+
+@dataclass(slots=True)
+class _Publish:
+    channel: str
+    payload: bytes
+    event_ns: int
+    publish_ns: int
+    number: int
+    future: asyncio.Future[Envelope] | None
+
+
+class RedisSubscription:
+    """Live messages of one pattern, with recovery from the streams after a reconnect.
+
+    The reader remembers the last ``(epoch, seq)`` per channel. After a reconnect it reads every
+    known channel's stream past that point before live messages; a live message that skips seqs
+    makes it read the hole from the stream first. What the stream no longer holds stays a hole
+    (the consumer reports a gap); a new epoch is passed on as is (the consumer resets history).
+    """
+
+    def __init__(
+        self,
+        bus: RedisBus,
+        pattern: str,
+        max_pending: int,
+        fragments: bool,
+        on_close: Callable[[RedisSubscription], None],
+    ) -> None:
+        self.pattern = pattern
+        self.matcher = ChannelPattern.parse(pattern)
+        self._bus = bus
+        self._fragments = fragments
+        self._items: deque[Envelope] = deque()
+        self._max_pending = max_pending
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._dropped = 0
+        self._on_close = on_close
+        self._last: dict[str, tuple[str, int]] = {}
+        self._ready = asyncio.Event()
+        #: messages on our Redis channels that are not valid bus messages (counted, skipped)
+        self.invalid = 0
+        #: messages already delivered (seen again after a recovery read)
+        self.duplicates = 0
+        #: messages read back from the streams (after reconnects or seq holes)
+        self.recovered = 0
+        self.reconnects = 0
+        self._reader = asyncio.create_task(self._read(), name=f"redis-bus-sub {pattern}")
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    async def wait_ready(self, limit_s: float = 5.0) -> None:
+        """Wait until Redis confirmed the subscription (live messages flow from then on)."""
+        await asyncio.wait_for(self._ready.wait(), limit_s)
+
+    # --- consumer side (same contract as MemorySubscription) ------------------------------------
+
+    def _offer(self, envelope: Envelope) -> None:
+        if len(self._items) >= self._max_pending:
+            self._items.popleft()  # the consumer sees the seq hole; never silent
+            self._dropped += 1
+        self._items.append(envelope)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next_batch(self, max_items: int = 1024) -> list[Envelope]:
+        while not self._items:
+            if self._closed:
+                return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = self._items
+        count = min(max_items, len(items))
+        return [items.popleft() for _ in range(count)]
+
+    async def _iterate(self) -> AsyncIterator[Envelope]:
+        while batch := await self.next_batch():
+            for envelope in batch:
+                yield envelope
+
+    def __aiter__(self) -> AsyncIterator[Envelope]:
+        return self._iterate()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._reader.cancel()
+        self._on_close(self)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def aclose(self) -> None:
+        """``close`` and wait for the reader to let go of its connection."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    # --- reader ---------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        cfg = self._bus.config
+        backoff = cfg.reconnect_min_s
+        first = True
+        while True:
+            pubsub = self._bus._pubsub_client.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                if not first:
+                    await self._recover_known()
+                first = False
+                self._ready.set()
+                backoff = cfg.reconnect_min_s
+                await self._pump(pubsub)
+            except (RedisError, OSError) as exc:
+                self.reconnects += 1
+                log.warning(
+                    "redis bus: subscription %r lost (%s); reconnecting in %.2f s",
+                    self.pattern,
+                    exc,
+                    backoff,
+                )
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, cfg.reconnect_max_s)
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        keys = self._bus.keys
+        if keys.shards is None:
+            await pubsub.psubscribe(keys.pubsub_glob(self.matcher))
+            expected = 1
+        else:
+            await pubsub.ssubscribe(*keys.shard_channels())
+            expected = keys.shards
+        confirmed = 0
+        while confirmed < expected:  # confirmations come before any message
+            msg = await pubsub.get_message(timeout=self._bus.config.connect_timeout_s)
+            if msg is None:
+                raise TimeoutError("no subscribe confirmation from Redis")
+            if msg["type"] in ("psubscribe", "ssubscribe"):
+                confirmed += 1
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        interval = self._bus.config.health_check_interval_s
+        loop = asyncio.get_running_loop()
+        last_rx = loop.time()
+        pinged = False
+        while True:
+            msg = await pubsub.get_message(timeout=interval)
+            now = loop.time()
+            if msg is None:
+                if now - last_rx > 2 * interval + 1:
+                    raise TimeoutError(f"pub/sub silent for {now - last_rx:.1f} s after PING")
+                if not pinged:
+                    await pubsub.ping()
+                    pinged = True
+                continue
+            last_rx = now
+            pinged = False
+            kind = msg["type"]
+            if kind in ("pmessage", "smessage", "message"):
+                await self._on_live(msg["data"])
+            elif kind in ("punsubscribe", "sunsubscribe"):
+                raise ConnectionError("Redis unsubscribed us")
+
+    def _decode(self, data: bytes) -> Envelope | None:
+        try:
+            env = decode_message(data, fragments=self._fragments)
+            if env.channel not in self._last:
+                parse_channel(env.channel)
+        except (ValueError, ProtocolError):
+            self.invalid += 1
+            return None
+        return env
+
+    async def _on_live(self, data: bytes) -> None:
+        env = self._decode(data)
+        if env is None or not self.matcher.matches(env.channel):
+            return
+        last = self._last.get(env.channel)
+        if last is not None:
+            epoch, seq = last
+            # a hole in seq, or a new epoch that did not start at 1: read the missing part
+            missing = env.seq > seq + 1 if epoch == env.epoch else env.seq > 1
+            if missing:
+                await self._recover(env.channel, until_seq=env.seq - 1)
+        self._accept(env)
+
+    def _accept(self, env: Envelope) -> None:
+        last = self._last.get(env.channel)
+        if last is not None and last[0] == env.epoch and env.seq <= last[1]:
+            self.duplicates += 1
+            return
+        self._last[env.channel] = (env.epoch, env.seq)
+        self._offer(env)
+
+    async def _recover_known(self) -> None:
+        for channel in list(self._last):
+            await self._recover(channel, until_seq=None)
+
+    async def _recover(self, channel: str, *, until_seq: int | None) -> None:
+        """Deliver what the stream holds after the last seen message of ``channel``.
+
+        Same epoch: entries after the last seq. New epoch (the channel's data was lost and
+        renumbered): the whole stream, which belongs to the new epoch.
+        """
+        bus = self._bus
+        client = bus._client
+        meta: Any = await client.hget(bus.keys.meta(channel), "e")
+        if meta is None:
+            return  # nothing stored at all: the next live message shows the epoch change
+        epoch = meta.decode()
+        known_epoch, known_seq = self._last[channel]
+        start = f"({known_seq}-0" if epoch == known_epoch else "-"
+        end = "+" if until_seq is None else f"{until_seq}-0"
+        stream = bus.keys.stream(channel)
+        while True:
+            entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange(  # type: ignore[assignment]
+                stream, start, end, count=bus.config.recover_batch
+            )
+            for entry_id, fields in entries:
+                env = self._decode(fields.get(b"m", b""))
+                if env is None:
+                    continue
+                self.recovered += 1
+                self._accept(env)
+                start = f"({entry_id.decode()}"
+            if len(entries) < bus.config.recover_batch:
+                return
+
+
+class RedisBus:
+    """The distributed bus: ``await RedisBus.connect(config)``; then the ``Bus`` interface."""
+
+    def __init__(self, config: RedisBusConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.keys = RedisKeys(
+            config.key_prefix, config.pubsub_shards if config.sharded_pubsub else None
+        )
+        self._clock = clock or SystemClock()
+        no_retry = Retry(NoBackoff(), 0)
+        self._client = Redis.from_url(
+            config.url,
+            socket_timeout=config.socket_timeout_s,
+            socket_connect_timeout=config.connect_timeout_s,
+            retry=no_retry,
+            socket_keepalive=True,
+        )
+        # Pub/sub waits indefinitely for traffic: no socket timeout (redis-py 8's 5 s would cut
+        # an idle subscription); liveness is our own PING in ``RedisSubscription._pump``.
+        self._pubsub_client = Redis.from_url(
+            config.url,
+            socket_timeout=None,
+            socket_connect_timeout=config.connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            socket_keepalive=True,
+            health_check_interval=0,
+        )
+        self._script_sha = ""
+        self.writer_id = secrets.token_hex(6)
+        self._numbers = 0
+        self._queue: deque[_Publish] = deque()
+        self._queue_event = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._inflight: list[_Publish] = []
+        self._subs: list[RedisSubscription] = []
+        self._closed = False
+        #: publishes whose script call was repeated after a connection error
+        self.publish_retries = 0
+        #: fire-and-forget publishes (``publish_nowait``) that failed
+        self.publish_failures = 0
+
+    @property
+    def url(self) -> str:
+        return redacted_url(self.config.url)
+
+    @classmethod
+    async def connect(cls, config: RedisBusConfig, *, clock: Clock | None = None) -> RedisBus:
+        """Connect and load the script; raise ``BusUnavailable`` within ``connect_timeout_s``."""
+        bus = cls(config, clock=clock)
+        try:
+            await asyncio.wait_for(bus._start(), config.connect_timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await bus._close_clients()
+            raise BusUnavailable(bus.url, str(exc) or type(exc).__name__) from exc
+        return bus
+
+    async def _start(self) -> None:
+        await self._client.ping()
+        if self.config.sharded_pubsub:
+            info = await self._client.info("server")
+            major = int(str(info["redis_version"]).split(".")[0])
+            if major < 7:
+                raise ResponseError(f"sharded pub/sub needs Redis >= 7, found {major}")
+        self._script_sha = await self._client.script_load(PUBLISH_SCRIPT)
+        self._writer = asyncio.create_task(self._write_loop(), name="redis-bus-writer")
+
+    # --- publish --------------------------------------------------------------------------------
+
+    def _enqueue(
+        self,
+        channel: str,
+        payload: Any,
+        event_ns: int | None,
+        future: asyncio.Future[Envelope] | None,
+    ) -> None:
+        if self._closed:
+            raise BusClosed("bus is closed")
+        if len(self._queue) >= self.config.max_publish_queue:
+            raise BusUnavailable(self.url, f"{len(self._queue)} publishes waiting for Redis")
+        now = self._clock.now_ns()
+        self._numbers += 1
+        self._queue.append(
+            _Publish(
+                channel,
+                orjson.dumps(payload),
+                now if event_ns is None else event_ns,
+                now,
+                self._numbers,
+                future,
+            )
+        )
+        self._queue_event.set()
+
+    async def publish(self, channel: str, payload: Any, *, event_ns: int | None = None) -> Envelope:
+        """Number, store and deliver one message; return it as consumers will see it.
+
+        Raises ``BusUnavailable`` if Redis stays unreachable for ``publish_timeout_s``.
+        """
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._enqueue(channel, payload, event_ns, future)
+        return await future
+
+    def publish_nowait(self, channel: str, payload: Any, *, event_ns: int | None = None) -> None:
+        """Queue a publish without waiting for its number (replays, simulators).
+
+        Order per bus is kept. Failures are logged and counted in ``publish_failures``; the
+        seq is assigned by Redis, so no ``Envelope`` can be returned here (unlike MemoryBus).
+        """
+        self._enqueue(channel, payload, event_ns, None)
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._queue_event.clear()
+                await self._queue_event.wait()
+                continue
+            count = min(len(queue), self.config.publish_batch)
+            batch = self._inflight = [queue.popleft() for _ in range(count)]
+            try:
+                results = await self._run_batch(batch)
+            except (RedisError, OSError, TimeoutError) as exc:
+                error = BusUnavailable(self.url, f"publish failed: {exc}")
+                for item in batch:
+                    self._fail(item, error)
+                continue
+            finally:
+                self._inflight = []
+            for item, result in zip(batch, results, strict=True):
+                if isinstance(result, Exception):
+                    self._fail(item, result)
+                    continue
+                seq, epoch, _duplicate = result
+                env = Envelope(
+                    item.channel,
+                    int(seq),
+                    epoch.decode(),
+                    item.event_ns,
+                    item.publish_ns,
+                    orjson.Fragment(item.payload),
+                )
+                if item.future is not None and not item.future.done():
+                    item.future.set_result(env)
+
+    def _fail(self, item: _Publish, error: BaseException) -> None:
+        if item.future is None:
+            self.publish_failures += 1
+            log.error("redis bus: publish on %s failed: %s", item.channel, error)
+        elif not item.future.done():
+            item.future.set_exception(error)
+
+    async def _run_batch(self, batch: list[_Publish]) -> list[Any]:
+        """Run the scripts in one pipeline; retry the whole batch through connection errors.
+
+        A retry is safe: each call carries (writer id, publish number), and the script answers a
+        repeated number with the original seq instead of appending again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.publish_timeout_s
+        backoff = self.config.reconnect_min_s
+        while True:
+            try:
+                return await self._pipeline(batch)
+            except NoScriptError:
+                self._script_sha = await self._client.script_load(PUBLISH_SCRIPT)
+            except (ConnectionError, TimeoutError, OSError, RedisError) as exc:
+                if isinstance(exc, ResponseError) or loop.time() + backoff > deadline:
+                    raise
+                self.publish_retries += len(batch)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def _pipeline(self, batch: list[_Publish]) -> list[Any]:
+        keys = self.keys
+        maxlen = str(self.config.stream_maxlen)
+        command = "SPUBLISH" if keys.shards is not None else "PUBLISH"
+        writer = self.writer_id
+        pipe = self._client.pipeline(transaction=False)
+        for item in batch:
+            channel = item.channel
+            pipe.evalsha(
+                self._script_sha,
+                2,
+                keys.meta(channel),
+                keys.stream(channel),
+                keys.pubsub(channel),
+                channel,
+                item.payload,
+                str(item.event_ns),
+                str(item.publish_ns),
+                maxlen,
+                secrets.token_hex(4),
+                writer,
+                str(item.number),
+                command,
+            )
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for result in results:
+            if isinstance(result, NoScriptError):
+                raise result
+        return results
+
+    # --- subscribe ------------------------------------------------------------------------------
+
+    def subscribe(
+        self, pattern: str, *, max_pending: int | None = None, payload_fragments: bool = False
+    ) -> RedisSubscription:
+        """Subscribe to channels matching a NATS-style pattern (from confirmation on).
+
+        ``payload_fragments=True`` hands payloads on as ``orjson.Fragment`` (for the hub).
+        ``await sub.wait_ready()`` (or ``await bus.wait_ready()``) waits for the confirmation.
+        """
+        if self._closed:
+            raise BusClosed("bus is closed")
+        sub = RedisSubscription(
+            self,
+            pattern,
+            max_pending or self.config.max_pending,
+            payload_fragments,
+            self._subs.remove,
+        )
+        self._subs.append(sub)
+        return sub
+
+    async def wait_ready(self, limit_s: float = 5.0) -> None:
+        """Wait until every open subscription is confirmed by Redis."""
+        for sub in list(self._subs):
+            await sub.wait_ready(limit_s)
+
+    async def last_seq(self, channel: str) -> int:
+        raw = await self._client.hget(self.keys.meta(channel), "s")
+        return int(raw) if raw is not None else 0
+
+    async def close(self) -> None:
+        """Flush queued publishes (bounded), end every subscription, close connections."""
+        if self._closed:
+            return
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.connect_timeout_s
+        writer = self._writer
+        while (self._queue or self._inflight) and writer is not None and not writer.done():
+            if loop.time() > deadline:
+                break
+            await asyncio.sleep(0.001)
+        for sub in list(self._subs):
+            await sub.aclose()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        closed = BusClosed("bus is closed")
+        for item in self._inflight:
+            self._fail(item, closed)
+        while self._queue:
+            self._fail(self._queue.popleft(), closed)
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        for client in (self._client, self._pubsub_client):
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
