@@ -75,7 +75,9 @@ class EngineSpec:
 
 
 #: The engines that exist, in start order for embedded mode. One line per engine.
-ENGINES: dict[str, EngineSpec] = {}
+ENGINES: dict[str, EngineSpec] = {
+    "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
+}
 
 
 def engine_spec(name: str, registry: dict[str, EngineSpec] | None = None) -> EngineSpec:

@@ -1,0 +1,184 @@
+"""MarketData REST on port 8800: instruments, history pages, the live book, the latest quote.
+
+History (``/trades``, ``/quotes``, ``/bars``) is read from the engine's ``Store``: stable order
+``(event_ns, id)`` (bars: ``start_ns``), half-open ``from <= t < to``, keyset pagination with the
+store's opaque cursor returned as ``next_cursor`` (``null`` on the last page). Times are ns since
+the epoch or ISO-8601 with an offset. A symbol with no stored rows answers an empty page, not 404
+(history of a symbol that has not traded yet is empty, not missing); ``/book/{symbol}`` and
+``/quotes/latest`` answer 404 for a symbol the engine holds no book / quote for.
+
+Errors use the shell's types: a bad parameter is a 400 naming it; PostgreSQL unreachable is a 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import asyncpg
+import falcon.asgi
+
+from engines.marketdata.core import BarSpec
+from engines.shell.errors import DomainError, NotFoundError, ValidationError
+from engines.shell.lifecycle import Route
+from engines.shell.params import query_int, query_symbol, query_time_ns
+from protocol.channels import book
+from protocol.errors import ProtocolError
+from realtime.storage import InvalidQuery
+from realtime.storage.base import MAX_PAGE_ROWS
+
+if TYPE_CHECKING:
+    from engines.marketdata.service import MarketDataEngine
+
+__all__ = ["DEFAULT_LIMIT", "StorageUnavailable", "routes"]
+
+DEFAULT_LIMIT = 1_000
+MAX_BOOK_DEPTH = 1_000
+_END_OF_TIME = 2**63 - 1
+T = TypeVar("T")
+
+
+class StorageUnavailable(DomainError):
+    """The store cannot answer now (PostgreSQL unreachable): retry later."""
+
+    status = 503
+    default_code = "storage_unavailable"
+
+
+def routes(engine: MarketDataEngine) -> Sequence[Route]:
+    return (
+        ("/instruments", InstrumentsResource(engine)),
+        ("/trades", TradesResource(engine)),
+        ("/quotes", QuotesResource(engine)),
+        ("/quotes/latest", LatestQuoteResource(engine)),
+        ("/bars", BarsResource(engine)),
+        ("/book/{symbol}", BookResource(engine)),
+    )
+
+
+async def _read(query: Awaitable[T]) -> T:
+    """Run a store read, mapping its errors to the shell's."""
+    try:
+        return await query
+    except InvalidQuery as exc:
+        raise ValidationError(str(exc), parameter=exc.parameter) from None
+    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+        raise StorageUnavailable("storage unreachable, retry later") from None
+
+
+class _Range:
+    """The parameters every history query shares."""
+
+    def __init__(self, req: falcon.asgi.Request) -> None:
+        self.symbol: str = query_symbol(req, required=True)  # type: ignore[assignment]
+        self.from_ns: int = query_time_ns(req, "from", default=0)  # type: ignore[assignment]
+        self.to_ns: int = query_time_ns(req, "to", default=_END_OF_TIME)  # type: ignore[assignment]
+        self.limit = query_int(
+            req, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_PAGE_ROWS
+        )
+        self.cursor = req.get_param("cursor") or None
+
+
+class InstrumentsResource:
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {"items": await _read(self._engine.store.fetch_instruments())}
+
+
+class TradesResource:
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        q = _Range(req)
+        page = await _read(
+            self._engine.store.fetch_trades(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
+        )
+        resp.media = {"symbol": q.symbol, "items": page.items, "next_cursor": page.next_cursor}
+
+
+class QuotesResource:
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        q = _Range(req)
+        page = await _read(
+            self._engine.store.fetch_quotes(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
+        )
+        resp.media = {"symbol": q.symbol, "items": page.items, "next_cursor": page.next_cursor}
+
+
+class BarsResource:
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        q = _Range(req)
+        spec = req.get_param("spec")
+        if not spec:
+            raise ValidationError("spec is required", parameter="spec", code="missing_parameter")
+        try:
+            BarSpec.parse(spec)
+        except ValueError as exc:
+            raise ValidationError(str(exc), parameter="spec") from None
+        page = await _read(
+            self._engine.store.fetch_bars(q.symbol, spec, q.from_ns, q.to_ns, q.limit, q.cursor)
+        )
+        resp.media = {
+            "symbol": q.symbol,
+            "spec": spec,
+            "items": page.items,
+            "next_cursor": page.next_cursor,
+        }
+
+
+class BookResource:
+    """The live rebuilt book (not stored): top ``depth`` levels, bids best first."""
+
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, symbol: str
+    ) -> None:
+        try:
+            book(symbol)
+        except ProtocolError:
+            raise ValidationError(
+                f"symbol must be 1-40 of A-Z a-z 0-9 _ -, got {symbol!r}", parameter="symbol"
+            ) from None
+        depth = query_int(
+            req, "depth", default=self._engine.config.book_depth, minimum=1, maximum=MAX_BOOK_DEPTH
+        )
+        order_book = self._engine.books.get(symbol)
+        if order_book is None:
+            raise NotFoundError(f"no order book for {symbol}", parameter="symbol")
+        top = order_book.top(depth)
+        resp.media = {
+            "symbol": symbol,
+            "state": order_book.state.value,
+            "event_ns": top.event_ns,
+            "last_update_id": top.last_update_id,
+            "crossed": order_book.is_crossed(),
+            "bids": top.bids,
+            "asks": top.asks,
+        }
+
+
+class LatestQuoteResource:
+    """The newest quote: the engine's own (includes rows not yet written), else the store's."""
+
+    def __init__(self, engine: MarketDataEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        symbol: str = query_symbol(req, required=True)  # type: ignore[assignment]
+        quote = self._engine.latest_quotes.get(symbol)
+        if quote is None:
+            quote = await _read(self._engine.store.fetch_latest_quote(symbol))
+        if quote is None:
+            raise NotFoundError(f"no quote for {symbol}", parameter="symbol")
+        resp.media = quote

@@ -1,0 +1,614 @@
+"""The MarketData engine (port 8800): replays a feed onto the bus and into storage.
+
+One producer task paces the configured feed (``realtime.replay.Pacer``: recorded time → wall
+time at ``speed``; 0 = as fast as the loop can go) and, for each wake-up's slice of due events:
+
+* publishes ``trades.SYM`` (ordered-lossless), ``quotes.SYM`` (latest-value), ``book.SYM``
+  (latest-value: the top ``book_depth`` levels of the rebuilt L2 book, once per slice in which it
+  changed) and ``bars.<spec>.SYM`` for every bar the slice completes (``chunk_bars``);
+* writes trades, quotes and bars to the ``Store`` (non-blocking ``write_*``: PostgreSQL queues to
+  a bound and counts what it cannot keep; without a DSN a bounded memory store).
+
+Published envelopes carry the replay (due) time as ``event_ns``, as ``realtime.replay`` does, so
+stage latencies stay meaningful; the recorded exchange time is the payload's ``t``. Trades are
+published from columns (one payload dict per trade, no ``Trade`` objects) through the bus's
+synchronous ``publish_nowait`` when it has one.
+
+Looping (``loop``): each lap starts its pacing afresh and rebuilds bars; only the first lap is
+stored, so a looping demo does not write the same day again and again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+import numpy as np
+import numpy.typing as npt
+
+from engines.marketdata.chunk_bars import ChunkBarBuilder, chunk_bar_builder
+from engines.marketdata.core import BarSpec, BookState, OrderBook, SaleConditionFilter
+from engines.marketdata.feeds import (
+    BinanceEvent,
+    FeedErrors,
+    SimulatedEvents,
+    SimulatorConfig,
+    SyntheticMarket,
+    lean_days,
+    lean_tick_path,
+    local_ms_to_utc_ns,
+    read_binance_feed,
+    read_lean_trade_ticks,
+)
+from engines.marketdata.normalize import (
+    BINANCE_INSTRUMENT,
+    SPY_INSTRUMENT,
+    bar_row,
+    quote_row,
+    sim_instrument,
+    trade_payloads,
+    trade_rows,
+)
+from engines.marketdata.records import BookDelta, BookSnapshot, Quote, Trade, TradeColumns
+from engines.shell.config import EngineConfig
+from engines.shell.lifecycle import Engine, Route, StreamInfo
+from protocol.channels import DeliveryClass, bars, book, quotes, trades
+from realtime.bus import Bus
+from realtime.clock import Clock
+from realtime.replay import MAX_EVENTS_PER_WAKE, Pacer
+from realtime.storage import (
+    DEFAULT_SCHEMA,
+    InstrumentRow,
+    MemoryStore,
+    PostgresConfig,
+    PostgresStore,
+    QuoteRow,
+    Store,
+    migrate,
+)
+
+__all__ = ["FeedSource", "MarketDataConfig", "MarketDataEngine"]
+
+#: Trades per chunk read from a day's columns (the pacer then slices chunks per wake-up).
+CHUNK_ROWS = 16_384
+#: Errors that mean "PostgreSQL is not reachable now": the engine stays up and retries.
+UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+MIGRATION_RETRY_MAX_S = 10.0
+#: Book states as /health names them.
+_BOOK_STATE = {
+    BookState.AWAITING_SNAPSHOT: "awaiting-snapshot",
+    BookState.SYNCING: "syncing",
+    BookState.LIVE: "synced",
+    BookState.NEEDS_RESYNC: "resyncing",
+}
+
+
+class FeedSource(StrEnum):
+    SPY = "spy"  # bundled Lean SPY trade ticks, 7-11 Oct 2013
+    BINANCE = "binance"  # bundled Binance BTCUSDT raw feed: trades, bookTicker, depth diffs
+    SIM = "sim"  # seeded synthetic multi-symbol market (endless)
+    NONE = "none"  # no feed: REST over what is stored
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarketDataConfig(EngineConfig):
+    """MarketData settings (``NAUTILUS_MARKETDATA_<FIELD>``)."""
+
+    name: str = field(default="marketdata", metadata={"help": "engine name", "env": False})
+    feed: FeedSource = field(
+        default=FeedSource.SPY, metadata=_help("feed to replay: spy, binance, sim or none")
+    )
+    speed: float = field(
+        default=1.0, metadata=_help("replay speed: 1 = as recorded, 10 = ten times, 0 = max")
+    )
+    days: tuple[str, ...] = field(
+        default=(), metadata=_help("SPY: trading days YYYY-MM-DD, comma-separated ('' = all 5)")
+    )
+    start: str = field(
+        default="09:30", metadata=_help("SPY: New York time of day to start from ('' = 04:00)")
+    )
+    end: str = field(
+        default="", metadata=_help("SPY: New York time of day to stop before ('' = day end)")
+    )
+    loop: bool = field(
+        default=True, metadata=_help("start again after the last event (only lap 1 is stored)")
+    )
+    bar_specs: tuple[str, ...] = field(
+        default=("1m", "5m", "volume50000"),
+        metadata=_help("bars to build: 1s 1m 5m 1h 1d, tickN, volumeN, dollarN"),
+    )
+    book_depth: int = field(default=10, metadata=_help("levels per side on book.SYM"))
+    condition_filter: bool = field(
+        default=True,
+        metadata=_help("SPY: Lean sale-condition filter for bars (auction prints out)"),
+    )
+    dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
+    schema: str = field(default=DEFAULT_SCHEMA, metadata=_help("PostgreSQL schema"))
+    memory_rows: int = field(
+        default=100_000, metadata=_help("memory store: newest rows kept per symbol and table")
+    )
+    queue_rows: int = field(
+        default=1_000_000, metadata=_help("PostgreSQL: most rows queued during an outage")
+    )
+    sim_symbols: int = field(default=20, metadata=_help("sim: number of symbols"))
+    sim_rate: float = field(default=2_000.0, metadata=_help("sim: events per second"))
+    seed: int = field(default=7, metadata=_help("sim: random seed"))
+
+    def __post_init__(self) -> None:
+        EngineConfig.__post_init__(self)
+        if self.speed < 0:
+            raise ValueError(f"speed must be >= 0 (0 = max), got {self.speed}")
+        for day in self.days:
+            date.fromisoformat(day)
+        for moment in (self.start, self.end):
+            if moment:
+                time.fromisoformat(moment)
+        for spec in self.bar_specs:
+            BarSpec.parse(spec)
+        if self.book_depth < 1:
+            raise ValueError(f"book_depth must be >= 1, got {self.book_depth}")
+        if self.memory_rows < 1 or self.queue_rows < 1:
+            raise ValueError("memory_rows and queue_rows must be >= 1")
+        if self.sim_symbols < 1 or self.sim_rate <= 0:
+            raise ValueError("sim_symbols must be >= 1 and sim_rate > 0")
+
+    def spy_days(self) -> list[date]:
+        return [date.fromisoformat(d) for d in self.days] if self.days else lean_days("spy")
+
+    def simulator(self) -> SimulatorConfig:
+        return SimulatorConfig(
+            n_symbols=self.sim_symbols, events_per_second=self.sim_rate, seed=self.seed
+        )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BinanceChunk:
+    """Consecutive Binance records, paced by their receive time (the file's order)."""
+
+    events: list[BinanceEvent]
+    receive_ns: npt.NDArray[np.int64]
+
+
+FeedChunk = TradeColumns | SimulatedEvents | BinanceChunk
+
+
+@dataclass(slots=True)
+class ReplayProgress:
+    """Where the replay is, for ``/health``."""
+
+    laps: int = 0
+    done: bool = False
+    position_ns: int | None = None  # recorded time of the last event published
+    behind_ns: int = 0  # how late the last slice was against its due time
+    published: dict[str, int] = field(
+        default_factory=lambda: {"trades": 0, "quotes": 0, "book": 0, "bars": 0}
+    )
+
+
+class MarketDataEngine(Engine[MarketDataConfig]):
+    config_type = MarketDataConfig
+
+    def __init__(self, config: MarketDataConfig, *, bus: Bus, clock: Clock) -> None:
+        super().__init__(config, bus=bus, clock=clock)
+        self.store: Store = (
+            PostgresStore(
+                PostgresConfig(
+                    dsn=config.dsn,
+                    schema=config.schema,
+                    batch_rows=min(20_000, config.queue_rows),
+                    max_queued_rows=config.queue_rows,
+                ),
+                clock=clock,
+            )
+            if config.dsn
+            else MemoryStore(config.memory_rows)
+        )
+        self.sale_filter = (
+            SaleConditionFilter.lean_default()
+            if config.condition_filter
+            else SaleConditionFilter.none()
+        )
+        self.books: dict[str, OrderBook] = {}
+        self.crossed: dict[str, int] = {}
+        self.latest_quotes: dict[str, QuoteRow] = {}
+        self.feed_errors = FeedErrors()
+        self.progress = ReplayProgress()
+        self.migration_error: str | None = None
+        self._builders: dict[str, list[ChunkBarBuilder]] = {}
+        self._persist = True
+        self._publish_nowait = getattr(bus, "publish_nowait", None)
+
+    # ── shell hooks ─────────────────────────────────────────────────────────────────────────
+
+    def streams(self) -> Sequence[StreamInfo]:
+        lossless, latest = DeliveryClass.ORDERED_LOSSLESS, DeliveryClass.LATEST_VALUE
+        found = [
+            StreamInfo("trades.*", lossless, "every trade print (records.Trade payload)"),
+            StreamInfo("quotes.*", latest, "best bid/offer (records.Quote payload)"),
+            StreamInfo(
+                "book.*", latest, f"top {self.config.book_depth} levels of the rebuilt L2 book"
+            ),
+        ]
+        found += [
+            StreamInfo(f"bars.{spec}.*", lossless, f"completed {spec} bars (records.Bar)")
+            for spec in self.config.bar_specs
+        ]
+        return found
+
+    def declared_channels(self) -> tuple[str, ...]:
+        """The concrete channels the configured feed publishes (for ``Hub.declare``)."""
+        feed = self.config.feed
+        if feed is FeedSource.SPY:
+            symbols, kinds = ["SPY"], [trades]
+        elif feed is FeedSource.BINANCE:
+            symbols, kinds = ["BTCUSDT"], [trades, quotes, book]
+        elif feed is FeedSource.SIM:
+            symbols, kinds = self.config.simulator().symbols(), [trades, quotes]
+        else:
+            return ()
+        names = [kind(s) for s in symbols for kind in kinds]
+        names += [bars(spec, s) for s in symbols for spec in self.config.bar_specs]
+        return tuple(names)
+
+    def resources(self) -> Sequence[Route]:
+        from engines.marketdata.api import routes
+
+        return routes(self)
+
+    def health_extra(self) -> Mapping[str, object]:
+        progress, position = self.progress, self.progress.position_ns
+        stats = dataclasses.asdict(self.store.stats())
+        stats["migrations"] = "pending" if self.migration_error else "applied"
+        return {
+            "feed": {
+                "source": self.config.feed.value,
+                "speed": self.config.speed,
+                "loop": self.config.loop,
+                "laps": progress.laps,
+                "done": progress.done,
+                "position_ns": position,
+                "position": None if position is None else _iso(position),
+                "behind_s": progress.behind_ns / 1e9,
+                "malformed_lines": self.feed_errors.count,
+                "malformed_examples": [
+                    f"{e.source}:{e.line}: {e.reason}" for e in self.feed_errors.errors[:5]
+                ],
+            },
+            "published": dict(progress.published),
+            "store": stats,
+            "books": {
+                symbol: {
+                    "state": _BOOK_STATE[b.state],
+                    "last_update_id": b.last_update_id,
+                    "gaps": b.gaps,
+                    "resyncs": b.resyncs,
+                    "stale_diffs": b.stale,
+                    "crossed": self.crossed.get(symbol, 0),
+                }
+                for symbol, b in self.books.items()
+            },
+        }
+
+    def health_issues(self) -> list[str]:
+        issues: list[str] = []
+        stats = self.store.stats()
+        if self.migration_error:
+            issues.append(f"PostgreSQL migrations pending: {self.migration_error}")
+        elif stats.kind == "postgres" and not stats.connected and stats.last_error:
+            issues.append(
+                f"PostgreSQL unreachable ({stats.last_error}); {stats.rows_queued} rows queued"
+            )
+        if stats.rows_dropped_overflow:
+            issues.append(f"{stats.rows_dropped_overflow} rows dropped: write queue full")
+        if stats.rows_rejected:
+            issues.append(f"{stats.rows_rejected} rows rejected by PostgreSQL")
+        for symbol, b in self.books.items():
+            if b.state is BookState.NEEDS_RESYNC:
+                issues.append(f"book {symbol} resyncing after {b.gaps} gap(s)")
+        return issues
+
+    async def on_start(self) -> None:
+        if self.config.dsn:
+            try:
+                await migrate(self.config.dsn, self.config.schema)
+            except UNREACHABLE as exc:
+                self.migration_error = f"{type(exc).__name__}: {exc}"
+                self.log.warning("PostgreSQL unreachable at start (%s): retrying", exc)
+                self.spawn(self._migrate_when_reachable, name="migrations")
+            else:
+                await self._open_store()
+        else:
+            await self._open_store()
+        if self.config.feed is not FeedSource.NONE:
+            self.spawn(self._run_feed, name=f"feed {self.config.feed.value}")
+
+    async def on_stop(self) -> None:
+        await self.store.close(max(0.1, 0.8 * self.config.drain_timeout_s))
+
+    # ── storage ─────────────────────────────────────────────────────────────────────────────
+
+    async def _open_store(self) -> None:
+        await self.store.start()
+        try:
+            await self.store.upsert_instruments(self._instruments())
+        except UNREACHABLE as exc:
+            self.log.warning("instruments not stored (PostgreSQL unreachable: %s)", exc)
+
+    async def _migrate_when_reachable(self) -> None:
+        """Rows queue meanwhile (the store's writer is not started: nothing is written into a
+        schema that does not exist yet)."""
+        for attempt in itertools.count():
+            await asyncio.sleep(min(MIGRATION_RETRY_MAX_S, 0.5 * 2**attempt))
+            try:
+                await migrate(self.config.dsn, self.config.schema)
+            except UNREACHABLE as exc:
+                self.migration_error = f"{type(exc).__name__}: {exc}"
+                continue
+            self.migration_error = None
+            await self._open_store()
+            return
+
+    def _instruments(self) -> list[InstrumentRow]:
+        feed = self.config.feed
+        if feed is FeedSource.SPY:
+            return [SPY_INSTRUMENT]
+        if feed is FeedSource.BINANCE:
+            return [BINANCE_INSTRUMENT]
+        if feed is FeedSource.SIM:
+            sim = self.config.simulator()
+            return [sim_instrument(s, sim.price_precision) for s in sim.symbols()]
+        return []
+
+    # ── replay ──────────────────────────────────────────────────────────────────────────────
+
+    async def _run_feed(self) -> None:
+        while True:
+            self._builders.clear()
+            await self._replay_lap()
+            self.progress.laps += 1
+            if not self.config.loop:
+                break
+            self._persist = False
+        self.progress.done = True
+        self.log.info("marketdata: replay finished after %d lap(s)", self.progress.laps)
+
+    async def _replay_lap(self) -> None:
+        pacer: Pacer | None = None
+        async for chunk, new_session in self._chunks():
+            pace_ns = chunk.receive_ns if isinstance(chunk, BinanceChunk) else chunk.event_ns
+            if len(pace_ns) == 0:
+                continue
+            if pacer is None or new_session:
+                pacer = Pacer(self.config.speed, int(pace_ns[0]), self.clock.now_ns())
+            due = pacer.due_ns(pace_ns)
+            i, n = 0, len(pace_ns)
+            while i < n:
+                now = self.clock.now_ns()
+                if due[i] > now:
+                    await asyncio.sleep((int(due[i]) - now) / 1e9)
+                    continue
+                end = min(n, i + MAX_EVENTS_PER_WAKE, int(np.searchsorted(due, now, "right")))
+                end = max(end, i + 1)
+                await self._process(chunk, i, end, due[i:end].tolist())
+                self.progress.behind_ns = max(0, now - int(due[end - 1]))
+                i = end
+                await asyncio.sleep(0)  # let the hub fan out what was just published
+
+    async def _chunks(self) -> AsyncIterator[tuple[FeedChunk, bool]]:
+        """The lap's chunks, and whether each starts a new session (a new SPY day: pacing
+        restarts there, so a 1x replay does not wait out the night)."""
+        feed = self.config.feed
+        if feed is FeedSource.SPY:
+            for day in self.config.spy_days():
+                columns = await self.run_in_executor(self._read_spy_day, day)
+                for start in range(0, len(columns), CHUNK_ROWS):
+                    yield columns.select(slice(start, start + CHUNK_ROWS)), start == 0
+                await self._complete_bars()  # the day is over: its last time bars are complete
+        elif feed is FeedSource.BINANCE:
+            events = await self.run_in_executor(
+                lambda: list(read_binance_feed(errors=self.feed_errors))
+            )
+            receive = np.array([e.receive_ns for e in events], dtype=np.int64)
+            for start in range(0, len(events), CHUNK_ROWS):
+                stop = start + CHUNK_ROWS
+                yield BinanceChunk(events[start:stop], receive[start:stop]), False
+            await self._complete_bars()
+        elif feed is FeedSource.SIM:
+            market = SyntheticMarket(self.config.simulator())
+            while True:
+                yield market.next_chunk(4096), False
+
+    def _read_spy_day(self, day: date) -> TradeColumns:
+        columns = read_lean_trade_ticks(lean_tick_path(day), symbol="SPY", errors=self.feed_errors)
+        keep = np.ones(len(columns), dtype=bool)
+        if self.config.start:
+            keep &= columns.event_ns >= _new_york_ns(day, time.fromisoformat(self.config.start))
+        if self.config.end:
+            keep &= columns.event_ns < _new_york_ns(day, time.fromisoformat(self.config.end))
+        return columns if keep.all() else columns.select(keep)
+
+    async def _process(self, chunk: FeedChunk, i: int, end: int, due: list[int]) -> None:
+        if isinstance(chunk, TradeColumns):
+            part = chunk.select(slice(i, end))
+            await self._on_trades(part, due, with_conditions=True)
+            self.progress.position_ns = int(part.event_ns[-1])
+        elif isinstance(chunk, SimulatedEvents):
+            await self._on_simulated(chunk, i, end, due)
+        else:
+            await self._on_binance(chunk.events[i:end], due)
+        if self.progress.position_ns is not None:
+            await self._close_time_bars(self.progress.position_ns, due[-1])
+
+    async def _on_trades(
+        self, part: TradeColumns, due: list[int], *, with_conditions: bool
+    ) -> None:
+        """One symbol's trades: publish, store, feed the bar builders."""
+        await self._publish_each(trades(part.symbol), trade_payloads(part), due, "trades")
+        if self._persist:
+            self.store.write_trades(trade_rows(part, with_conditions=with_conditions))
+        builders = self._builders.get(part.symbol)
+        if builders is None:
+            builders = self._builders[part.symbol] = [
+                chunk_bar_builder(part.symbol, spec, self.sale_filter)
+                for spec in self.config.bar_specs
+            ]
+        for builder in builders:
+            if completed := builder.add(part):
+                await self._publish_bars(completed, due[-1])
+
+    async def _on_simulated(
+        self, events: SimulatedEvents, i: int, end: int, due: list[int]
+    ) -> None:
+        part = slice(i, end)
+        symbol_index = events.symbol_index[part]
+        is_trade = events.is_trade[part]
+        due_array = np.asarray(due, dtype=np.int64)
+        precision = self.config.simulator().price_precision
+        for k in np.unique(symbol_index[is_trade]).tolist():
+            rows = is_trade & (symbol_index == k)
+            event_ns = events.event_ns[part][rows]
+            n = len(event_ns)
+            columns = TradeColumns(
+                events.symbols[k],
+                precision,
+                event_ns,
+                event_ns,
+                events.price[part][rows],
+                events.size[part][rows],
+                events.aggressor[part][rows],
+                np.full(n, -1, dtype=np.int64),
+                np.full(n, b"", dtype="S1"),
+                np.zeros(n, dtype=np.uint32),
+            )
+            await self._on_trades(columns, due_array[rows].tolist(), with_conditions=False)
+        quote_rows = np.flatnonzero(~is_trade)
+        if len(quote_rows):
+            taken = [events.symbols[s] for s in symbol_index[quote_rows].tolist()]
+            offset = i + quote_rows
+            records = [
+                Quote(s, t, t, b, bq, k, kq)
+                for s, t, b, bq, k, kq in zip(
+                    taken,
+                    events.event_ns[offset].tolist(),
+                    events.bid[offset].tolist(),
+                    events.bid_size[offset].tolist(),
+                    events.ask[offset].tolist(),
+                    events.ask_size[offset].tolist(),
+                    strict=True,
+                )
+            ]
+            await self._on_quotes(records, due_array[quote_rows].tolist())
+        self.progress.position_ns = int(events.event_ns[end - 1])
+
+    async def _on_binance(self, events: list[BinanceEvent], due: list[int]) -> None:
+        trades_of: dict[str, list[Trade]] = {}
+        trade_due: dict[str, list[int]] = {}
+        quote_records: list[Quote] = []
+        quote_due: list[int] = []
+        changed: dict[str, int] = {}
+        for event, when in zip(events, due, strict=True):
+            if isinstance(event, Trade):
+                trades_of.setdefault(event.symbol, []).append(event)
+                trade_due.setdefault(event.symbol, []).append(when)
+            elif isinstance(event, Quote):
+                quote_records.append(event)
+                quote_due.append(when)
+            elif isinstance(event, BookDelta):
+                self._book(event.symbol).apply_delta(event)
+                changed[event.symbol] = when
+            elif isinstance(event, BookSnapshot):
+                self._book(event.symbol).apply_snapshot(event)
+                changed[event.symbol] = when
+        for symbol, records in trades_of.items():
+            columns = TradeColumns.from_trades(symbol, BINANCE_INSTRUMENT.price_precision, records)
+            await self._on_trades(columns, trade_due[symbol], with_conditions=False)
+        if quote_records:
+            await self._on_quotes(quote_records, quote_due)
+        for symbol, when in changed.items():
+            order_book = self.books[symbol]
+            if order_book.is_crossed():
+                self.crossed[symbol] = self.crossed.get(symbol, 0) + 1
+            if order_book.state is BookState.LIVE:
+                payload = order_book.top(self.config.book_depth).to_payload()
+                await self._publish_each(book(symbol), [payload], [when], "book")
+        last = events[-1]
+        self.progress.position_ns = (
+            last.receive_ns if isinstance(last, BookSnapshot) else last.event_ns
+        )
+
+    async def _on_quotes(self, records: list[Quote], due: list[int]) -> None:
+        channels = [quotes(q.symbol) for q in records]
+        await self._publish_each(channels, [q.to_payload() for q in records], due, "quotes")
+        rows = [quote_row(q) for q in records]
+        for row in rows:
+            self.latest_quotes[row.symbol] = row
+        if self._persist:
+            self.store.write_quotes(rows)
+
+    def _book(self, symbol: str) -> OrderBook:
+        found = self.books.get(symbol)
+        if found is None:
+            found = self.books[symbol] = OrderBook(symbol)
+        return found
+
+    # ── bars ────────────────────────────────────────────────────────────────────────────────
+
+    async def _close_time_bars(self, position_ns: int, due_ns: int) -> None:
+        """Complete time bars the stream's time has passed (a quiet symbol's last bar)."""
+        for builders in self._builders.values():
+            for builder in builders:
+                if completed := builder.close_until(position_ns):
+                    await self._publish_bars(completed, due_ns)
+
+    async def _complete_bars(self) -> None:
+        """End of the data: every open time bar is complete (threshold bars stay open)."""
+        due = self.clock.now_ns()
+        for builders in self._builders.values():
+            for builder in builders:
+                if completed := builder.flush():
+                    await self._publish_bars(completed, due)
+
+    async def _publish_bars(self, completed: list[Any], due_ns: int) -> None:
+        first = completed[0]
+        channel = bars(first.spec, first.symbol)
+        payloads = [bar.to_payload() for bar in completed]
+        await self._publish_each(channel, payloads, [due_ns] * len(payloads), "bars")
+        if self._persist:
+            self.store.write_bars(bar_row(bar) for bar in completed)
+
+    # ── bus ─────────────────────────────────────────────────────────────────────────────────
+
+    async def _publish_each(
+        self, channel: str | list[str], payloads: list[Any], event_ns: list[int], kind: str
+    ) -> None:
+        """Publish ``payloads`` on one channel (or one channel each), counted once per batch."""
+        channels = itertools.repeat(channel) if isinstance(channel, str) else channel
+        nowait = self._publish_nowait
+        if nowait is not None:
+            for name, payload, when in zip(channels, payloads, event_ns, strict=False):
+                nowait(name, payload, event_ns=when)
+        else:
+            for name, payload, when in zip(channels, payloads, event_ns, strict=False):
+                await self.bus.publish(name, payload, event_ns=when)
+        self.progress.published[kind] += len(payloads)
+        self.metrics.published.inc(len(payloads))
+
+
+def _new_york_ns(day: date, moment: time) -> int:
+    ms = (moment.hour * 3600 + moment.minute * 60 + moment.second) * 1000
+    return int(local_ms_to_utc_ns(day, np.array([ms], dtype=np.int64))[0])
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
