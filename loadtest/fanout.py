@@ -126,6 +126,7 @@ async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str,
             "rate": scenario.rate,
             "library": library,
             "target": scenario.target,
+            "idle": scenario.idle,
             "subscribed": subscribed,
         }
         if scenario.idle:
@@ -220,7 +221,7 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
             (
                 r["scenario"],
                 str(r["connections"]),
-                "max" if r["rate"] is None else str(r["rate"]),
+                "idle" if r.get("idle") else "max" if r["rate"] is None else str(r["rate"]),
                 "-" if "delivered_per_s" not in r else f"{r['delivered_per_s']:,.0f}",
                 str(r.get("lost", "-")),
                 _ms(lat, "p50"),
