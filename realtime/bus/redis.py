@@ -472,13 +472,14 @@ class RedisBus:
             config.key_prefix, config.pubsub_shards if config.sharded_pubsub else None
         )
         self._clock = clock or SystemClock()
-        no_retry = Retry(NoBackoff(), 0)
+        self.writer_id = secrets.token_hex(6)
         self._client = Redis.from_url(
             config.url,
             socket_timeout=config.socket_timeout_s,
             socket_connect_timeout=config.connect_timeout_s,
-            retry=no_retry,
+            retry=Retry(NoBackoff(), 0),
             socket_keepalive=True,
+            client_name=f"nautilus-bus:{self.writer_id}",
         )
         # Pub/sub waits indefinitely for traffic: no socket timeout (redis-py 8's 5 s would cut
         # an idle subscription); liveness is our own PING in ``RedisSubscription._pump``.
@@ -489,9 +490,9 @@ class RedisBus:
             retry=Retry(NoBackoff(), 0),
             socket_keepalive=True,
             health_check_interval=0,
+            client_name=f"nautilus-bus-sub:{self.writer_id}",
         )
         self._script_sha = ""
-        self.writer_id = secrets.token_hex(6)
         self._numbers = 0
         self._queue: deque[_Publish] = deque()
         self._queue_event = asyncio.Event()

@@ -1,0 +1,374 @@
+"""The Redis bus against the real Redis at 127.0.0.1:6379 (issue 5, item 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from protocol.codec import encode_data
+from realtime.bus.base import BusClosed, Envelope
+from realtime.bus.redis import (
+    PUBLISH_SCRIPT,
+    BusUnavailable,
+    RedisBus,
+    RedisBusConfig,
+    RedisSubscription,
+    decode_message,
+)
+from realtime.hub import Hub, HubConfig
+from tests.realtime.bus.conftest import BusFactory
+from tests.realtime.hub.conftest import client
+
+
+async def take(sub: RedisSubscription, count: int, timeout: float = 5.0) -> list[Envelope]:
+    out: list[Envelope] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < count:
+            out.extend(await sub.next_batch(count - len(out)))
+    return out
+
+
+async def kill_connections(admin: Redis, name: str) -> int:
+    """``CLIENT KILL`` every connection whose name is ``name`` (what a Redis restart does)."""
+    killed = 0
+    for info in await admin.client_list():
+        if info.get("name") == name:
+            killed += await admin.execute_command("CLIENT", "KILL", "ID", info["id"])
+    return killed
+
+
+async def test_round_trip_numbers_each_channel_from_one(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus:
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        sent: list[Envelope] = []
+        for i in range(60):
+            sent.append(await bus.publish("trades.SPY", {"i": i, "px": 100.25}, event_ns=1000 + i))
+            if i % 3 == 0:
+                sent.append(await bus.publish("trades.QQQ", {"i": i}))
+        got = await take(sub, len(sent))
+    spy = [e for e in got if e.channel == "trades.SPY"]
+    qqq = [e for e in got if e.channel == "trades.QQQ"]
+    assert [e.seq for e in spy] == list(range(1, 61))
+    assert [e.seq for e in qqq] == list(range(1, 21))
+    assert [e.payload for e in spy] == [{"i": i, "px": 100.25} for i in range(60)]
+    assert [e.event_ns for e in spy] == [1000 + i for i in range(60)]
+    assert len({e.epoch for e in spy}) == 1 and len({e.epoch for e in qqq}) == 1
+    # what publish returned is what subscribers saw (payload aside: a Fragment on the sender)
+    assert [(e.channel, e.seq, e.epoch, e.publish_ns) for e in sent] == [
+        (e.channel, e.seq, e.epoch, e.publish_ns) for e in got
+    ]
+    assert all(e.event_ns <= e.publish_ns <= time.time_ns() for e in qqq)
+
+
+async def test_history_stream_ids_are_the_seqs(bus_factory: BusFactory, admin: Redis) -> None:
+    async with bus_factory() as bus:
+        for i in range(5):
+            await bus.publish("trades.SPY", {"i": i})
+        entries = await admin.xrange(bus.keys.stream("trades.SPY"))
+        meta = await admin.hgetall(bus.keys.meta("trades.SPY"))
+    assert [entry_id for entry_id, _ in entries] == [f"{n}-0".encode() for n in range(1, 6)]
+    assert meta[b"s"] == b"5"
+    envelopes = [decode_message(fields[b"m"]) for _, fields in entries]
+    assert [e.payload for e in envelopes] == [{"i": i} for i in range(5)]
+    assert {e.epoch.encode() for e in envelopes} == {meta[b"e"]}
+
+
+async def test_pattern_routing(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus:
+        subs = {p: bus.subscribe(p) for p in ("trades.*", "bars.>", "bars.*", ">", "quotes.SPY")}
+        await bus.wait_ready()
+        names = ["trades.SPY", "bars.1m.SPY", "quotes.SPY", "trades.QQQ", "bars.5m.QQQ"]
+        for name in names:
+            await bus.publish(name, {"n": name})
+        everything = await take(subs[">"], len(names))
+        await asyncio.sleep(0.1)  # anything misrouted would have arrived with the rest
+        seen = {
+            p: [e.channel for e in await s.next_batch()] if s.pending else []
+            for p, s in subs.items()
+        }
+    assert [e.channel for e in everything] == names
+    assert seen["trades.*"] == ["trades.SPY", "trades.QQQ"]
+    assert seen["bars.>"] == ["bars.1m.SPY", "bars.5m.QQQ"]
+    assert seen["bars.*"] == []  # two segments after "bars": only ">" covers them
+    assert seen["quotes.SPY"] == ["quotes.SPY"]
+
+
+async def test_two_buses_share_one_numbering(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus_a, bus_factory() as bus_b:
+        sub_b = bus_b.subscribe("trades.SPY")
+        await sub_b.wait_ready()
+        seqs = []
+        for i in range(10):
+            bus = bus_a if i % 2 == 0 else bus_b
+            seqs.append((await bus.publish("trades.SPY", {"i": i})).seq)
+        got = await take(sub_b, 10)
+    assert seqs == list(range(1, 11))
+    assert [e.seq for e in got] == list(range(1, 11))
+    assert [e.payload["i"] for e in got] == list(range(10))
+    assert len({e.epoch for e in got}) == 1
+
+
+async def test_concurrent_publishers_get_unique_contiguous_seqs(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus_a, bus_factory(publish_batch=7) as bus_b:
+        sub = bus_a.subscribe("trades.SPY")
+        await sub.wait_ready()
+
+        async def burst(bus: RedisBus, tag: str) -> list[int]:
+            envs = await asyncio.gather(
+                *(bus.publish("trades.SPY", {"by": tag, "i": i}) for i in range(300))
+            )
+            return [e.seq for e in envs]
+
+        seqs_a, seqs_b = await asyncio.gather(burst(bus_a, "a"), burst(bus_b, "b"))
+        got = await take(sub, 600)
+    assert sorted(seqs_a + seqs_b) == list(range(1, 601))
+    assert seqs_a == sorted(seqs_a) and seqs_b == sorted(seqs_b)  # each bus keeps its order
+    assert [e.seq for e in got] == list(range(1, 601))
+    by_a = [e.payload["i"] for e in got if e.payload["by"] == "a"]
+    assert by_a == list(range(300))
+
+
+async def test_publish_nowait_keeps_order(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus:
+        sub = bus.subscribe("trades.SPY")
+        await sub.wait_ready()
+        for i in range(1000):
+            bus.publish_nowait("trades.SPY", {"i": i})
+        got = await take(sub, 1000)
+    assert [e.seq for e in got] == list(range(1, 1001))
+    assert [e.payload["i"] for e in got] == list(range(1000))
+
+
+async def test_repeated_script_call_appends_once(admin: Redis, prefix: str) -> None:
+    """A retried publish (same writer id and number) returns the first seq and writes nothing."""
+    meta, stream, pub = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY", f"{prefix}p"
+
+    async def call(writer: str, number: int, payload: bytes = b"{}") -> list[Any]:
+        args = [pub, "trades.SPY", payload, "1", "2", "100", "ep1", writer, str(number), "PUBLISH"]
+        result: list[Any] = await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, *args)
+        return result
+
+    assert await call("w1", 1) == [1, b"ep1", 0]
+    assert await call("w1", 1) == [1, b"ep1", 1]  # the retry
+    assert await call("w2", 1) == [2, b"ep1", 0]  # another writer, same number: new message
+    assert await call("w1", 2) == [3, b"ep1", 0]
+    assert await call("w1", 1) == [1, b"ep1", 1]  # an older retry finds its seq in the stream
+    assert await admin.xlen(stream) == 3
+    assert await admin.hget(meta, "s") == b"3"
+
+
+async def test_stream_ahead_of_counter_is_refused(admin: Redis, prefix: str) -> None:
+    """The explicit ``<seq>-0`` id: a stream that already holds a later seq rejects the append."""
+    meta, stream = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY"
+    await admin.hset(meta, mapping={"e": "ep1", "s": 0})
+    await admin.xadd(stream, {"m": "x"}, id="5-0")
+    args = [f"{prefix}p", "trades.SPY", b"{}", "1", "2", "100", "ep2", "w", "1", "PUBLISH"]
+    with pytest.raises(Exception, match="ahead of seq 1"):
+        await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, *args)
+    assert await admin.hget(meta, "s") == b"0"
+    assert await admin.xlen(stream) == 1
+
+
+async def test_fragments_splice_the_published_bytes(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus:
+        sub = bus.subscribe(">", payload_fragments=True)
+        await sub.wait_ready()
+        payload = {"px": 101.5, "sz": 3, "side": "buy"}
+        await bus.publish("trades.SPY", payload)
+        (env,) = await take(sub, 1)
+    assert isinstance(env.payload, orjson.Fragment)
+    frame = encode_data("update", env.channel, env.seq, env.epoch, 1, 2, 3, env.payload)
+    assert orjson.loads(frame)["data"] == payload
+
+
+async def test_idle_subscription_outlives_the_socket_timeout(bus_factory: BusFactory) -> None:
+    """redis-py's socket timeout must not cut an idle pub/sub read (scaled down from 5 s)."""
+    async with bus_factory(socket_timeout_s=0.2, health_check_interval_s=0.15) as bus:
+        sub = bus.subscribe("trades.SPY")
+        await sub.wait_ready()
+        await asyncio.sleep(1.0)
+        await bus.publish("trades.SPY", {"late": True})
+        (env,) = await take(sub, 1)
+    assert env.payload == {"late": True} and env.seq == 1
+    assert sub.reconnects == 0
+
+
+async def test_killed_connections_recover_every_message_in_order(
+    bus_factory: BusFactory, admin: Redis
+) -> None:
+    async with bus_factory(reconnect_min_s=0.1) as bus, bus_factory() as publisher:
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        total = 600
+
+        async def produce() -> None:
+            for i in range(total):
+                await publisher.publish("trades.SPY" if i % 4 else "trades.QQQ", {"i": i})
+                if i == 200:
+                    assert await kill_connections(admin, f"nautilus-bus-sub:{bus.writer_id}") == 1
+                if i == 400:  # the publisher's own connection, mid-stream
+                    await kill_connections(admin, f"nautilus-bus:{publisher.writer_id}")
+                if i % 20 == 0:
+                    await asyncio.sleep(0.005)
+
+        await produce()
+        got = await take(sub, total, timeout=10)
+        await asyncio.sleep(0.1)
+        extra = sub.pending
+    assert extra == 0
+    assert [e.payload["i"] for e in got if e.channel == "trades.SPY"] == [
+        i for i in range(total) if i % 4
+    ]
+    assert [e.seq for e in got if e.channel == "trades.SPY"] == list(range(1, 451))
+    assert [e.seq for e in got if e.channel == "trades.QQQ"] == list(range(1, 151))
+    assert sub.reconnects >= 1
+    assert sub.recovered > 0  # messages published while it was away came from the streams
+
+
+async def test_lost_data_shows_as_a_new_epoch(bus_factory: BusFactory, admin: Redis) -> None:
+    """Redis lost the channel (restart without persistence): the consumer sees the new epoch."""
+    async with bus_factory(reconnect_min_s=0.3) as bus:
+        sub = bus.subscribe("trades.SPY")
+        await sub.wait_ready()
+        for i in range(3):
+            await bus.publish("trades.SPY", {"i": i})
+        before = await take(sub, 3)
+        await kill_connections(admin, f"nautilus-bus-sub:{bus.writer_id}")
+        await admin.delete(bus.keys.meta("trades.SPY"), bus.keys.stream("trades.SPY"))
+        for i in range(3, 5):  # while the subscriber is away
+            await bus.publish("trades.SPY", {"i": i})
+        after = await take(sub, 2)
+        await bus.publish("trades.SPY", {"i": 5})
+        live = await take(sub, 1)
+    assert [e.seq for e in before] == [1, 2, 3]
+    assert [(e.seq, e.payload["i"]) for e in after + live] == [(1, 3), (2, 4), (3, 5)]
+    assert after[0].epoch != before[0].epoch
+    assert {e.epoch for e in after + live} == {after[0].epoch}
+
+
+async def test_trimmed_history_leaves_a_visible_hole(bus_factory: BusFactory, admin: Redis) -> None:
+    async with bus_factory(reconnect_min_s=0.3) as bus:
+        sub = bus.subscribe("trades.SPY")
+        await sub.wait_ready()
+        await bus.publish("trades.SPY", {"i": 0})
+        await take(sub, 1)
+        await kill_connections(admin, f"nautilus-bus-sub:{bus.writer_id}")
+        for i in range(1, 6):
+            await bus.publish("trades.SPY", {"i": i})
+        await admin.delete(bus.keys.stream("trades.SPY"))  # history gone, numbering kept
+        await bus.wait_ready()
+        await asyncio.sleep(0.5)
+        await bus.publish("trades.SPY", {"i": 6})
+        (env,) = await take(sub, 1)
+    assert env.seq == 7  # 2..6 are a hole the consumer reports as a gap, never a silent loss
+
+
+async def test_foreign_and_corrupt_messages_are_counted_and_skipped(
+    bus_factory: BusFactory, admin: Redis
+) -> None:
+    async with bus_factory(reconnect_min_s=0.3) as bus:
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        channel = bus.keys.pubsub("trades.SPY")
+        for junk in (
+            b"hello",
+            b"n1 trades.SPY 1 ep 1 2\nnot json",
+            b"n1 trades.SPY..x 1 ep 1 2\n{}",
+            b"n1 trades.SPY 1 ep\n{}",
+            b"n9 trades.SPY 1 ep 1 2\n{}",
+            b"n1 trades.SPY one ep 1 2\n{}",
+        ):
+            await admin.publish(channel, junk)
+        await bus.publish("trades.SPY", {"ok": 1})
+        (first,) = await take(sub, 1)
+        assert sub.invalid == 6
+        # a corrupt stream entry met while recovering
+        await kill_connections(admin, f"nautilus-bus-sub:{bus.writer_id}")
+        await bus.publish("trades.SPY", {"ok": 2})
+        await admin.xadd(bus.keys.stream("trades.SPY"), {"m": b"\xff\xfe garbage"}, id="3-0")
+        await admin.hincrby(bus.keys.meta("trades.SPY"), "s", 1)
+        await bus.publish("trades.SPY", {"ok": 4})
+        rest = await take(sub, 2)
+    assert first.payload == {"ok": 1} and first.seq == 1
+    assert [(e.seq, e.payload) for e in rest] == [(2, {"ok": 2}), (4, {"ok": 4})]
+    assert sub.invalid == 7
+
+
+async def test_unreachable_redis_fails_fast_naming_the_url() -> None:
+    url = "redis://:hunter2@127.0.0.1:1/0"
+    started = time.monotonic()
+    with pytest.raises(BusUnavailable) as caught:
+        await RedisBus.connect(RedisBusConfig(url=url, connect_timeout_s=1.0))
+    assert time.monotonic() - started < 2.0
+    assert "redis://:***@127.0.0.1:1/0" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_close_ends_subscriptions_and_refuses_publish(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus:
+        sub = bus.subscribe("trades.SPY")
+        await sub.wait_ready()
+        await bus.publish("trades.SPY", {"i": 0})
+        await bus.close()
+        assert [e.seq for e in await sub.next_batch()] == [1]  # what arrived stays readable
+        assert await sub.next_batch() == []
+        with pytest.raises(BusClosed):
+            await bus.publish("trades.SPY", {"i": 1})
+
+
+async def test_sharded_pubsub_round_trip(bus_factory: BusFactory, admin: Redis) -> None:
+    """SSUBSCRIBE/SPUBLISH on the standalone Redis 7 (Cluster itself is not tested here)."""
+    async with bus_factory(sharded_pubsub=True, pubsub_shards=4) as bus:
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        for i in range(20):
+            await bus.publish("trades.SPY" if i % 2 else "trades.QQQ", {"i": i})
+            await bus.publish("bars.1m.SPY", {"i": i})
+        got = await take(sub, 20)
+        meta = bus.keys.meta("trades.SPY")
+        assert meta.startswith(f"{bus.config.key_prefix}{{s") and await admin.exists(meta)
+    assert [e.seq for e in got if e.channel == "trades.SPY"] == list(range(1, 11))
+    assert [e.seq for e in got if e.channel == "trades.QQQ"] == list(range(1, 11))
+    assert {e.channel for e in got} == {"trades.SPY", "trades.QQQ"}
+
+
+async def test_client_resumes_on_another_hub_with_nothing_lost(bus_factory: BusFactory) -> None:
+    async with bus_factory() as bus_a, bus_factory() as bus_b, bus_factory() as engine:
+        hubs = [Hub(HubConfig(port=0, heartbeat_interval_s=30.0), b) for b in (bus_a, bus_b)]
+        for hub in hubs:
+            await hub.start()
+            hub.declare(["trades.SPY"])
+        await bus_a.wait_ready()
+        await bus_b.wait_ready()
+        try:
+            async with client(hubs[0]) as c:
+                await c.reply("subscribe", channels=["trades.SPY"])
+                for i in range(10):
+                    await engine.publish("trades.SPY", {"i": i})
+                first = await c.messages(4)
+            position = {"epoch": first[-1]["epoch"], "seq": first[-1]["seq"]}
+            for i in range(10, 15):  # while the client is between hubs
+                await engine.publish("trades.SPY", {"i": i})
+            await asyncio.sleep(0.1)
+            async with client(hubs[1]) as c:
+                await c.request(
+                    "subscribe", channels=["trades.SPY"], resume={"trades.SPY": position}
+                )
+                ack, *replayed, status = await c.messages(1 + 11 + 1)
+                await engine.publish("trades.SPY", {"i": 15})
+                (live,) = await c.messages(1)
+        finally:
+            for hub in hubs:
+                await hub.stop()
+    assert [m["seq"] for m in first] == [1, 2, 3, 4]
+    assert ack["recovery"]["trades.SPY"]["recovered"] is True
+    assert [m["data"]["i"] for m in replayed] == list(range(4, 15))
+    assert [m["seq"] for m in replayed] == list(range(5, 16))
+    assert status["state"] == "recovered"
+    assert live["seq"] == 16 and live["epoch"] == position["epoch"]
