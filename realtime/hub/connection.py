@@ -64,6 +64,7 @@ class ClientConnection:
         "strikes",
         "subscriptions",
         "tick",
+        "transport",
         "ws",
     )
 
@@ -72,6 +73,7 @@ class ClientConnection:
     ) -> None:
         self.id = conn_id
         self.ws = ws
+        self.transport = ws.transport  # cached: read on every write of the hot path
         self.grant = grant
         self.rate = rate
         #: Whether prebuilt frames may be written to the transport (no extension negotiated).
@@ -92,8 +94,7 @@ class ClientConnection:
 
     @property
     def write_buffer_size(self) -> int:
-        transport = self.ws.transport
-        return 0 if transport is None else transport.get_write_buffer_size()
+        return int(self.transport.get_write_buffer_size())
 
     @property
     def pending(self) -> int:
@@ -101,11 +102,11 @@ class ClientConnection:
 
     def write(self, payload: bytes, frame: bytes | None = None) -> int:
         """Write one text frame now, ahead of any backlog. Returns bytes handed to the socket."""
-        if not self.open:
+        if self.ws.protocol.state is not State.OPEN:
             return 0
         if self.raw_frames:
             data = frame if frame is not None else text_frame(payload)
-            self.ws.transport.write(data)
+            self.transport.write(data)
             return len(data)
         self.ws.protocol.send_text(payload)
         self.ws.send_data()

@@ -214,7 +214,7 @@ class Hub:
         slow_limit = self.config.slow_write_buffer_bytes
         for conn in dirty:
             channels, conn.tick = conn.tick, []
-            if conn.slow or conn.write_buffer_size > slow_limit:
+            if conn.slow or conn.transport.get_write_buffer_size() > slow_limit:
                 self._enqueue(conn, channels, tick)
                 continue
             if len(channels) == 1:
