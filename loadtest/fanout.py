@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import platform
 import signal
 import sys
 from pathlib import Path
@@ -25,10 +24,10 @@ from typing import Any
 
 import orjson
 
+from loadtest.report import aligned, machine, write_results
 from loadtest.scenarios import BY_NAME, SCENARIOS, SERVER_MODULES, Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "loadtest" / "results"
 HUB_CORE, GENERATOR_CORE = 0, 1
 #: Longest wait for any child answer (5,000 handshakes on one core take a while).
 ANSWER_TIMEOUT_S = 90.0
@@ -234,15 +233,7 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
                 str(r.get("hub_rss_mb", "-")),
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    text = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in lines
-    ]
-    text.insert(1, "  ".join("-" * w for w in widths))
+    text = [aligned(head, lines[1:])]
     text.append("latency: ts.publish -> receipt, per frame's oldest message (upper bound)")
     per_cpu = ratios(rows, "delivered_per_hub_cpu_s")
     for name, value in ratio.items():
@@ -293,22 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(),
         "quick": args.quick,
         "library": args.library,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "hub_core": HUB_CORE,
         "generator_core": GENERATOR_CORE,
         "scenarios": rows,
         "ratios": ratio,
         "ratios_per_hub_cpu_s": ratios(rows, "delivered_per_hub_cpu_s"),
     }
-    data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(data)
-    else:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        (RESULTS / f"fanout-{stamp}.json").write_bytes(data)
-        (RESULTS / "fanout-latest.json").write_bytes(data)
+    write_results("fanout", document, started, args.out)
     return 1 if any("failed" in r for r in rows) else 0
 
 
