@@ -590,6 +590,11 @@ class RedisBus:
                 for item in batch:
                     self._fail(item, error)
                 continue
+            except Exception as exc:  # a bug must fail these publishes, not hang every later one
+                log.exception("redis bus: publish batch failed")
+                for item in batch:
+                    self._fail(item, exc)
+                continue
             finally:
                 self._inflight = []
             for item, result in zip(batch, results, strict=True):
