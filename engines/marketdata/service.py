@@ -330,7 +330,9 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 await self._open_store()
         else:
             await self._open_store()
-        if self.config.feed is not FeedSource.NONE:
+        if self.config.feed is FeedSource.NONE:
+            self.progress.done = True
+        else:
             self.spawn(self._run_feed, name=f"feed {self.config.feed.value}")
 
     async def on_stop(self) -> None:
