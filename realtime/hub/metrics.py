@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from protocol.errors import ErrorCode
+
 #: Sub-millisecond resolution where it matters (seconds).
 LATENCY_BUCKETS: tuple[float, ...] = (
     25e-6,
@@ -56,6 +58,12 @@ class Histogram:
         self.count += 1
         self.sum_ns += value_ns
 
+    def observe_many_ns(self, value_ns: int, times: int) -> None:
+        """``times`` observations of one value: every message of a fan-out tick waited as long."""
+        self.counts[bisect_left(self._bounds_ns, value_ns)] += times
+        self.count += times
+        self.sum_ns += value_ns * times
+
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         cumulative, running = [], 0
         for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
@@ -84,6 +92,7 @@ class HubStats:
     publish_to_hub: Histogram = field(default_factory=Histogram)
     event_to_publish: Histogram = field(default_factory=Histogram)
     broadcast: Histogram = field(default_factory=Histogram)
+    receive_to_send: Histogram = field(default_factory=Histogram)
 
 
 class HubCollector(Collector):
@@ -126,8 +135,8 @@ class HubCollector(Collector):
         errors = CounterMetricFamily(
             "nautilus_hub_request_errors", "error replies sent, by code", labels=["code"]
         )
-        for code, n in sorted(s.errors.items()):
-            errors.add_metric([code], n)
+        for code in ErrorCode:  # every code from zero, so rate() sees the first error
+            errors.add_metric([code.value], s.errors[code.value])
         yield errors
         for gauge, level in self._gauges().items():
             yield GaugeMetricFamily(f"nautilus_hub_{gauge}", gauge.replace("_", " "), value=level)
@@ -136,6 +145,10 @@ class HubCollector(Collector):
         )
         yield s.publish_to_hub.family(
             "nautilus_stage_publish_to_hub_seconds", "engine publish to hub receive"
+        )
+        yield s.receive_to_send.family(
+            "nautilus_stage_hub_receive_to_send_seconds",
+            "hub receive to the last socket write of its fan-out tick, per message",
         )
         yield s.broadcast.family(
             "nautilus_hub_broadcast_seconds", "hub receive to last socket write of one fan-out"

@@ -93,7 +93,8 @@ class Hub:
     async def start(self) -> None:
         cfg = self.config
         self._started_ns = self._clock.now_ns()
-        self._subscription = self._bus.subscribe(">")
+        self._subscription = self._bus.subscribe(">", payload_fragments=True)
+        await self._subscription.wait_ready()
         self._server = await serve(
             self._serve_client,
             cfg.host,
@@ -200,7 +201,9 @@ class Hub:
                     parts.append((env.seq, encoded))
         if tick:
             self._fan_out(tick)
-            stats.broadcast.observe_ns(self._clock.now_ns() - now)
+            elapsed = self._clock.now_ns() - now
+            stats.broadcast.observe_ns(elapsed)
+            stats.receive_to_send.observe_many_ns(elapsed, sum(map(len, tick.values())))
 
     def _fan_out(self, tick: dict[ChannelState, Parts]) -> None:
         stats = self.stats
