@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 from jax.scipy.stats import norm as jax_norm
 
-jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
