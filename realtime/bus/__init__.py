@@ -6,7 +6,7 @@ embedded mode. A Redis implementation plugs in behind the same interface (distri
 
 from __future__ import annotations
 
-from realtime.bus.base import Bus, BusClosed, Envelope, Subscription
+from realtime.bus.base import Bus, BusClosed, BusUnavailable, Envelope, Subscription
 from realtime.bus.memory import MemoryBus
 
-__all__ = ["Bus", "BusClosed", "Envelope", "MemoryBus", "Subscription"]
+__all__ = ["Bus", "BusClosed", "BusUnavailable", "Envelope", "MemoryBus", "Subscription"]

@@ -16,6 +16,15 @@ class BusClosed(Exception):
     """Raised by ``publish`` after ``close``; ends every open subscription."""
 
 
+class BusUnavailable(Exception):
+    """The bus's server cannot be reached (at start, or longer than the publish retry bound)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"bus unavailable at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One published message as every consumer sees it.
@@ -56,6 +65,10 @@ class Subscription(Protocol):
         """Messages this subscriber lost to its bounded buffer (a slow consumer)."""
         ...
 
+    async def wait_ready(self, limit_s: float = 5.0) -> None:
+        """Return once the subscription receives (a Redis subscription needs its confirmation)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -64,8 +77,19 @@ class Bus(Protocol):
         """Number and deliver one message; ``event_ns`` defaults to the publish time."""
         ...
 
-    def subscribe(self, pattern: str) -> Subscription:
-        """Subscribe to channels matching a NATS-style pattern (``trades.*``, ``bars.>``, ``>``)."""
+    def publish_nowait(self, channel: str, payload: Any, *, event_ns: int | None = None) -> object:
+        """Queue one message without waiting (loop-thread hot paths: replays, simulators).
+
+        In-process it is delivered at once; over Redis it is numbered when the server runs it.
+        """
+        ...
+
+    def subscribe(self, pattern: str, *, payload_fragments: bool = False) -> Subscription:
+        """Subscribe to channels matching a NATS-style pattern (``trades.*``, ``bars.>``, ``>``).
+
+        ``payload_fragments=True`` asks for payloads as ``orjson.Fragment`` of the encoded JSON
+        where the bus carries them encoded (Redis), so a forwarder (the hub) never re-encodes.
+        """
         ...
 
     async def close(self) -> None: ...

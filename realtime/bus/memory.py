@@ -74,6 +74,9 @@ class MemorySubscription:
     def __aiter__(self) -> AsyncIterator[Envelope]:
         return self._iterate()
 
+    async def wait_ready(self, limit_s: float = 5.0) -> None:
+        """In-process subscriptions receive from the moment they exist."""
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -125,7 +128,10 @@ class MemoryBus:
     async def publish(self, channel: str, payload: Any, *, event_ns: int | None = None) -> Envelope:
         return self.publish_nowait(channel, payload, event_ns=event_ns)
 
-    def subscribe(self, pattern: str, *, max_pending: int | None = None) -> MemorySubscription:
+    def subscribe(
+        self, pattern: str, *, max_pending: int | None = None, payload_fragments: bool = False
+    ) -> MemorySubscription:
+        """``payload_fragments`` is accepted for the interface; payloads here are never encoded."""
         if self._closed:
             raise BusClosed("bus is closed")
         sub = MemorySubscription(pattern, max_pending or self._max_pending, self._remove)

@@ -42,7 +42,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from protocol.channels import ChannelPattern, parse_channel
 from protocol.errors import ProtocolError
-from realtime.bus.base import BusClosed, Envelope
+from realtime.bus.base import BusClosed, BusUnavailable, Envelope
 from realtime.clock import Clock, SystemClock
 
 log = logging.getLogger("nautilus.bus.redis")
@@ -92,15 +92,6 @@ redis.call('HSET', meta, wfield, ARGV[9])
 redis.call(ARGV[10], ARGV[1], msg)
 return {seq, epoch, 0}
 """
-
-
-class BusUnavailable(Exception):
-    """Redis cannot be reached (at start, or for longer than the publish retry bound)."""
-
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"Redis bus unavailable at {url}: {reason}")
-        self.url = url
-        self.reason = reason
 
 
 def _help(text: str) -> dict[str, str]:
