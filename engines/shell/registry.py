@@ -5,6 +5,8 @@ is imported lazily, so listing the registry imports no engine (and no JAX). Addi
 one line::
 
     "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
+    "vpin": EngineSpec("vpin", "engines.vpin.service:VpinEngine"),
+    "evpin": EngineSpec("evpin", "engines.evpin.service:EnhancedVpinEngine"),
 """
 
 from __future__ import annotations

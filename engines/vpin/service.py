@@ -1,0 +1,233 @@
+"""VPIN engine (port 10000): ``trades.*`` in, one ``vpin.SYM`` message per completed bucket out.
+
+Per symbol a ``VpinCalculator`` (engines.vpin.core) is fed every trade payload
+(``{"s","t","p","q",...}``, engines.marketdata.records); each completed bucket is published
+(latest-value channel) with the parameters in force and the input counts, and written to the
+store's signals table (PostgreSQL when ``dsn`` is set, else a bounded memory store), which the
+history endpoint reads. The JAX batch classifier is compiled in ``on_start`` (off the loop), so
+no request ever waits for a compile.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter
+
+from engines.shell import Engine, EngineConfig, Route, StreamInfo
+from engines.vpin import core
+from protocol.channels import DeliveryClass
+from realtime.bus import Bus, Envelope
+from realtime.clock import Clock
+from realtime.storage import MemoryStore, PostgresConfig, PostgresStore, SignalRow, Store, migrate
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VpinConfig(EngineConfig):
+    """Defaults follow ELO (2012): 1-minute bars, 50 buckets a day, a 50-bucket window."""
+
+    name: str = field(default="vpin", metadata={"help": "engine name", "env": False})
+    bar_ns: int = field(default=60_000_000_000, metadata=_help("time bar length, ns"))
+    bucket_volume: float = field(
+        default=2_514_583.0,
+        metadata=_help("V, shares per bucket (default: SPY Oct 2013 regular-hours ADV / 50)"),
+    )
+    window: int = field(default=50, metadata=_help("n, buckets per VPIN value"))
+    sigma_decay: float = field(default=0.94, metadata=_help("EWMA λ of the bar ΔP variance"))
+    sigma_seed: float = field(default=0.0, metadata=_help("σ_ΔP before any bar (0 = sign rule)"))
+    adv_days: int = field(
+        default=0, metadata=_help("> 0: V = trailing ADV of that many days / buckets_per_day")
+    )
+    buckets_per_day: int = field(default=50, metadata=_help("buckets per day for the ADV rule"))
+    day_offset_ns: int = field(default=0, metadata=_help("shift of UTC midnight to the day cut"))
+    cdf_window: int = field(default=1_000, metadata=_help("VPIN values in the trailing CDF"))
+    cdf_kind: core.CdfKind = field(
+        default=core.CdfKind.LOGNORMAL, metadata=_help("CDF the alert uses")
+    )
+    alert_threshold: float = field(default=0.9, metadata=_help("alert when CDF >= this"))
+    dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
+    schema: str = field(default="public", metadata=_help("PostgreSQL schema"))
+    memory_rows: int = field(default=100_000, metadata=_help("memory store: rows per channel"))
+    warmup_bars: int = field(
+        default=1 << 14, metadata=_help("compile the batch path for up to this many bars")
+    )
+    max_batch_trades: int = field(
+        default=2_000_000, metadata=_help("most trades one POST batch may carry")
+    )
+
+    def __post_init__(self) -> None:
+        EngineConfig.__post_init__(self)
+        self.params()  # validates
+
+    def params(self) -> core.VpinParams:
+        return core.VpinParams(
+            bar_ns=self.bar_ns,
+            bucket_volume=self.bucket_volume,
+            window=self.window,
+            sigma_decay=self.sigma_decay,
+            sigma_seed=self.sigma_seed,
+            adv_days=self.adv_days,
+            buckets_per_day=self.buckets_per_day,
+            day_offset_ns=self.day_offset_ns,
+            cdf_window=self.cdf_window,
+            cdf_kind=self.cdf_kind,
+            alert_threshold=self.alert_threshold,
+        )
+
+
+class BadTrade(ValueError):
+    """A trade payload without a usable symbol, time, price or size (counted, then skipped)."""
+
+
+def trade_fields(payload: Any) -> tuple[str, int, float, float, int]:
+    """``(symbol, event_ns, price, size, aggressor)`` of a ``trades.SYM`` payload."""
+    try:
+        side = payload.get("a")
+        return (
+            str(payload["s"]),
+            int(payload["t"]),
+            float(payload["p"]) if payload["p"] is not None else math.nan,
+            float(payload["q"]) if payload["q"] is not None else math.nan,
+            1 if side == "buy" else -1 if side == "sell" else 0,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BadTrade(f"not a trade payload: {exc!r}") from None
+
+
+class VpinEngine(Engine[VpinConfig]):
+    """One ``VpinCalculator`` per symbol; bucket results on ``vpin.SYM`` and in the store."""
+
+    config_type = VpinConfig
+    #: channel family published, and the signals' ``engine`` column
+    channel_kind = "vpin"
+
+    def __init__(self, config: VpinConfig, *, bus: Bus, clock: Clock) -> None:
+        super().__init__(config, bus=bus, clock=clock)
+        self.store: Store = (
+            PostgresStore(PostgresConfig(dsn=config.dsn, schema=config.schema), clock=clock)
+            if config.dsn
+            else MemoryStore(config.memory_rows)
+        )
+        self.calculators: dict[str, Any] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.malformed = 0
+        self.rejected = Counter(
+            f"{self.channel_kind}_rejected_trades",
+            "trades refused by a documented bad-input rule",
+            ["reason"],
+            registry=self.metrics.registry,
+        )
+        self.buckets_total = Counter(
+            f"{self.channel_kind}_buckets",
+            "completed volume buckets published",
+            registry=self.metrics.registry,
+        )
+
+    # ── hooks ──────────────────────────────────────────────────────────────────────────────
+
+    def inputs(self) -> Sequence[str]:
+        return ("trades.*",)
+
+    def streams(self) -> Sequence[StreamInfo]:
+        return (
+            StreamInfo(
+                f"{self.channel_kind}.*",
+                DeliveryClass.LATEST_VALUE,
+                "VPIN per completed volume bucket (ELO 2012)",
+            ),
+        )
+
+    def resources(self) -> Sequence[Route]:
+        from engines.vpin import api
+
+        return api.routes(self)
+
+    def health_extra(self) -> Mapping[str, object]:
+        return {
+            "symbols": len(self.calculators),
+            "storage": self.store.kind,
+            "malformed_trades": self.malformed,
+            "inputs": {s: c.counts.to_payload() for s, c in self.calculators.items()},
+        }
+
+    async def on_start(self) -> None:
+        if self.config.dsn:
+            await migrate(self.config.dsn, self.config.schema)
+        await self.store.start()
+        await self.run_in_executor(core.warm_up, self.config.warmup_bars)
+
+    async def on_stop(self) -> None:
+        await self.store.close(max(0.1, 0.8 * self.config.drain_timeout_s))
+
+    async def handle_batch(self, envelopes: Sequence[Envelope]) -> None:
+        rows: list[SignalRow] = []
+        for envelope in envelopes:
+            try:
+                rows += await self.consume(envelope)
+            except BadTrade as exc:
+                self.malformed += 1
+                self.rejected.labels("malformed").inc()
+                self.log.debug("skipping %s seq %d: %s", envelope.channel, envelope.seq, exc)
+        if rows:
+            self.store.write_signals(rows)
+
+    # ── per message ────────────────────────────────────────────────────────────────────────
+
+    def new_calculator(self) -> Any:
+        return core.VpinCalculator(self.config.params())
+
+    def params_payload(self) -> dict[str, Any]:
+        return self.config.params().to_payload()
+
+    async def consume(self, envelope: Envelope) -> list[SignalRow]:
+        symbol, event_ns, price, size, aggressor = trade_fields(envelope.payload)
+        calc = self.calculators.get(symbol)
+        if calc is None:
+            calc = self.calculators[symbol] = self.new_calculator()
+        before = calc.counts.to_payload()
+        buckets = self.add_trade(calc, event_ns, price, size, aggressor)
+        self._count_rejections(before, calc.counts.to_payload())
+        return [await self.emit(symbol, calc, bucket, envelope) for bucket in buckets]
+
+    def add_trade(self, calc: Any, event_ns: int, price: float, size: float, side: int) -> Any:
+        return calc.add_trade(event_ns, price, size)
+
+    async def emit(self, symbol: str, calc: Any, bucket: Any, trigger: Envelope) -> SignalRow:
+        payload = {
+            "symbol": symbol,
+            **bucket.to_payload(),
+            "params": self.params_payload(),
+            "inputs": calc.counts.to_payload(),
+        }
+        channel = f"{self.channel_kind}.{symbol}"
+        envelope = await self.publish(channel, payload, event_ns=trigger.event_ns)
+        self.latest[symbol] = payload
+        self.buckets_total.inc()
+        return SignalRow(self.name, channel, symbol, bucket.end_ns, envelope.seq, payload)
+
+    def _count_rejections(self, before: dict[str, float], after: dict[str, float]) -> None:
+        for reason in ("bad_size", "bad_price", "late"):
+            if after[reason] != before[reason]:
+                self.rejected.labels(reason).inc(after[reason] - before[reason])
+
+    # ── batch (REST) ───────────────────────────────────────────────────────────────────────
+
+    def batch_compute(
+        self, columns: tuple[Any, Any, Any, Any], overrides: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Batch mode over posted or stored trades (runs on the compute threads)."""
+        event_ns, price, size, _ = columns
+        params = core.VpinParams.from_payload(overrides, self.config.params())
+        series = core.compute_vpin(event_ns, price, size, params)
+        return {
+            "params": params.to_payload(),
+            "inputs": series.counts.to_payload(),
+            "buckets": [series.bucket(i).to_payload() for i in range(len(series))],
+        }
