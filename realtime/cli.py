@@ -30,20 +30,26 @@ def _run_async(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 
 def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
+    from engines.marketdata.service import FeedSource
     from realtime.embedded import Settings, run_embedded
 
     environ = dict(os.environ)
-    if args.feed:
-        environ["NAUTILUS_FEED_SOURCE"] = args.feed
-    if args.speed is not None:
-        environ["NAUTILUS_FEED_SPEED"] = str(args.speed)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    hub = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    feed: dict[str, Any] = {}
+    if getattr(args, "feed", None):
+        feed["feed"] = FeedSource(args.feed)
+    if getattr(args, "speed", None) is not None:
+        feed["speed"] = args.speed
     try:
-        settings = Settings.from_env(environ, **overrides)
+        settings = Settings.from_env(environ, **hub)
     except ConfigError as exc:
         print(f"nautilus: {exc}", file=sys.stderr)
         return 2
-    return _run_async(lambda: run_embedded(settings, environ, with_engines=not hub_only))
+    return _run_async(
+        lambda: run_embedded(
+            settings, environ, with_engines=not hub_only, engine_overrides={"marketdata": feed}
+        )
+    )
 
 
 def _cmd_engine(args: argparse.Namespace) -> int:
@@ -71,10 +77,10 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 def _cmd_config(_: argparse.Namespace) -> int:
     from engines.shell.config import describe_config
     from engines.shell.registry import ENGINES
-    from realtime.embedded import FEED_PREFIX, HUB_PREFIX, FeedConfig
+    from realtime.embedded import HUB_PREFIX
     from realtime.hub import HubConfig
 
-    rows = describe_settings(HubConfig, HUB_PREFIX) + describe_settings(FeedConfig, FEED_PREFIX)
+    rows = describe_settings(HubConfig, HUB_PREFIX)
     for spec in ENGINES.values():
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
     width = max(len(r.variable) for r in rows)
@@ -87,15 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nautilus", description="Nautilus Realtime")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add_up(name: str, text: str) -> None:
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--feed", choices=["spy", "sim", "none"], help="market feed to replay")
-        p.add_argument("--speed", type=float, help="replay speed (1 = real time, 0 = max)")
+    def add_hub_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--host", help="hub interface (default 127.0.0.1)")
         p.add_argument("--port", type=int, help="hub port (default 8600)")
 
-    add_up("up", "embedded platform: hub, feed and every engine in one process")
-    add_up("hub", "the WebSocket hub with an in-process bus and a feed, no engines")
+    up = sub.add_parser("up", help="embedded platform: hub and every engine in one process")
+    up.add_argument(
+        "--feed", choices=["spy", "binance", "sim", "none"], help="MarketData feed to replay"
+    )
+    up.add_argument("--speed", type=float, help="replay speed (1 = as recorded, 0 = max)")
+    add_hub_flags(up)
+    add_hub_flags(sub.add_parser("hub", help="the WebSocket hub alone, on the configured bus"))
     engine = sub.add_parser("engine", help="run one engine: nautilus engine NAME [--port P]")
     engine.add_argument("name")
     engine.add_argument("rest", nargs=argparse.REMAINDER)

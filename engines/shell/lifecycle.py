@@ -108,6 +108,13 @@ class Engine(Generic[ConfigT]):
         """The engine's own REST routes (its ``api.py`` resources)."""
         return ()
 
+    def declared_channels(self) -> Sequence[str]:
+        """Concrete channels the engine will publish, declared to the hub before the first
+        message so clients may subscribe early. Default: the literal names in ``streams()``."""
+        return tuple(
+            s.channel for s in self.streams() if "*" not in s.channel and ">" not in s.channel
+        )
+
     def health_extra(self) -> Mapping[str, object]:
         """Engine-specific fields added to ``GET /health`` (e.g. ``{"storage": "memory"}``)."""
         return {}

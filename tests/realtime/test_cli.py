@@ -16,7 +16,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_config_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config"]) == 0
     out = capsys.readouterr().out
-    assert "NAUTILUS_HUB_PORT" in out and "NAUTILUS_FEED_SPEED" in out
+    assert "NAUTILUS_HUB_PORT" in out and "NAUTILUS_MARKETDATA_SPEED" in out
 
 
 def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:

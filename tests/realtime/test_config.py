@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from realtime.config import ConfigError, describe_settings, load_settings
-from realtime.embedded import FEED_PREFIX, HUB_PREFIX, FeedConfig, FeedSource
+from realtime.embedded import HUB_PREFIX
 from realtime.hub import HubConfig, LosslessOverflow
 
 
@@ -33,15 +33,6 @@ def test_bad_settings_name_the_variable(env: dict[str, str], variable: str) -> N
     with pytest.raises(ConfigError) as info:
         load_settings(HubConfig, env, HUB_PREFIX)
     assert info.value.variable == variable
-
-
-def test_feed_settings_validate() -> None:
-    cfg = load_settings(FeedConfig, {"NAUTILUS_FEED_SOURCE": "sim"}, FEED_PREFIX)
-    assert cfg.source is FeedSource.SIM
-    with pytest.raises(ConfigError):
-        load_settings(FeedConfig, {"NAUTILUS_FEED_START": "25:99"}, FEED_PREFIX)
-    with pytest.raises(ConfigError):
-        load_settings(FeedConfig, {"NAUTILUS_FEED_SPEED": "-2"}, FEED_PREFIX)
 
 
 def test_every_hub_setting_is_documented() -> None:
