@@ -350,7 +350,12 @@ async def test_auth_requires_a_valid_token(hub_factory: HubFactory) -> None:
         with pytest.raises(InvalidStatus):
             async with client(hub, f"/ws?token={expired}"):
                 pass
-        forged = issue_token("another-secret-of-32-bytes-or-more", ["trades.*"], subject="ui", expires_at=int(time.time()) + 60)
+        forged = issue_token(
+            "another-secret-of-32-bytes-or-more",
+            ["trades.*"],
+            subject="ui",
+            expires_at=int(time.time()) + 60,
+        )
         with pytest.raises(InvalidStatus):
             async with client(hub, f"/ws?token={forged}"):
                 pass
