@@ -43,6 +43,7 @@ each switch from off to on starts a new event.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -241,13 +242,33 @@ def lognormal_cdf(value: float, logs: F64) -> float:
 
 
 class _CdfTracker:
-    """Trailing CDF of VPIN, alert state and event count (one instance per series)."""
+    """Trailing CDF of VPIN, alert state and event count (one instance per series).
 
-    __slots__ = ("_kind", "_logs", "_threshold", "_values", "_window", "alert", "events")
+    O(log W) per value: a sorted copy of the window for the empirical rank, running sums of
+    ln VPIN and its square for the log-normal fit (μ, s with ddof = 1).
+    """
+
+    __slots__ = (
+        "_kind",
+        "_log_sq_sum",
+        "_log_sum",
+        "_logs",
+        "_sorted",
+        "_threshold",
+        "_values",
+        "_width",
+        "_window",
+        "alert",
+        "events",
+    )
 
     def __init__(self, params: VpinParams) -> None:
-        self._values: deque[float] = deque(maxlen=params.cdf_window)
-        self._logs: deque[float] = deque(maxlen=params.cdf_window)
+        self._values: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._logs = 0
+        self._log_sum = 0.0
+        self._log_sq_sum = 0.0
+        self._width = params.cdf_window
         self._threshold = params.alert_threshold
         self._kind = params.cdf_kind
         self._window = params.window
@@ -255,19 +276,47 @@ class _CdfTracker:
         self.events = 0
 
     def add(self, vpin: float, window: int) -> tuple[float, float, bool, int]:
-        self._values.append(vpin)
-        if vpin > 0.0:
-            self._logs.append(math.log(vpin))
-        values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
-        empirical = float(np.count_nonzero(values <= vpin)) / len(values)
-        logs = np.fromiter(self._logs, dtype=np.float64, count=len(self._logs))
-        lognormal = lognormal_cdf(vpin, logs)
+        self._push(vpin)
+        if len(self._values) > self._width:
+            self._pop(self._values.popleft())
+        empirical = bisect.bisect_right(self._sorted, vpin) / len(self._sorted)
+        lognormal = self._lognormal(vpin)
         chosen = empirical if self._kind is CdfKind.EMPIRICAL else lognormal
         alert = window >= self._window and chosen >= self._threshold
         if alert and not self.alert:
             self.events += 1
         self.alert = alert
         return empirical, lognormal, alert, self.events
+
+    def _push(self, vpin: float) -> None:
+        self._values.append(vpin)
+        bisect.insort(self._sorted, vpin)
+        if vpin > 0.0:
+            x = math.log(vpin)
+            self._logs += 1
+            self._log_sum += x
+            self._log_sq_sum += x * x
+
+    def _pop(self, vpin: float) -> None:
+        del self._sorted[bisect.bisect_left(self._sorted, vpin)]
+        if vpin > 0.0:
+            x = math.log(vpin)
+            self._logs -= 1
+            self._log_sum -= x
+            self._log_sq_sum -= x * x
+
+    def _lognormal(self, vpin: float) -> float:
+        """``lognormal_cdf`` from the running sums (same degenerate rules)."""
+        if vpin <= 0.0:
+            return 0.0
+        x = math.log(vpin)
+        m = self._logs
+        mean = self._log_sum / m
+        variance = (self._log_sq_sum - m * mean * mean) / (m - 1) if m > 1 else 0.0
+        spread = math.sqrt(variance) if variance > 1e-24 else 0.0
+        if spread > 0.0:
+            return normal_cdf((x - mean) / spread)
+        return 1.0 if x >= mean else 0.0
 
 
 class _Bucketer:

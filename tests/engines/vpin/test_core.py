@@ -245,3 +245,24 @@ def test_window_longer_than_history_uses_the_buckets_there_are() -> None:
     )
     np.testing.assert_allclose(series.vpin, [1.0, 1.0, 20 / 30])
     assert list(series.window) == [1, 2, 3] and not series.alert.any()
+
+
+def test_trailing_cdfs_and_alert_events_against_scipy(spy_day: TradeColumns) -> None:
+    from scipy.stats import percentileofscore
+
+    params = VpinParams(bucket_volume=150_000.0, window=20, cdf_window=30, alert_threshold=0.9)
+    series = compute_vpin(spy_day.event_ns, spy_day.price, spy_day.size, params)
+    for k in range(len(series)):
+        trailing = series.vpin[max(0, k - 29) : k + 1]
+        assert series.cdf_empirical[k] == pytest.approx(
+            percentileofscore(trailing, series.vpin[k], kind="weak") / 100, rel=1e-12
+        )
+        if k >= 1:
+            logs = np.log(trailing)
+            expected = norm.cdf((logs[-1] - logs.mean()) / logs.std(ddof=1))
+            assert series.cdf_lognormal[k] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    alert = (series.window >= 20) & (series.cdf_lognormal >= 0.9)
+    np.testing.assert_array_equal(series.alert, alert)
+    starts = alert & ~np.concatenate([[False], alert[:-1]])
+    np.testing.assert_array_equal(series.events, np.cumsum(starts))
+    assert series.events[-1] >= 2
