@@ -25,9 +25,11 @@ class BusUnavailable(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Envelope:
-    """One published message as every consumer sees it.
+    """One published message as every consumer sees it. Treat it as immutable: it is shared by
+    every subscriber. (Not ``frozen``: a frozen dataclass costs ~1.1 µs to build against ~0.2 µs,
+    and one is built per published message.)
 
     ``payload`` is a JSON-serialisable value, or an ``orjson.Fragment`` of encoded JSON.
     ``event_ns`` is the market-event time, ``publish_ns`` when the bus accepted it.
