@@ -31,9 +31,14 @@ def _run_async(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
     from engines.marketdata.service import FeedSource
+    from realtime.bus import BusUnavailable
+    from realtime.clock import SystemClock
+    from realtime.distributed import choose_bus, open_bus
     from realtime.embedded import Settings, run_embedded
 
     environ = dict(os.environ)
+    if getattr(args, "distributed", False):
+        return _cmd_up_distributed(args, environ)
     hub = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     feed: dict[str, Any] = {}
     if getattr(args, "feed", None):
@@ -42,20 +47,55 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
         feed["speed"] = args.speed
     try:
         settings = Settings.from_env(environ, **hub)
+        choice = choose_bus(environ)
     except ConfigError as exc:
         print(f"nautilus: {exc}", file=sys.stderr)
         return 2
-    return _run_async(
-        lambda: run_embedded(
-            settings, environ, with_engines=not hub_only, engine_overrides={"marketdata": feed}
+
+    async def run() -> int:
+        clock = SystemClock()
+        try:
+            bus = await open_bus(choice, clock)
+        except BusUnavailable as exc:
+            print(f"nautilus {args.command}: {exc}", file=sys.stderr)
+            return 1
+        return await run_embedded(
+            settings,
+            environ,
+            with_engines=not hub_only,
+            engine_overrides={"marketdata": feed},
+            bus=bus,
+            clock=clock,
         )
-    )
+
+    return _run_async(run)
+
+
+def _cmd_up_distributed(args: argparse.Namespace, environ: dict[str, str]) -> int:
+    from realtime.distributed import run_distributed
+
+    if args.feed:
+        environ["NAUTILUS_MARKETDATA_FEED"] = args.feed
+    if args.speed is not None:
+        environ["NAUTILUS_MARKETDATA_SPEED"] = str(args.speed)
+    if args.port is not None:
+        environ["NAUTILUS_HUB_PORT"] = str(args.port)
+    if args.host is not None:
+        environ["NAUTILUS_HUB_HOST"] = args.host
+    engines = None if args.engines is None else [n for n in args.engines.split(",") if n]
+    return _run_async(lambda: run_distributed(environ, hubs=args.hubs, engines=engines))
 
 
 def _cmd_engine(args: argparse.Namespace) -> int:
     from engines.shell.server import main_engine
+    from realtime.distributed import choose_bus, open_bus
 
-    return main_engine(args.name, args.rest)
+    try:
+        choice = choose_bus(os.environ)
+    except ConfigError as exc:
+        print(f"nautilus engine {args.name}: {exc}", file=sys.stderr)
+        return 2
+    return main_engine(args.name, args.rest, bus_factory=lambda clock: open_bus(choice, clock))
 
 
 def _cmd_db_migrate(args: argparse.Namespace) -> int:
@@ -103,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--speed", type=float, help="replay speed (1 = as recorded, 0 = max)")
     add_hub_flags(up)
+    up.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one process per engine and --hubs hubs on the Redis bus, under a supervisor",
+    )
+    up.add_argument(
+        "--hubs", type=int, default=1, help="distributed: hubs on ports 8600, 8601, ..."
+    )
+    up.add_argument(
+        "--engines", help="distributed: comma-separated engines to run (default: all registered)"
+    )
     add_hub_flags(sub.add_parser("hub", help="the WebSocket hub alone, on the configured bus"))
     engine = sub.add_parser("engine", help="run one engine: nautilus engine NAME [--port P]")
     engine.add_argument("name")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from realtime.bus import MemoryBus
+from realtime.bus import Bus, MemoryBus
 from realtime.clock import Clock, SystemClock
 from realtime.config import load_settings
 from realtime.hub import Hub, HubConfig
@@ -37,6 +37,7 @@ async def run_embedded(
     *,
     with_engines: bool = True,
     engine_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    bus: Bus | None = None,
     clock: Clock | None = None,
     out: TextIO = sys.stdout,
     stop: asyncio.Event | None = None,
@@ -44,13 +45,15 @@ async def run_embedded(
     """Run until SIGINT/SIGTERM (or ``stop`` is set); 0 on a clean stop.
 
     ``engine_overrides`` maps an engine name to config fields that win over the environment
-    (command-line flags such as ``--feed``).
+    (command-line flags such as ``--feed``). ``bus``: the bus to serve (a connected ``RedisBus``
+    in distributed mode, see ``realtime.distributed.open_bus``); by default a new in-process
+    ``MemoryBus``. Closed on return either way.
     """
     from engines.shell.registry import ENGINES
     from engines.shell.server import RunningEngines, build_engine, run_engines
 
     clock = clock or SystemClock()
-    bus = MemoryBus(clock=clock)
+    bus = bus or MemoryBus(clock=clock)
     hub = Hub(settings.hub, bus, clock=clock)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from engines.shell.app import EngineApp, create_app
 from engines.shell.config import ConfigError, load_config
 from engines.shell.lifecycle import Engine, EngineState
 from engines.shell.registry import EngineSpec, UnknownEngine, engine_spec
-from realtime.bus import Bus, MemoryBus
+from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ SERVER_STOP_GRACE_S = 1.0
 #: httptools parses HTTP about twice as fast as h11; used whenever it is installed.
 HTTP_IMPLEMENTATION = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
-BusFactory = Callable[[Clock], Bus]
+#: Opens the process's bus (``realtime.distributed.open_bus`` picks it from the environment).
+BusFactory = Callable[[Clock], Awaitable[Bus]]
 
 
 def package_version() -> str:
@@ -211,14 +212,18 @@ def build_engine(
 ) -> Engine[Any]:
     """Import the engine and read its config from ``environ`` (the registry's port as the
     default); ``overrides`` (command-line flags) win over the environment."""
-    engine_class = spec.load()
-    config = load_config(engine_class.config_type, environ, defaults=spec.config_defaults())
-    if overrides:
-        config = dataclasses.replace(config, **overrides)
-    return engine_class(config, bus=bus, clock=clock)
+    return spec.load()(engine_config(spec, environ, overrides), bus=bus, clock=clock)
 
 
-def memory_bus(clock: Clock) -> Bus:
+def engine_config(
+    spec: EngineSpec, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> Any:
+    """The engine's config as ``build_engine`` reads it; ``ConfigError`` names a bad variable."""
+    config = load_config(spec.load().config_type, environ, defaults=spec.config_defaults())
+    return dataclasses.replace(config, **overrides) if overrides else config
+
+
+async def memory_bus(clock: Clock) -> Bus:
     return MemoryBus(clock=clock)
 
 
@@ -232,7 +237,9 @@ def main_engine(
 ) -> int:
     """``nautilus engine NAME [--host H] [--port P]``: run one engine until SIGINT/SIGTERM.
 
-    Returns 0 after a clean stop, 1 if the engine failed, 2 for a usage or configuration error.
+    The configuration is checked before ``bus_factory`` opens the bus. Returns 0 after a clean
+    stop, 1 if the engine failed or its bus is unreachable (``BusUnavailable``, which names the
+    URL), 2 for a usage or configuration error.
     """
     parser = argparse.ArgumentParser(
         prog=f"nautilus engine {name}",
@@ -245,18 +252,32 @@ def main_engine(
     except SystemExit as exc:  # --help, or a usage error argparse already printed
         return exc.code if isinstance(exc.code, int) else 2
     environ = os.environ if environ is None else environ
+    flags = {"host": args.host, "port": args.port}
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    clock = SystemClock()
     try:
         spec = engine_spec(name, registry)
-        clock = SystemClock()
-        bus = bus_factory(clock)
-        flags = {"host": args.host, "port": args.port}
-        overrides = {key: value for key, value in flags.items() if value is not None}
-        engine = build_engine(spec, environ, bus=bus, clock=clock, overrides=overrides)
+        config = engine_config(spec, environ, overrides)  # checked before connecting anywhere
     except (UnknownEngine, ConfigError, ValueError) as exc:
         print(f"nautilus engine {name}: {exc}", file=sys.stderr)
         return 2
+
+    async def serve() -> int:
+        try:
+            bus = await bus_factory(clock)
+        except BusUnavailable as exc:
+            print(f"nautilus engine {name}: {exc}", file=sys.stderr)
+            return 1
+        try:
+            engine = spec.load()(config, bus=bus, clock=clock)
+        except ValueError as exc:
+            print(f"nautilus engine {name}: {exc}", file=sys.stderr)
+            await bus.close()
+            return 2
+        return await _serve_until_signalled(engine, bus)
+
     with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
-        return runner.run(_serve_until_signalled(engine, bus))
+        return runner.run(serve())
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -1,0 +1,368 @@
+"""A small process supervisor: start children in rank order, restart crashes, stop in order.
+
+``nautilus up --distributed`` runs one ``Supervisor`` over the platform's processes (hubs, engines,
+the feed-owning engine; the layout is ``realtime.distributed``'s). One asyncio loop, one task per
+child, no threads:
+
+* **start**: children in ascending ``rank``; a rank counts as up once every child with a port
+  accepts TCP connections (or ``start_timeout_s`` passed, logged), so consumers are subscribed
+  before the producers of the next rank begin.
+* **restart**: a child that exits while the supervisor runs is started again after
+  ``restart_min_s * 2**n`` seconds (capped at ``restart_max_s``), ``n`` the crashes in a row; a
+  child that stayed up ``healthy_after_s`` resets ``n``. Exit code 2 (usage or configuration
+  error, see ``realtime.cli``) is not retried: restarting cannot fix it; the child shows ``failed``.
+* **stop** (SIGTERM/SIGINT to the supervisor, or ``stop`` set): children in *descending* rank,
+  SIGTERM to each child's process group, ``stop_timeout_s`` for the rank to exit, then SIGKILL.
+  Each child runs in its own session, so a terminal's Ctrl-C reaches only the supervisor, which
+  forwards it in order; on Linux a child also gets SIGKILL if the supervisor itself dies.
+* **/health** on ``host:port``: JSON with every child's pid, state, restarts and last exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from realtime import __version__
+from realtime.clock import Clock, SystemClock
+
+log = logging.getLogger("nautilus.supervisor")
+
+#: Exit code of a usage or configuration error: a restart cannot fix it.
+EXIT_CONFIG_ERROR = 2
+#: prctl(2) option: the signal a child gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+#: How often a starting child's port is tried.
+_PORT_POLL_S = 0.05
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorConfig:
+    host: str = field(default="127.0.0.1", metadata=_help("interface of the supervisor's /health"))
+    port: int = field(default=8599, metadata=_help("supervisor /health port (0 = any free port)"))
+    restart_min_s: float = field(default=0.5, metadata=_help("first restart delay after a crash"))
+    restart_max_s: float = field(default=30.0, metadata=_help("largest restart delay"))
+    healthy_after_s: float = field(
+        default=10.0, metadata=_help("uptime after which a child's crash count resets")
+    )
+    start_timeout_s: float = field(
+        default=60.0, metadata=_help("wait for a rank's ports before starting the next rank")
+    )
+    stop_timeout_s: float = field(
+        default=10.0, metadata=_help("wait for a rank to exit after SIGTERM, then SIGKILL")
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.restart_min_s <= self.restart_max_s:
+            raise ValueError("need 0 < restart_min_s <= restart_max_s")
+        if min(self.healthy_after_s, self.start_timeout_s, self.stop_timeout_s) <= 0:
+            raise ValueError("healthy_after_s, start_timeout_s and stop_timeout_s must be > 0")
+
+    def restart_delay_s(self, crashes: int) -> float:
+        """Delay before restart number ``crashes`` (1 = first crash in a row)."""
+        return min(self.restart_max_s, self.restart_min_s * 2.0 ** max(0, crashes - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """One supervised process: started in ascending ``rank``, stopped in descending ``rank``."""
+
+    name: str
+    argv: tuple[str, ...]
+    rank: int
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the supervisor's own
+    port: int | None = None  # the port it serves; its start counts once the port accepts
+
+
+class ChildState(StrEnum):
+    STARTING = "starting"  # spawned, port not accepting yet
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited; restart pending
+    FAILED = "failed"  # exited with a configuration error; not restarted
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass(slots=True)
+class Child:
+    spec: ChildSpec
+    state: ChildState = ChildState.STOPPED
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    crashes_in_a_row: int = 0
+    last_exit_code: int | None = None
+    started_ns: int | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int | None:
+        process = self.process
+        return process.pid if process is not None and process.returncode is None else None
+
+    def health(self, now_ns: int) -> dict[str, Any]:
+        started = self.started_ns if self.pid is not None else None
+        return {
+            "name": self.spec.name,
+            "rank": self.spec.rank,
+            "pid": self.pid,
+            "port": self.spec.port,
+            "state": self.state.value,
+            "restarts": self.restarts,
+            "last_exit_code": self.last_exit_code,
+            "uptime_s": None if started is None else round((now_ns - started) / 1e9, 3),
+        }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the supervisor dies, so no orphan keeps a port."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: SupervisorConfig,
+        children: Sequence[ChildSpec],
+        *,
+        clock: Clock | None = None,
+        describe: Mapping[str, Any] | None = None,
+    ) -> None:
+        names = [spec.name for spec in children]
+        if len(set(names)) != len(names):
+            raise ValueError(f"child names must be unique: {names}")
+        self.config = config
+        self.children = [Child(spec) for spec in children]
+        self._clock = clock or SystemClock()
+        self._describe = dict(describe or {})
+        self._stopping = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._server: asyncio.Server | None = None
+        self._started_ns = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "supervisor not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def run(self, stop: asyncio.Event | None = None) -> int:
+        """Start everything, supervise until ``stop`` (or SIGTERM/SIGINT), stop in order; 0."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            self._started_ns = self._clock.now_ns()
+            self._server = await asyncio.start_server(
+                self._serve_http, self.config.host, self.config.port
+            )
+            log.info("supervisor /health on http://%s:%d/health", self.config.host, self.port)
+            for rank in sorted({c.spec.rank for c in self.children}):
+                if stop.is_set():
+                    break
+                await self._start_rank(rank, stop)
+            await stop.wait()
+            return 0
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+    async def _start_rank(self, rank: int, stop: asyncio.Event) -> None:
+        group = [c for c in self.children if c.spec.rank == rank]
+        for child in group:
+            self._tasks[child.spec.name] = asyncio.create_task(
+                self._keep_running(child), name=f"supervise {child.spec.name}"
+            )
+        all_ready: asyncio.Future[Any] = asyncio.ensure_future(_all_ready(group))
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait(
+                (all_ready, stopped),
+                timeout=self.config.start_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            all_ready.cancel()
+            stopped.cancel()
+        late = [c.spec.name for c in group if not c.ready.is_set()]
+        if late and not stop.is_set():
+            log.warning(
+                "rank %d: %s not serving after %.3g s; going on",
+                rank,
+                late,
+                self.config.start_timeout_s,
+            )
+
+    async def stop(self) -> None:
+        """Stop every child in descending rank; bounded by ``stop_timeout_s`` per rank."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        for rank in sorted({c.spec.rank for c in self.children}, reverse=True):
+            group = [c for c in self.children if c.spec.rank == rank]
+            await asyncio.gather(*(self._stop_child(c) for c in group))
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _stop_child(self, child: Child) -> None:
+        process = child.process
+        if process is None or process.returncode is not None:
+            if child.state is not ChildState.FAILED:
+                child.state = ChildState.STOPPED
+            return
+        child.state = ChildState.STOPPING
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.config.stop_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "%s (pid %d) still running %.3g s after SIGTERM: SIGKILL",
+                child.spec.name,
+                process.pid,
+                self.config.stop_timeout_s,
+            )
+        _signal_group(process.pid, signal.SIGKILL)  # stragglers of its group, if any
+        await process.wait()
+        child.last_exit_code = process.returncode
+        child.state = ChildState.STOPPED
+        log.info("%s stopped (exit %s)", child.spec.name, process.returncode)
+
+    # --- one child -----------------------------------------------------------------------------
+
+    async def _keep_running(self, child: Child) -> None:
+        cfg = self.config
+        while not self._stopping.is_set():
+            exit_code = await self._run_once(child)
+            if self._stopping.is_set():
+                return
+            child.last_exit_code = exit_code
+            if exit_code == EXIT_CONFIG_ERROR:
+                child.state = ChildState.FAILED
+                child.ready.set()  # nothing to wait for
+                log.error(
+                    "%s exited with a configuration error (2): not restarted", child.spec.name
+                )
+                return
+            started = child.started_ns or 0
+            if self._clock.now_ns() - started >= cfg.healthy_after_s * 1e9:
+                child.crashes_in_a_row = 0
+            child.crashes_in_a_row += 1
+            delay = cfg.restart_delay_s(child.crashes_in_a_row)
+            child.state = ChildState.BACKOFF
+            log.warning("%s exited with %s; restart in %.3g s", child.spec.name, exit_code, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if not self._stopping.is_set():
+                child.restarts += 1
+
+    async def _run_once(self, child: Child) -> int:
+        spec = child.spec
+        child.state = ChildState.STARTING
+        child.process = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            env={**os.environ, **spec.env},
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # its own group: signals are ours to forward, in order
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+        child.started_ns = self._clock.now_ns()
+        log.info("%s started (pid %d)", spec.name, child.process.pid)
+        watch = asyncio.create_task(self._watch_ready(child), name=f"ready {spec.name}")
+        try:
+            return await child.process.wait()
+        finally:
+            watch.cancel()
+            _signal_group(child.process.pid, signal.SIGKILL)  # leave nothing of its group behind
+
+    async def _watch_ready(self, child: Child) -> None:
+        port = child.spec.port
+        while port is not None:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(_PORT_POLL_S)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            break
+        if child.state is ChildState.STARTING:
+            child.state = ChildState.RUNNING
+        child.ready.set()
+
+    # --- /health -------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        now = self._clock.now_ns()
+        children = [c.health(now) for c in self.children]
+        healthy = all(c.state is ChildState.RUNNING for c in self.children)
+        return {
+            "status": "ok" if healthy else "degraded",
+            "service": "supervisor",
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round((now - self._started_ns) / 1e9, 3),
+            **self._describe,
+            "children": children,
+        }
+
+    async def _serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Just enough HTTP/1.1 for ``GET /health`` (one request per connection)."""
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readline()
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+            parts = request.decode("latin-1").split()
+            path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            if path == "/health":
+                status, body = "200 OK", orjson.dumps(self.health())
+            else:
+                status = "404 Not Found"
+                body = orjson.dumps({"error": {"code": "not_found", "message": f"no route {path}"}})
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, OSError, UnicodeDecodeError) as exc:
+            log.debug("health request dropped: %r", exc)  # the client went away or sent garbage
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def _all_ready(group: Sequence[Child]) -> None:
+    for child in group:
+        await child.ready.wait()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
