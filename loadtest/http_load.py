@@ -35,7 +35,7 @@ class LoadResult:
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
-            "statuses": self.statuses,
+            "statuses": {str(k): v for k, v in self.statuses.items()},
             "achieved_rps": round(self.ok / self.elapsed_s, 1) if self.elapsed_s else 0.0,
             **{f"{k}_ms": round(float(v), 3) for k, v in pct.items()},
         }
