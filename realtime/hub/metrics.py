@@ -40,6 +40,15 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     1.0,
 )
 
+#: Help text of the levels ``Hub._gauges`` reports on scrape (``nautilus_hub_<name>``).
+GAUGE_HELP: dict[str, str] = {
+    "connections": "WebSocket connections open now",
+    "slow_connections": "connections served from their backlog (socket buffer over the bound)",
+    "channels": "channels the hub knows, declared or seen on the bus",
+    "subscriptions": "channel subscriptions over all connections",
+    "bus_pending_messages": "bus messages waiting for the hub",
+}
+
 
 class Histogram:
     """Fixed-bucket histogram in nanoseconds, reported in seconds."""
@@ -139,7 +148,8 @@ class HubCollector(Collector):
             errors.add_metric([code.value], s.errors[code.value])
         yield errors
         for gauge, level in self._gauges().items():
-            yield GaugeMetricFamily(f"nautilus_hub_{gauge}", gauge.replace("_", " "), value=level)
+            doc = GAUGE_HELP.get(gauge, gauge.replace("_", " "))
+            yield GaugeMetricFamily(f"nautilus_hub_{gauge}", doc, value=level)
         yield s.event_to_publish.family(
             "nautilus_stage_event_to_publish_seconds", "market event to engine publish"
         )
