@@ -1,0 +1,205 @@
+"""The supervisor with real child processes (small Python scripts): restart with backoff, /health,
+start and stop order, stragglers killed, configuration errors not retried."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from realtime.supervisor import ChildSpec, ChildState, Supervisor, SupervisorConfig
+
+#: Appends "<name> start <time>" to $LOG, runs $RUN_S seconds (forever if unset), exits with
+#: $CODE; on SIGTERM appends "<name> stop <time>" and exits 0, unless $IGNORE_TERM is set.
+#: With $LISTEN it serves that TCP port once $LISTEN_AFTER_S has passed.
+CHILD = """
+import os, signal, socket, sys, time
+name, log = os.environ["NAME"], os.environ["LOG"]
+def note(what):
+    with open(log, "a") as f:
+        f.write(f"{name} {what} {time.time()}\\n")
+def on_term(*_):
+    note("stop")
+    sys.exit(0)
+note("start")
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else on_term)
+if os.environ.get("LISTEN"):
+    time.sleep(float(os.environ.get("LISTEN_AFTER_S", "0")))
+    server = socket.create_server(("127.0.0.1", int(os.environ["LISTEN"])))
+    note("listening")
+run_s = os.environ.get("RUN_S")
+deadline = time.time() + (float(run_s) if run_s else 3600)
+while time.time() < deadline:
+    time.sleep(0.01)
+sys.exit(int(os.environ.get("CODE", "0")))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def child(name: str, log: Path, rank: int = 0, port: int | None = None, **env: str) -> ChildSpec:
+    variables = {"NAME": name, "LOG": str(log), **env}
+    if port is not None:
+        variables["LISTEN"] = str(port)
+    return ChildSpec(name, (sys.executable, "-c", CHILD), rank, variables, port)
+
+
+def events(log: Path) -> list[tuple[str, str, float]]:
+    if not log.exists():
+        return []
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return [(name, what, float(at)) for name, what, at in rows]
+
+
+def config(**overrides: float) -> SupervisorConfig:
+    values = {"port": 0, "restart_min_s": 0.1, "restart_max_s": 0.4, "stop_timeout_s": 2.0}
+    values |= overrides
+    return SupervisorConfig(**values)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(supervisor: Supervisor) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(supervisor.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        async with asyncio.timeout(15):
+            assert await task == 0
+        for c in supervisor.children:  # nothing may survive the supervisor
+            if c.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(c.process.pid, signal.SIGKILL)
+
+
+async def until(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def get(port: int, path: str) -> tuple[str, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return head.decode().split("\r\n")[0], body
+
+
+def test_restart_delay_doubles_up_to_the_cap() -> None:
+    cfg = SupervisorConfig(restart_min_s=0.5, restart_max_s=30.0)
+    assert [cfg.restart_delay_s(n) for n in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    with pytest.raises(ValueError):
+        SupervisorConfig(restart_min_s=2.0, restart_max_s=1.0)
+
+
+async def test_crashing_child_restarts_with_growing_bounded_backoff(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    supervisor = Supervisor(config(), [child("crash", log, RUN_S="0", CODE="3")])
+    async with running(supervisor):
+        await until(lambda: len(events(log)) >= 6)
+        health = supervisor.health()["children"][0]
+    starts = [at for _, what, at in events(log) if what == "start"]
+    gaps = [b - a for a, b in itertools.pairwise(starts)][:5]
+    # each gap = the child's own start-up and exit (~same every time) + the backoff:
+    # 0.1, 0.2, 0.4, 0.4, 0.4 s: the increments between gaps are 0.1, 0.2, 0, 0
+    assert gaps[1] - gaps[0] == pytest.approx(0.1, abs=0.08)
+    assert gaps[2] - gaps[1] == pytest.approx(0.2, abs=0.08)
+    assert gaps[3] - gaps[2] == pytest.approx(0.0, abs=0.08)
+    assert gaps[4] - gaps[3] == pytest.approx(0.0, abs=0.08)
+    assert health["restarts"] >= 5 and health["last_exit_code"] == 3
+
+
+async def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    cfg = config(restart_min_s=0.05, restart_max_s=5.0, healthy_after_s=0.3)
+    supervisor = Supervisor(cfg, [child("flaky", log, RUN_S="0.4", CODE="1")])
+    async with running(supervisor):
+        await until(lambda: len(events(log)) >= 4)
+    starts = [at for _, what, at in events(log) if what == "start"]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    # without the reset the third gap would carry a 0.2 s backoff; with it every one is 0.05 s
+    assert max(gaps) - min(gaps) < 0.1
+
+
+async def test_configuration_error_is_not_retried(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    supervisor = Supervisor(config(), [child("bad", log, RUN_S="0", CODE="2")])
+    async with running(supervisor):
+        await until(lambda: supervisor.children[0].state is ChildState.FAILED)
+        await asyncio.sleep(0.4)
+        assert len(events(log)) == 1
+        assert supervisor.health()["status"] == "degraded"
+
+
+async def test_health_endpoint_lists_every_child(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    specs = [child("a", log), child("b", log, rank=1, RUN_S="0", CODE="5")]
+    cfg = config(restart_min_s=2.0, restart_max_s=2.0)
+    supervisor = Supervisor(cfg, specs, describe={"bus": "redis://x"})
+    async with running(supervisor):
+        await until(lambda: supervisor.children[1].state is ChildState.BACKOFF)
+        status, body = await get(supervisor.port, "/health")
+        missing, _ = await get(supervisor.port, "/nope")
+        a_pid = supervisor.children[0].pid
+        assert a_pid is not None and os.getpgid(a_pid) == a_pid  # its own process group
+    health = orjson.loads(body)
+    assert status == "HTTP/1.1 200 OK" and missing == "HTTP/1.1 404 Not Found"
+    assert health["bus"] == "redis://x" and health["status"] == "degraded"
+    a, b = health["children"]
+    assert (a["name"], a["state"], a["restarts"], a["last_exit_code"]) == ("a", "running", 0, None)
+    assert a["pid"] == a_pid
+    assert (b["name"], b["state"], b["pid"], b["last_exit_code"]) == ("b", "backoff", None, 5)
+
+
+async def test_ranks_start_in_order_and_stop_backwards(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    port = free_port()
+    specs = [
+        child("feed", log, rank=2),
+        child("engine", log, rank=1),
+        child("hub", log, rank=0, port=port, LISTEN_AFTER_S="0.5"),
+    ]
+    supervisor = Supervisor(config(), specs)
+    async with running(supervisor):
+        await until(lambda: len(events(log)) >= 4)
+        await asyncio.sleep(0.3)  # let the feed install its SIGTERM handler
+    order = [(name, what) for name, what, _ in events(log)]
+    assert order[:4] == [
+        ("hub", "start"),
+        ("hub", "listening"),
+        ("engine", "start"),
+        ("feed", "start"),
+    ]
+    assert order[4:] == [("feed", "stop"), ("engine", "stop"), ("hub", "stop")]
+    assert [c.state for c in supervisor.children] == [ChildState.STOPPED] * 3
+
+
+async def test_straggler_is_killed_after_the_stop_bound(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    supervisor = Supervisor(config(stop_timeout_s=0.5), [child("stuck", log, IGNORE_TERM="1")])
+    async with running(supervisor) as stop:
+        await until(lambda: len(events(log)) >= 1)
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        stop.set()
+    took = time.monotonic() - started
+    assert 0.5 <= took < 2.0
+    assert supervisor.children[0].last_exit_code == -signal.SIGKILL
