@@ -31,8 +31,8 @@ def note(what):
 def on_term(*_):
     note("stop")
     sys.exit(0)
-note("start")
 signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else on_term)
+note("start")
 if os.environ.get("LISTEN"):
     time.sleep(float(os.environ.get("LISTEN_AFTER_S", "0")))
     server = socket.create_server(("127.0.0.1", int(os.environ["LISTEN"])))
@@ -171,24 +171,23 @@ async def test_health_endpoint_lists_every_child(tmp_path: Path) -> None:
 
 async def test_ranks_start_in_order_and_stop_backwards(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    port = free_port()
     specs = [
         child("feed", log, rank=2),
-        child("engine", log, rank=1),
-        child("hub", log, rank=0, port=port, LISTEN_AFTER_S="0.5"),
+        child("engine", log, rank=1, port=free_port(), LISTEN_AFTER_S="0.3"),
+        child("hub", log, rank=0, port=free_port(), LISTEN_AFTER_S="0.3"),
     ]
     supervisor = Supervisor(config(), specs)
     async with running(supervisor):
-        await until(lambda: len(events(log)) >= 4)
-        await asyncio.sleep(0.3)  # let the feed install its SIGTERM handler
+        await until(lambda: len(events(log)) >= 5)
     order = [(name, what) for name, what, _ in events(log)]
-    assert order[:4] == [
+    assert order[:5] == [
         ("hub", "start"),
         ("hub", "listening"),
         ("engine", "start"),
+        ("engine", "listening"),
         ("feed", "start"),
     ]
-    assert order[4:] == [("feed", "stop"), ("engine", "stop"), ("hub", "stop")]
+    assert order[5:] == [("feed", "stop"), ("engine", "stop"), ("hub", "stop")]
     assert [c.state for c in supervisor.children] == [ChildState.STOPPED] * 3
 
 
