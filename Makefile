@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint bench install browser services clean
+.PHONY: up test lint bench install browser prometheus services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +22,16 @@ up: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+## prometheus: Debian's prometheus + promtool, for the dashboard test against a real Prometheus.
+prometheus:
+	@bash infra/scripts/install-prometheus.sh
+
 ## services: start PostgreSQL and Redis when they are installed but down (CI machines).
 services:
 	@bash infra/scripts/ensure-services.sh
 
 ## test: the whole suite against real PostgreSQL, Redis and Chromium.
-test: $(STAMP) browser services
+test: $(STAMP) browser prometheus services
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

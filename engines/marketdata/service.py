@@ -227,7 +227,6 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self.migration_error: str | None = None
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
         self._persist = True
-        self._publish_nowait = getattr(bus, "publish_nowait", None)
 
     # ── shell hooks ─────────────────────────────────────────────────────────────────────────
 
@@ -595,14 +594,12 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self, channel: str | list[str], payloads: list[Any], event_ns: list[int], kind: str
     ) -> None:
         """Publish ``payloads`` on one channel (or one channel each), counted once per batch."""
-        channels = itertools.repeat(channel) if isinstance(channel, str) else channel
-        nowait = self._publish_nowait
-        if nowait is not None:
-            for name, payload, when in zip(channels, payloads, event_ns, strict=False):
-                nowait(name, payload, event_ns=when)
+        if isinstance(channel, str):
+            self.bus.publish_many(channel, payloads, event_ns)
         else:
-            for name, payload, when in zip(channels, payloads, event_ns, strict=False):
-                await self.bus.publish(name, payload, event_ns=when)
+            nowait = self.bus.publish_nowait
+            for name, payload, when in zip(channel, payloads, event_ns, strict=True):
+                nowait(name, payload, event_ns=when)
         self.progress.published[kind] += len(payloads)
         self.metrics.published.inc(len(payloads))
 

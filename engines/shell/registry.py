@@ -5,8 +5,6 @@ is imported lazily, so listing the registry imports no engine (and no JAX). Addi
 one line::
 
     "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
-    "vpin": EngineSpec("vpin", "engines.vpin.service:VpinEngine"),
-    "evpin": EngineSpec("evpin", "engines.evpin.service:EnhancedVpinEngine"),
 """
 
 from __future__ import annotations
@@ -79,6 +77,8 @@ class EngineSpec:
 #: The engines that exist, in start order for embedded mode. One line per engine.
 ENGINES: dict[str, EngineSpec] = {
     "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
+    "vpin": EngineSpec("vpin", "engines.vpin.service:VpinEngine"),
+    "evpin": EngineSpec("evpin", "engines.evpin.service:EnhancedVpinEngine"),
 }
 
 

@@ -119,13 +119,13 @@ class VpinEngine(Engine[VpinConfig]):
         self.latest: dict[str, dict[str, Any]] = {}
         self.malformed = 0
         self.rejected = Counter(
-            f"{self.channel_kind}_rejected_trades",
+            f"nautilus_{self.channel_kind}_rejected_trades",
             "trades refused by a documented bad-input rule",
             ["reason"],
             registry=self.metrics.registry,
         )
         self.buckets_total = Counter(
-            f"{self.channel_kind}_buckets",
+            f"nautilus_{self.channel_kind}_buckets",
             "completed volume buckets published",
             registry=self.metrics.registry,
         )

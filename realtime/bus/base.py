@@ -7,7 +7,7 @@ with a shared bus (Redis) for every hub, so a client can resume on any hub.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -84,6 +84,10 @@ class Bus(Protocol):
 
         In-process it is delivered at once; over Redis it is numbered when the server runs it.
         """
+        ...
+
+    def publish_many(self, channel: str, payloads: Sequence[Any], event_ns: Sequence[int]) -> None:
+        """``publish_nowait`` of consecutive messages on one channel, in order."""
         ...
 
     def subscribe(self, pattern: str, *, payload_fragments: bool = False) -> Subscription:

@@ -28,7 +28,7 @@ import logging
 import secrets
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -564,6 +564,11 @@ class RedisBus:
         seq is assigned by Redis, so no ``Envelope`` can be returned here (unlike MemoryBus).
         """
         self._enqueue(channel, payload, event_ns, None)
+
+    def publish_many(self, channel: str, payloads: Sequence[Any], event_ns: Sequence[int]) -> None:
+        """``publish_nowait`` of consecutive messages on one channel, in order."""
+        for payload, when in zip(payloads, event_ns, strict=True):
+            self._enqueue(channel, payload, when, None)
 
     async def _write_loop(self) -> None:
         queue = self._queue

@@ -29,7 +29,11 @@ class InstrumentRow:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
+# Row types are plain slots dataclasses, not frozen: one is built per stored market event and a
+# frozen dataclass costs ~1.1 µs to build against ~0.2 µs. Treat them as immutable all the same.
+
+
+@dataclass(slots=True)
 class TradeRow:
     """One trade. ``aggressor``: 1 buyer, -1 seller, ``None`` unknown."""
 
@@ -44,7 +48,7 @@ class TradeRow:
     condition: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class QuoteRow:
     symbol: str
     event_ns: int
@@ -55,7 +59,7 @@ class QuoteRow:
     ask_size: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BarRow:
     """One bar over ``[start_ns, end_ns)``; ``spec`` names the bar kind (``1m``, ``vol1000``)."""
 
@@ -72,7 +76,7 @@ class BarRow:
     trade_count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SignalRow:
     """One value a compute engine published on ``channel`` (bus ``seq``), about ``key``."""
 

@@ -11,6 +11,7 @@ import bisect
 import itertools
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 from realtime.storage.base import (
@@ -30,6 +31,10 @@ DEFAULT_MAX_ROWS_PER_KEY = 100_000
 
 RowT = TypeVar("RowT")
 KeyT = TypeVar("KeyT", bound=Hashable)
+
+
+_symbol = attrgetter("symbol")
+_event_ns = attrgetter("event_ns")
 
 
 def _entry_key(entry: tuple[int, int, object]) -> tuple[int, int]:
@@ -142,22 +147,27 @@ class MemoryStore:
         key_of: Callable[[RowT], str],
         time_of: Callable[[RowT], int],
     ) -> int:
-        count = 0
+        count = evicted = 0
+        next_id = self._next_id
+        key, ring = None, None
         for row in rows:
-            ring = self._ring(rings, key_of(row))
-            self._rows_evicted += ring.insert(time_of(row), next(self._next_id), row)
+            row_key = key_of(row)
+            if row_key != key or ring is None:  # batches are mostly one symbol: look up once
+                key, ring = row_key, self._ring(rings, row_key)
+            evicted += ring.insert(time_of(row), next(next_id), row)
             count += 1
+        self._rows_evicted += evicted
         self._rows_written += count
         return count
 
     def write_trades(self, rows: Iterable[TradeRow]) -> int:
-        return self._keep(self._trades, rows, lambda r: r.symbol, lambda r: r.event_ns)
+        return self._keep(self._trades, rows, _symbol, _event_ns)
 
     def write_quotes(self, rows: Iterable[QuoteRow]) -> int:
-        return self._keep(self._quotes, rows, lambda r: r.symbol, lambda r: r.event_ns)
+        return self._keep(self._quotes, rows, _symbol, _event_ns)
 
     def write_signals(self, rows: Iterable[SignalRow]) -> int:
-        return self._keep(self._signals, rows, lambda r: r.channel, lambda r: r.event_ns)
+        return self._keep(self._signals, rows, attrgetter("channel"), _event_ns)
 
     def write_bars(self, rows: Iterable[BarRow]) -> int:
         count = 0
