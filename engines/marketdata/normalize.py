@@ -79,9 +79,7 @@ def trade_rows(trades: TradeColumns, *, with_conditions: bool) -> list[TradeRow]
         else [None] * len(trades)
     )
     return [
-        TradeRow(
-            symbol, t, r, p, q, a or None, str(i) if i >= 0 else None, x or None, c
-        )
+        TradeRow(symbol, t, r, p, q, a or None, str(i) if i >= 0 else None, x or None, c)
         for t, r, p, q, a, i, x, c in zip(
             trades.event_ns.tolist(),
             trades.receive_ns.tolist(),
