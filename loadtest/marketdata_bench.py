@@ -3,8 +3,9 @@
     python -m loadtest.marketdata_bench [--quick] [--dsn DSN] [--out PATH]
 
 * replay: every bundled SPY trade (1.89M, 5 days, 04:00-20:00) through the engine at max speed
-  (normalize → 1m/5m/volume bars → bus → a draining subscriber, memory store on), pinned to one
-  core. Reported with and without the time spent parsing the zip files.
+  (normalize → 1m/5m/volume bars → bus → a draining subscriber), pinned to one core, without
+  storage (the issue's pipeline) and with the memory store. Reported with and without the time
+  spent parsing the zip files.
 * copy: the same trades as storage rows written through ``PostgresStore`` (binary COPY, batched),
   from the first write until PostgreSQL has every row; a throw-away schema, dropped after.
 * rest: ``nautilus engine marketdata`` in its own process on core 0 after replaying one day;
@@ -43,7 +44,7 @@ from realtime.storage.postgres import PostgresConfig, PostgresStore
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def bench_replay(days: list[str]) -> dict[str, Any]:
+async def bench_replay(days: list[str], *, persist: bool) -> dict[str, Any]:
     parse_start = time.perf_counter()
     n_trades = sum(
         len(read_lean_trade_ticks(lean_tick_path(dt.date.fromisoformat(d)))) for d in days
@@ -62,7 +63,13 @@ async def bench_replay(days: list[str]) -> dict[str, Any]:
 
     drainer = asyncio.create_task(drain())
     config = MarketDataConfig(
-        feed=FeedSource.SPY, speed=0.0, days=tuple(days), start="", end="", loop=False
+        feed=FeedSource.SPY,
+        speed=0.0,
+        days=tuple(days),
+        start="",
+        end="",
+        loop=False,
+        persist=persist,
     )
     engine = MarketDataEngine(config, bus=bus, clock=clock)
     started = time.perf_counter()
@@ -76,6 +83,7 @@ async def bench_replay(days: list[str]) -> dict[str, Any]:
     published = dict(engine.progress.published)
     pipeline_s = max(1e-9, elapsed - parse_s)
     return {
+        "store": "memory" if persist else "none",
         "trades": n_trades,
         "published": published,
         "received": received,
@@ -183,23 +191,33 @@ def main(argv: list[str] | None = None) -> int:
         days = days[:1]
     started = dt.datetime.now(dt.UTC)
     pin_to_core(0)
-    replay = asyncio.run(bench_replay(days))
+    replay = [asyncio.run(bench_replay(days, persist=p)) for p in (False, True)]
     copy = asyncio.run(bench_copy(args.dsn, days))
     pin_to_core(1)
     rest = asyncio.run(bench_rest(days[0], 3.0 if args.quick else 10.0))
 
     print(
         aligned(
-            ("replay (one core)", "trades", "elapsed s", "parse s", "trades/s", "excl. parse/s"),
+            (
+                "replay, one core",
+                "store",
+                "trades",
+                "elapsed s",
+                "parse s",
+                "trades/s",
+                "excl. parse",
+            ),
             [
                 (
                     f"SPY {len(days)} day(s), max speed",
-                    f"{replay['trades']:,}",
-                    str(replay["elapsed_s"]),
-                    str(replay["parse_s"]),
-                    f"{replay['trades_per_s']:,}",
-                    f"{replay['trades_per_s_excluding_parse']:,}",
+                    r["store"],
+                    f"{r['trades']:,}",
+                    str(r["elapsed_s"]),
+                    str(r["parse_s"]),
+                    f"{r['trades_per_s']:,}",
+                    f"{r['trades_per_s_excluding_parse']:,}",
                 )
+                for r in replay
             ],
         )
     )

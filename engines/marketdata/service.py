@@ -133,6 +133,9 @@ class MarketDataConfig(EngineConfig):
         default=True,
         metadata=_help("SPY: Lean sale-condition filter for bars (auction prints out)"),
     )
+    persist: bool = field(
+        default=True, metadata=_help("store trades, quotes and bars (false: stream only)")
+    )
     dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
     schema: str = field(default=DEFAULT_SCHEMA, metadata=_help("PostgreSQL schema"))
     memory_rows: int = field(
@@ -226,7 +229,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self.progress = ReplayProgress()
         self.migration_error: str | None = None
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
-        self._persist = True
+        self._persist = config.persist
 
     # ── shell hooks ─────────────────────────────────────────────────────────────────────────
 

@@ -58,7 +58,11 @@ class SortedRing(Generic[RowT]):
         """Keep ``row``; return how many older rows it evicted (0 or 1)."""
         entries = self._entries
         evicted = 1 if len(entries) == self._maxlen else 0
-        if not entries or _entry_key(entries[-1]) < (time_ns, tie):
+        if (
+            not entries
+            or (last := entries[-1])[0] < time_ns
+            or (last[0] == time_ns and last[1] < tie)
+        ):
             entries.append((time_ns, tie, row))
             return evicted
         if evicted and (time_ns, tie) < _entry_key(entries[0]):
