@@ -179,14 +179,17 @@ async def request(ws: ClientConnection, op: str, **fields: Any) -> dict[str, Any
 async def wait_for_channel(url: str, channel: str, timeout_s: float = 20.0) -> dict[str, Any]:
     """The hub's ``list`` entry for ``channel`` once its first message reached the hub."""
     deadline = time.monotonic() + timeout_s
-    async with connect(url) as ws:
-        while True:
-            reply = await request(ws, "list")
-            found = [c for c in reply.get("available") or [] if c["name"] == channel]
-            if found:
-                return found[0]
-            assert time.monotonic() < deadline, f"{channel} never reached {url}"
-            await asyncio.sleep(0.1)
+    while True:
+        try:
+            async with connect(url) as ws:
+                reply = await request(ws, "list")
+        except OSError:  # the hub is not listening yet
+            reply = {}
+        found = [c for c in reply.get("available") or [] if c["name"] == channel]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"{channel} never reached {url}"
+        await asyncio.sleep(0.1)
 
 
 # --- tests ---------------------------------------------------------------------------------------
