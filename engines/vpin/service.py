@@ -22,7 +22,15 @@ from engines.vpin import core
 from protocol.channels import DeliveryClass
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
-from realtime.storage import MemoryStore, PostgresConfig, PostgresStore, SignalRow, Store, migrate
+from realtime.storage import (
+    DEFAULT_SCHEMA,
+    MemoryStore,
+    PostgresConfig,
+    PostgresStore,
+    SignalRow,
+    Store,
+    migrate,
+)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -53,7 +61,7 @@ class VpinConfig(EngineConfig):
     )
     alert_threshold: float = field(default=0.9, metadata=_help("alert when CDF >= this"))
     dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
-    schema: str = field(default="public", metadata=_help("PostgreSQL schema"))
+    schema: str = field(default=DEFAULT_SCHEMA, metadata=_help("PostgreSQL schema"))
     memory_rows: int = field(default=100_000, metadata=_help("memory store: rows per channel"))
     warmup_bars: int = field(
         default=1 << 14, metadata=_help("compile the batch path for up to this many bars")
