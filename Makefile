@@ -39,9 +39,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check protocol realtime engines loadtest tests
 	$(BIN)/mypy protocol realtime engines
 
-## bench: the fan-out benchmark (prints a table, writes loadtest/results/*.json).
-bench: $(STAMP)
+## bench: every benchmark (each prints a table and writes loadtest/results/*.json); needs
+## PostgreSQL (COPY figure) like the tests. About 5 minutes.
+bench: $(STAMP) services
 	$(BIN)/python -m loadtest.fanout
+	$(BIN)/python -m loadtest.marketdata_bench
+	taskset -c 0 $(BIN)/python -m loadtest.vpin_bench
+	$(BIN)/python -m loadtest.vpin_e2e
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
