@@ -207,7 +207,7 @@ def _ms(latency: dict[str, float | None], key: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("scenario", "hubs", "conns/hub", "rate/s", "delivered/s", "lost")
+    head: tuple[str, ...] = ("scenario", "hubs", "conns/hub", "rate/s", "delivered/s", "lost")
     head += ("p50 ms", "p99 ms", "p99.9 ms", "max ms", "hub CPU%")
     lines = []
     for r in rows:
