@@ -6,92 +6,33 @@ back to the loop before publishing).
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from protocol.channels import ChannelPattern
 from realtime.bus.base import BusClosed, Envelope
+from realtime.bus.inbox import Inbox
 from realtime.clock import Clock, SystemClock
 
 DEFAULT_MAX_PENDING = 1_000_000
 
 
-class MemorySubscription:
+class MemorySubscription(Inbox):
     def __init__(
         self, pattern: str, max_pending: int, on_close: Callable[[MemorySubscription], None]
     ):
+        super().__init__(max_pending)
         self.pattern = pattern
         self.matcher = ChannelPattern.parse(pattern)
-        self._items: deque[Envelope] = deque()
-        self._max_pending = max_pending
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._dropped = 0
         self._on_close = on_close
-
-    @property
-    def dropped(self) -> int:
-        return self._dropped
-
-    @property
-    def pending(self) -> int:
-        return len(self._items)
-
-    def offer(self, envelope: Envelope) -> None:
-        if len(self._items) >= self._max_pending:
-            # Drop the oldest: consumers see the hole in ``seq`` and report it; never silent.
-            self._items.popleft()
-            self._dropped += 1
-        self._items.append(envelope)
-        self._wake()
-
-    def offer_many(self, envelopes: list[Envelope]) -> None:
-        items = self._items
-        items.extend(envelopes)
-        overflow = len(items) - self._max_pending
-        if overflow > 0:  # drop the oldest, counted, as ``offer`` does
-            for _ in range(overflow):
-                items.popleft()
-            self._dropped += overflow
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next_batch(self, max_items: int = 1024) -> list[Envelope]:
-        while not self._items:
-            if self._closed:
-                return []
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        items = self._items
-        count = min(max_items, len(items))
-        return [items.popleft() for _ in range(count)]
-
-    async def _iterate(self) -> AsyncIterator[Envelope]:
-        while batch := await self.next_batch():
-            for envelope in batch:
-                yield envelope
-
-    def __aiter__(self) -> AsyncIterator[Envelope]:
-        return self._iterate()
 
     async def wait_ready(self, limit_s: float = 5.0) -> None:
         """In-process subscriptions receive from the moment they exist."""
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        if self._end():
             self._on_close(self)
-            self._wake()
 
 
 class MemoryBus:

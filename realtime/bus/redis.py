@@ -28,7 +28,7 @@ import logging
 import secrets
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +43,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from protocol.channels import ChannelPattern, parse_channel
 from protocol.errors import ProtocolError
 from realtime.bus.base import BusClosed, BusUnavailable, Envelope
+from realtime.bus.inbox import Inbox
 from realtime.clock import Clock, SystemClock
 
 log = logging.getLogger("nautilus.bus.redis")
@@ -221,7 +222,7 @@ class _Publish:
     future: asyncio.Future[Envelope] | None
 
 
-class RedisSubscription:
+class RedisSubscription(Inbox):
     """Live messages of one pattern, with recovery from the streams after a reconnect.
 
     The reader remembers the last ``(epoch, seq)`` per channel. After a reconnect it reads every
@@ -238,15 +239,11 @@ class RedisSubscription:
         fragments: bool,
         on_close: Callable[[RedisSubscription], None],
     ) -> None:
+        super().__init__(max_pending)
         self.pattern = pattern
         self.matcher = ChannelPattern.parse(pattern)
         self._bus = bus
         self._fragments = fragments
-        self._items: deque[Envelope] = deque()
-        self._max_pending = max_pending
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._dropped = 0
         self._on_close = on_close
         self._last: dict[str, tuple[str, int]] = {}
         self._ready = asyncio.Event()
@@ -259,59 +256,14 @@ class RedisSubscription:
         self.reconnects = 0
         self._reader = asyncio.create_task(self._read(), name=f"redis-bus-sub {pattern}")
 
-    @property
-    def dropped(self) -> int:
-        return self._dropped
-
-    @property
-    def pending(self) -> int:
-        return len(self._items)
-
     async def wait_ready(self, limit_s: float = 5.0) -> None:
         """Wait until Redis confirmed the subscription (live messages flow from then on)."""
         await asyncio.wait_for(self._ready.wait(), limit_s)
 
-    # --- consumer side (same contract as MemorySubscription) ------------------------------------
-
-    def _offer(self, envelope: Envelope) -> None:
-        if len(self._items) >= self._max_pending:
-            self._items.popleft()  # the consumer sees the seq hole; never silent
-            self._dropped += 1
-        self._items.append(envelope)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next_batch(self, max_items: int = 1024) -> list[Envelope]:
-        while not self._items:
-            if self._closed:
-                return []
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        items = self._items
-        count = min(max_items, len(items))
-        return [items.popleft() for _ in range(count)]
-
-    async def _iterate(self) -> AsyncIterator[Envelope]:
-        while batch := await self.next_batch():
-            for envelope in batch:
-                yield envelope
-
-    def __aiter__(self) -> AsyncIterator[Envelope]:
-        return self._iterate()
-
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._reader.cancel()
-        self._on_close(self)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._end():
+            self._reader.cancel()
+            self._on_close(self)
 
     async def aclose(self) -> None:
         """``close`` and wait for the reader to let go of its connection."""
@@ -417,7 +369,7 @@ class RedisSubscription:
             self.duplicates += 1
             return
         self._last[env.channel] = (env.epoch, env.seq)
-        self._offer(env)
+        self.offer(env)
 
     async def _recover_known(self) -> None:
         for channel in list(self._last):
