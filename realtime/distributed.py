@@ -116,6 +116,8 @@ def distributed_children(
         port = base + i if base else 0
         # the port goes in the environment: NAUTILUS_HUB_PORT wins over `nautilus hub --port`
         env = {**shared, f"{HUB_PREFIX}PORT": str(port)}
+        # engines in other processes declare nothing to this hub: channels appear when published
+        env.setdefault(f"{HUB_PREFIX}IMPLICIT_CHANNELS", "true")
         children.append(ChildSpec(f"hub-{i}", (*cli, "hub"), HUB_RANK, env, port or None))
     for name in engines:
         spec = engine_spec(name)

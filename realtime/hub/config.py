@@ -47,6 +47,13 @@ class HubConfig:
         default=LosslessOverflow.DISCONNECT,
         metadata=_help("slow ordered-lossless client: disconnect (4008) or gap (status + drop)"),
     )
+    implicit_channels: bool = field(
+        default=False,
+        metadata=_help(
+            "accept any well-formed channel before its first message (distributed hubs: "
+            "channels published by other processes are not declared to this one)"
+        ),
+    )
     history_size: int = field(
         default=10_000, metadata=_help("messages kept per channel for resume")
     )

@@ -105,9 +105,15 @@ class HubStats:
 
 
 class HubCollector(Collector):
-    def __init__(self, stats: HubStats, gauges: Callable[[], dict[str, float]]) -> None:
+    def __init__(
+        self,
+        stats: HubStats,
+        gauges: Callable[[], dict[str, float]],
+        bus_counters: Callable[[], dict[str, int]],
+    ) -> None:
         self._stats = stats
         self._gauges = gauges
+        self._bus_counters = bus_counters
 
     def collect(self) -> Iterator[Metric]:
         s = self._stats
@@ -147,6 +153,29 @@ class HubCollector(Collector):
         for code in ErrorCode:  # every code from zero, so rate() sees the first error
             errors.add_metric([code.value], s.errors[code.value])
         yield errors
+        bus = self._bus_counters()
+        skipped = CounterMetricFamily(
+            "nautilus_hub_bus_skipped_messages",
+            "bus messages the hub's subscription did not pass on, by reason",
+            labels=["reason"],
+        )
+        for reason, key in (
+            ("overflow", "dropped"),
+            ("invalid", "invalid"),
+            ("duplicate", "duplicates"),
+        ):
+            skipped.add_metric([reason], bus[key])
+        yield skipped
+        yield CounterMetricFamily(
+            "nautilus_hub_bus_recovered_messages",
+            "messages read back from the bus's history after a reconnect or a seq hole",
+            value=bus["recovered"],
+        )
+        yield CounterMetricFamily(
+            "nautilus_hub_bus_reconnects",
+            "reconnects of the hub's bus subscription",
+            value=bus["reconnects"],
+        )
         for gauge, level in self._gauges().items():
             doc = GAUGE_HELP.get(gauge, gauge.replace("_", " "))
             yield GaugeMetricFamily(f"nautilus_hub_{gauge}", doc, value=level)

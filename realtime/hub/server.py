@@ -79,7 +79,7 @@ class Hub:
         self._closing: set[asyncio.Task[None]] = set()
         self.stats = HubStats()
         self.registry = CollectorRegistry()
-        self.registry.register(HubCollector(self.stats, self._gauges))
+        self.registry.register(HubCollector(self.stats, self._gauges, self._bus_counters))
         self._server: Server | None = None
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -443,6 +443,8 @@ class Hub:
         wanted: list[ChannelState] = []
         for i, name in enumerate(msg.channels):
             ch = self._channels.get(name)
+            if ch is None and cfg.implicit_channels and conn.grant.allows(name):
+                ch = self._channel(name)
             if ch is None:
                 raise ProtocolError(
                     ErrorCode.UNKNOWN_CHANNEL,
@@ -564,7 +566,15 @@ class Hub:
             "lag": {"bus_pending": pending, "slow_connections": len(self._slow)},
             "connections": len(self._connections),
             "channels": len(self._channels),
+            "bus": self._bus_counters(),
         }
+
+    def _bus_counters(self) -> dict[str, int]:
+        """What the bus subscription lost, skipped or recovered (Redis: ``invalid`` counts
+        corrupt or foreign messages, ``recovered`` those read back from streams)."""
+        sub = self._subscription
+        names = ("dropped", "invalid", "recovered", "duplicates", "reconnects")
+        return {name: int(getattr(sub, name, 0)) for name in names}
 
     def _gauges(self) -> dict[str, float]:
         return {

@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from realtime.hub import LosslessOverflow
+from realtime.bus import MemoryBus
+from realtime.hub import Hub, HubConfig, LosslessOverflow
 from realtime.hub.auth import issue_token
 from tests.realtime.hub.conftest import Client, HubFactory, client, settle
 
@@ -449,3 +450,40 @@ async def test_foreign_channel_on_the_bus_is_counted_and_skipped(hub_factory: Hu
         (msg,) = await c.messages(1)
         assert msg["seq"] == 1
         assert hub.stats.foreign_messages == 1
+
+
+async def test_implicit_channels_accept_any_well_formed_name(hub_factory: HubFactory) -> None:
+    async with hub_factory(implicit_channels=True) as (hub, bus), client(hub) as c:
+        ack = await c.reply("subscribe", channels=["trades.LATER"])
+        assert ack["channels"] == ["trades.LATER"]
+        assert (await c.reply("subscribe", channels=["nonsense"]))["code"] == "bad_channel"
+        bus.publish_nowait("trades.LATER", {"i": 1})
+        (msg,) = await c.messages(1)
+        assert (msg["channel"], msg["seq"]) == ("trades.LATER", 1)
+
+
+async def test_health_and_metrics_report_bus_losses() -> None:
+    bus = MemoryBus(epoch="ep1", max_pending=10)
+    hub = Hub(HubConfig(port=0), bus)
+    await hub.start()
+    try:
+        bus.publish_nowait("trades.SPY", {"i": 0})
+        await settle()
+        for i in range(1, 51):  # no await: the hub's bus subscription keeps the newest 10
+            bus.publish_nowait("trades.SPY", {"i": i})
+        await settle()
+        assert hub.health()["bus"] == {
+            "dropped": 40, "invalid": 0, "recovered": 0, "duplicates": 0, "reconnects": 0,
+        }  # fmt: skip
+        assert hub.stats.bus_gaps == 40  # and the hole is announced to subscribers as a gap
+        _, _, body = await asyncio.to_thread(_get, f"http://127.0.0.1:{hub.port}/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        skipped = {
+            s.labels["reason"]: s.value
+            for s in families["nautilus_hub_bus_skipped_messages"].samples
+            if s.name.endswith("_total")
+        }
+        assert skipped == {"overflow": 40, "invalid": 0, "duplicate": 0}
+        assert "nautilus_hub_bus_reconnects" in families
+    finally:
+        await hub.stop()
