@@ -61,6 +61,13 @@ class HubConfig:
     stale_after_s: float = field(
         default=30.0, metadata=_help("silence before a channel is announced stale (0 = never)")
     )
+    coalesce_after_s: float = field(
+        default=0.001,
+        metadata=_help("a fan-out tick longer than this spaces the next one (gathers more)"),
+    )
+    coalesce_max_s: float = field(
+        default=0.005, metadata=_help("longest wait between two fan-out ticks (0 = never wait)")
+    )
     max_batch_bytes: int = field(
         default=1024 * 1024, metadata=_help("largest frame when draining a backlog")
     )
