@@ -69,7 +69,8 @@ class HubConfig:
         default=0.005, metadata=_help("longest wait between two fan-out ticks (0 = never wait)")
     )
     max_batch_bytes: int = field(
-        default=1024 * 1024, metadata=_help("largest frame when draining a backlog")
+        default=1024 * 1024,
+        metadata=_help("largest batch frame (a single larger message goes alone)"),
     )
     compression: bool = field(default=False, metadata=_help("permessage-deflate (off: CPU)"))
     auth_secret: str | None = field(

@@ -227,32 +227,51 @@ class Hub:
                 if not conn.tick:
                     dirty.append(conn)
                 conn.tick.append(ch)
-        shared: dict[ChannelState, tuple[bytes, bytes | None]] = {}
+        shared: dict[ChannelState, list[tuple[bytes, bytes | None]]] = {}
         slow_limit = self.config.slow_write_buffer_bytes
         for conn in dirty:
             channels, conn.tick = conn.tick, []
             if conn.slow or conn.transport.get_write_buffer_size() > slow_limit:
                 self._enqueue(conn, channels, tick)
                 continue
+            sent = 0
             if len(channels) == 1:
                 ch = channels[0]
-                cached = shared.get(ch)
-                if cached is None:
-                    parts = tick[ch]
-                    payload = parts[0][1] if len(parts) == 1 else join_batch([p for _, p in parts])
-                    cached = shared[ch] = (
-                        payload,
-                        text_frame(payload) if conn.raw_frames else None,
-                    )
-                sent = conn.write(*cached)
-                count = len(tick[ch])
+                frames = shared.get(ch)
+                if frames is None:  # built once per channel per tick, written to every subscriber
+                    payloads = self._frames([p for _, p in tick[ch]])
+                    raw = conn.raw_frames
+                    frames = shared[ch] = [(p, text_frame(p) if raw else None) for p in payloads]
+                for payload, frame in frames:
+                    sent += conn.write(payload, frame)
+                count, written = len(tick[ch]), len(frames)
             else:
                 joined = [p for ch in channels for _, p in tick[ch]]
-                sent = conn.write(join_batch(joined))
-                count = len(joined)
+                payloads = self._frames(joined)
+                for payload in payloads:
+                    sent += conn.write(payload)
+                count, written = len(joined), len(payloads)
             stats.deliveries += count
-            stats.frames_sent += 1
+            stats.frames_sent += written
             stats.bytes_sent += sent
+
+    def _frames(self, parts: list[bytes]) -> list[bytes]:
+        """Frame payloads for encoded messages: a lone message as itself, several as batch
+        frames of at most ``max_batch_bytes`` (clients' frame limits default to 1 MiB)."""
+        if len(parts) == 1:
+            return parts
+        limit = self.config.max_batch_bytes
+        out: list[bytes] = []
+        run: list[bytes] = []
+        size = 0
+        for part in parts:
+            if run and size + len(part) > limit:
+                out.append(run[0] if len(run) == 1 else join_batch(run))
+                run, size = [], 0
+            run.append(part)
+            size += len(part) + 1
+        out.append(run[0] if len(run) == 1 else join_batch(run))
+        return out
 
     # --- slow consumers ------------------------------------------------------------------------
 
@@ -330,15 +349,15 @@ class Hub:
         budget = self.config.max_batch_bytes
         size = sum(map(len, parts))
         backlog = conn.backlog
-        while backlog and size < budget:
+        while backlog and (not parts or size + len(backlog[0][2]) <= budget):
             part = backlog.popleft()[2]
             parts.append(part)
             size += len(part)
-        if parts:
-            sent = conn.write(join_batch(parts))
-            self.stats.deliveries += len(parts)
-            self.stats.frames_sent += 1
-            self.stats.bytes_sent += sent
+        frames = self._frames(parts) if parts else []
+        for payload in frames:
+            self.stats.bytes_sent += conn.write(payload)
+        self.stats.deliveries += len(parts)
+        self.stats.frames_sent += len(frames)
         if not backlog:
             conn.slow = False
             self._slow.discard(conn)
@@ -516,9 +535,9 @@ class Hub:
                 data.append(snap)
         ack = Ack(msg.id, "subscribe", self._names(conn), cfg.limits(), recovery or None)
         self._reply(conn, encode(ack))
-        if data:
-            self._reply(conn, data[0] if len(data) == 1 else join_batch(data))
-            self.stats.deliveries += len(data)
+        for payload in self._frames(data) if data else ():
+            self._reply(conn, payload)
+        self.stats.deliveries += len(data)
 
     def _unsubscribe(self, conn: ClientConnection, msg: Unsubscribe) -> None:
         dropped = {self._channels[n] for n in msg.channels if n in self._channels}

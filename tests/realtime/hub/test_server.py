@@ -487,3 +487,17 @@ async def test_health_and_metrics_report_bus_losses() -> None:
         assert "nautilus_hub_bus_reconnects" in families
     finally:
         await hub.stop()
+
+
+async def test_batch_frames_stay_under_the_frame_bound(hub_factory: HubFactory) -> None:
+    async with hub_factory(max_batch_bytes=64 * 1024) as (hub, bus), client(hub) as c:
+        await c.reply("subscribe", channels=["trades.SPY"])
+        for i in range(500):  # one tick: ~2 MB for this connection
+            bus.publish_nowait("trades.SPY", BIG | {"i": i})
+        seqs: list[int] = []
+        while len(seqs) < 500:
+            raw = await asyncio.wait_for(c.ws.recv(), 5)
+            assert len(raw) <= 64 * 1024 + 5000  # a batch frame, or one message alone
+            frame = orjson.loads(raw)
+            seqs += [m["seq"] for m in (frame["messages"] if frame["type"] == "batch" else [frame])]
+        assert seqs == list(range(1, 501))
