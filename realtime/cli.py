@@ -117,10 +117,15 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 def _cmd_config(_: argparse.Namespace) -> int:
     from engines.shell.config import describe_config
     from engines.shell.registry import ENGINES
+    from realtime.bus.redis import RedisBusConfig
+    from realtime.distributed import BUS_PREFIX, SUPERVISOR_PREFIX
     from realtime.embedded import HUB_PREFIX
     from realtime.hub import HubConfig
+    from realtime.supervisor import SupervisorConfig
 
     rows = describe_settings(HubConfig, HUB_PREFIX)
+    rows += describe_settings(RedisBusConfig, BUS_PREFIX)
+    rows += describe_settings(SupervisorConfig, SUPERVISOR_PREFIX)
     for spec in ENGINES.values():
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
     width = max(len(r.variable) for r in rows)
