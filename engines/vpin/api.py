@@ -11,6 +11,12 @@ Routes (``{kind}`` is ``vpin``, or ``evpin`` for the enhanced engine, which reus
   the realtime stream gives for the same trades). A malformed body, a non-positive or missing
   price or size, or an unknown parameter is a 400 naming it; out-of-order trades are handled
   by the documented rule and counted in ``inputs.late``.
+  Many symbols at once: ``{"symbols": {"SPY": [{"t", "p", "q"}, ...], "QQQ": [...]},
+  "params": {...}}`` (same parameters for all; a symbol's list may be empty) answers
+  ``{"params": {...}, "symbols": {"SPY": {"buckets": [...], "inputs": {...}}, ...}}``, the numbers
+  a single-symbol batch gives for each, computed in one vectorized call. Limits (config):
+  ``max_batch_symbols`` symbols (default 64) and ``max_batch_trades`` trades over all symbols
+  (default 2 000 000); a 400 names the field at fault (``symbols``, ``symbols.SPY[3].q``, ...).
 """
 
 from __future__ import annotations
@@ -91,6 +97,11 @@ class BatchResource:
         params = body.get("params", {})
         if not isinstance(params, dict):
             raise ValidationError("params must be an object", parameter="params")
+        if "symbols" in body:
+            if "trades" in body or "symbol" in body:
+                raise ValidationError("give symbols, or trades, not both", parameter="body")
+            await self._many(body["symbols"], params, resp)
+            return
         if "trades" in body:
             columns = trade_columns(body["trades"], self._engine.config.max_batch_trades)
         elif "symbol" in body:
@@ -100,6 +111,36 @@ class BatchResource:
         try:
             resp.media = await self._engine.run_in_executor(
                 self._engine.batch_compute, columns, params
+            )
+        except ValueError as exc:
+            raise ValidationError(str(exc), parameter="params") from None
+
+    async def _many(self, symbols: Any, params: dict[str, Any], resp: falcon.asgi.Response) -> None:
+        config = self._engine.config
+        if not isinstance(symbols, dict) or not symbols:
+            raise ValidationError(
+                "symbols must be a non-empty object of symbol → trades", parameter="symbols"
+            )
+        if len(symbols) > config.max_batch_symbols:
+            raise ValidationError(
+                f"at most {config.max_batch_symbols} symbols per request", parameter="symbols"
+            )
+        total = sum(len(trades) for trades in symbols.values() if isinstance(trades, list))
+        if total > config.max_batch_trades:
+            raise ValidationError(
+                f"at most {config.max_batch_trades} trades per request (all symbols)",
+                parameter="symbols",
+            )
+        columns: dict[str, Columns] = {}
+        for symbol, trades in symbols.items():
+            if not symbol:
+                raise ValidationError("a symbol must be a non-empty string", parameter="symbols")
+            columns[symbol] = trade_columns(
+                trades, config.max_batch_trades, name=f"symbols.{symbol}", allow_empty=True
+            )
+        try:
+            resp.media = await self._engine.run_in_executor(
+                self._engine.batch_compute_many, columns, params
             )
         except ValueError as exc:
             raise ValidationError(str(exc), parameter="params") from None
@@ -135,34 +176,37 @@ class BatchResource:
         )
 
 
-def trade_columns(trades: Any, max_trades: int) -> Columns:
-    """Validated columns of posted trades ``[{"t", "p", "q", "a"?}]`` (``a``: buy/sell)."""
-    if not isinstance(trades, list) or not trades:
-        raise ValidationError("trades must be a non-empty list", parameter="trades")
+def trade_columns(
+    trades: Any, max_trades: int, *, name: str = "trades", allow_empty: bool = False
+) -> Columns:
+    """Validated columns of posted trades ``[{"t", "p", "q", "a"?}]`` (``a``: buy/sell);
+    ``name`` is the field the list sits in, named by a 400 (``trades[3].q``)."""
+    if not isinstance(trades, list) or not (trades or allow_empty):
+        kind = "a list" if allow_empty else "a non-empty list"
+        raise ValidationError(f"{name} must be {kind}", parameter=name)
     if len(trades) > max_trades:
-        raise ValidationError(f"at most {max_trades} trades per request", parameter="trades")
+        raise ValidationError(f"at most {max_trades} trades per request", parameter=name)
     n = len(trades)
     t = np.empty(n, dtype=np.int64)
     p = np.empty(n)
     q = np.empty(n)
     a = np.zeros(n, dtype=np.int8)
     for i, trade in enumerate(trades):
+        at = f"{name}[{i}]"
         if not isinstance(trade, dict):
-            raise ValidationError(f"trades[{i}] must be an object", parameter=f"trades[{i}]")
+            raise ValidationError(f"{at} must be an object", parameter=at)
         time, price, size = trade.get("t"), trade.get("p"), trade.get("q")
         if isinstance(time, bool) or not isinstance(time, int) or time < 0:
-            raise ValidationError(f"trades[{i}].t must be ns >= 0", parameter=f"trades[{i}].t")
-        for name, value in (("p", price), ("q", size)):
+            raise ValidationError(f"{at}.t must be ns >= 0", parameter=f"{at}.t")
+        for field, value in (("p", price), ("q", size)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValidationError(
-                    f"trades[{i}].{name} must be a number > 0, got {value!r}",
-                    parameter=f"trades[{i}].{name}",
+                    f"{at}.{field} must be a number > 0, got {value!r}",
+                    parameter=f"{at}.{field}",
                 )
         side = trade.get("a")
         if side not in (None, "buy", "sell"):
-            raise ValidationError(
-                f"trades[{i}].a must be buy, sell or null", parameter=f"trades[{i}].a"
-            )
+            raise ValidationError(f"{at}.a must be buy, sell or null", parameter=f"{at}.a")
         t[i], p[i], q[i] = time, price, size
         a[i] = 1 if side == "buy" else -1 if side == "sell" else 0
     return t, p, q, a

@@ -47,6 +47,7 @@ import bisect
 import itertools
 import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -65,6 +66,8 @@ I64 = npt.NDArray[np.int64]
 NS_PER_DAY = 86_400 * 1_000_000_000
 #: Padded lengths the batch classifier is compiled for (powers of two from 2^10).
 MIN_PADDED_BARS = 1 << 10
+#: Most symbols one vmapped batch call takes (more are split into calls of this many).
+MAX_PADDED_SYMBOLS = 64
 
 
 class CdfKind(StrEnum):
@@ -589,8 +592,7 @@ def time_bars(event_ns: I64, price: F64, size: F64, bar_ns: int) -> TimeBars:
     return TimeBars(bar[starts], price[starts], price[ends], volume)
 
 
-@jax.jit
-def _classify_bars_jax(
+def _classify_bars_kernel(
     dp: jax.Array, valid: jax.Array, seed_variance: jax.Array, decay: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
     """Ex-ante EWMA σ per bar and the BVC buy fraction Φ(ΔP/σ) (σ = 0: sign limit)."""
@@ -608,18 +610,39 @@ def _classify_bars_jax(
     return sigma, fraction
 
 
+#: One symbol's bars: ``(L,)`` arrays in, ``(L,)`` out.
+_classify_bars_jax = jax.jit(_classify_bars_kernel)
+#: Many symbols' bars at once: ``(S, L)`` arrays in (one row per symbol, same parameters for
+#: all), ``(S, L)`` out; each row is the one-symbol scan, run side by side (``jax.vmap``).
+_classify_many_jax = jax.jit(jax.vmap(_classify_bars_kernel, in_axes=(0, 0, None, None)))
+
+
 def padded_length(n: int) -> int:
     """The fixed shape ``n`` bars are padded to: the next power of two ≥ ``MIN_PADDED_BARS``."""
     return max(MIN_PADDED_BARS, 1 << max(0, (n - 1).bit_length()))
 
 
-def classify_bars(bars: TimeBars, params: VpinParams) -> tuple[F64, F64, F64]:
-    """``(ΔP, σ, Φ(ΔP/σ))`` per bar, ex ante, via the JAX scan on a padded shape."""
+def padded_symbols(n: int) -> int:
+    """Rows ``n`` symbols are padded to in one vmapped call: the next power of two ≥ ``n``
+    (1, 2, 4, ..., ``MAX_PADDED_SYMBOLS``); more symbols are split into calls of that many."""
+    return 1 << max(0, (min(n, MAX_PADDED_SYMBOLS) - 1).bit_length())
+
+
+def bar_price_changes(bars: TimeBars) -> F64:
+    """ΔP per bar: close − previous close; the first bar has no previous close, so close − open
+    (module doc)."""
     n = len(bars.close)
     dp = np.empty(n)
     if n:
         dp[0] = bars.close[0] - bars.open[0]
         dp[1:] = np.diff(bars.close)
+    return dp
+
+
+def classify_bars(bars: TimeBars, params: VpinParams) -> tuple[F64, F64, F64]:
+    """``(ΔP, σ, Φ(ΔP/σ))`` per bar, ex ante, via the JAX scan on a padded shape."""
+    dp = bar_price_changes(bars)
+    n = len(dp)
     size = padded_length(n)
     dp_padded = np.zeros(size)
     dp_padded[:n] = dp
@@ -634,13 +657,56 @@ def classify_bars(bars: TimeBars, params: VpinParams) -> tuple[F64, F64, F64]:
     return dp, np.asarray(sigma)[:n].copy(), np.asarray(fraction)[:n].copy()
 
 
-def warm_up(max_bars: int = 1 << 14) -> None:
-    """Compile the batch classifier for every padded shape up to ``max_bars`` (engine start)."""
+def classify_many(
+    bars_by_symbol: Sequence[TimeBars], params: VpinParams
+) -> list[tuple[F64, F64, F64]]:
+    """``classify_bars`` for many symbols, in vmapped calls of at most ``MAX_PADDED_SYMBOLS``
+    rows: each call pads every symbol's ΔP to the longest one's ``padded_length`` and the symbol
+    count to ``padded_symbols`` (padding rows are all-invalid, empty symbols), so only the shapes
+    ``warm_up`` compiled are met. Same elementwise operations as the one-symbol scan."""
+    dps = [bar_price_changes(bars) for bars in bars_by_symbol]
+    out: list[tuple[F64, F64, F64]] = []
+    seed_variance = jnp.asarray(params.sigma_seed * params.sigma_seed)
+    decay = jnp.asarray(params.sigma_decay)
+    for first in range(0, len(dps), MAX_PADDED_SYMBOLS):
+        chunk = dps[first : first + MAX_PADDED_SYMBOLS]
+        rows = padded_symbols(len(chunk))
+        length = padded_length(max(len(dp) for dp in chunk))
+        dp_padded = np.zeros((rows, length))
+        valid = np.zeros((rows, length), dtype=bool)
+        for row, dp in enumerate(chunk):
+            dp_padded[row, : len(dp)] = dp
+            valid[row, : len(dp)] = True
+        sigma, fraction = _classify_many_jax(
+            jnp.asarray(dp_padded), jnp.asarray(valid), seed_variance, decay
+        )
+        sigma_np, fraction_np = np.asarray(sigma), np.asarray(fraction)
+        for row, dp in enumerate(chunk):
+            n = len(dp)
+            out.append((dp, sigma_np[row, :n].copy(), fraction_np[row, :n].copy()))
+    return out
+
+
+def warm_up(max_bars: int = 1 << 14, max_symbols: int = 0) -> None:
+    """Compile the batch classifier for every padded shape up to ``max_bars`` (engine start),
+    and, if ``max_symbols`` > 0, the vmapped one for every padded symbol count up to
+    ``min(max_symbols, MAX_PADDED_SYMBOLS)`` × those bar shapes: log2(max_bars / 1024) + 1
+    bar shapes × log2(symbols) + 1 symbol counts (5 × 7 = 35 compiles with the engine's
+    defaults, 16 384 bars × 64 symbols)."""
     size = MIN_PADDED_BARS
     while size <= max_bars:
         _classify_bars_jax(
             jnp.zeros(size), jnp.zeros(size, dtype=bool), jnp.asarray(0.0), jnp.asarray(0.9)
         )
+        rows = 1
+        while rows <= min(max_symbols, MAX_PADDED_SYMBOLS):
+            _classify_many_jax(
+                jnp.zeros((rows, size)),
+                jnp.zeros((rows, size), dtype=bool),
+                jnp.asarray(0.0),
+                jnp.asarray(0.9),
+            )
+            rows *= 2
         size *= 2
 
 
@@ -837,16 +903,53 @@ def bucket_series(
     )
 
 
-def compute_vpin(event_ns: I64, price: F64, size: F64, params: VpinParams) -> BucketSeries:
-    """Batch VPIN over trades in arrival order: the realtime numbers, all at once (with the
-    last bar closed, as ``VpinCalculator.flush`` does)."""
+def accepted_bars(
+    event_ns: I64, price: F64, size: F64, params: VpinParams
+) -> tuple[TimeBars, InputCounts]:
+    """Time bars of the trades the realtime rules accept, and the counts of those refused."""
     counts = InputCounts()
     event_ns = np.asarray(event_ns, dtype=np.int64)
     price = np.asarray(price, dtype=np.float64)
     size = np.asarray(size, dtype=np.float64)
     keep = accept_trades(event_ns, price, size, params.bar_ns, counts)
-    bars = time_bars(event_ns[keep], price[keep], size[keep], params.bar_ns)
+    return time_bars(event_ns[keep], price[keep], size[keep], params.bar_ns), counts
+
+
+def compute_vpin(event_ns: I64, price: F64, size: F64, params: VpinParams) -> BucketSeries:
+    """Batch VPIN over trades in arrival order: the realtime numbers, all at once (with the
+    last bar closed, as ``VpinCalculator.flush`` does)."""
+    bars, counts = accepted_bars(event_ns, price, size, params)
     _, sigma, fraction = classify_bars(bars, params)
+    return classified_series(bars, sigma, fraction, params, counts)
+
+
+def compute_vpin_many(
+    trades_by_symbol: Mapping[str, tuple[I64, F64, F64]], params: VpinParams
+) -> dict[str, BucketSeries]:
+    """``compute_vpin`` for every symbol, same numbers (bit for bit on CPU, the equality test),
+    with the σ/BVC scan of all symbols in one vmapped call (``classify_many``; ≤ 64 symbols a
+    call). Bars and buckets stay numpy per symbol (ragged; the bucket walk is sequential).
+
+    On one CPU core the vmapped scan does the same elementwise work as the per-symbol calls
+    (plus the padding to the longest symbol), so it saves only the per-call dispatch; the gain
+    is where the rows run in parallel (several cores, a GPU). ``loadtest/vpin_bench.py``
+    measures both."""
+    built = {
+        symbol: accepted_bars(t, p, q, params) for symbol, (t, p, q) in trades_by_symbol.items()
+    }
+    classified = classify_many([bars for bars, _ in built.values()], params)
+    return {
+        symbol: classified_series(bars, sigma, fraction, params, counts)
+        for (symbol, (bars, counts)), (_, sigma, fraction) in zip(
+            built.items(), classified, strict=True
+        )
+    }
+
+
+def classified_series(
+    bars: TimeBars, sigma: F64, fraction: F64, params: VpinParams, counts: InputCounts
+) -> BucketSeries:
+    """Buckets and VPIN of bars already classified (σ and Φ(ΔP/σ) per bar)."""
     counts.zero_sigma_bars = int(np.count_nonzero(~(sigma > 0)))
     bar_start = bars.index * params.bar_ns
     return bucket_series(
