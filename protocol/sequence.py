@@ -19,6 +19,8 @@ class NotRecoveredReason(StrEnum):
     EPOCH_CHANGED = "epoch_changed"
     TOO_OLD = "too_old"
     AHEAD = "ahead_of_stream"
+    #: the hub had to read the bus's history and the bus did not answer (error or time bound)
+    BUS_UNAVAILABLE = "bus_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,4 +98,17 @@ class Bus(Protocol):
         """
         ...
 
+    async def history(
+        self, channel: str, after_seq: int, limit: int, *, payload_fragments: bool = False
+    ) -> tuple[str, list[Envelope]]:
+        """The channel's current epoch and its stored messages with ``seq > after_seq``, in order,
+        at most ``limit``; ``""`` for a channel the bus has no record of.
+
+        Fewer than asked, or a hole in ``seq``, where the history was trimmed or an entry was
+        unreadable: the caller checks contiguity (a hub resuming a client, issue 5). A bus that
+        keeps no history returns its epoch and ``[]``. Raises ``BusUnavailable`` when the bus's
+        server cannot answer. ``payload_fragments`` as in ``subscribe``.
+        """
+        ...
+
     async def close(self) -> None: ...

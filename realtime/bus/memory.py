@@ -110,6 +110,13 @@ class MemoryBus:
         self._routes.clear()
         return sub
 
+    async def history(
+        self, channel: str, after_seq: int, limit: int, *, payload_fragments: bool = False
+    ) -> tuple[str, list[Envelope]]:
+        """The epoch and no messages: this bus keeps no history (in embedded mode the hub's own
+        ring, fed from the moment the hub subscribes, is the history)."""
+        return self.epoch, []
+
     def _remove(self, sub: MemorySubscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)

@@ -447,6 +447,8 @@ class RedisBus:
         self.publish_retries = 0
         #: fire-and-forget publishes (``publish_nowait``) that failed
         self.publish_failures = 0
+        #: stream entries ``history`` skipped because they are not valid messages of the channel
+        self.history_invalid = 0
 
     @property
     def url(self) -> str:
@@ -645,6 +647,39 @@ class RedisBus:
         """Wait until every open subscription is confirmed by Redis."""
         for sub in list(self._subs):
             await sub.wait_ready(limit_s)
+
+    async def history(
+        self, channel: str, after_seq: int, limit: int, *, payload_fragments: bool = False
+    ) -> tuple[str, list[Envelope]]:
+        """The channel's epoch (``HGET`` of its meta hash, ``""`` if none) and the stream's
+        entries after ``after_seq`` (``XRANGE (<after_seq>-0 + COUNT limit``), one round trip.
+
+        Corrupt entries are skipped and counted in ``history_invalid`` (the caller sees the hole).
+        Each entry carries its own epoch, so the pair need not be read atomically. Raises
+        ``BusUnavailable`` on any Redis or connection error.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(self.keys.meta(channel), "e")
+        if limit > 0:
+            pipe.xrange(self.keys.stream(channel), f"({after_seq}-0", "+", count=limit)
+        try:
+            replies: list[Any] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(self.url, f"history of {channel} failed: {exc}") from exc
+        epoch = replies[0].decode() if replies[0] is not None else ""
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = replies[1] if limit > 0 else []
+        out: list[Envelope] = []
+        for _entry_id, fields in entries:
+            try:
+                env = decode_message(fields.get(b"m", b""), fragments=payload_fragments)
+            except ValueError:
+                self.history_invalid += 1
+                continue
+            if env.channel != channel:
+                self.history_invalid += 1
+                continue
+            out.append(env)
+        return epoch, out
 
     async def last_seq(self, channel: str) -> int:
         raw = await self._client.hget(self.keys.meta(channel), "s")

@@ -8,12 +8,75 @@ from typing import TYPE_CHECKING
 from protocol.channels import DeliveryClass, delivery_of
 from protocol.codec import encode_data
 from protocol.messages import ChannelInfo
-from protocol.sequence import ResumePlan, plan_resume
+from protocol.sequence import NotRecoveredReason, ResumePlan, plan_resume
 
 if TYPE_CHECKING:
     from protocol.messages import ResumePosition
     from realtime.bus.base import Envelope
     from realtime.hub.connection import ClientConnection
+
+
+def _not_recovered(reason: NotRecoveredReason, last_seq: int) -> ResumePlan:
+    return ResumePlan(False, last_seq + 1, last_seq, reason)
+
+
+class BusRead:
+    """What a hub read of the bus's history (``Bus.history``) gave for one resume position.
+
+    ``run`` holds the contiguous messages ``position.seq + 1 ...`` read so far, at most ``limit``.
+    The first read starts one message early, at ``position.seq`` itself (the *anchor*): finding
+    it proves the bus still holds the client's position, so an empty run means "nothing newer"
+    rather than "trimmed away".
+    """
+
+    __slots__ = ("anchored", "complete", "epoch", "failed", "limit", "position", "run", "trimmed")
+
+    def __init__(self, position: ResumePosition, limit: int) -> None:
+        self.position = position
+        self.limit = limit
+        self.epoch = ""
+        self.run: list[Envelope] = []
+        self.anchored = False
+        #: the bus holds messages after the position but not the position itself
+        self.trimmed = False
+        #: the last read reached the newest stored message, with no hole and within ``limit``
+        self.complete = False
+        self.failed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self.position.seq + len(self.run)
+
+    def next_read(self) -> tuple[int, int]:
+        """``(after_seq, limit)`` of the next ``Bus.history`` call: one more than still fits,
+        to tell a full run from one cut at ``limit``; the first also asks for the anchor."""
+        room = self.limit - len(self.run)
+        if self.anchored or self.position.seq == 0:
+            return self.last_seq, room + 1
+        return self.position.seq - 1, room + 2
+
+    def take(self, epoch: str, envelopes: list[Envelope]) -> None:
+        """Add one read's answer (what ``next_read`` asked for)."""
+        self.epoch = epoch
+        start = 0
+        if not self.anchored:
+            if self.position.seq > 0:
+                if not envelopes or envelopes[0].seq != self.position.seq:
+                    self.trimmed = bool(envelopes) and envelopes[0].seq > self.position.seq
+                    self.complete = False
+                    return
+                start = 1
+            self.anchored = True
+        room = self.limit - len(self.run)
+        expected, wanted = self.last_seq + 1, self.position.epoch
+        taken = 0
+        for env in envelopes[start:]:
+            if env.seq != expected or env.epoch != wanted or taken == room:
+                break
+            self.run.append(env)
+            expected += 1
+            taken += 1
+        self.complete = start + taken == len(envelopes)
 
 
 class ChannelState:
@@ -60,17 +123,28 @@ class ChannelState:
 
         A new epoch resets history (the old numbering is gone). A hole in ``seq`` (the bus dropped
         messages) breaks contiguity, so history restarts after it: resume never spans a hole.
+        A ``seq`` already recorded in this epoch (the channel was seeded from the bus's history
+        while the message was on its way) returns ``(b"", -1)``: it must not be sent again.
         """
         skipped = 0
         if envelope.epoch != self.epoch:
             self.epoch = envelope.epoch
             self.history.clear()
         elif envelope.seq != self.last_seq + 1:
-            skipped = max(0, envelope.seq - self.last_seq - 1)
+            if envelope.seq <= self.last_seq:
+                return b"", -1
+            skipped = envelope.seq - self.last_seq - 1
             self.history.clear()
         self.last_seq = envelope.seq
         self.last_publish_ns = envelope.publish_ns
-        encoded = encode_data(
+        encoded = self._encode(envelope, hub_ns)
+        self.history.append((envelope.seq, encoded))
+        if not self.lossless:
+            self.latest = envelope
+        return encoded, skipped
+
+    def _encode(self, envelope: Envelope, hub_ns: int) -> bytes:
+        return encode_data(
             "update",
             self.name,
             envelope.seq,
@@ -80,10 +154,6 @@ class ChannelState:
             hub_ns,
             envelope.payload,
         )
-        self.history.append((envelope.seq, encoded))
-        if not self.lossless:
-            self.latest = envelope
-        return encoded, skipped
 
     def snapshot(self, hub_ns: int) -> bytes | None:
         env = self.latest
@@ -108,6 +178,69 @@ class ChannelState:
             return []
         start = plan.replay_from - self.first_kept_seq
         return [encoded for _, encoded in list(self.history)[start:]]
+
+    def needs_bus(self, plan: ResumePlan) -> bool:
+        """Whether the bus's history might answer a resume this hub's ring cannot: the ring no
+        longer reaches back, or the hub holds nothing of the channel (it started or joined late,
+        or never carried the channel)."""
+        return not plan.recovered and (
+            plan.reason is NotRecoveredReason.TOO_OLD or self.epoch == ""
+        )
+
+    def plan_bus_resume(self, read: BusRead, *, final: bool) -> ResumePlan | None:
+        """Decide a resume from the bus's history plus this hub's ring, as they are now.
+
+        Recovered needs every message ``position.seq + 1`` up to what this hub has sent its
+        subscribers (``last_seq``), from the read run, then the ring. Messages of the run beyond
+        ``last_seq`` are not replayed: they are on their way to the hub and reach the client live.
+        A hub holding nothing of the channel replays the whole run and is seeded with it
+        (``replay_from_bus``); that needs a complete run. ``None``: the hub received more while
+        the bus was read and its ring no longer reaches back to the run: read again (unless
+        ``final``).
+        """
+        position, last = read.position, self.last_seq
+        if read.failed:
+            return _not_recovered(NotRecoveredReason.BUS_UNAVAILABLE, last)
+        if read.epoch != position.epoch or self.epoch not in ("", position.epoch):
+            return _not_recovered(NotRecoveredReason.EPOCH_CHANGED, last)
+        if not read.anchored:
+            hub_ahead = self.epoch == position.epoch and last > position.seq
+            too_old = read.trimmed or hub_ahead
+            return _not_recovered(
+                NotRecoveredReason.TOO_OLD if too_old else NotRecoveredReason.AHEAD, last
+            )
+        if self.epoch == "":
+            if not read.complete:
+                return _not_recovered(NotRecoveredReason.TOO_OLD, last)
+            return ResumePlan(True, position.seq + 1, read.last_seq)
+        if position.seq > last:
+            return _not_recovered(NotRecoveredReason.AHEAD, last)
+        if read.last_seq >= last or self.first_kept_seq <= read.last_seq + 1:
+            return ResumePlan(True, position.seq + 1, last)
+        if read.complete and len(read.run) < read.limit and not final:
+            return None
+        return _not_recovered(NotRecoveredReason.TOO_OLD, last)
+
+    def replay_from_bus(self, read: BusRead, plan: ResumePlan, hub_ns: int) -> list[bytes]:
+        """The encoded replay of a plan from ``plan_bus_resume`` (decided in the same loop turn):
+        the run up to ``plan.last_seq``, then the ring after the run. A channel the hub held
+        nothing of is seeded with the run (numbering, ring, latest value), so that copies of
+        these messages still on their way from the bus are recognised and not sent again."""
+        if not plan.recovered:
+            return []
+        if self.epoch == "":
+            encoded = [self._encode(env, hub_ns) for env in read.run]
+            self.epoch, self.last_seq = read.epoch, read.last_seq
+            self.history.clear()
+            self.history.extend(zip((env.seq for env in read.run), encoded, strict=True))
+            if read.run:
+                self.last_publish_ns = read.run[-1].publish_ns
+                if not self.lossless:
+                    self.latest = read.run[-1]
+            return encoded
+        replayed = [self._encode(env, hub_ns) for env in read.run if env.seq <= plan.last_seq]
+        replayed.extend(encoded for seq, encoded in self.history if seq > read.last_seq)
+        return replayed
 
     def info(self) -> ChannelInfo:
         return ChannelInfo(

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
 from importlib import resources
@@ -42,11 +43,12 @@ from protocol.messages import (
     Subscribe,
     Unsubscribe,
 )
+from protocol.sequence import ResumePlan
 from realtime import __version__
-from realtime.bus.base import Bus, Envelope, Subscription
+from realtime.bus.base import Bus, BusUnavailable, Envelope, Subscription
 from realtime.clock import Clock, SystemClock
 from realtime.hub.auth import ALLOW_ALL, AuthError, Grant, token_from_request, verify_token
-from realtime.hub.channels import ChannelState
+from realtime.hub.channels import BusRead, ChannelState
 from realtime.hub.config import HubConfig, LosslessOverflow
 from realtime.hub.connection import ClientConnection, TokenBucket, text_frame
 from realtime.hub.metrics import HubCollector, HubStats, metrics_text
@@ -57,6 +59,9 @@ log = logging.getLogger("nautilus.hub")
 SLOW_POLL_S = 0.005
 #: Bus messages taken per wake-up (one fan-out tick at most).
 TICK_MAX_MESSAGES = 4096
+#: Bound on reading the bus's history for one subscribe request (seconds); past it the channels
+#: still being read answer ``not_recovered`` ``bus_unavailable``.
+HISTORY_READ_TIMEOUT_S = 2.0
 
 Parts = list[tuple[int, bytes]]  # (seq or 0 for status, encoded message)
 
@@ -84,6 +89,10 @@ class Hub:
         self._server: Server | None = None
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: subscribe requests waiting for the bus's history (one task per request)
+        self._history_reads: set[asyncio.Task[None]] = set()
+        #: resumes answered from the bus's history, by outcome (``recovered`` or the reason)
+        self.bus_resumes: Counter[str] = Counter()
         self._slow_timer: asyncio.TimerHandle | None = None
         self._started_ns = 0
         self._last_input_ns = 0
@@ -133,9 +142,10 @@ class Hub:
                         conn.ws.transport.abort()
         if self._subscription is not None:
             self._subscription.close()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._history_reads]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._slow_timer is not None:
@@ -196,6 +206,8 @@ class Hub:
             previous = ch.last_seq
             encoded, skipped = ch.accept(env, now)
             if skipped:
+                if skipped < 0:  # already replayed from the bus's history (a seeded channel)
+                    continue
                 stats.bus_gaps += skipped
                 gap = _status(
                     ch.name,
@@ -503,19 +515,104 @@ class Hub:
                 field="channels",
                 request_id=msg.id,
             )
+        reads: dict[ChannelState, BusRead] = {}
+        for ch in new:
+            position = msg.resume.get(ch.name)
+            if position is not None and ch.needs_bus(ch.plan_resume(position)):
+                reads[ch] = BusRead(position, cfg.max_pending_messages)
+        conn.subscriptions.update(new)
+        if not reads:
+            self._attach(conn, msg, new, reads)
+            return
+        # The channels count as subscribed (limits, the ack's list, unsubscribe) but receive
+        # nothing until ``_attach``: the replay and the live stream join in one loop turn.
+        task = asyncio.create_task(
+            self._subscribe_from_bus(conn, msg, new, reads), name=f"hub-history {conn.id}"
+        )
+        self._history_reads.add(task)
+        task.add_done_callback(self._history_reads.discard)
+
+    async def _subscribe_from_bus(
+        self,
+        conn: ClientConnection,
+        msg: Subscribe,
+        channels: list[ChannelState],
+        reads: dict[ChannelState, BusRead],
+    ) -> None:
+        """Read the bus's history for the channels the ring cannot resume, then attach the
+        whole request. A read is repeated only while the hub received more than its ring keeps
+        during the previous one; errors and ``HISTORY_READ_TIMEOUT_S`` answer ``bus_unavailable``.
+        """
+        pending = dict(reads)
+        try:
+            async with asyncio.timeout(HISTORY_READ_TIMEOUT_S):
+                while pending:
+                    await asyncio.gather(*(self._read_history(ch, r) for ch, r in pending.items()))
+                    pending = {
+                        ch: r
+                        for ch, r in pending.items()
+                        if ch.plan_bus_resume(r, final=False) is None
+                    }
+        except TimeoutError:
+            log.warning("hub: bus history not read within %.1f s", HISTORY_READ_TIMEOUT_S)
+            for read in pending.values():
+                read.failed = True
+        if conn not in self._connections:
+            return
+        try:
+            self._attach(conn, msg, channels, reads)
+        except Exception:  # as in ``_on_request``: no traceback to the client, no dead connection
+            log.exception("hub: subscribe from the bus's history failed")
+            self.stats.errors[ErrorCode.INTERNAL.value] += 1
+            self._reply(conn, encode(Error(msg.id, ErrorCode.INTERNAL.value, "internal error")))
+
+    async def _read_history(self, ch: ChannelState, read: BusRead) -> None:
+        after_seq, limit = read.next_read()
+        try:
+            epoch, envelopes = await self._bus.history(
+                ch.name, after_seq, limit, payload_fragments=True
+            )
+        except BusUnavailable as exc:
+            log.warning("hub: history of %s unavailable: %s", ch.name, exc)
+            read.failed = True
+        except Exception:  # a bus bug fails this resume, not the connection
+            log.exception("hub: history of %s failed", ch.name)
+            read.failed = True
+        else:
+            read.take(epoch, envelopes)
+
+    def _attach(
+        self,
+        conn: ClientConnection,
+        msg: Subscribe,
+        channels: list[ChannelState],
+        reads: dict[ChannelState, BusRead],
+    ) -> None:
+        """Start delivering ``channels`` to ``conn``: ack, then per channel the replay and its
+        status (or a snapshot), all written before any later live message (no await here)."""
         now = self._clock.now_ns()
         recovery: dict[str, Recovery] = {}
         data: list[bytes] = []
-        for ch in new:
-            conn.subscriptions.add(ch)
+        for ch in channels:
+            if ch not in conn.subscriptions or conn in ch.subscribers:
+                continue  # unsubscribed, or subscribed again, while the bus was read
             ch.subscribers.add(conn)
             position = msg.resume.get(ch.name)
             if position is not None:
-                plan = ch.plan_resume(position)
-                replayed = ch.replay(plan)
+                read = reads.get(ch)
+                plan: ResumePlan | None
+                if read is None:
+                    plan = ch.plan_resume(position)
+                    replayed = ch.replay(plan)
+                else:
+                    plan = ch.plan_bus_resume(read, final=True)
+                    assert plan is not None, "a final plan is always decided"
+                    replayed = ch.replay_from_bus(read, plan, now)
+                    self.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
                 reason = plan.reason.value if plan.reason else None
+                epoch = ch.epoch or (read.epoch if read is not None else "")
                 recovery[ch.name] = Recovery(
-                    plan.recovered, len(replayed), ch.epoch, ch.last_seq, reason
+                    plan.recovered, len(replayed), epoch, ch.last_seq, reason
                 )
                 data.extend(replayed)
                 state = StatusState.RECOVERED if plan.recovered else StatusState.NOT_RECOVERED
@@ -523,7 +620,7 @@ class Hub:
                     _status(
                         ch.name,
                         state,
-                        epoch=ch.epoch,
+                        epoch=epoch,
                         to_seq=ch.last_seq,
                         count=len(replayed),
                         reason=reason,
@@ -533,7 +630,7 @@ class Hub:
                     continue
             if msg.snapshot and not ch.lossless and (snap := ch.snapshot(now)) is not None:
                 data.append(snap)
-        ack = Ack(msg.id, "subscribe", self._names(conn), cfg.limits(), recovery or None)
+        ack = Ack(msg.id, "subscribe", self._names(conn), self.config.limits(), recovery or None)
         self._reply(conn, encode(ack))
         for payload in self._frames(data) if data else ():
             self._reply(conn, payload)
@@ -600,6 +697,7 @@ class Hub:
             "connections": len(self._connections),
             "channels": len(self._channels),
             "bus": self._bus_counters(),
+            "bus_resumes": dict(self.bus_resumes),
         }
 
     def _bus_counters(self) -> dict[str, int]:
