@@ -43,6 +43,7 @@ __all__ = [
     "DATA_DIR",
     "LEAN_PRICE_PRECISION",
     "NEW_YORK",
+    "BinanceEvent",
     "FeedError",
     "FeedErrors",
     "LeanMinuteBars",
@@ -50,6 +51,7 @@ __all__ = [
     "SimulatedEvents",
     "SimulatorConfig",
     "SyntheticMarket",
+    "binance_event",
     "binance_feed_paths",
     "binance_trade_columns",
     "lean_days",
@@ -369,7 +371,7 @@ def _levels(raw: Any) -> tuple[tuple[float, float], ...]:
     return tuple((float(price), float(size)) for price, size in raw)
 
 
-def _binance_event(receive_ns: int, message: dict[str, Any], symbol: str) -> BinanceEvent:
+def binance_event(receive_ns: int, message: dict[str, Any], symbol: str) -> BinanceEvent:
     """One decoded message as a record; raises KeyError/ValueError/TypeError when malformed.
 
     Trade: ``T`` trade time (ms) → event_ns; ``m`` buyer is maker ⇒ the seller was the taker ⇒
@@ -436,7 +438,7 @@ def read_binance_feed(
             for number, line in enumerate(lines, start=1):
                 stamp, _, text = line.partition(b" ")
                 try:
-                    yield _binance_event(int(stamp), orjson.loads(text), symbol)
+                    yield binance_event(int(stamp), orjson.loads(text), symbol)
                 except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
                     errors.add(path.name, number, f"{type(exc).__name__}: {exc}"[:200])
 

@@ -14,6 +14,10 @@ stage latencies stay meaningful; the recorded exchange time is the payload's ``t
 published from columns (one payload dict per trade, no ``Trade`` objects) through the bus's
 synchronous ``publish_nowait`` when it has one.
 
+Live (``feed=live``): a ``live.LiveAdapter`` (Binance combined streams + REST snapshots) feeds the
+same Binance path as the replay, each record as it arrives (no pacing; the envelope's
+``event_ns`` is the arrival time); when a book finds a gap the engine asks the adapter to resync.
+
 Looping (``loop``): each lap starts its pacing afresh and rebuilds bars; only the first lap is
 stored, so a looping demo does not write the same day again and again.
 """
@@ -46,6 +50,13 @@ from engines.marketdata.feeds import (
     local_ms_to_utc_ns,
     read_binance_feed,
     read_lean_trade_ticks,
+)
+from engines.marketdata.live import (
+    BINANCE_DEPTH_URL,
+    BINANCE_STREAM_URL,
+    BinanceAdapter,
+    BinanceAdapterConfig,
+    LiveAdapter,
 )
 from engines.marketdata.normalize import (
     BINANCE_INSTRUMENT,
@@ -94,6 +105,7 @@ class FeedSource(StrEnum):
     SPY = "spy"  # bundled Lean SPY trade ticks, 7-11 Oct 2013
     BINANCE = "binance"  # bundled Binance BTCUSDT raw feed: trades, bookTicker, depth diffs
     SIM = "sim"  # seeded synthetic multi-symbol market (endless)
+    LIVE = "live"  # a Binance-compatible exchange: combined WebSocket streams + REST snapshots
     NONE = "none"  # no feed: REST over what is stored
 
 
@@ -107,7 +119,7 @@ class MarketDataConfig(EngineConfig):
 
     name: str = field(default="marketdata", metadata={"help": "engine name", "env": False})
     feed: FeedSource = field(
-        default=FeedSource.SPY, metadata=_help("feed to replay: spy, binance, sim or none")
+        default=FeedSource.SPY, metadata=_help("feed: spy, binance, sim, live or none")
     )
     speed: float = field(
         default=1.0, metadata=_help("replay speed: 1 = as recorded, 10 = ten times, 0 = max")
@@ -147,6 +159,15 @@ class MarketDataConfig(EngineConfig):
     sim_symbols: int = field(default=20, metadata=_help("sim: number of symbols"))
     sim_rate: float = field(default=2_000.0, metadata=_help("sim: events per second"))
     seed: int = field(default=7, metadata=_help("sim: random seed"))
+    live_url: str = field(
+        default=BINANCE_STREAM_URL, metadata=_help("live: combined-stream WebSocket URL")
+    )
+    live_rest_url: str = field(
+        default=BINANCE_DEPTH_URL, metadata=_help("live: REST depth-snapshot URL")
+    )
+    live_symbols: tuple[str, ...] = field(
+        default=("BTCUSDT",), metadata=_help("live: symbols, comma-separated (BTCUSDT,ETHUSDT)")
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -165,6 +186,8 @@ class MarketDataConfig(EngineConfig):
             raise ValueError("memory_rows and queue_rows must be >= 1")
         if self.sim_symbols < 1 or self.sim_rate <= 0:
             raise ValueError("sim_symbols must be >= 1 and sim_rate > 0")
+        if not self.live_symbols:
+            raise ValueError("live_symbols must name at least one symbol")
 
     def spy_days(self) -> list[date]:
         return [date.fromisoformat(d) for d in self.days] if self.days else lean_days("spy")
@@ -172,6 +195,13 @@ class MarketDataConfig(EngineConfig):
     def simulator(self) -> SimulatorConfig:
         return SimulatorConfig(
             n_symbols=self.sim_symbols, events_per_second=self.sim_rate, seed=self.seed
+        )
+
+    def live_adapter(self) -> BinanceAdapterConfig:
+        return BinanceAdapterConfig(
+            url=self.live_url,
+            rest_url=self.live_rest_url,
+            symbols=tuple(s.upper() for s in self.live_symbols),
         )
 
 
@@ -230,6 +260,11 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self.migration_error: str | None = None
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
         self._persist = config.persist
+        self.live_adapter: LiveAdapter | None = (
+            BinanceAdapter(config.live_adapter(), clock=clock, errors=self.feed_errors)
+            if config.feed is FeedSource.LIVE
+            else None
+        )
 
     # ── shell hooks ─────────────────────────────────────────────────────────────────────────
 
@@ -257,6 +292,8 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             symbols, kinds = ["BTCUSDT"], [trades, quotes, book]
         elif feed is FeedSource.SIM:
             symbols, kinds = self.config.simulator().symbols(), [trades, quotes]
+        elif feed is FeedSource.LIVE:
+            symbols, kinds = list(self.config.live_adapter().symbols), [trades, quotes, book]
         else:
             return ()
         names = [kind(s) for s in symbols for kind in kinds]
@@ -272,8 +309,10 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         progress, position = self.progress, self.progress.position_ns
         stats = dataclasses.asdict(self.store.stats())
         stats["migrations"] = "pending" if self.migration_error else "applied"
+        live = self.live_adapter
         return {
             "feed": {
+                **({"live": dataclasses.asdict(live.stats)} if live is not None else {}),
                 "source": self.config.feed.value,
                 "speed": self.config.speed,
                 "loop": self.config.loop,
@@ -318,6 +357,9 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         for symbol, b in self.books.items():
             if b.state is BookState.NEEDS_RESYNC:
                 issues.append(f"book {symbol} resyncing after {b.gaps} gap(s)")
+        live = self.live_adapter
+        if live is not None and not live.stats.connected:
+            issues.append(f"live feed disconnected ({live.stats.last_error or 'connecting'})")
         return issues
 
     async def on_start(self) -> None:
@@ -338,6 +380,8 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             self.spawn(self._run_feed, name=f"feed {self.config.feed.value}")
 
     async def on_stop(self) -> None:
+        if self.live_adapter is not None:
+            await self.live_adapter.close()
         await self.store.close(max(0.1, 0.8 * self.config.drain_timeout_s))
 
     # ── storage ─────────────────────────────────────────────────────────────────────────────
@@ -372,11 +416,17 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         if feed is FeedSource.SIM:
             sim = self.config.simulator()
             return [sim_instrument(s, sim.price_precision) for s in sim.symbols()]
+        if feed is FeedSource.LIVE:  # every live symbol on BTCUSDT's grids (as _on_binance)
+            symbols = self.config.live_adapter().symbols
+            return [dataclasses.replace(BINANCE_INSTRUMENT, symbol=s) for s in symbols]
         return []
 
     # ── replay ──────────────────────────────────────────────────────────────────────────────
 
     async def _run_feed(self) -> None:
+        if self.live_adapter is not None:
+            await self._run_live(self.live_adapter)
+            return
         while True:
             self._builders.clear()
             await self._replay_lap()
@@ -386,6 +436,21 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             self._persist = False
         self.progress.done = True
         self.log.info("marketdata: replay finished after %d lap(s)", self.progress.laps)
+
+    async def _run_live(self, adapter: LiveAdapter) -> None:
+        """Each record through the replay's Binance path as it arrives; a book left waiting for a
+        snapshot (a gap) asks the adapter for one (repeat asks are ignored while it comes)."""
+        async for event in adapter.events():
+            now = self.clock.now_ns()
+            await self._on_binance([event], [now])
+            if self.progress.position_ns is not None:
+                await self._close_time_bars(self.progress.position_ns, now)
+            resync = isinstance(event, BookDelta) and (
+                self.books[event.symbol].state is BookState.NEEDS_RESYNC
+            )
+            if resync:
+                await adapter.resync(event.symbol)
+        self.progress.done = True
 
     async def _replay_lap(self) -> None:
         pacer: Pacer | None = None
