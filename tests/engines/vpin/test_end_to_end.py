@@ -33,7 +33,7 @@ async def test_vpin_and_evpin_reach_a_websocket_client_equal_to_batch(
     bus = MemoryBus(clock=clock)
     hub = Hub(HubConfig(port=0, max_pending_messages=100_000), bus, clock=clock)
     common: dict[str, Any] = {"bucket_volume": 100_000.0, "window": 10, "port": 0,
-                              "sigma_seed": 0.01, "warmup_bars": 1024}  # fmt: skip
+                              "sigma_seed": 0.01, "warmup_bars": 1024, "warmup_symbols": 0}  # fmt: skip
     vpin = VpinEngine(VpinConfig(**common), bus=bus, clock=clock)
     evpin = EnhancedVpinEngine(EnhancedVpinConfig(**common, adv_days=0), bus=bus, clock=clock)
     plain = compute_vpin(window.event_ns, window.price, window.size, vpin.config.params())

@@ -65,7 +65,7 @@ async def engine(pg_schema: str) -> AsyncIterator[VpinEngine]:
     clock = SystemClock()
     config = VpinConfig(
         bucket_volume=100_000.0, window=10, sigma_seed=0.01, dsn=DSN, schema=pg_schema,
-        warmup_bars=1024,
+        warmup_bars=1024, warmup_symbols=0,
     )  # fmt: skip
     engine = VpinEngine(config, bus=MemoryBus(clock=clock), clock=clock)
     await engine.start()
