@@ -931,9 +931,10 @@ def compute_vpin_many(
     call). Bars and buckets stay numpy per symbol (ragged; the bucket walk is sequential).
 
     On one CPU core the vmapped scan does the same elementwise work as the per-symbol calls
-    (plus the padding to the longest symbol), so it saves only the per-call dispatch; the gain
-    is where the rows run in parallel (several cores, a GPU). ``loadtest/vpin_bench.py``
-    measures both."""
+    (plus the padding to the longest symbol), so what it saves is the per-call dispatch and
+    sync: ``loadtest/vpin_bench.py`` measures 50 symbols × 40 000 trades (390 bars each) at
+    1.9× the loop for the whole batch, 3.3× for the scan alone; with thousands of bars per
+    symbol the gain shrinks to nothing. Rows running in parallel (a GPU) is where vmap pays."""
     built = {
         symbol: accepted_bars(t, p, q, params) for symbol, (t, p, q) in trades_by_symbol.items()
     }
