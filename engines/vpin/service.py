@@ -70,7 +70,7 @@ class VpinConfig(EngineConfig):
         default=64,
         metadata=_help(
             "compile the many-symbol batch path for up to this many symbols a call (≤ 64; "
-            "with 16384 bars: 35 shapes, about 10 s on one core at start)"
+            "with 16384 bars: 35 shapes, about 12 s on one core at start)"
         ),
     )
     max_batch_trades: int = field(
