@@ -94,3 +94,11 @@ async def test_close_ends_iteration_and_stops_delivery() -> None:
         bus.publish_nowait("trades.SPY", {})
     with pytest.raises(BusClosed):
         bus.subscribe(">")
+
+
+async def test_history_is_the_epoch_and_nothing_kept() -> None:
+    bus = MemoryBus(epoch="ep1")
+    for i in range(3):
+        bus.publish_nowait("trades.SPY", {"i": i})
+    assert await bus.history("trades.SPY", 0, 10) == ("ep1", [])
+    assert await bus.history("trades.NEVER", 0, 10) == ("ep1", [])

@@ -395,3 +395,61 @@ async def test_client_resumes_on_another_hub_with_nothing_lost(bus_factory: BusF
     assert [m["seq"] for m in replayed] == list(range(5, 16))
     assert status["state"] == "recovered"
     assert live["seq"] == 16 and live["epoch"] == position["epoch"]
+
+
+# --- history: what a hub reads to resume a client it did not serve (issue 5) ------------------
+
+
+async def test_history_reads_the_stream_after_a_seq(bus_factory: BusFactory, admin: Redis) -> None:
+    async with bus_factory() as bus:
+        sent = [await bus.publish("trades.SPY", {"i": i}) for i in range(10)]
+        epoch, after_6 = await bus.history("trades.SPY", 6, 100)
+        _, first_3 = await bus.history("trades.SPY", 0, 3)
+        _, none_left = await bus.history("trades.SPY", 10, 100)
+        _, zero_asked = await bus.history("trades.SPY", 0, 0)
+        raw, fragments = await bus.history("trades.SPY", 8, 100, payload_fragments=True)
+        unknown = await bus.history("trades.NEVER", 0, 100)
+        stored_epoch = await admin.hget(bus.keys.meta("trades.SPY"), "e")
+    assert epoch == raw == sent[0].epoch and epoch.encode() == stored_epoch
+    assert [(e.seq, e.payload) for e in after_6] == [
+        (7, {"i": 6}),
+        (8, {"i": 7}),
+        (9, {"i": 8}),
+        (10, {"i": 9}),
+    ]
+    assert [e.seq for e in first_3] == [1, 2, 3]
+    assert none_left == [] and zero_asked == []
+    assert [(e.channel, e.seq, e.epoch, e.publish_ns) for e in after_6] == [
+        (e.channel, e.seq, e.epoch, e.publish_ns) for e in sent[6:]
+    ]
+    assert all(isinstance(e.payload, orjson.Fragment) for e in fragments)
+    assert [orjson.loads(orjson.dumps(e.payload)) for e in fragments] == [{"i": 8}, {"i": 9}]
+    assert unknown == ("", [])
+
+
+async def test_history_skips_and_counts_corrupt_entries(
+    bus_factory: BusFactory, admin: Redis
+) -> None:
+    async with bus_factory() as bus:
+        await bus.publish("trades.SPY", {"i": 0})
+        stream = bus.keys.stream("trades.SPY")
+        await admin.xadd(stream, {"m": b"\xff\xfe garbage"}, id="2-0")
+        await admin.xadd(stream, {"m": b"n1 trades.QQQ 3 ep 1 2\n{}"}, id="3-0")  # wrong channel
+        await admin.hincrby(bus.keys.meta("trades.SPY"), "s", 2)
+        await bus.publish("trades.SPY", {"i": 3})
+        _, got = await bus.history("trades.SPY", 0, 10)
+    assert [(e.seq, e.payload) for e in got] == [(1, {"i": 0}), (4, {"i": 3})]  # the hole shows
+    assert bus.history_invalid == 2
+
+
+async def test_history_raises_bus_unavailable_when_redis_drops_the_connection(
+    bus_factory: BusFactory, admin: Redis
+) -> None:
+    async with bus_factory() as bus:
+        await bus.publish("trades.SPY", {"i": 0})
+        assert await kill_connections(admin, f"nautilus-bus:{bus.writer_id}") >= 1
+        with pytest.raises(BusUnavailable) as caught:
+            await bus.history("trades.SPY", 0, 10)
+        assert "trades.SPY" in str(caught.value)
+        _, again = await bus.history("trades.SPY", 0, 10)  # the next call reconnects
+    assert [e.seq for e in again] == [1]
