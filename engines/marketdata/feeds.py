@@ -439,7 +439,13 @@ def read_binance_feed(
                 stamp, _, text = line.partition(b" ")
                 try:
                     yield binance_event(int(stamp), orjson.loads(text), symbol)
-                except (KeyError, ValueError, TypeError, orjson.JSONDecodeError) as exc:
+                except (
+                    KeyError,
+                    ValueError,
+                    TypeError,
+                    AttributeError,
+                    orjson.JSONDecodeError,
+                ) as exc:
                     errors.add(path.name, number, f"{type(exc).__name__}: {exc}"[:200])
 
 

@@ -161,11 +161,12 @@ def test_binance_malformed_lines_counted(tmp_path: Path) -> None:
     )
     path = tmp_path / "feed.gz"
     with gzip.open(path, "wb") as out:
-        out.write(good + b"not-a-number {}\n" + b'3 {"stream":"x@trade","data":{}}\n' + good)
+        out.write(good + b"not-a-number {}\n" + b'3 {"stream":"x@trade","data":{}}\n')
+        out.write(b'4 {"stream":5,"data":{}}\n' + good)
     errors = feeds.FeedErrors()
     events = list(feeds.read_binance_feed([path], errors=errors))
     assert len(events) == 2 and events[0].aggressor is Side.BUY  # type: ignore[union-attr]
-    assert errors.count == 2 and [e.line for e in errors.errors] == [2, 3]
+    assert errors.count == 3 and [e.line for e in errors.errors] == [2, 3, 4]
 
 
 def test_simulator_is_deterministic_and_keeps_rate() -> None:
