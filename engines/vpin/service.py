@@ -67,10 +67,10 @@ class VpinConfig(EngineConfig):
         default=1 << 14, metadata=_help("compile the batch path for up to this many bars")
     )
     warmup_symbols: int = field(
-        default=64,
+        default=8,
         metadata=_help(
-            "compile the many-symbol batch path for up to this many symbols a call (≤ 64; "
-            "with 16384 bars: 35 shapes, about 12 s on one core at start)"
+            "compile the many-symbol batch path for up to this many symbols a call at start "
+            "(≤ 64; 8: ~6 s on one core, 64: ~12 s; larger batches compile once on first use)"
         ),
     )
     max_batch_trades: int = field(
