@@ -57,6 +57,10 @@ class HubConfig:
     history_size: int = field(
         default=10_000, metadata=_help("messages kept per channel for resume")
     )
+    history_read_timeout_s: float = field(
+        default=2.0,
+        metadata=_help("bound on reading the bus's history for a resume the ring cannot answer"),
+    )
     heartbeat_interval_s: float = field(default=5.0, metadata=_help("heartbeat period, seconds"))
     stale_after_s: float = field(
         default=30.0, metadata=_help("silence before a channel is announced stale (0 = never)")

@@ -59,9 +59,6 @@ log = logging.getLogger("nautilus.hub")
 SLOW_POLL_S = 0.005
 #: Bus messages taken per wake-up (one fan-out tick at most).
 TICK_MAX_MESSAGES = 4096
-#: Bound on reading the bus's history for one subscribe request (seconds); past it the channels
-#: still being read answer ``not_recovered`` ``bus_unavailable``.
-HISTORY_READ_TIMEOUT_S = 2.0
 
 Parts = list[tuple[int, bytes]]  # (seq or 0 for status, encoded message)
 
@@ -541,11 +538,11 @@ class Hub:
     ) -> None:
         """Read the bus's history for the channels the ring cannot resume, then attach the
         whole request. A read is repeated only while the hub received more than its ring keeps
-        during the previous one; errors and ``HISTORY_READ_TIMEOUT_S`` answer ``bus_unavailable``.
+        during the previous one; errors and ``history_read_timeout_s`` answer ``bus_unavailable``.
         """
         pending = dict(reads)
         try:
-            async with asyncio.timeout(HISTORY_READ_TIMEOUT_S):
+            async with asyncio.timeout(self.config.history_read_timeout_s):
                 while pending:
                     await asyncio.gather(*(self._read_history(ch, r) for ch, r in pending.items()))
                     pending = {
@@ -554,7 +551,9 @@ class Hub:
                         if ch.plan_bus_resume(r, final=False) is None
                     }
         except TimeoutError:
-            log.warning("hub: bus history not read within %.1f s", HISTORY_READ_TIMEOUT_S)
+            log.warning(
+                "hub: bus history not read within %.1f s", self.config.history_read_timeout_s
+            )
             for read in pending.values():
                 read.failed = True
         if conn not in self._connections:

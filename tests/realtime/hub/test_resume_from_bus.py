@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 from realtime.bus.base import BusUnavailable, Envelope
 from realtime.bus.redis import RedisBus, RedisBusConfig
 from realtime.hub import Hub, HubConfig
-from realtime.hub import server as hub_server
 from tests.realtime.hub.conftest import Client, HubFactory, client
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -299,8 +298,10 @@ async def test_bus_errors_and_slowness_answer_bus_unavailable(
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(hub_server, "HISTORY_READ_TIMEOUT_S", 0.2)
-    async with hub_factory(history_size=3) as (hub, bus), client(hub) as c:
+    async with (
+        hub_factory(history_size=3, history_read_timeout_s=0.2) as (hub, bus),
+        client(hub) as c,
+    ):
         for i in range(10):
             bus.publish_nowait("trades.SPY", {"i": i})
         for fake in (failing, hanging):
