@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from protocol.errors import ErrorCode
+from protocol.sequence import NotRecoveredReason
 
 #: Sub-millisecond resolution where it matters (seconds).
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -98,6 +99,8 @@ class HubStats:
     rate_limit_disconnects: int = 0
     auth_denied: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    #: resumes the ring could not answer, by how the bus's history answered them
+    bus_resumes: Counter[str] = field(default_factory=Counter)
     publish_to_hub: Histogram = field(default_factory=Histogram)
     event_to_publish: Histogram = field(default_factory=Histogram)
     broadcast: Histogram = field(default_factory=Histogram)
@@ -153,6 +156,14 @@ class HubCollector(Collector):
         for code in ErrorCode:  # every code from zero, so rate() sees the first error
             errors.add_metric([code.value], s.errors[code.value])
         yield errors
+        resumes = CounterMetricFamily(
+            "nautilus_hub_bus_resumes",
+            "resumes answered from the bus's history, by outcome",
+            labels=["reason"],
+        )
+        for outcome in ("recovered", *(r.value for r in NotRecoveredReason)):
+            resumes.add_metric([outcome], s.bus_resumes[outcome])
+        yield resumes
         bus = self._bus_counters()
         skipped = CounterMetricFamily(
             "nautilus_hub_bus_skipped_messages",

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterable
 from http import HTTPStatus
 from importlib import resources
@@ -89,7 +88,6 @@ class Hub:
         #: subscribe requests waiting for the bus's history (one task per request)
         self._history_reads: set[asyncio.Task[None]] = set()
         #: resumes answered from the bus's history, by outcome (``recovered`` or the reason)
-        self.bus_resumes: Counter[str] = Counter()
         self._slow_timer: asyncio.TimerHandle | None = None
         self._started_ns = 0
         self._last_input_ns = 0
@@ -607,7 +605,7 @@ class Hub:
                     plan = ch.plan_bus_resume(read, final=True)
                     assert plan is not None, "a final plan is always decided"
                     replayed = ch.replay_from_bus(read, plan, now)
-                    self.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
+                    self.stats.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
                 reason = plan.reason.value if plan.reason else None
                 epoch = ch.epoch or (read.epoch if read is not None else "")
                 recovery[ch.name] = Recovery(
@@ -696,7 +694,7 @@ class Hub:
             "connections": len(self._connections),
             "channels": len(self._channels),
             "bus": self._bus_counters(),
-            "bus_resumes": dict(self.bus_resumes),
+            "bus_resumes": dict(self.stats.bus_resumes),
         }
 
     def _bus_counters(self) -> dict[str, int]:

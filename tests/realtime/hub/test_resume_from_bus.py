@@ -92,7 +92,7 @@ async def test_hub_started_after_the_messages_resumes_from_the_stream(buses: Bus
     assert status["state"] == "recovered" and status["count"] == 18 and status["to_seq"] == 30
     assert [(m["seq"], m["data"]["i"]) for m in live] == [(n + 1, n) for n in range(30, 35)]
     assert [m["seq"] for m in again] == list(range(26, 36))
-    assert hub.bus_resumes == {"recovered": 1}  # the second came from the ring
+    assert hub.stats.bus_resumes == {"recovered": 1}  # the second came from the ring
 
 
 async def test_small_ring_recovers_the_gap_from_redis(buses: Buses) -> None:
@@ -110,7 +110,7 @@ async def test_small_ring_recovers_the_gap_from_redis(buses: Buses) -> None:
     assert [(m["seq"], m["data"]["i"]) for m in replayed] == [(n + 1, n) for n in range(5, 40)]
     assert status["state"] == "recovered"
     assert [m["seq"] for m in live] == [41, 42]
-    assert hub.bus_resumes == {"recovered": 1}
+    assert hub.stats.bus_resumes == {"recovered": 1}
 
 
 @pytest.mark.parametrize(
@@ -319,7 +319,7 @@ async def test_bus_errors_and_slowness_answer_bus_unavailable(
         bus.publish_nowait("trades.SPY", {"i": 10})  # subscribed live all the same
         (live,) = await c.messages(1)
     assert live["seq"] == 11
-    assert hub.bus_resumes == {"bus_unavailable": 2}
+    assert hub.stats.bus_resumes == {"bus_unavailable": 2}
 
 
 async def test_unsubscribe_or_close_during_the_read(
