@@ -66,7 +66,7 @@ class HubConfig:
         default=30.0, metadata=_help("silence before a channel is announced stale (0 = never)")
     )
     coalesce_after_s: float = field(
-        default=0.001,
+        default=0.002,
         metadata=_help("a fan-out tick longer than this spaces the next one (gathers more)"),
     )
     coalesce_max_s: float = field(
