@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from realtime.bus import Bus, MemoryBus
 from realtime.clock import Clock, SystemClock
 from realtime.config import load_settings
 from realtime.hub import Hub, HubConfig
+
+if TYPE_CHECKING:
+    from engines.shell.server import RunningEngines
 
 HUB_PREFIX = "NAUTILUS_HUB_"
 
@@ -41,16 +44,18 @@ async def run_embedded(
     clock: Clock | None = None,
     out: TextIO = sys.stdout,
     stop: asyncio.Event | None = None,
+    on_ready: Callable[[Hub, RunningEngines | None], None] | None = None,
 ) -> int:
     """Run until SIGINT/SIGTERM (or ``stop`` is set); 0 on a clean stop.
 
     ``engine_overrides`` maps an engine name to config fields that win over the environment
     (command-line flags such as ``--feed``). ``bus``: the bus to serve (a connected ``RedisBus``
     in distributed mode, see ``realtime.distributed.open_bus``); by default a new in-process
-    ``MemoryBus``. Closed on return either way.
+    ``MemoryBus``. Closed on return either way. ``on_ready`` is called once everything runs
+    (tests and embedders reach the hub and the engines through it).
     """
     from engines.shell.registry import ENGINES
-    from engines.shell.server import RunningEngines, build_engine, run_engines
+    from engines.shell.server import build_engine, run_engines
 
     clock = clock or SystemClock()
     bus = bus or MemoryBus(clock=clock)
@@ -83,6 +88,8 @@ async def run_embedded(
                     file=out,
                 )
         out.flush()
+        if on_ready is not None:
+            on_ready(hub, engines)
         await stop.wait()
         return 0
     finally:

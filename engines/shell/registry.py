@@ -76,9 +76,11 @@ class EngineSpec:
 
 #: The engines that exist, in start order for embedded mode. One line per engine.
 ENGINES: dict[str, EngineSpec] = {
-    "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
+    # consumers first, so each is subscribed before the feed publishes its first message
     "vpin": EngineSpec("vpin", "engines.vpin.service:VpinEngine"),
     "evpin": EngineSpec("evpin", "engines.evpin.service:EnhancedVpinEngine"),
+    # the feed last
+    "marketdata": EngineSpec("marketdata", "engines.marketdata.service:MarketDataEngine"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
@@ -79,3 +81,49 @@ async def test_nautilus_up_streams_real_spy_trades_in_order() -> None:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out.decode()[-2000:]
     assert f"ws://127.0.0.1:{port}/" in out.decode()
+
+
+async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
+    """Embedded start order: consumers subscribe before the feed publishes (registry order)."""
+    from engines.shell.registry import ENGINES
+    from engines.shell.server import RunningEngines
+    from realtime.embedded import Settings, run_embedded
+    from realtime.hub import Hub
+
+    environ = {
+        "NAUTILUS_HUB_PORT": "0",
+        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
+        "NAUTILUS_VPIN_WARMUP_SYMBOLS": "0",
+        "NAUTILUS_MARKETDATA_SPEED": "0",
+        "NAUTILUS_MARKETDATA_DAYS": "2013-10-07",
+        "NAUTILUS_MARKETDATA_START": "09:30",
+        "NAUTILUS_MARKETDATA_END": "09:35",
+        "NAUTILUS_MARKETDATA_LOOP": "false",
+    }
+    ready: asyncio.Future[RunningEngines] = asyncio.get_running_loop().create_future()
+
+    def on_ready(_hub: Hub, engines: RunningEngines | None) -> None:
+        assert engines is not None
+        ready.set_result(engines)
+
+    stop = asyncio.Event()
+    with io.StringIO() as out:
+        task = asyncio.create_task(
+            run_embedded(Settings.from_env(environ), environ, out=out, stop=stop, on_ready=on_ready)
+        )
+        try:
+            running = await asyncio.wait_for(ready, 60)
+            md: Any = running["marketdata"].engine
+            while not md.progress.done:  # noqa: ASYNC110 - the engine exposes no event for it
+                await asyncio.sleep(0.1)
+            published = md.progress.published["trades"]
+            assert published > 5_000
+            await asyncio.sleep(0.5)  # let the consumers drain the bus
+            for name in ("vpin", "evpin"):
+                counts = running[name].engine.calculators["SPY"].counts  # type: ignore[attr-defined]
+                assert (
+                    counts.accepted + counts.bad_size + counts.bad_price + counts.late == published
+                )
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(task, 30) == 0
