@@ -13,7 +13,7 @@ Errors use the shell's types: a bad parameter is a 400 naming it; PostgreSQL unr
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import asyncpg
 import falcon.asgi
@@ -48,8 +48,8 @@ class StorageUnavailable(DomainError):
 def routes(engine: MarketDataEngine) -> Sequence[Route]:
     return (
         ("/instruments", InstrumentsResource(engine)),
-        ("/trades", TradesResource(engine)),
-        ("/quotes", QuotesResource(engine)),
+        ("/trades", TicksResource(engine, "trades")),
+        ("/quotes", TicksResource(engine, "quotes")),
         ("/quotes/latest", LatestQuoteResource(engine)),
         ("/bars", BarsResource(engine)),
         ("/book/{symbol}", BookResource(engine)),
@@ -87,27 +87,17 @@ class InstrumentsResource:
         resp.media = {"items": await _read(self._engine.store.fetch_instruments())}
 
 
-class TradesResource:
-    def __init__(self, engine: MarketDataEngine) -> None:
+class TicksResource:
+    """``GET /trades`` and ``GET /quotes``: one symbol's rows in ``[from, to)``, paged."""
+
+    def __init__(self, engine: MarketDataEngine, table: Literal["trades", "quotes"]) -> None:
         self._engine = engine
+        self._table = table
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         q = _Range(req)
-        page = await _read(
-            self._engine.store.fetch_trades(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
-        )
-        resp.media = {"symbol": q.symbol, "items": page.items, "next_cursor": page.next_cursor}
-
-
-class QuotesResource:
-    def __init__(self, engine: MarketDataEngine) -> None:
-        self._engine = engine
-
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        q = _Range(req)
-        page = await _read(
-            self._engine.store.fetch_quotes(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
-        )
+        fetch = getattr(self._engine.store, f"fetch_{self._table}")
+        page = await _read(fetch(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor))
         resp.media = {"symbol": q.symbol, "items": page.items, "next_cursor": page.next_cursor}
 
 
