@@ -4,8 +4,8 @@
 
 * replay: every bundled SPY trade (1.89M, 5 days, 04:00-20:00) through the engine at max speed
   (normalize → 1m/5m/volume bars → bus → a draining subscriber), pinned to one core, without
-  storage (the issue's pipeline) and with the memory store. Reported with and without the time
-  spent parsing the zip files.
+  storage (the issue's pipeline) and with the memory store; best of 3. The day files are parsed
+  beforehand (timed separately): "trades/s" is the pipeline, "with parse" adds the zip reading.
 * copy: the same trades as storage rows written through ``PostgresStore`` (binary COPY, batched),
   from the first write until PostgreSQL has every row; a throw-away schema, dropped after.
 * rest: ``nautilus engine marketdata`` in its own process on core 0 after replaying one day;
@@ -25,13 +25,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import orjson
 
 from engines.marketdata.feeds import lean_days, lean_tick_path, read_lean_trade_ticks
 from engines.marketdata.normalize import trade_rows
+from engines.marketdata.records import TradeColumns
 from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataEngine
 from loadtest.http_load import run_load
 from loadtest.process import pin_to_core
@@ -44,13 +45,39 @@ from realtime.storage.postgres import PostgresConfig, PostgresStore
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def bench_replay(days: list[str], *, persist: bool) -> dict[str, Any]:
-    parse_start = time.perf_counter()
-    n_trades = sum(
-        len(read_lean_trade_ticks(lean_tick_path(dt.date.fromisoformat(d)))) for d in days
-    )
-    parse_s = time.perf_counter() - parse_start
+class _PreParsedMarketData(MarketDataEngine):
+    """The engine with its day files already parsed: times the pipeline, not the zip reader."""
 
+    parsed: ClassVar[dict[dt.date, TradeColumns]] = {}
+
+    def _read_spy_day(self, day: dt.date) -> TradeColumns:
+        return self.parsed[day]
+
+
+async def bench_replay(days: list[str], *, persist: bool, repeat: int = 3) -> dict[str, Any]:
+    """Best of ``repeat`` runs (noise only ever adds time)."""
+    dates = [dt.date.fromisoformat(d) for d in days]
+    parse_runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        parsed = {d: read_lean_trade_ticks(lean_tick_path(d)) for d in dates}
+        parse_runs.append(time.perf_counter() - started)
+    _PreParsedMarketData.parsed = parsed
+    n_trades = sum(len(c) for c in parsed.values())
+    runs = [await _replay_once(days, persist) for _ in range(repeat)]
+    best = min(runs, key=lambda r: r["elapsed_s"])
+    parse_s = min(parse_runs)
+    return {
+        "store": "memory" if persist else "none",
+        "trades": n_trades,
+        **best,
+        "parse_s": round(parse_s, 3),
+        "trades_per_s": round(n_trades / best["elapsed_s"]),
+        "trades_per_s_with_parse": round(n_trades / (best["elapsed_s"] + parse_s)),
+    }
+
+
+async def _replay_once(days: list[str], persist: bool) -> dict[str, Any]:
     clock = SystemClock()
     bus = MemoryBus(clock=clock)
     received = 0
@@ -71,26 +98,19 @@ async def bench_replay(days: list[str], *, persist: bool) -> dict[str, Any]:
         loop=False,
         persist=persist,
     )
-    engine = MarketDataEngine(config, bus=bus, clock=clock)
+    engine = _PreParsedMarketData(config, bus=bus, clock=clock)
     started = time.perf_counter()
     await engine.start()
     while not engine.progress.done:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
     await engine.stop()
     await bus.close()
     await drainer
-    published = dict(engine.progress.published)
-    pipeline_s = max(1e-9, elapsed - parse_s)
     return {
-        "store": "memory" if persist else "none",
-        "trades": n_trades,
-        "published": published,
+        "published": dict(engine.progress.published),
         "received": received,
         "elapsed_s": round(elapsed, 3),
-        "parse_s": round(parse_s, 3),
-        "trades_per_s": round(n_trades / elapsed),
-        "trades_per_s_excluding_parse": round(n_trades / pipeline_s),
     }
 
 
@@ -215,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                     str(r["elapsed_s"]),
                     str(r["parse_s"]),
                     f"{r['trades_per_s']:,}",
-                    f"{r['trades_per_s_excluding_parse']:,}",
+                    f"{r['trades_per_s_with_parse']:,}",
                 )
                 for r in replay
             ],
