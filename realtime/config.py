@@ -42,6 +42,11 @@ class ConfigVariable:
     help: str
 
 
+def described(text: str) -> dict[str, str]:
+    """A settings field's metadata: the help text ``describe_settings`` (and README) show."""
+    return {"help": text}
+
+
 def load_settings(
     cls: type[T],
     environ: Mapping[str, str],

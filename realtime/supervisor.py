@@ -36,6 +36,7 @@ import orjson
 
 from realtime import __version__
 from realtime.clock import Clock, SystemClock
+from realtime.config import described
 
 log = logging.getLogger("nautilus.supervisor")
 
@@ -47,24 +48,26 @@ _PR_SET_PDEATHSIG = 1
 _PORT_POLL_S = 0.05
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class SupervisorConfig:
-    host: str = field(default="127.0.0.1", metadata=_help("interface of the supervisor's /health"))
-    port: int = field(default=8599, metadata=_help("supervisor /health port (0 = any free port)"))
-    restart_min_s: float = field(default=0.5, metadata=_help("first restart delay after a crash"))
-    restart_max_s: float = field(default=30.0, metadata=_help("largest restart delay"))
+    host: str = field(
+        default="127.0.0.1", metadata=described("interface of the supervisor's /health")
+    )
+    port: int = field(
+        default=8599, metadata=described("supervisor /health port (0 = any free port)")
+    )
+    restart_min_s: float = field(
+        default=0.5, metadata=described("first restart delay after a crash")
+    )
+    restart_max_s: float = field(default=30.0, metadata=described("largest restart delay"))
     healthy_after_s: float = field(
-        default=10.0, metadata=_help("uptime after which a child's crash count resets")
+        default=10.0, metadata=described("uptime after which a child's crash count resets")
     )
     start_timeout_s: float = field(
-        default=60.0, metadata=_help("wait for a rank's ports before starting the next rank")
+        default=60.0, metadata=described("wait for a rank's ports before starting the next rank")
     )
     stop_timeout_s: float = field(
-        default=10.0, metadata=_help("wait for a rank to exit after SIGTERM, then SIGKILL")
+        default=10.0, metadata=described("wait for a rank to exit after SIGTERM, then SIGKILL")
     )
 
     def __post_init__(self) -> None:

@@ -19,22 +19,19 @@ from engines.vpin.service import BadTrade, VpinConfig, VpinEngine
 from protocol.channels import DeliveryClass
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
+from realtime.config import described
 from realtime.storage import SignalRow
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnhancedVpinConfig(VpinConfig):
     name: str = field(default="evpin", metadata={"help": "engine name", "env": False})
     adv_days: int = field(
-        default=5, metadata=_help("V = trailing ADV of that many days / buckets_per_day")
+        default=5, metadata=described("V = trailing ADV of that many days / buckets_per_day")
     )
-    t_df: float = field(default=4.0, metadata=_help("Student-t ν for BVC-t (first day)"))
-    fit_t_df: bool = field(default=True, metadata=_help("refit ν daily on the previous day"))
-    band_z: float = field(default=1.96, metadata=_help("band half-width, standard errors"))
+    t_df: float = field(default=4.0, metadata=described("Student-t ν for BVC-t (first day)"))
+    fit_t_df: bool = field(default=True, metadata=described("refit ν daily on the previous day"))
+    band_z: float = field(default=1.96, metadata=described("band half-width, standard errors"))
 
     def enhanced(self) -> core.EnhancedParams:
         return core.EnhancedParams(

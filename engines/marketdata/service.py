@@ -73,6 +73,7 @@ from engines.shell.lifecycle import Engine, Route, StreamInfo
 from protocol.channels import DeliveryClass, bars, book, quotes, trades
 from realtime.bus import Bus
 from realtime.clock import Clock
+from realtime.config import described
 from realtime.replay import MAX_EVENTS_PER_WAKE, Pacer
 from realtime.storage import (
     DEFAULT_SCHEMA,
@@ -109,64 +110,62 @@ class FeedSource(StrEnum):
     NONE = "none"  # no feed: REST over what is stored
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MarketDataConfig(EngineConfig):
     """MarketData settings (``NAUTILUS_MARKETDATA_<FIELD>``)."""
 
     name: str = field(default="marketdata", metadata={"help": "engine name", "env": False})
     feed: FeedSource = field(
-        default=FeedSource.SPY, metadata=_help("feed: spy, binance, sim, live or none")
+        default=FeedSource.SPY, metadata=described("feed: spy, binance, sim, live or none")
     )
     speed: float = field(
-        default=1.0, metadata=_help("replay speed: 1 = as recorded, 10 = ten times, 0 = max")
+        default=1.0, metadata=described("replay speed: 1 = as recorded, 10 = ten times, 0 = max")
     )
     days: tuple[str, ...] = field(
-        default=(), metadata=_help("SPY: trading days YYYY-MM-DD, comma-separated ('' = all 5)")
+        default=(), metadata=described("SPY: trading days YYYY-MM-DD, comma-separated ('' = all 5)")
     )
     start: str = field(
-        default="09:30", metadata=_help("SPY: New York time of day to start from ('' = 04:00)")
+        default="09:30", metadata=described("SPY: New York time of day to start from ('' = 04:00)")
     )
     end: str = field(
-        default="", metadata=_help("SPY: New York time of day to stop before ('' = day end)")
+        default="", metadata=described("SPY: New York time of day to stop before ('' = day end)")
     )
     loop: bool = field(
-        default=True, metadata=_help("start again after the last event (only lap 1 is stored)")
+        default=True, metadata=described("start again after the last event (only lap 1 is stored)")
     )
     bar_specs: tuple[str, ...] = field(
         default=("1m", "5m", "volume50000"),
-        metadata=_help("bars to build: 1s 1m 5m 1h 1d, tickN, volumeN, dollarN"),
+        metadata=described("bars to build: 1s 1m 5m 1h 1d, tickN, volumeN, dollarN"),
     )
-    book_depth: int = field(default=10, metadata=_help("levels per side on book.SYM"))
+    book_depth: int = field(default=10, metadata=described("levels per side on book.SYM"))
     condition_filter: bool = field(
         default=True,
-        metadata=_help("SPY: Lean sale-condition filter for bars (auction prints out)"),
+        metadata=described("SPY: Lean sale-condition filter for bars (auction prints out)"),
     )
     persist: bool = field(
-        default=True, metadata=_help("store trades, quotes and bars (false: stream only)")
+        default=True, metadata=described("store trades, quotes and bars (false: stream only)")
     )
-    dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
-    schema: str = field(default=DEFAULT_SCHEMA, metadata=_help("PostgreSQL schema"))
+    dsn: str = field(
+        default="", metadata=described("PostgreSQL DSN ('' = bounded in-memory store)")
+    )
+    schema: str = field(default=DEFAULT_SCHEMA, metadata=described("PostgreSQL schema"))
     memory_rows: int = field(
-        default=100_000, metadata=_help("memory store: newest rows kept per symbol and table")
+        default=100_000, metadata=described("memory store: newest rows kept per symbol and table")
     )
     queue_rows: int = field(
-        default=1_000_000, metadata=_help("PostgreSQL: most rows queued during an outage")
+        default=1_000_000, metadata=described("PostgreSQL: most rows queued during an outage")
     )
-    sim_symbols: int = field(default=20, metadata=_help("sim: number of symbols"))
-    sim_rate: float = field(default=2_000.0, metadata=_help("sim: events per second"))
-    seed: int = field(default=7, metadata=_help("sim: random seed"))
+    sim_symbols: int = field(default=20, metadata=described("sim: number of symbols"))
+    sim_rate: float = field(default=2_000.0, metadata=described("sim: events per second"))
+    seed: int = field(default=7, metadata=described("sim: random seed"))
     live_url: str = field(
-        default=BINANCE_STREAM_URL, metadata=_help("live: combined-stream WebSocket URL")
+        default=BINANCE_STREAM_URL, metadata=described("live: combined-stream WebSocket URL")
     )
     live_rest_url: str = field(
-        default=BINANCE_DEPTH_URL, metadata=_help("live: REST depth-snapshot URL")
+        default=BINANCE_DEPTH_URL, metadata=described("live: REST depth-snapshot URL")
     )
     live_symbols: tuple[str, ...] = field(
-        default=("BTCUSDT",), metadata=_help("live: symbols, comma-separated (BTCUSDT,ETHUSDT)")
+        default=("BTCUSDT",), metadata=described("live: symbols, comma-separated (BTCUSDT,ETHUSDT)")
     )
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from realtime.config import ConfigError, ConfigVariable, describe_settings, load_settings
+from realtime.config import ConfigError, ConfigVariable, describe_settings, described, load_settings
 
 __all__ = [
     "ConfigError",
@@ -28,23 +28,19 @@ __all__ = [
 DEFAULT_PREFIX = "NAUTILUS_"
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineConfig:
     """Settings every engine has. ``name`` is the registry name and is not read from the env."""
 
     name: str = field(default="engine", metadata={"help": "engine name", "env": False})
-    host: str = field(default="127.0.0.1", metadata=_help("interface the REST server binds"))
-    port: int = field(default=0, metadata=_help("REST port (0 = any free port)"))
+    host: str = field(default="127.0.0.1", metadata=described("interface the REST server binds"))
+    port: int = field(default=0, metadata=described("REST port (0 = any free port)"))
     drain_timeout_s: float = field(
-        default=5.0, metadata=_help("seconds stop() waits for queued input before cancelling")
+        default=5.0, metadata=described("seconds stop() waits for queued input before cancelling")
     )
-    max_batch: int = field(default=1024, metadata=_help("most bus messages handled per batch"))
+    max_batch: int = field(default=1024, metadata=described("most bus messages handled per batch"))
     compute_threads: int = field(
-        default=2, metadata=_help("threads for CPU-heavy work run off the event loop")
+        default=2, metadata=described("threads for CPU-heavy work run off the event loop")
     )
 
     def __post_init__(self) -> None:

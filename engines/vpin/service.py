@@ -22,6 +22,7 @@ from engines.vpin import core
 from protocol.channels import DeliveryClass
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
+from realtime.config import described
 from realtime.storage import (
     DEFAULT_SCHEMA,
     MemoryStore,
@@ -33,51 +34,53 @@ from realtime.storage import (
 )
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VpinConfig(EngineConfig):
     """Defaults follow ELO (2012): 1-minute bars, 50 buckets a day, a 50-bucket window."""
 
     name: str = field(default="vpin", metadata={"help": "engine name", "env": False})
-    bar_ns: int = field(default=60_000_000_000, metadata=_help("time bar length, ns"))
+    bar_ns: int = field(default=60_000_000_000, metadata=described("time bar length, ns"))
     bucket_volume: float = field(
         default=2_514_583.0,
-        metadata=_help("V, shares per bucket (default: SPY Oct 2013 regular-hours ADV / 50)"),
+        metadata=described("V, shares per bucket (default: SPY Oct 2013 regular-hours ADV / 50)"),
     )
-    window: int = field(default=50, metadata=_help("n, buckets per VPIN value"))
-    sigma_decay: float = field(default=0.94, metadata=_help("EWMA λ of the bar ΔP variance"))
-    sigma_seed: float = field(default=0.0, metadata=_help("σ_ΔP before any bar (0 = sign rule)"))
+    window: int = field(default=50, metadata=described("n, buckets per VPIN value"))
+    sigma_decay: float = field(default=0.94, metadata=described("EWMA λ of the bar ΔP variance"))
+    sigma_seed: float = field(
+        default=0.0, metadata=described("σ_ΔP before any bar (0 = sign rule)")
+    )
     adv_days: int = field(
-        default=0, metadata=_help("> 0: V = trailing ADV of that many days / buckets_per_day")
+        default=0, metadata=described("> 0: V = trailing ADV of that many days / buckets_per_day")
     )
-    buckets_per_day: int = field(default=50, metadata=_help("buckets per day for the ADV rule"))
-    day_offset_ns: int = field(default=0, metadata=_help("shift of UTC midnight to the day cut"))
-    cdf_window: int = field(default=1_000, metadata=_help("VPIN values in the trailing CDF"))
+    buckets_per_day: int = field(default=50, metadata=described("buckets per day for the ADV rule"))
+    day_offset_ns: int = field(
+        default=0, metadata=described("shift of UTC midnight to the day cut")
+    )
+    cdf_window: int = field(default=1_000, metadata=described("VPIN values in the trailing CDF"))
     cdf_kind: core.CdfKind = field(
-        default=core.CdfKind.LOGNORMAL, metadata=_help("CDF the alert uses")
+        default=core.CdfKind.LOGNORMAL, metadata=described("CDF the alert uses")
     )
-    alert_threshold: float = field(default=0.9, metadata=_help("alert when CDF >= this"))
-    dsn: str = field(default="", metadata=_help("PostgreSQL DSN ('' = bounded in-memory store)"))
-    schema: str = field(default=DEFAULT_SCHEMA, metadata=_help("PostgreSQL schema"))
-    memory_rows: int = field(default=100_000, metadata=_help("memory store: rows per channel"))
+    alert_threshold: float = field(default=0.9, metadata=described("alert when CDF >= this"))
+    dsn: str = field(
+        default="", metadata=described("PostgreSQL DSN ('' = bounded in-memory store)")
+    )
+    schema: str = field(default=DEFAULT_SCHEMA, metadata=described("PostgreSQL schema"))
+    memory_rows: int = field(default=100_000, metadata=described("memory store: rows per channel"))
     warmup_bars: int = field(
-        default=1 << 14, metadata=_help("compile the batch path for up to this many bars")
+        default=1 << 14, metadata=described("compile the batch path for up to this many bars")
     )
     warmup_symbols: int = field(
         default=8,
-        metadata=_help(
+        metadata=described(
             "compile the many-symbol batch path for up to this many symbols a call at start "
             "(≤ 64; 8: ~6 s on one core, 64: ~12 s; larger batches compile once on first use)"
         ),
     )
     max_batch_trades: int = field(
-        default=2_000_000, metadata=_help("most trades one POST batch may carry (all symbols)")
+        default=2_000_000, metadata=described("most trades one POST batch may carry (all symbols)")
     )
     max_batch_symbols: int = field(
-        default=64, metadata=_help("most symbols one POST batch may carry")
+        default=64, metadata=described("most symbols one POST batch may carry")
     )
 
     def __post_init__(self) -> None:

@@ -45,6 +45,7 @@ from protocol.errors import ProtocolError
 from realtime.bus.base import BusClosed, BusUnavailable, Envelope
 from realtime.bus.inbox import Inbox
 from realtime.clock import Clock, SystemClock
+from realtime.config import described
 
 log = logging.getLogger("nautilus.bus.redis")
 
@@ -95,44 +96,45 @@ return {seq, epoch, 0}
 """
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class RedisBusConfig:
-    url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help("Redis URL"))
-    key_prefix: str = field(default="nautilus:", metadata=_help("prefix of every key and channel"))
+    url: str = field(default="redis://127.0.0.1:6379/0", metadata=described("Redis URL"))
+    key_prefix: str = field(
+        default="nautilus:", metadata=described("prefix of every key and channel")
+    )
     stream_maxlen: int = field(
-        default=10_000, metadata=_help("history kept per channel (XADD MAXLEN ~, approximate)")
+        default=10_000, metadata=described("history kept per channel (XADD MAXLEN ~, approximate)")
     )
     connect_timeout_s: float = field(
-        default=2.0, metadata=_help("bound on connecting at start (BusUnavailable after it)")
+        default=2.0, metadata=described("bound on connecting at start (BusUnavailable after it)")
     )
     socket_timeout_s: float = field(
-        default=5.0, metadata=_help("read timeout of commands (not of the pub/sub connection)")
+        default=5.0, metadata=described("read timeout of commands (not of the pub/sub connection)")
     )
     health_check_interval_s: float = field(
-        default=5.0, metadata=_help("idle pub/sub is PINGed this often; dead after 2 silent ones")
+        default=5.0,
+        metadata=described("idle pub/sub is PINGed this often; dead after 2 silent ones"),
     )
     publish_timeout_s: float = field(
-        default=10.0, metadata=_help("how long a publish retries through an outage")
+        default=10.0, metadata=described("how long a publish retries through an outage")
     )
-    publish_batch: int = field(default=512, metadata=_help("scripts sent per pipeline round trip"))
+    publish_batch: int = field(
+        default=512, metadata=described("scripts sent per pipeline round trip")
+    )
     max_publish_queue: int = field(
-        default=100_000, metadata=_help("publishes waiting for Redis before publish raises")
+        default=100_000, metadata=described("publishes waiting for Redis before publish raises")
     )
     max_pending: int = field(
-        default=1_000_000, metadata=_help("per-subscription buffer (drop-oldest, counted)")
+        default=1_000_000, metadata=described("per-subscription buffer (drop-oldest, counted)")
     )
-    reconnect_min_s: float = field(default=0.05, metadata=_help("first reconnect backoff"))
-    reconnect_max_s: float = field(default=2.0, metadata=_help("largest reconnect backoff"))
-    recover_batch: int = field(default=1_000, metadata=_help("stream entries read per XRANGE"))
+    reconnect_min_s: float = field(default=0.05, metadata=described("first reconnect backoff"))
+    reconnect_max_s: float = field(default=2.0, metadata=described("largest reconnect backoff"))
+    recover_batch: int = field(default=1_000, metadata=described("stream entries read per XRANGE"))
     sharded_pubsub: bool = field(
-        default=False, metadata=_help("SPUBLISH/SSUBSCRIBE (Redis >= 7; for Redis Cluster)")
+        default=False, metadata=described("SPUBLISH/SSUBSCRIBE (Redis >= 7; for Redis Cluster)")
     )
     pubsub_shards: int = field(
-        default=16, metadata=_help("sharded mode: shard channels that channels hash onto")
+        default=16, metadata=described("sharded mode: shard channels that channels hash onto")
     )
 
     def __post_init__(self) -> None:

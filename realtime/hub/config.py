@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from protocol.messages import Limits
+from realtime.config import described
 
 
 class LosslessOverflow(StrEnum):
@@ -18,69 +19,72 @@ class LosslessOverflow(StrEnum):
     GAP = "gap"  # drop the backlog, send a ``gap`` status naming the seq range; client resumes
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True, slots=True)
 class HubConfig:
-    host: str = field(default="127.0.0.1", metadata=_help("interface the hub binds"))
-    port: int = field(default=8600, metadata=_help("WebSocket + HTTP port (0 = any free port)"))
+    host: str = field(default="127.0.0.1", metadata=described("interface the hub binds"))
+    port: int = field(default=8600, metadata=described("WebSocket + HTTP port (0 = any free port)"))
     max_frame_bytes: int = field(
-        default=64 * 1024, metadata=_help("largest inbound frame; larger closes with 1009")
+        default=64 * 1024, metadata=described("largest inbound frame; larger closes with 1009")
     )
-    max_subscriptions: int = field(default=1_000, metadata=_help("channels per connection"))
-    max_channels_per_request: int = field(default=200, metadata=_help("channels per subscribe"))
+    max_subscriptions: int = field(default=1_000, metadata=described("channels per connection"))
+    max_channels_per_request: int = field(default=200, metadata=described("channels per subscribe"))
     max_messages_per_second: int = field(
-        default=50, metadata=_help("inbound requests/s per connection (burst 2x)")
+        default=50, metadata=described("inbound requests/s per connection (burst 2x)")
     )
     rate_limit_strikes: int = field(
-        default=100, metadata=_help("rate-limited requests in a row before closing with 4029")
+        default=100, metadata=described("rate-limited requests in a row before closing with 4029")
     )
     max_pending_messages: int = field(
-        default=10_000, metadata=_help("backlog bound per congested connection (messages)")
+        default=10_000, metadata=described("backlog bound per congested connection (messages)")
     )
     slow_write_buffer_bytes: int = field(
-        default=4 * 1024 * 1024, metadata=_help("socket write buffer that marks a client slow")
+        default=4 * 1024 * 1024, metadata=described("socket write buffer that marks a client slow")
     )
     lossless_overflow: LosslessOverflow = field(
         default=LosslessOverflow.DISCONNECT,
-        metadata=_help("slow ordered-lossless client: disconnect (4008) or gap (status + drop)"),
+        metadata=described(
+            "slow ordered-lossless client: disconnect (4008) or gap (status + drop)"
+        ),
     )
     implicit_channels: bool = field(
         default=False,
-        metadata=_help(
+        metadata=described(
             "accept any well-formed channel before its first message (distributed hubs: "
             "channels published by other processes are not declared to this one)"
         ),
     )
     history_size: int = field(
-        default=10_000, metadata=_help("messages kept per channel for resume")
+        default=10_000, metadata=described("messages kept per channel for resume")
     )
     history_read_timeout_s: float = field(
         default=2.0,
-        metadata=_help("bound on reading the bus's history for a resume the ring cannot answer"),
+        metadata=described(
+            "bound on reading the bus's history for a resume the ring cannot answer"
+        ),
     )
-    heartbeat_interval_s: float = field(default=5.0, metadata=_help("heartbeat period, seconds"))
+    heartbeat_interval_s: float = field(
+        default=5.0, metadata=described("heartbeat period, seconds")
+    )
     stale_after_s: float = field(
-        default=30.0, metadata=_help("silence before a channel is announced stale (0 = never)")
+        default=30.0, metadata=described("silence before a channel is announced stale (0 = never)")
     )
     coalesce_after_s: float = field(
         default=0.002,
-        metadata=_help("a fan-out tick longer than this spaces the next one (gathers more)"),
+        metadata=described("a fan-out tick longer than this spaces the next one (gathers more)"),
     )
     coalesce_max_s: float = field(
-        default=0.005, metadata=_help("longest wait between two fan-out ticks (0 = never wait)")
+        default=0.005, metadata=described("longest wait between two fan-out ticks (0 = never wait)")
     )
     max_batch_bytes: int = field(
         default=1024 * 1024,
-        metadata=_help("largest batch frame (a single larger message goes alone)"),
+        metadata=described("largest batch frame (a single larger message goes alone)"),
     )
-    compression: bool = field(default=False, metadata=_help("permessage-deflate (off: CPU)"))
+    compression: bool = field(default=False, metadata=described("permessage-deflate (off: CPU)"))
     auth_secret: str | None = field(
-        default=None, metadata=_help("HS256 secret (>= 32 bytes) for channel tokens; unset = open")
+        default=None,
+        metadata=described("HS256 secret (>= 32 bytes) for channel tokens; unset = open"),
     )
-    drain_timeout_s: float = field(default=5.0, metadata=_help("shutdown drain bound, seconds"))
+    drain_timeout_s: float = field(default=5.0, metadata=described("shutdown drain bound, seconds"))
 
     def limits(self) -> Limits:
         return Limits(
