@@ -1,0 +1,1 @@
+"""Collateral engine: margin calls, schedule IM, ISDA SIMM, collateral allocation."""
