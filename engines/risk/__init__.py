@@ -1,0 +1,1 @@
+"""Risk engine: pre-trade checks and portfolio risk (port 8200)."""
