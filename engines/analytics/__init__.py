@@ -1,0 +1,1 @@
+"""Analytics engine (8100): performance statistics of return streams, streaming and batch."""
