@@ -596,3 +596,151 @@ class SyntheticMarket:
             ask=np.round(ask, cfg.price_precision),
             ask_size=lots[2],
         )
+
+
+# --------------------------------------------------------------------------- Lean quote ticks
+
+__all__ += ["QuoteTickColumns", "lean_tick_quote_path", "read_lean_quote_ticks"]
+
+
+def lean_tick_quote_path(day: date, symbol: str = "spy") -> Path:
+    """The bundled Lean tick-quote zip of ``symbol`` on ``day`` (AIG and BAC, 7–11 Oct 2013)."""
+    return DATA_DIR / f"tick_{symbol.lower()}_{day:%Y%m%d}_quote.zip"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class QuoteTickColumns:
+    """Lean equity quote ticks as columns, one entry per file row, in file (time) order.
+
+    A Lean quote row carries one side: ``bid``/``bid_size`` are NaN on a row that quotes only the
+    ask and vice versa (in the file that side is written as ``0,0``). ``filled()`` gives the
+    quote in force after each row, the way Lean's tick consolidators build quote bars.
+    """
+
+    symbol: str
+    price_precision: int
+    event_ns: npt.NDArray[np.int64]
+    bid: npt.NDArray[np.float64]
+    bid_size: npt.NDArray[np.float64]
+    ask: npt.NDArray[np.float64]
+    ask_size: npt.NDArray[np.float64]
+    exchange: npt.NDArray[np.bytes_]  # one-letter exchange code
+    condition: npt.NDArray[np.uint32]  # hex quote condition flags (Lean QuoteConditionFlags)
+    suspicious: npt.NDArray[np.bool_]
+    sequence: npt.NDArray[np.int64]  # 1-based line number in the file
+
+    def __len__(self) -> int:
+        return len(self.event_ns)
+
+    def filled(self) -> QuoteTickColumns:
+        """Each side carried forward from the last row that quoted it (NaN before the first).
+
+        Lean ``TickQuoteBarConsolidator`` updates the bid from a tick whose ``BidPrice`` is not 0
+        and the ask from one whose ``AskPrice`` is not 0, keeping the other side, across
+        exchanges; this is the same state after every row.
+        """
+        rows = np.arange(len(self))
+
+        def carried(
+            price: npt.NDArray[np.float64], size: npt.NDArray[np.float64]
+        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+            last = np.maximum.accumulate(np.where(np.isnan(price), -1, rows))
+            known = last >= 0
+            source = np.maximum(last, 0)
+            return (
+                np.where(known, price[source], np.nan),
+                np.where(known, size[source], np.nan),
+            )
+
+        bid, bid_size = carried(self.bid, self.bid_size)
+        ask, ask_size = carried(self.ask, self.ask_size)
+        return QuoteTickColumns(
+            symbol=self.symbol,
+            price_precision=self.price_precision,
+            event_ns=self.event_ns,
+            bid=bid,
+            bid_size=bid_size,
+            ask=ask,
+            ask_size=ask_size,
+            exchange=self.exchange,
+            condition=self.condition,
+            suspicious=self.suspicious,
+            sequence=self.sequence,
+        )
+
+
+def read_lean_quote_ticks(
+    path: Path, *, symbol: str | None = None, errors: FeedErrors | None = None
+) -> QuoteTickColumns:
+    """A Lean equity tick-quote zip as columns.
+
+    Rows: ``ms_since_midnight, bid*10000, bid_size, ask*10000, ask_size, exchange,
+    condition(hex), suspicious`` — Lean ``Tick(config, line, date)`` for ``TickType.Quote``
+    reads bid price, bid size, ask price, ask size in that order, and ``Extensions.Scale`` treats
+    a 0 price as "side absent" (QuantConnect/Lean @ 24863901, ``Common/Data/Market/Tick.cs``).
+    The bundled files agree: every row has exactly one side non-zero. ``symbol`` defaults to
+    the ticker in the file name. A row is dropped (and counted in ``errors``) when its time is
+    outside [0, 48 h), a size or price is negative, both or neither side is quoted, a quoted
+    side has a zero size, or its condition is not hex.
+    """
+    errors = errors if errors is not None else FeedErrors()
+    source = path.name
+    if symbol is None:
+        match = _LEAN_NAME.fullmatch(path.name)
+        symbol = match.group(2).upper() if match else path.stem.upper()
+    table, line_numbers = _csv_table(_read_zip_member(path), 8, (0, 1, 2, 3, 4, 7), source, errors)
+    ms = table[:, 0].astype(np.int64)
+    bid_e4 = table[:, 1].astype(np.int64)
+    bid_size = table[:, 2].astype(np.int64)
+    ask_e4 = table[:, 3].astype(np.int64)
+    ask_size = table[:, 4].astype(np.int64)
+    exchange = table[:, 5]
+    suspicious = table[:, 7].astype(np.int64)
+
+    unique_conditions, condition_index = np.unique(table[:, 6], return_inverse=True)
+    condition_values = np.zeros(len(unique_conditions), dtype=np.int64)
+    for k, text in enumerate(unique_conditions.tolist()):
+        try:
+            condition_values[k] = int(text, 16) if text else 0
+        except ValueError:
+            condition_values[k] = -1
+    condition = condition_values[condition_index]
+
+    has_bid = bid_e4 > 0
+    has_ask = ask_e4 > 0
+    keep = (
+        (ms >= 0)
+        & (ms < 2 * _MS_PER_DAY)
+        & (bid_e4 >= 0)
+        & (ask_e4 >= 0)
+        & (has_bid != has_ask)
+        & np.where(has_bid, bid_size > 0, bid_size == 0)
+        & np.where(has_ask, ask_size > 0, ask_size == 0)
+        & (condition >= 0)
+        & (condition < 2**32)
+        & (np.char.str_len(exchange) == 1)
+        & (suspicious >= 0)
+    )
+    if not keep.all():
+        _drop_rows(keep, "field out of range", line_numbers, source, errors)
+        ms, bid_e4, bid_size, ask_e4, ask_size = (
+            a[keep] for a in (ms, bid_e4, bid_size, ask_e4, ask_size)
+        )
+        exchange, condition, suspicious, line_numbers = (
+            a[keep] for a in (exchange, condition, suspicious, line_numbers)
+        )
+        has_bid, has_ask = has_bid[keep], has_ask[keep]
+    event_ns = local_ms_to_utc_ns(_day_from_name(path), ms)
+    return QuoteTickColumns(
+        symbol=symbol,
+        price_precision=LEAN_PRICE_PRECISION,
+        event_ns=event_ns,
+        bid=np.where(has_bid, bid_e4 / LEAN_PRICE_SCALE, np.nan),
+        bid_size=np.where(has_bid, bid_size.astype(np.float64), np.nan),
+        ask=np.where(has_ask, ask_e4 / LEAN_PRICE_SCALE, np.nan),
+        ask_size=np.where(has_ask, ask_size.astype(np.float64), np.nan),
+        exchange=exchange.astype("S1"),
+        condition=condition.astype(np.uint32),
+        suspicious=suspicious > 0,
+        sequence=line_numbers,
+    )

@@ -32,7 +32,7 @@ def test_bundled_files_match_the_notice_sha256() -> None:
     )
     bundled = sorted(p.name for p in feeds.DATA_DIR.iterdir() if p.suffix in (".zip", ".gz"))
     assert sorted(table) == bundled
-    assert len(bundled) == 17
+    assert len(bundled) == 37
     for name in bundled:
         assert hashlib.sha256((feeds.DATA_DIR / name).read_bytes()).hexdigest() == table[name]
 
