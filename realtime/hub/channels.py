@@ -1,8 +1,10 @@
-"""Per-channel state in the hub: numbering, history ring, latest value, subscribers."""
+"""Per-channel state in the hub: numbering, history ring, latest value, subscribers; resume
+from the ring or the bus's history (``BusRead``); the registry of every channel the hub knows."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from protocol.channels import DeliveryClass, delivery_of
@@ -246,3 +248,43 @@ class ChannelState:
         return ChannelInfo(
             self.name, self.delivery.value, self.epoch, self.last_seq, len(self.subscribers)
         )
+
+
+class ChannelRegistry:
+    """Every channel this hub knows: declared, seen on the bus, or subscribed implicitly.
+
+    ``by_name`` is the plain dict the fan-out reads on every bus message (no method call there);
+    everything else goes through ``get`` and ``open``.
+    """
+
+    __slots__ = ("by_name", "history_size")
+
+    def __init__(self, history_size: int) -> None:
+        self.history_size = history_size
+        self.by_name: dict[str, ChannelState] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def __iter__(self) -> Iterator[ChannelState]:
+        return iter(self.by_name.values())
+
+    def get(self, name: str) -> ChannelState | None:
+        return self.by_name.get(name)
+
+    def open(self, name: str) -> ChannelState:
+        """The channel named ``name`` (already validated), created empty if unknown."""
+        ch = self.by_name.get(name)
+        if ch is None:
+            ch = self.by_name[name] = ChannelState(name, self.history_size)
+        return ch
+
+    def infos(self) -> tuple[ChannelInfo, ...]:
+        """What ``list`` answers: every channel, by name."""
+        return tuple(ch.info() for _, ch in sorted(self.by_name.items()))
+
+
+def undecided(reads: Mapping[ChannelState, BusRead]) -> dict[ChannelState, BusRead]:
+    """The reads of the bus's history to repeat: those ``plan_bus_resume`` cannot decide yet
+    (the hub received more than its ring keeps while the bus was read)."""
+    return {ch: r for ch, r in reads.items() if ch.plan_bus_resume(r, final=False) is None}

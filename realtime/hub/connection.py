@@ -1,19 +1,29 @@
-"""One client connection: its subscriptions, inbound rate limit and congested-socket backlog."""
+"""One client connection (its session, socket and congested-socket backlog) and the slow-consumer
+policy that fills and drains that backlog (protocol/README.md, "Delivery classes")."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
-from realtime.hub.auth import Grant
+from protocol.messages import StatusState
+from realtime.hub.config import LosslessOverflow
+from realtime.hub.framing import batch_payloads, status
 
 if TYPE_CHECKING:
     from websockets.asyncio.server import ServerConnection
 
     from realtime.hub.channels import ChannelState
+    from realtime.hub.config import HubConfig
+    from realtime.hub.metrics import HubStats
+    from realtime.hub.session import Session
+
+#: One fan-out tick of a channel: ``(seq or 0 for a status, encoded message)`` in order.
+Parts = list[tuple[int, bytes]]
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -21,66 +31,38 @@ def text_frame(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
 
 
-class TokenBucket:
-    """Inbound request budget: ``rate`` per second, bursts up to ``2 * rate``."""
-
-    __slots__ = ("_capacity", "_last_ns", "_rate", "_tokens")
-
-    def __init__(self, rate: int, now_ns: int) -> None:
-        self._rate = float(rate)
-        self._capacity = float(2 * rate)
-        self._tokens = self._capacity
-        self._last_ns = now_ns
-
-    def take(self, now_ns: int) -> bool:
-        elapsed = max(0, now_ns - self._last_ns) / 1e9
-        self._last_ns = now_ns
-        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class ClientConnection:
     """Hub-side state of one WebSocket client.
 
-    While the socket keeps up, data goes straight to the transport. Once its write buffer passes
-    the slow threshold the connection is *slow*: ordered-lossless messages queue in ``backlog``
-    (bounded), latest-value messages keep only the newest per channel in ``latest`` and count what
-    they replaced in ``conflated``. Both drain when the socket does.
+    ``session`` decides what to answer to its requests (``session.py``). While the socket keeps
+    up, data goes straight to the transport. Once its write buffer passes the slow threshold the
+    connection is *slow* (``SlowConsumers``): ordered-lossless messages queue in ``backlog``
+    (bounded), latest-value messages keep only the newest per channel in ``latest`` and count
+    what they replaced in ``conflated``. Both drain when the socket does.
     """
 
     __slots__ = (
         "backlog",
         "conflated",
         "gaps",
-        "grant",
         "id",
         "latest",
-        "rate",
         "raw_frames",
+        "session",
         "slow",
-        "strikes",
-        "subscriptions",
         "tick",
         "transport",
         "ws",
     )
 
-    def __init__(
-        self, conn_id: int, ws: ServerConnection, grant: Grant, rate: TokenBucket, raw: bool
-    ) -> None:
+    def __init__(self, conn_id: int, ws: ServerConnection, session: Session, raw: bool) -> None:
         self.id = conn_id
         self.ws = ws
         self.transport = ws.transport  # cached: read on every write of the hot path
-        self.grant = grant
-        self.rate = rate
+        self.session = session
         #: Whether prebuilt frames may be written to the transport (no extension negotiated).
         self.raw_frames = raw
-        self.subscriptions: set[ChannelState] = set()
         self.slow = False
-        self.strikes = 0
         self.backlog: deque[tuple[ChannelState, int, bytes]] = deque()
         self.latest: dict[ChannelState, bytes] = {}
         self.conflated: dict[ChannelState, int] = {}
@@ -111,3 +93,132 @@ class ClientConnection:
         self.ws.protocol.send_text(payload)
         self.ws.send_data()
         return len(payload)
+
+    def attach(self, channels: Iterable[ChannelState]) -> None:
+        """Receive the live messages of ``channels`` from the next fan-out tick on."""
+        for ch in channels:
+            ch.subscribers.add(self)
+
+    def detach(self, channels: Iterable[ChannelState]) -> None:
+        """Receive nothing more of ``channels``, and forget what is still queued of them."""
+        dropped = set(channels)
+        for ch in dropped:
+            ch.subscribers.discard(self)
+            self.latest.pop(ch, None)
+            self.conflated.pop(ch, None)
+            self.gaps.pop(ch, None)
+        if dropped and self.backlog:
+            kept = [item for item in self.backlog if item[0] not in dropped]
+            self.backlog.clear()
+            self.backlog.extend(kept)
+
+
+class SlowConsumers:
+    """The connections whose socket fell behind, and the policy that serves them.
+
+    A connection whose write buffer passes ``slow_write_buffer_bytes`` is told ``lagging`` once
+    per channel and then queued for, not written to: latest-value channels are conflated to their
+    newest message, ordered-lossless ones kept in order up to ``max_pending_messages``; past that
+    the ``lossless_overflow`` policy disconnects it (4008) or drops the backlog and names the hole
+    in a ``gap`` status. ``drain`` empties the queue one bounded frame at a time once the buffer
+    is down to a quarter of the threshold (hysteresis, so a connection does not flap). The hub
+    owns the timer that calls ``service``.
+    """
+
+    __slots__ = ("_config", "_stats", "connections")
+
+    def __init__(self, config: HubConfig, stats: HubStats) -> None:
+        self._config = config
+        self._stats = stats
+        self.connections: set[ClientConnection] = set()
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def discard(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+
+    def enqueue(
+        self, conn: ClientConnection, channels: list[ChannelState], tick: dict[ChannelState, Parts]
+    ) -> bool:
+        """Queue ``conn``'s share of one fan-out tick instead of writing it. ``False``: the
+        ordered-lossless backlog overflowed under the disconnect policy; close with 4008."""
+        if not conn.slow:
+            conn.slow = True
+            self.connections.add(conn)
+            for ch in channels:  # told once, behind what the socket already holds
+                conn.write(status(ch.name, StatusState.LAGGING))
+        for ch in channels:
+            parts = tick[ch]
+            if ch.lossless:
+                conn.backlog.extend((ch, seq, p) for seq, p in parts)
+            else:
+                replaced = len(parts) - 1 + (1 if ch in conn.latest else 0)
+                conn.latest[ch] = parts[-1][1]
+                if replaced:
+                    conn.conflated[ch] = conn.conflated.get(ch, 0) + replaced
+                    self._stats.conflated += replaced
+        if len(conn.backlog) > self._config.max_pending_messages:
+            return self._overflow(conn)
+        return True
+
+    def _overflow(self, conn: ClientConnection) -> bool:
+        if self._config.lossless_overflow is LosslessOverflow.DISCONNECT:
+            self._stats.slow_disconnects += 1
+            return False
+        for ch, seq, _ in conn.backlog:
+            if seq == 0:
+                continue
+            first, _last = conn.gaps.get(ch, (seq, seq))
+            conn.gaps[ch] = (first, seq)
+            self._stats.gap_dropped += 1
+        conn.backlog.clear()
+        return True
+
+    def service(self) -> None:
+        """One poll: forget closed connections, drain those whose socket has room again."""
+        low_water = self._config.slow_write_buffer_bytes // 4
+        for conn in list(self.connections):
+            if not conn.open:
+                self.connections.discard(conn)
+            elif conn.write_buffer_size <= low_water:
+                self.drain(conn)
+
+    def drain(self, conn: ClientConnection) -> None:
+        """Write a congested connection's backlog, one bounded frame per poll: first what was
+        lost (``gap``) and conflated (``conflated``), then the newest values, then the backlog."""
+        stats = self._stats
+        parts: list[bytes] = []
+        for ch, (first, last) in conn.gaps.items():
+            parts.append(
+                status(
+                    ch.name,
+                    StatusState.GAP,
+                    from_seq=first,
+                    to_seq=last,
+                    epoch=ch.epoch,
+                    count=last - first + 1,
+                    reason="slow_consumer",
+                )
+            )
+        conn.gaps.clear()
+        for ch, count in conn.conflated.items():
+            parts.append(status(ch.name, StatusState.CONFLATED, count=count))
+        conn.conflated.clear()
+        parts.extend(conn.latest.values())
+        conn.latest.clear()
+        budget = self._config.max_batch_bytes
+        size = sum(map(len, parts))
+        backlog = conn.backlog
+        while backlog and (not parts or size + len(backlog[0][2]) <= budget):
+            part = backlog.popleft()[2]
+            parts.append(part)
+            size += len(part)
+        frames = batch_payloads(parts, budget) if parts else []
+        for payload in frames:
+            stats.bytes_sent += conn.write(payload)
+        stats.deliveries += len(parts)
+        stats.frames_sent += len(frames)
+        if not backlog:
+            conn.slow = False
+            self.connections.discard(conn)

@@ -5,6 +5,10 @@ over in one wake-up is one *tick*; per tick every connection gets one write: the
 prebuilt frame when it has data on one channel (the same bytes for every subscriber), or one batch
 frame joined from already-encoded parts. No task per client per message, no awaits per client.
 Replies to requests (acks, errors, pongs) are written immediately, never behind queued data.
+
+What to answer to a request is decided by the sans-I/O ``Session`` (``session.py``); what a
+congested connection keeps and when it drains, by ``SlowConsumers`` (``connection.py``). The hub
+is the glue: sockets, timers, bus reads and the fan-out.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -27,30 +31,29 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol.channels import parse_channel
-from protocol.codec import decode_client, encode, encode_data, error_from, join_batch
-from protocol.errors import CloseCode, ErrorCode, ProtocolError
-from protocol.messages import (
-    Ack,
-    Error,
-    Heartbeat,
-    ListChannels,
-    Ping,
-    Pong,
-    Recovery,
-    Status,
-    StatusState,
-    Subscribe,
-    Unsubscribe,
-)
-from protocol.sequence import ResumePlan
+from protocol.codec import encode, encode_data
+from protocol.errors import CloseCode, ProtocolError
+from protocol.messages import Heartbeat, StatusState
 from realtime import __version__
 from realtime.bus.base import Bus, BusUnavailable, Envelope, Subscription
 from realtime.clock import Clock, SystemClock
-from realtime.hub.auth import ALLOW_ALL, AuthError, Grant, token_from_request, verify_token
-from realtime.hub.channels import BusRead, ChannelState
-from realtime.hub.config import HubConfig, LosslessOverflow
-from realtime.hub.connection import ClientConnection, TokenBucket, text_frame
+from realtime.hub.auth import ALLOW_ALL, Grant
+from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undecided
+from realtime.hub.config import HubConfig
+from realtime.hub.connection import ClientConnection, Parts, SlowConsumers, text_frame
+from realtime.hub.framing import batch_payloads, status
 from realtime.hub.metrics import HubCollector, HubStats, metrics_text
+from realtime.hub.session import (
+    Action,
+    Attach,
+    Close,
+    Detach,
+    ReadHistory,
+    Refusal,
+    Reply,
+    Session,
+    admit,
+)
 
 log = logging.getLogger("nautilus.hub")
 
@@ -58,12 +61,6 @@ log = logging.getLogger("nautilus.hub")
 SLOW_POLL_S = 0.005
 #: Bus messages taken per wake-up (one fan-out tick at most).
 TICK_MAX_MESSAGES = 4096
-
-Parts = list[tuple[int, bytes]]  # (seq or 0 for status, encoded message)
-
-
-def _status(channel: str, state: StatusState, **fields: Any) -> bytes:
-    return encode(Status(channel, state, **fields))
 
 
 class Hub:
@@ -73,13 +70,13 @@ class Hub:
         self.config = config
         self._bus = bus
         self._clock = clock or SystemClock()
-        self._channels: dict[str, ChannelState] = {}
+        self._channels = ChannelRegistry(config.history_size)
         self._connections: set[ClientConnection] = set()
-        self._slow: set[ClientConnection] = set()
+        self.stats = HubStats()
+        self._slow = SlowConsumers(config, self.stats)
         self._grants: dict[ServerConnection, Grant] = {}
         self._ids = itertools.count(1)
         self._closing: set[asyncio.Task[None]] = set()
-        self.stats = HubStats()
         self.registry = CollectorRegistry()
         self.registry.register(HubCollector(self.stats, self._gauges, self._bus_counters))
         self._server: Server | None = None
@@ -87,7 +84,6 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         #: subscribe requests waiting for the bus's history (one task per request)
         self._history_reads: set[asyncio.Task[None]] = set()
-        #: resumes answered from the bus's history, by outcome (``recovered`` or the reason)
         self._slow_timer: asyncio.TimerHandle | None = None
         self._started_ns = 0
         self._last_input_ns = 0
@@ -149,13 +145,7 @@ class Hub:
     def declare(self, names: Iterable[str]) -> None:
         """Make channels known before their first message (so clients may subscribe early)."""
         for name in names:
-            self._channel(parse_channel(name).name)
-
-    def _channel(self, name: str) -> ChannelState:
-        ch = self._channels.get(name)
-        if ch is None:
-            ch = self._channels[name] = ChannelState(name, self.config.history_size)
-        return ch
+            self._channels.open(parse_channel(name).name)
 
     # --- bus → clients -------------------------------------------------------------------------
 
@@ -183,12 +173,13 @@ class Hub:
         now = self._clock.now_ns()
         stats = self.stats
         self._last_input_ns = now
+        channels = self._channels.by_name
         tick: dict[ChannelState, Parts] = {}
         for env in batch:
-            ch = self._channels.get(env.channel)
+            ch = channels.get(env.channel)
             if ch is None:
                 try:
-                    ch = self._channel(parse_channel(env.channel).name)
+                    ch = self._channels.open(parse_channel(env.channel).name)
                 except ProtocolError:
                     stats.foreign_messages += 1
                     continue
@@ -197,14 +188,14 @@ class Hub:
             stats.event_to_publish.observe_ns(max(0, env.publish_ns - env.event_ns))
             if ch.stale:
                 ch.stale = False
-                tick.setdefault(ch, []).append((0, _status(ch.name, StatusState.LIVE)))
+                tick.setdefault(ch, []).append((0, status(ch.name, StatusState.LIVE)))
             previous = ch.last_seq
             encoded, skipped = ch.accept(env, now)
             if skipped:
                 if skipped < 0:  # already replayed from the bus's history (a seeded channel)
                     continue
                 stats.bus_gaps += skipped
-                gap = _status(
+                gap = status(
                     ch.name,
                     StatusState.GAP,
                     from_seq=previous + 1,
@@ -236,17 +227,20 @@ class Hub:
                 conn.tick.append(ch)
         shared: dict[ChannelState, list[tuple[bytes, bytes | None]]] = {}
         slow_limit = self.config.slow_write_buffer_bytes
+        batch_bytes = self.config.max_batch_bytes
         for conn in dirty:
             channels, conn.tick = conn.tick, []
             if conn.slow or conn.transport.get_write_buffer_size() > slow_limit:
-                self._enqueue(conn, channels, tick)
+                if not self._slow.enqueue(conn, channels, tick):
+                    self._close(conn, CloseCode.SLOW_CONSUMER, "slow consumer")
+                self._schedule_slow_poll()
                 continue
             sent = 0
             if len(channels) == 1:
                 ch = channels[0]
                 frames = shared.get(ch)
                 if frames is None:  # built once per channel per tick, written to every subscriber
-                    payloads = self._frames([p for _, p in tick[ch]])
+                    payloads = batch_payloads([p for _, p in tick[ch]], batch_bytes)
                     raw = conn.raw_frames
                     frames = shared[ch] = [(p, text_frame(p) if raw else None) for p in payloads]
                 for payload, frame in frames:
@@ -254,7 +248,7 @@ class Hub:
                 count, written = len(tick[ch]), len(frames)
             else:
                 joined = [p for ch in channels for _, p in tick[ch]]
-                payloads = self._frames(joined)
+                payloads = batch_payloads(joined, batch_bytes)
                 for payload in payloads:
                     sent += conn.write(payload)
                 count, written = len(joined), len(payloads)
@@ -262,60 +256,7 @@ class Hub:
             stats.frames_sent += written
             stats.bytes_sent += sent
 
-    def _frames(self, parts: list[bytes]) -> list[bytes]:
-        """Frame payloads for encoded messages: a lone message as itself, several as batch
-        frames of at most ``max_batch_bytes`` (clients' frame limits default to 1 MiB)."""
-        if len(parts) == 1:
-            return parts
-        limit = self.config.max_batch_bytes
-        out: list[bytes] = []
-        run: list[bytes] = []
-        size = 0
-        for part in parts:
-            if run and size + len(part) > limit:
-                out.append(run[0] if len(run) == 1 else join_batch(run))
-                run, size = [], 0
-            run.append(part)
-            size += len(part) + 1
-        out.append(run[0] if len(run) == 1 else join_batch(run))
-        return out
-
-    # --- slow consumers ------------------------------------------------------------------------
-
-    def _enqueue(
-        self, conn: ClientConnection, channels: list[ChannelState], tick: dict[ChannelState, Parts]
-    ) -> None:
-        if not conn.slow:
-            conn.slow = True
-            self._slow.add(conn)
-            for ch in channels:  # told once, behind what the socket already holds
-                conn.write(_status(ch.name, StatusState.LAGGING))
-        for ch in channels:
-            parts = tick[ch]
-            if ch.lossless:
-                conn.backlog.extend((ch, seq, p) for seq, p in parts)
-            else:
-                replaced = len(parts) - 1 + (1 if ch in conn.latest else 0)
-                conn.latest[ch] = parts[-1][1]
-                if replaced:
-                    conn.conflated[ch] = conn.conflated.get(ch, 0) + replaced
-                    self.stats.conflated += replaced
-        if len(conn.backlog) > self.config.max_pending_messages:
-            self._overflow(conn)
-        self._schedule_slow_poll()
-
-    def _overflow(self, conn: ClientConnection) -> None:
-        if self.config.lossless_overflow is LosslessOverflow.DISCONNECT:
-            self.stats.slow_disconnects += 1
-            self._close(conn, CloseCode.SLOW_CONSUMER, "slow consumer")
-            return
-        for ch, seq, _ in conn.backlog:
-            if seq == 0:
-                continue
-            first, _last = conn.gaps.get(ch, (seq, seq))
-            conn.gaps[ch] = (first, seq)
-            self.stats.gap_dropped += 1
-        conn.backlog.clear()
+    # --- slow consumers (the policy: ``connection.SlowConsumers``) ------------------------------
 
     def _schedule_slow_poll(self) -> None:
         if self._slow and self._slow_timer is None:
@@ -324,50 +265,8 @@ class Hub:
 
     def _service_slow(self) -> None:
         self._slow_timer = None
-        low_water = self.config.slow_write_buffer_bytes // 4
-        for conn in list(self._slow):
-            if not conn.open:
-                self._slow.discard(conn)
-            elif conn.write_buffer_size <= low_water:
-                self._drain(conn)
+        self._slow.service()
         self._schedule_slow_poll()
-
-    def _drain(self, conn: ClientConnection) -> None:
-        """Write a congested connection's backlog, one bounded frame per poll."""
-        parts: list[bytes] = []
-        for ch, (first, last) in conn.gaps.items():
-            parts.append(
-                _status(
-                    ch.name,
-                    StatusState.GAP,
-                    from_seq=first,
-                    to_seq=last,
-                    epoch=ch.epoch,
-                    count=last - first + 1,
-                    reason="slow_consumer",
-                )
-            )
-        conn.gaps.clear()
-        for ch, count in conn.conflated.items():
-            parts.append(_status(ch.name, StatusState.CONFLATED, count=count))
-        conn.conflated.clear()
-        parts.extend(conn.latest.values())
-        conn.latest.clear()
-        budget = self.config.max_batch_bytes
-        size = sum(map(len, parts))
-        backlog = conn.backlog
-        while backlog and (not parts or size + len(backlog[0][2]) <= budget):
-            part = backlog.popleft()[2]
-            parts.append(part)
-            size += len(part)
-        frames = self._frames(parts) if parts else []
-        for payload in frames:
-            self.stats.bytes_sent += conn.write(payload)
-        self.stats.deliveries += len(parts)
-        self.stats.frames_sent += len(frames)
-        if not backlog:
-            conn.slow = False
-            self._slow.discard(conn)
 
     def _close(self, conn: ClientConnection, code: CloseCode, reason: str) -> None:
         task = asyncio.create_task(conn.ws.close(code, reason))
@@ -378,9 +277,7 @@ class Hub:
     def _forget(self, conn: ClientConnection) -> None:
         self._connections.discard(conn)
         self._slow.discard(conn)
-        for ch in conn.subscriptions:
-            ch.subscribers.discard(conn)
-        conn.subscriptions.clear()
+        self._perform(conn, conn.session.close())
         conn.backlog.clear()
         conn.latest.clear()
 
@@ -402,251 +299,58 @@ class Hub:
 
     def _mark_stale(self, now: int, stale_ns: int) -> None:
         tick: dict[ChannelState, Parts] = {}
-        for ch in self._channels.values():
+        for ch in self._channels:
             if not ch.stale and ch.last_publish_ns and now - ch.last_publish_ns > stale_ns:
                 ch.stale = True
                 if ch.subscribers:
-                    tick[ch] = [(0, _status(ch.name, StatusState.STALE))]
+                    tick[ch] = [(0, status(ch.name, StatusState.STALE))]
         if tick:
             self._fan_out(tick)
 
-    # --- client requests -----------------------------------------------------------------------
+    # --- client requests (decided by ``session.Session``) ------------------------------------
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         now = self._clock.now_ns()
         grant = self._grants.pop(ws, ALLOW_ALL)
-        rate = TokenBucket(self.config.max_messages_per_second, now)
-        conn = ClientConnection(next(self._ids), ws, grant, rate, raw=not ws.protocol.extensions)
+        session = Session(self.config, self._channels, grant, self.stats, now)
+        conn = ClientConnection(next(self._ids), ws, session, raw=not ws.protocol.extensions)
         self._connections.add(conn)
         self.stats.connections_opened += 1
         try:
             async for frame in ws:
-                self._on_request(conn, frame)
+                self._perform(conn, session.receive(frame, self._clock.now_ns()))
         except ConnectionClosed:
             pass
         finally:
             self._forget(conn)
 
-    def _reply(self, conn: ClientConnection, payload: bytes) -> None:
-        conn.write(payload)
+    def _perform(self, conn: ClientConnection, actions: list[Action]) -> None:
+        """Carry out a session's actions in order, in this loop turn (no await)."""
+        for action in actions:
+            match action:
+                case Reply(payload):
+                    conn.write(payload)
+                case Attach(channels):
+                    conn.attach(channels)
+                case Detach(channels):
+                    conn.detach(channels)
+                case ReadHistory():
+                    task = asyncio.create_task(
+                        self._subscribe_from_bus(conn, action), name=f"hub-history {conn.id}"
+                    )
+                    self._history_reads.add(task)
+                    task.add_done_callback(self._history_reads.discard)
+                case Close(code, reason):
+                    self._close(conn, code, reason)
 
-    def _error(self, conn: ClientConnection, exc: ProtocolError) -> None:
-        self.stats.errors[exc.code.value] += 1
-        self._reply(conn, encode(error_from(exc)))
-
-    def _on_request(self, conn: ClientConnection, frame: str | bytes) -> None:
-        if not conn.rate.take(self._clock.now_ns()):
-            conn.strikes += 1
-            if conn.strikes > self.config.rate_limit_strikes:
-                self.stats.rate_limit_disconnects += 1
-                self._close(conn, CloseCode.RATE_LIMIT, "message rate limit exceeded")
-                return
-            limit = self.config.max_messages_per_second
-            self._error(conn, ProtocolError(ErrorCode.RATE_LIMITED, f"over {limit} requests/s"))
-            return
-        conn.strikes = 0
-        try:
-            if isinstance(frame, bytes):
-                raise ProtocolError(ErrorCode.BINARY_NOT_SUPPORTED, "send JSON text frames")
-            msg = decode_client(frame)
-            if isinstance(msg, Subscribe):
-                self._subscribe(conn, msg)
-            elif isinstance(msg, Unsubscribe):
-                self._unsubscribe(conn, msg)
-            elif isinstance(msg, ListChannels):
-                available = tuple(ch.info() for _, ch in sorted(self._channels.items()))
-                self._reply(
-                    conn, encode(Ack(msg.id, "list", self._names(conn), None, None, available))
-                )
-            elif isinstance(msg, Ping):
-                self._reply(conn, encode(Pong(msg.id, self._clock.now_ns())))
-        except ProtocolError as exc:
-            self._error(conn, exc)
-        except Exception:  # never a traceback to the client, never a dead connection
-            log.exception("hub: request failed")
-            self.stats.errors[ErrorCode.INTERNAL.value] += 1
-            self._reply(conn, encode(Error(None, ErrorCode.INTERNAL.value, "internal error")))
-
-    @staticmethod
-    def _names(conn: ClientConnection) -> tuple[str, ...]:
-        return tuple(sorted(ch.name for ch in conn.subscriptions))
-
-    def _subscribe(self, conn: ClientConnection, msg: Subscribe) -> None:
-        cfg = self.config
-        if len(msg.channels) > cfg.max_channels_per_request:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {cfg.max_channels_per_request} channels per request",
-                field="channels",
-                request_id=msg.id,
-            )
-        wanted: list[ChannelState] = []
-        for i, name in enumerate(msg.channels):
-            ch = self._channels.get(name)
-            if ch is None and cfg.implicit_channels and conn.grant.allows(name):
-                ch = self._channel(name)
-            if ch is None:
-                raise ProtocolError(
-                    ErrorCode.UNKNOWN_CHANNEL,
-                    f"no channel {name!r}",
-                    field=f"channels[{i}]",
-                    request_id=msg.id,
-                    channel=name,
-                )
-            if not conn.grant.allows(name):
-                raise ProtocolError(
-                    ErrorCode.FORBIDDEN,
-                    f"token does not grant {name!r}",
-                    field=f"channels[{i}]",
-                    request_id=msg.id,
-                    channel=name,
-                )
-            wanted.append(ch)
-        new = [ch for ch in wanted if ch not in conn.subscriptions]
-        if len(conn.subscriptions) + len(new) > cfg.max_subscriptions:
-            raise ProtocolError(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"at most {cfg.max_subscriptions} subscriptions per connection",
-                field="channels",
-                request_id=msg.id,
-            )
-        reads: dict[ChannelState, BusRead] = {}
-        for ch in new:
-            position = msg.resume.get(ch.name)
-            if position is not None and ch.needs_bus(ch.plan_resume(position)):
-                reads[ch] = BusRead(position, cfg.max_pending_messages)
-        conn.subscriptions.update(new)
-        if not reads:
-            self._attach(conn, msg, new, reads)
-            return
-        # The channels count as subscribed (limits, the ack's list, unsubscribe) but receive
-        # nothing until ``_attach``: the replay and the live stream join in one loop turn.
-        task = asyncio.create_task(
-            self._subscribe_from_bus(conn, msg, new, reads), name=f"hub-history {conn.id}"
-        )
-        self._history_reads.add(task)
-        task.add_done_callback(self._history_reads.discard)
-
-    async def _subscribe_from_bus(
-        self,
-        conn: ClientConnection,
-        msg: Subscribe,
-        channels: list[ChannelState],
-        reads: dict[ChannelState, BusRead],
-    ) -> None:
+    async def _subscribe_from_bus(self, conn: ClientConnection, action: ReadHistory) -> None:
         """Read the bus's history for the channels the ring cannot resume, then attach the
-        whole request. A read is repeated only while the hub received more than its ring keeps
-        during the previous one; errors and ``history_read_timeout_s`` answer ``bus_unavailable``.
-        """
-        pending = dict(reads)
-        try:
-            async with asyncio.timeout(self.config.history_read_timeout_s):
-                while pending:
-                    await asyncio.gather(*(self._read_history(ch, r) for ch, r in pending.items()))
-                    pending = {
-                        ch: r
-                        for ch, r in pending.items()
-                        if ch.plan_bus_resume(r, final=False) is None
-                    }
-        except TimeoutError:
-            log.warning(
-                "hub: bus history not read within %.1f s", self.config.history_read_timeout_s
-            )
-            for read in pending.values():
-                read.failed = True
+        whole request: the replay and the live stream join in one loop turn."""
+        await read_history(self._bus, action.reads, self.config.history_read_timeout_s)
         if conn not in self._connections:
             return
-        try:
-            self._attach(conn, msg, channels, reads)
-        except Exception:  # as in ``_on_request``: no traceback to the client, no dead connection
-            log.exception("hub: subscribe from the bus's history failed")
-            self.stats.errors[ErrorCode.INTERNAL.value] += 1
-            self._reply(conn, encode(Error(msg.id, ErrorCode.INTERNAL.value, "internal error")))
-
-    async def _read_history(self, ch: ChannelState, read: BusRead) -> None:
-        after_seq, limit = read.next_read()
-        try:
-            epoch, envelopes = await self._bus.history(
-                ch.name, after_seq, limit, payload_fragments=True
-            )
-        except BusUnavailable as exc:
-            log.warning("hub: history of %s unavailable: %s", ch.name, exc)
-            read.failed = True
-        except Exception:  # a bus bug fails this resume, not the connection
-            log.exception("hub: history of %s failed", ch.name)
-            read.failed = True
-        else:
-            read.take(epoch, envelopes)
-
-    def _attach(
-        self,
-        conn: ClientConnection,
-        msg: Subscribe,
-        channels: list[ChannelState],
-        reads: dict[ChannelState, BusRead],
-    ) -> None:
-        """Start delivering ``channels`` to ``conn``: ack, then per channel the replay and its
-        status (or a snapshot), all written before any later live message (no await here)."""
         now = self._clock.now_ns()
-        recovery: dict[str, Recovery] = {}
-        data: list[bytes] = []
-        for ch in channels:
-            if ch not in conn.subscriptions or conn in ch.subscribers:
-                continue  # unsubscribed, or subscribed again, while the bus was read
-            ch.subscribers.add(conn)
-            position = msg.resume.get(ch.name)
-            if position is not None:
-                read = reads.get(ch)
-                plan: ResumePlan | None
-                if read is None:
-                    plan = ch.plan_resume(position)
-                    replayed = ch.replay(plan)
-                else:
-                    plan = ch.plan_bus_resume(read, final=True)
-                    assert plan is not None, "a final plan is always decided"
-                    replayed = ch.replay_from_bus(read, plan, now)
-                    self.stats.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
-                reason = plan.reason.value if plan.reason else None
-                epoch = ch.epoch or (read.epoch if read is not None else "")
-                recovery[ch.name] = Recovery(
-                    plan.recovered, len(replayed), epoch, ch.last_seq, reason
-                )
-                data.extend(replayed)
-                state = StatusState.RECOVERED if plan.recovered else StatusState.NOT_RECOVERED
-                data.append(
-                    _status(
-                        ch.name,
-                        state,
-                        epoch=epoch,
-                        to_seq=ch.last_seq,
-                        count=len(replayed),
-                        reason=reason,
-                    )
-                )
-                if plan.recovered or not msg.snapshot:
-                    continue
-            if msg.snapshot and not ch.lossless and (snap := ch.snapshot(now)) is not None:
-                data.append(snap)
-        ack = Ack(msg.id, "subscribe", self._names(conn), self.config.limits(), recovery or None)
-        self._reply(conn, encode(ack))
-        for payload in self._frames(data) if data else ():
-            self._reply(conn, payload)
-        self.stats.deliveries += len(data)
-
-    def _unsubscribe(self, conn: ClientConnection, msg: Unsubscribe) -> None:
-        dropped = {self._channels[n] for n in msg.channels if n in self._channels}
-        dropped &= conn.subscriptions
-        for ch in dropped:
-            ch.subscribers.discard(conn)
-            conn.latest.pop(ch, None)
-            conn.conflated.pop(ch, None)
-            conn.gaps.pop(ch, None)
-        conn.subscriptions -= dropped
-        if dropped and conn.backlog:
-            kept = [item for item in conn.backlog if item[0] not in dropped]
-            conn.backlog.clear()
-            conn.backlog.extend(kept)
-        self._reply(conn, encode(Ack(msg.id, "unsubscribe", self._names(conn))))
+        self._perform(conn, conn.session.attach(action.request, action.channels, action.reads, now))
 
     # --- HTTP on the same port -----------------------------------------------------------------
 
@@ -654,16 +358,13 @@ class Hub:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if self.config.auth_secret is None:
                 return None
-            token = token_from_request(request.path, request.headers.get("Authorization"))
-            try:
-                self._grants[connection] = verify_token(self.config.auth_secret, token)
-            except AuthError as exc:
+            verdict = admit(
+                self.config.auth_secret, request.path, request.headers.get("Authorization")
+            )
+            if isinstance(verdict, Refusal):
                 self.stats.auth_denied += 1
-                return _json(
-                    connection,
-                    HTTPStatus.UNAUTHORIZED,
-                    {"error": {"code": "unauthorized", "message": str(exc)}},
-                )
+                return _json(connection, HTTPStatus.UNAUTHORIZED, verdict.body)
+            self._grants[connection] = verdict
             return None
         path = urlsplit(request.path).path
         if path == "/health":
@@ -709,9 +410,40 @@ class Hub:
             "connections": len(self._connections),
             "slow_connections": len(self._slow),
             "channels": len(self._channels),
-            "subscriptions": sum(len(c.subscriptions) for c in self._connections),
+            "subscriptions": sum(len(c.session.subscriptions) for c in self._connections),
             "bus_pending_messages": getattr(self._subscription, "pending", 0),
         }
+
+
+async def read_history(bus: Bus, reads: Mapping[ChannelState, BusRead], timeout_s: float) -> None:
+    """Fill ``reads`` from ``bus.history`` for a resume the rings cannot answer (protocol/README.md,
+    "Resume rules"). A read is repeated only while the hub received more than its ring keeps
+    during the previous one (``channels.undecided``); an error, or no answer within
+    ``timeout_s``, marks the read failed (``bus_unavailable``)."""
+    pending = dict(reads)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while pending:
+                await asyncio.gather(*(_read_once(bus, ch, r) for ch, r in pending.items()))
+                pending = undecided(pending)
+    except TimeoutError:
+        log.warning("hub: bus history not read within %.1f s", timeout_s)
+        for read in pending.values():
+            read.failed = True
+
+
+async def _read_once(bus: Bus, ch: ChannelState, read: BusRead) -> None:
+    after_seq, limit = read.next_read()
+    try:
+        epoch, envelopes = await bus.history(ch.name, after_seq, limit, payload_fragments=True)
+    except BusUnavailable as exc:
+        log.warning("hub: history of %s unavailable: %s", ch.name, exc)
+        read.failed = True
+    except Exception:  # a bus bug fails this resume, not the connection
+        log.exception("hub: history of %s failed", ch.name)
+        read.failed = True
+    else:
+        read.take(epoch, envelopes)
 
 
 def _respond(connection: ServerConnection, status: HTTPStatus, body: bytes, ctype: str) -> Response:

@@ -1,0 +1,386 @@
+"""One client's requests, sans I/O: frames (or decoded requests) in, actions out (issue 8).
+
+Modelled on python-websockets' ``protocol.py``: a pure state machine with thin I/O glue around
+it. A ``Session`` holds what one connection asked for (its subscriptions, its inbound request
+budget, the grant of its token) and decides every answer: acks with limits and recovery, errors
+with their stable codes (protocol/README.md, "Errors"), pongs, the replay and status of a resume,
+the rate-limit close. It reads no clock (the caller passes ``now_ns``), touches no socket and
+awaits nothing. The only channel state it changes: an implicit channel is created on subscribe,
+and a channel the hub held nothing of is seeded by a resume from the bus's history.
+
+The caller (``Hub`` in ``server.py``) carries out the returned actions in order, in the same loop
+turn: ``Attach`` before the ``Reply`` frames that follow it, so no live message can come between
+an ack and its replay. ``ReadHistory`` is the one action that awaits: the hub reads the bus's
+history into the request's ``BusRead`` objects and hands the request back to ``Session.attach``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from protocol.codec import decode_client, encode, error_from
+from protocol.errors import CloseCode, ErrorCode, ProtocolError
+from protocol.messages import (
+    Ack,
+    ClientMessage,
+    Error,
+    ListChannels,
+    Pong,
+    Recovery,
+    StatusState,
+    Subscribe,
+    Unsubscribe,
+)
+from protocol.sequence import ResumePlan
+from realtime.hub.auth import AuthError, Grant, token_from_request, verify_token
+from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState
+from realtime.hub.framing import batch_payloads, status
+
+if TYPE_CHECKING:
+    from realtime.hub.config import HubConfig
+    from realtime.hub.metrics import HubStats
+
+log = logging.getLogger("nautilus.hub")
+
+# --- actions ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Write ``payload`` now as one text frame, ahead of any data queued for a slow socket."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Attach:
+    """Start delivering the live messages of ``channels`` (add the connection to their
+    subscribers), in the same loop turn as the replies that follow."""
+
+    channels: tuple[ChannelState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Detach:
+    """Stop delivering ``channels`` and drop what the connection still queues of them."""
+
+    channels: tuple[ChannelState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadHistory:
+    """Fill ``reads`` from the bus's history (``Bus.history``, driven by ``BusRead.next_read``
+    until ``channels.undecided`` is empty; a failed or timed-out read sets ``failed``), then
+    call ``Session.attach(request, channels, reads, now_ns)``. The channels already count as
+    subscribed (limits, ack lists, unsubscribe) but receive nothing until then."""
+
+    request: Subscribe
+    channels: tuple[ChannelState, ...]
+    reads: Mapping[ChannelState, BusRead]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection with ``code`` (protocol/README.md, "Close codes")."""
+
+    code: CloseCode
+    reason: str
+
+
+Action: TypeAlias = Reply | Attach | Detach | ReadHistory | Close
+
+# --- admission and inbound budget ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An upgrade refused before any session exists: HTTP 401 with ``body`` as JSON."""
+
+    message: str
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": "unauthorized", "message": self.message}}
+
+
+def admit(secret: str, path: str, authorization: str | None) -> Grant | Refusal:
+    """The grant of a WebSocket upgrade on a hub with auth on: the token from
+    ``Authorization: Bearer`` or ``?token=`` (``auth.token_from_request``), verified as HS256."""
+    try:
+        return verify_token(secret, token_from_request(path, authorization))
+    except AuthError as exc:
+        return Refusal(str(exc))
+
+
+class TokenBucket:
+    """Inbound request budget: ``rate`` per second, bursts up to ``2 * rate``."""
+
+    __slots__ = ("_capacity", "_last_ns", "_rate", "_tokens")
+
+    def __init__(self, rate: int, now_ns: int) -> None:
+        self._rate = float(rate)
+        self._capacity = float(2 * rate)
+        self._tokens = self._capacity
+        self._last_ns = now_ns
+
+    def take(self, now_ns: int) -> bool:
+        elapsed = max(0, now_ns - self._last_ns) / 1e9
+        self._last_ns = now_ns
+        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+# --- the session --------------------------------------------------------------------------------
+
+
+class Session:
+    """The requests of one WebSocket client, and what it is subscribed to.
+
+    ``subscriptions`` is what the client asked for (the ack's ``channels``); ``live`` is the part
+    already attached to the fan-out (the rest waits for the bus's history). After ``close`` (or
+    a rate-limit close) the session answers nothing.
+    """
+
+    __slots__ = (
+        "_channels",
+        "_closed",
+        "_config",
+        "_stats",
+        "grant",
+        "live",
+        "rate",
+        "strikes",
+        "subscriptions",
+    )
+
+    def __init__(
+        self,
+        config: HubConfig,
+        channels: ChannelRegistry,
+        grant: Grant,
+        stats: HubStats,
+        now_ns: int,
+    ) -> None:
+        self._config = config
+        self._channels = channels
+        self._stats = stats
+        self._closed = False
+        self.grant = grant
+        self.rate = TokenBucket(config.max_messages_per_second, now_ns)
+        #: rate-limited requests in a row
+        self.strikes = 0
+        self.subscriptions: set[ChannelState] = set()
+        self.live: set[ChannelState] = set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The effective subscription set, as acks list it."""
+        return tuple(sorted(ch.name for ch in self.subscriptions))
+
+    def receive(self, frame: str | bytes, now_ns: int) -> list[Action]:
+        """One inbound WebSocket message: the rate limit, then decode, then ``request``."""
+        if self._closed:
+            return []
+        cfg = self._config
+        if not self.rate.take(now_ns):
+            self.strikes += 1
+            if self.strikes > cfg.rate_limit_strikes:
+                self._stats.rate_limit_disconnects += 1
+                self._closed = True
+                return [Close(CloseCode.RATE_LIMIT, "message rate limit exceeded")]
+            limit = cfg.max_messages_per_second
+            return [self._error(ProtocolError(ErrorCode.RATE_LIMITED, f"over {limit} requests/s"))]
+        self.strikes = 0
+        try:
+            if isinstance(frame, bytes):
+                raise ProtocolError(ErrorCode.BINARY_NOT_SUPPORTED, "send JSON text frames")
+            msg = decode_client(frame)
+        except ProtocolError as exc:
+            return [self._error(exc)]
+        return self.request(msg, now_ns)
+
+    def request(self, msg: ClientMessage, now_ns: int) -> list[Action]:
+        """One decoded request (past the rate limit). A ``ProtocolError`` becomes one ``error``
+        reply; any other exception an ``internal`` error: never a traceback to the client,
+        never a dead connection."""
+        if self._closed:
+            return []
+        try:
+            if isinstance(msg, Subscribe):
+                return self._subscribe(msg, now_ns)
+            if isinstance(msg, Unsubscribe):
+                return self._unsubscribe(msg)
+            if isinstance(msg, ListChannels):
+                ack = Ack(msg.id, "list", self.names, None, None, self._channels.infos())
+                return [Reply(encode(ack))]
+            return [Reply(encode(Pong(msg.id, now_ns)))]
+        except ProtocolError as exc:
+            return [self._error(exc)]
+        except Exception:
+            log.exception("hub: request failed")
+            return [self._internal(None)]
+
+    def attach(
+        self,
+        request: Subscribe,
+        channels: tuple[ChannelState, ...],
+        reads: Mapping[ChannelState, BusRead],
+        now_ns: int,
+    ) -> list[Action]:
+        """Finish a subscribe that waited for ``ReadHistory``: the reads are filled (or failed).
+        Channels unsubscribed meanwhile are skipped, as are those attached again meanwhile."""
+        if self._closed:
+            return []
+        try:
+            return self._attach(request, channels, reads, now_ns)
+        except Exception:  # as in ``request``, with the request's id
+            log.exception("hub: subscribe from the bus's history failed")
+            return [self._internal(request.id)]
+
+    def close(self) -> list[Action]:
+        """The connection is gone or going: detach everything; answer nothing more."""
+        self._closed = True
+        dropped = tuple(self.subscriptions)
+        self.subscriptions.clear()
+        self.live.clear()
+        return [Detach(dropped)] if dropped else []
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def _subscribe(self, msg: Subscribe, now_ns: int) -> list[Action]:
+        """All or nothing (protocol/README.md, "subscribe"): every channel known (or implicit),
+        granted, and within the limits; else one error and no change."""
+        cfg, grant = self._config, self.grant
+        if len(msg.channels) > cfg.max_channels_per_request:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {cfg.max_channels_per_request} channels per request",
+                field="channels",
+                request_id=msg.id,
+            )
+        wanted: list[ChannelState] = []
+        for i, name in enumerate(msg.channels):
+            ch = self._channels.get(name)
+            if ch is None and cfg.implicit_channels and grant.allows(name):
+                ch = self._channels.open(name)
+            if ch is None:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_CHANNEL,
+                    f"no channel {name!r}",
+                    field=f"channels[{i}]",
+                    request_id=msg.id,
+                    channel=name,
+                )
+            if not grant.allows(name):
+                raise ProtocolError(
+                    ErrorCode.FORBIDDEN,
+                    f"token does not grant {name!r}",
+                    field=f"channels[{i}]",
+                    request_id=msg.id,
+                    channel=name,
+                )
+            wanted.append(ch)
+        new = [ch for ch in dict.fromkeys(wanted) if ch not in self.subscriptions]
+        if len(self.subscriptions) + len(new) > cfg.max_subscriptions:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"at most {cfg.max_subscriptions} subscriptions per connection",
+                field="channels",
+                request_id=msg.id,
+            )
+        reads: dict[ChannelState, BusRead] = {}
+        for ch in new:
+            position = msg.resume.get(ch.name)
+            if position is not None and ch.needs_bus(ch.plan_resume(position)):
+                reads[ch] = BusRead(position, cfg.max_pending_messages)
+        self.subscriptions.update(new)
+        if not reads:
+            return self._attach(msg, tuple(new), reads, now_ns)
+        return [ReadHistory(msg, tuple(new), reads)]
+
+    def _attach(
+        self,
+        msg: Subscribe,
+        channels: tuple[ChannelState, ...],
+        reads: Mapping[ChannelState, BusRead],
+        now_ns: int,
+    ) -> list[Action]:
+        """Ack, then per channel its replay and status (or a snapshot), as one ordered reply."""
+        stats = self._stats
+        recovery: dict[str, Recovery] = {}
+        data: list[bytes] = []
+        attached: dict[ChannelState, None] = {}
+        for ch in channels:
+            if ch not in self.subscriptions or ch in self.live or ch in attached:
+                continue  # unsubscribed, or subscribed again, while the bus was read
+            attached[ch] = None
+            position = msg.resume.get(ch.name)
+            if position is not None:
+                read = reads.get(ch)
+                plan: ResumePlan | None
+                if read is None:
+                    plan = ch.plan_resume(position)
+                    replayed = ch.replay(plan)
+                else:
+                    plan = ch.plan_bus_resume(read, final=True)
+                    assert plan is not None, "a final plan is always decided"
+                    replayed = ch.replay_from_bus(read, plan, now_ns)
+                    stats.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
+                reason = plan.reason.value if plan.reason else None
+                epoch = ch.epoch or (read.epoch if read is not None else "")
+                recovery[ch.name] = Recovery(
+                    plan.recovered, len(replayed), epoch, ch.last_seq, reason
+                )
+                data.extend(replayed)
+                state = StatusState.RECOVERED if plan.recovered else StatusState.NOT_RECOVERED
+                data.append(
+                    status(
+                        ch.name,
+                        state,
+                        epoch=epoch,
+                        to_seq=ch.last_seq,
+                        count=len(replayed),
+                        reason=reason,
+                    )
+                )
+                if plan.recovered or not msg.snapshot:
+                    continue
+            if msg.snapshot and not ch.lossless and (snap := ch.snapshot(now_ns)) is not None:
+                data.append(snap)
+        self.live.update(attached)
+        ack = Ack(msg.id, "subscribe", self.names, self._config.limits(), recovery or None)
+        actions: list[Action] = [Attach(tuple(attached))] if attached else []
+        actions.append(Reply(encode(ack)))
+        if data:
+            actions.extend(map(Reply, batch_payloads(data, self._config.max_batch_bytes)))
+        stats.deliveries += len(data)
+        return actions
+
+    def _unsubscribe(self, msg: Unsubscribe) -> list[Action]:
+        dropped = {ch for name in msg.channels if (ch := self._channels.get(name)) is not None}
+        dropped &= self.subscriptions
+        self.subscriptions -= dropped
+        self.live -= dropped
+        actions: list[Action] = [Detach(tuple(dropped))] if dropped else []
+        actions.append(Reply(encode(Ack(msg.id, "unsubscribe", self.names))))
+        return actions
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def _error(self, exc: ProtocolError) -> Reply:
+        self._stats.errors[exc.code.value] += 1
+        return Reply(encode(error_from(exc)))
+
+    def _internal(self, request_id: int | str | None) -> Reply:
+        self._stats.errors[ErrorCode.INTERNAL.value] += 1
+        return Reply(encode(Error(request_id, ErrorCode.INTERNAL.value, "internal error")))
