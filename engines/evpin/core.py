@@ -43,12 +43,13 @@ import numpy.typing as npt
 from scipy.special import stdtr
 
 from engines.vpin.core import (
-    NS_PER_DAY,
+    BarStepper,
+    BucketPiece,
+    CdfTracker,
+    ClosedBar,
     InputCounts,
+    VolumeBucketer,
     VpinParams,
-    _Bucketer,
-    _CdfTracker,
-    _TrailingAdv,
     bvc_buy_fraction,
     ewma_next_variance,
 )
@@ -208,27 +209,30 @@ class EnhancedBucket:
 
 
 class EnhancedVpinCalculator:
-    """Realtime enhanced VPIN for one symbol: ``add_trade``/``add_quote``; bars close on the
-    first trade of a later bar (or ``flush``), exactly as ``VpinCalculator``."""
+    """Realtime enhanced VPIN for one symbol: ``add_trade``/``add_quote``.
+
+    Bars and buckets are VPIN's own machinery, held rather than inherited: a ``BarStepper``
+    (the same input rules, bars closing on the first trade of a later bar or at ``flush``, the
+    same ex-ante σ) and a ``VolumeBucketer`` that restarts daily and carries one buy volume per
+    classifier. What is Enhanced VPIN's own: the trade-level classifiers (signed as trades
+    arrive), the Student-t ν refit at each day change, and the per-bucket statistics.
+    """
 
     def __init__(self, params: EnhancedParams) -> None:
         self.params = params
         base = params.base
         self.counts = InputCounts()
-        self._bar: int | None = None
-        self._open = self._close = self._volume = 0.0
-        self._trade_buy = np.zeros(3)  # tick, quote, aggressor
-        self._prev_close: float | None = None
-        self._variance = base.sigma_seed * base.sigma_seed
-        self._sigma = base.sigma_seed
+        self._bars = BarStepper(base, self.counts)
+        self._buckets = VolumeBucketer(
+            base, self.counts, np.zeros(len(CLASSIFIERS)), restart_daily=True
+        )
+        self._trade_buy = np.zeros(3)  # tick, quote, aggressor: the open bar's buy volume
         self._df = params.t_df
         self._day_changes: list[float] = []
-        self._bucketer = _Bucketer(base.bucket_volume, restart_daily=True)
-        self._adv = _TrailingAdv(base)
         self._oi: deque[F64] = deque(maxlen=base.window)
         self._net: deque[F64] = deque(maxlen=base.window)
         self._volumes: deque[float] = deque(maxlen=base.window)
-        self._cdf = _CdfTracker(base)
+        self._cdf = CdfTracker(base)
         self._next_bucket = 0
         self._last_price: float | None = None
         self._tick_sign = 0
@@ -253,23 +257,10 @@ class EnhancedVpinCalculator:
         self, event_ns: int, price: float, size: float, aggressor: int = 0
     ) -> list[EnhancedBucket]:
         """``aggressor``: +1 buyer-initiated, −1 seller-initiated, 0 not reported."""
-        if not (math.isfinite(size) and size > 0.0):
-            self.counts.bad_size += 1
+        accepted, closed = self._bars.add_trade(event_ns, price, size)
+        if not accepted:
             return []
-        if not (math.isfinite(price) and price > 0.0):
-            self.counts.bad_price += 1
-            return []
-        bar = event_ns // self.params.base.bar_ns
-        done: list[EnhancedBucket] = []
-        if self._bar is None or bar > self._bar:
-            if self._bar is not None:
-                done = self._close_bar()
-            self._bar, self._open, self._volume = bar, price, 0.0
-            self._trade_buy = np.zeros(3)
-        elif bar < self._bar:
-            self.counts.late += 1
-            return []
-        self.counts.accepted += 1
+        done = [] if closed is None else self._classify(closed)
         if self._last_price is not None and price != self._last_price:
             self._tick_sign = 1 if price > self._last_price else -1
         self._last_price = price
@@ -283,51 +274,34 @@ class EnhancedVpinCalculator:
         buy[0] += _signed_buy(self._tick_sign, size)
         buy[1] += _signed_buy(quote_sign, size)
         buy[2] += _signed_buy(aggressor, size)
-        self._close = price
-        self._volume += size
         return done
 
     def flush(self) -> list[EnhancedBucket]:
-        if self._bar is None:
-            return []
-        done = self._close_bar()
-        self._bar = None
-        return done
+        closed = self._bars.flush()
+        return [] if closed is None else self._classify(closed)
 
-    def _close_bar(self) -> list[EnhancedBucket]:
-        assert self._bar is not None
-        base = self.params.base
-        start_ns = self._bar * base.bar_ns
-        day = (start_ns + base.day_offset_ns) // NS_PER_DAY
-        if self._bucketer.day is not None and day != self._bucketer.day:
+    def _classify(self, bar: ClosedBar) -> list[EnhancedBucket]:
+        """Every classifier's buy volume for ``bar``, then its buckets; the trade-level sums
+        restart with the next bar."""
+        if bar.new_day:
             self._new_day()
-        reference = self._open if self._prev_close is None else self._prev_close
-        dp = self._close - reference
-        sigma = self._sigma
-        if not sigma > 0.0:
-            self.counts.zero_sigma_bars += 1
-        else:
-            self._day_changes.append(dp / sigma)
-        volume = self._volume
+        if bar.sigma > 0.0:
+            self._day_changes.append(bar.dp / bar.sigma)
         buy = np.empty(len(CLASSIFIERS))
-        buy[0] = volume * bvc_buy_fraction(dp, sigma)
-        buy[1] = volume * student_t_buy_fraction(dp, sigma, self._df)
+        buy[0] = bar.volume * bvc_buy_fraction(bar.dp, bar.sigma)
+        buy[1] = bar.volume * student_t_buy_fraction(bar.dp, bar.sigma, self._df)
         buy[2:] = self._trade_buy
-        self._bucketer.next_size = self._adv.size_for(day, volume)
-        pieces = self._bucketer.add(volume, buy, start_ns, start_ns + base.bar_ns, day, self.counts)  # type: ignore[arg-type]
-        self._variance = ewma_next_variance(self._variance, dp, base.sigma_decay)
-        self._sigma = math.sqrt(self._variance)
-        self._prev_close = self._close
-        return [self._bucket(piece, sigma, day) for piece in pieces]
+        self._trade_buy = np.zeros(3)
+        return [self._bucket(piece, bar.sigma, bar.day) for piece in self._buckets.add(bar, buy)]
 
     def _new_day(self) -> None:
         if self.params.fit_t_df:
             self._df = fit_t_df(np.asarray(self._day_changes), self._df)
         self._day_changes = []
 
-    def _bucket(self, piece: tuple[int, int, float, Any], sigma: float, day: int) -> EnhancedBucket:
-        start_ns, end_ns, volume, raw_buy = piece
-        buy = np.minimum(volume, np.maximum(0.0, np.asarray(raw_buy, dtype=np.float64)))
+    def _bucket(self, piece: BucketPiece[F64], sigma: float, day: int) -> EnhancedBucket:
+        volume = piece.volume
+        buy = np.minimum(volume, np.maximum(0.0, piece.buy))
         net = 2.0 * buy - volume
         self._oi.append(np.abs(net))
         self._net.append(net)
@@ -345,8 +319,8 @@ class EnhancedVpinCalculator:
         available = self._available()
         bucket = EnhancedBucket(
             self._next_bucket,
-            start_ns,
-            end_ns,
+            piece.start_ns,
+            piece.end_ns,
             volume,
             _by_classifier(buy, available),
             _by_classifier(vpin, available),

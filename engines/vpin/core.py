@@ -50,7 +50,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -244,7 +244,7 @@ def lognormal_cdf(value: float, logs: F64) -> float:
     return 1.0 if x >= mean else 0.0
 
 
-class _CdfTracker:
+class CdfTracker:
     """Trailing CDF of VPIN, alert state and event count (one instance per series).
 
     O(log W) per value: a sorted copy of the window for the empirical rank, running sums of
@@ -322,111 +322,62 @@ class _CdfTracker:
         return 1.0 if x >= mean else 0.0
 
 
-class _Bucketer:
-    """Volume buckets over a stream of units (bars or trades), each with a volume and a buy
-    volume spread evenly over it; splits units across bucket boundaries pro rata.
+# ── realtime stepping shared by VPIN and Enhanced VPIN ───────────────────────────────────────
+#
+# Both realtime calculators (this module's ``VpinCalculator`` and ``engines.evpin.core``'s
+# ``EnhancedVpinCalculator``) hold a ``BarStepper`` (trades → closed time bars with ΔP and the
+# ex-ante σ) and a ``VolumeBucketer`` (classified bars → volume buckets, split pro rata). What
+# they do with a closed bar in between (how it is classified) and with a completed bucket
+# (which statistics) is theirs.
 
-    Positions are cumulative volume ``C`` and cumulative buy volume ``B`` (running sums, so the
-    batch path's ``np.cumsum`` gives the same floats); a boundary at position ``x`` inside a
-    unit gets ``B(x)`` by linear interpolation in that unit (``_interpolate``).
+#: A bar's buy volume: one number (VPIN) or one per classifier (Enhanced VPIN); the bucketer's
+#: arithmetic is elementwise, so each entry of a vector gets the same floats as a scalar would.
+BuyT = TypeVar("BuyT", float, F64)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedBar:
+    """A time bar as the realtime path closes it (``BarStepper``).
+
+    ``dp`` is ΔP (close − previous close; the first bar: close − open) and ``sigma`` the
+    ex-ante EWMA σ in force for it (it knows the bars before this one only; module doc).
+    ``new_day`` is set on the first bar of a later session day than the previous bar's.
+    """
+
+    start_ns: int
+    end_ns: int
+    day: int
+    volume: float
+    dp: float
+    sigma: float
+    new_day: bool
+
+
+class BarStepper:
+    """Trades of one symbol → time bars, each closed with its ΔP and ex-ante σ.
+
+    Applies the module's bad-input rules, counting them in ``counts`` (the holder's object). A
+    bar closes on the first trade of a later bar or at ``flush``, so a bar's numbers depend
+    only on trades before its end. σ is the RiskMetrics recursion (``ewma_next_variance``),
+    advanced with a bar's ΔP after that bar is closed (ELO 2012 §2 with an ex-ante σ).
     """
 
     __slots__ = (
-        "b",
-        "c",
-        "day",
-        "empty",
-        "end_c",
-        "next_size",
-        "restart_daily",
-        "size",
-        "start_b",
-        "start_c",
-        "start_ns",
+        "_bar",
+        "_close",
+        "_day",
+        "_open",
+        "_prev_close",
+        "_sigma",
+        "_variance",
+        "_volume",
+        "counts",
+        "params",
     )
 
-    def __init__(self, size: float, restart_daily: bool) -> None:
-        self.size = size
-        self.next_size = size
-        self.restart_daily = restart_daily
-        self.c = 0.0
-        self.b = 0.0
-        self.start_c = 0.0
-        self.start_b = 0.0
-        self.end_c = size
-        self.start_ns = 0
-        self.day: int | None = None
-        self.empty = True
-
-    def add(
-        self, volume: float, buy: float, start_ns: int, end_ns: int, day: int, counts: InputCounts
-    ) -> list[tuple[int, int, float, float]]:
-        """Add one unit; returns completed buckets as ``(start_ns, end_ns, volume, buy)``."""
-        if day != self.day:
-            if self.day is not None and self.restart_daily and not self.empty:
-                counts.discarded_volume += self.c - self.start_c
-                self.empty = True
-            self.day = day
-        c0, b0 = self.c, self.b
-        self.c = c1 = c0 + volume
-        self.b = b1 = b0 + buy
-        if self.empty:
-            self._open(c0, b0, start_ns)
-        done: list[tuple[int, int, float, float]] = []
-        while c1 >= self.end_c:
-            end_b = _interpolate(self.end_c, c0, c1, b0, b1)
-            done.append((self.start_ns, end_ns, self.size, end_b - self.start_b))
-            if c1 > self.end_c:
-                self._open(self.end_c, end_b, start_ns)
-            else:
-                self.empty = True
-                break
-        return done
-
-    def _open(self, c: float, b: float, start_ns: int) -> None:
-        self.size = self.next_size
-        self.start_c, self.start_b = c, b
-        self.end_c = c + self.size
-        self.start_ns = start_ns
-        self.empty = False
-
-
-def _interpolate(x: float, c0: float, c1: float, b0: float, b1: float) -> float:
-    """``B(x)`` for ``c0 <= x <= c1`` (pro rata split of a unit)."""
-    if x >= c1:
-        return b1
-    return b0 + (x - c0) * ((b1 - b0) / (c1 - c0))
-
-
-class _VpinWindow:
-    """Σ OI / Σ V over the last ``n`` buckets, recomputed from the window (no drift)."""
-
-    __slots__ = ("_oi", "_volume")
-
-    def __init__(self, n: int) -> None:
-        self._oi: deque[float] = deque(maxlen=n)
-        self._volume: deque[float] = deque(maxlen=n)
-
-    def add(self, oi: float, volume: float) -> tuple[float, int]:
-        self._oi.append(oi)
-        self._volume.append(volume)
-        vpin = math.fsum(self._oi) / math.fsum(self._volume)
-        return min(1.0, max(0.0, vpin)), len(self._oi)
-
-
-# ── realtime ─────────────────────────────────────────────────────────────────────────────────
-
-
-class VpinCalculator:
-    """Realtime VPIN for one symbol: ``add_trade`` per trade, returns the buckets it completed.
-
-    A bar is classified when the first trade of a later bar arrives (or at ``flush``), so a
-    bucket published at time t depends only on trades before the end of its last bar.
-    """
-
-    def __init__(self, params: VpinParams) -> None:
+    def __init__(self, params: VpinParams, counts: InputCounts) -> None:
         self.params = params
-        self.counts = InputCounts()
+        self.counts = counts
         self._bar: int | None = None
         self._open = 0.0
         self._close = 0.0
@@ -434,88 +385,144 @@ class VpinCalculator:
         self._prev_close: float | None = None
         self._variance = params.sigma_seed * params.sigma_seed
         self._sigma = params.sigma_seed
-        self._bucketer = _Bucketer(params.bucket_volume, restart_daily=False)
-        self._window = _VpinWindow(params.window)
-        self._cdf = _CdfTracker(params)
-        self._next_bucket = 0
-        self._adv = _TrailingAdv(params)
-        self.last: VpinBucket | None = None
+        self._day: int | None = None
 
-    def add_trade(self, event_ns: int, price: float, size: float) -> list[VpinBucket]:
+    def add_trade(self, event_ns: int, price: float, size: float) -> tuple[bool, ClosedBar | None]:
+        """``(accepted, the bar this trade closed)``; a refused trade closes nothing."""
         if not (math.isfinite(size) and size > 0.0):
             self.counts.bad_size += 1
-            return []
+            return False, None
         if not (math.isfinite(price) and price > 0.0):
             self.counts.bad_price += 1
-            return []
+            return False, None
         bar = event_ns // self.params.bar_ns
-        done: list[VpinBucket] = []
+        closed: ClosedBar | None = None
         if self._bar is None or bar > self._bar:
             if self._bar is not None:
-                done = self._close_bar()
+                closed = self._close_bar(self._bar)
             self._bar, self._open, self._volume = bar, price, 0.0
         elif bar < self._bar:
             self.counts.late += 1
-            return []
+            return False, None
         self.counts.accepted += 1
         self._close = price
         self._volume += size
-        return done
+        return True, closed
 
-    def flush(self) -> list[VpinBucket]:
-        """Classify the open bar now (end of a batch or of the session)."""
+    def flush(self) -> ClosedBar | None:
+        """Close the open bar now (end of a batch or of the session)."""
         if self._bar is None:
-            return []
-        done = self._close_bar()
+            return None
+        closed = self._close_bar(self._bar)
         self._bar = None
-        return done
+        return closed
 
-    def _close_bar(self) -> list[VpinBucket]:
-        assert self._bar is not None
+    def _close_bar(self, bar: int) -> ClosedBar:
         p = self.params
         reference = self._open if self._prev_close is None else self._prev_close
         dp = self._close - reference
         sigma = self._sigma
         if not sigma > 0.0:
             self.counts.zero_sigma_bars += 1
-        buy = self._volume * bvc_buy_fraction(dp, sigma)
-        start_ns = self._bar * p.bar_ns
-        end_ns = start_ns + p.bar_ns
+        start_ns = bar * p.bar_ns
         day = (start_ns + p.day_offset_ns) // NS_PER_DAY
-        size = self._adv.size_for(day, self._volume)
-        self._bucketer.next_size = size
-        pieces = self._bucketer.add(self._volume, buy, start_ns, end_ns, day, self.counts)
+        new_day = self._day is not None and day != self._day
+        self._day = day
         self._variance = ewma_next_variance(self._variance, dp, p.sigma_decay)
         self._sigma = math.sqrt(self._variance)
         self._prev_close = self._close
-        return [self._bucket(piece, sigma) for piece in pieces]
+        return ClosedBar(start_ns, start_ns + p.bar_ns, day, self._volume, dp, sigma, new_day)
 
-    def _bucket(self, piece: tuple[int, int, float, float], sigma: float) -> VpinBucket:
-        start_ns, end_ns, volume, buy = piece
-        buy = min(volume, max(0.0, buy))
-        sell = volume - buy
-        oi = abs(sell - buy)
-        vpin, window = self._window.add(oi, volume)
-        empirical, lognormal, alert, events = self._cdf.add(vpin, window)
-        bucket = VpinBucket(
-            self._next_bucket,
-            start_ns,
-            end_ns,
-            volume,
-            buy,
-            sell,
-            oi,
-            vpin,
-            window,
-            empirical,
-            lognormal,
-            alert,
-            events,
-            sigma,
-        )
-        self._next_bucket += 1
-        self.last = bucket
-        return bucket
+
+@dataclass(frozen=True, slots=True)
+class BucketPiece(Generic[BuyT]):
+    """A completed bucket as the bucketer cuts it: time span, size and (unclipped) buy volume."""
+
+    start_ns: int
+    end_ns: int
+    volume: float
+    buy: BuyT
+
+
+class VolumeBucketer(Generic[BuyT]):
+    """Classified bars → volume buckets (ELO 2012 §2 step 3), a bar crossing a boundary split
+    pro rata, each piece keeping the bar's buy fraction.
+
+    The size of a bucket is the one in force on the day of the bar it opens in
+    (``_TrailingAdv``: ``bucket_volume``, or the trailing ADV / ``buckets_per_day``). With
+    ``restart_daily`` (Andersen & Bondarenko 2014) the partial bucket open at a day change is
+    dropped and its volume counted in ``counts.discarded_volume``.
+
+    Positions are cumulative volume ``C`` and cumulative buy volume ``B`` (running sums, so the
+    batch path's ``np.cumsum`` gives the same floats); a boundary at position ``x`` inside a bar
+    gets ``B(x)`` by linear interpolation in that bar (``_interpolate``). ``zero`` is the
+    empty buy volume: ``0.0``, or a zero vector of the classifiers' length.
+    """
+
+    __slots__ = (
+        "_adv",
+        "_b",
+        "_c",
+        "_empty",
+        "_end_c",
+        "_restart_daily",
+        "_size",
+        "_start_b",
+        "_start_c",
+        "_start_ns",
+        "counts",
+    )
+
+    def __init__(
+        self, params: VpinParams, counts: InputCounts, zero: BuyT, *, restart_daily: bool
+    ) -> None:
+        self.counts = counts
+        self._adv = _TrailingAdv(params)
+        self._restart_daily = restart_daily
+        self._size = params.bucket_volume
+        self._c = 0.0
+        self._b: BuyT = zero
+        self._start_c = 0.0
+        self._start_b: BuyT = zero
+        self._end_c = params.bucket_volume
+        self._start_ns = 0
+        self._empty = True
+
+    def add(self, bar: ClosedBar, buy: BuyT) -> list[BucketPiece[BuyT]]:
+        """Add one bar with its buy volume; returns the buckets it completed."""
+        size = self._adv.size_for(bar.day, bar.volume)
+        if bar.new_day and self._restart_daily and not self._empty:
+            self.counts.discarded_volume += self._c - self._start_c
+            self._empty = True
+        c0, b0 = self._c, self._b
+        self._c = c1 = c0 + bar.volume
+        self._b = b1 = b0 + buy
+        if self._empty:
+            self._open(c0, b0, bar.start_ns, size)
+        done: list[BucketPiece[BuyT]] = []
+        while c1 >= self._end_c:
+            end_b = _interpolate(self._end_c, c0, c1, b0, b1)
+            done.append(BucketPiece(self._start_ns, bar.end_ns, self._size, end_b - self._start_b))
+            if c1 > self._end_c:
+                self._open(self._end_c, end_b, bar.start_ns, size)
+            else:
+                self._empty = True
+                break
+        return done
+
+    def _open(self, c: float, b: BuyT, start_ns: int, size: float) -> None:
+        self._size = size
+        self._start_c, self._start_b = c, b
+        self._end_c = c + size
+        self._start_ns = start_ns
+        self._empty = False
+
+
+def _interpolate(x: float, c0: float, c1: float, b0: BuyT, b1: BuyT) -> BuyT:
+    """``B(x)`` for ``c0 <= x <= c1`` (pro rata split of a unit)."""
+    if x >= c1:
+        return b1
+    return b0 + (x - c0) * ((b1 - b0) / (c1 - c0))
 
 
 @dataclass(slots=True)
@@ -545,6 +552,85 @@ class _TrailingAdv:
         self.day = day
         self.day_volume += volume
         return self.size
+
+
+class _VpinWindow:
+    """Σ OI / Σ V over the last ``n`` buckets, recomputed from the window (no drift)."""
+
+    __slots__ = ("_oi", "_volume")
+
+    def __init__(self, n: int) -> None:
+        self._oi: deque[float] = deque(maxlen=n)
+        self._volume: deque[float] = deque(maxlen=n)
+
+    def add(self, oi: float, volume: float) -> tuple[float, int]:
+        self._oi.append(oi)
+        self._volume.append(volume)
+        vpin = math.fsum(self._oi) / math.fsum(self._volume)
+        return min(1.0, max(0.0, vpin)), len(self._oi)
+
+
+# ── realtime ─────────────────────────────────────────────────────────────────────────────────
+
+
+class VpinCalculator:
+    """Realtime VPIN for one symbol: ``add_trade`` per trade, returns the buckets it completed.
+
+    A bar is classified when the first trade of a later bar arrives (or at ``flush``), so a
+    bucket published at time t depends only on trades before the end of its last bar. Bars come
+    from a ``BarStepper``, buckets from a ``VolumeBucketer`` (no daily restart); what is VPIN's
+    own is the classification (BVC, ``bvc_buy_fraction``) and the per-bucket statistics.
+    """
+
+    def __init__(self, params: VpinParams) -> None:
+        self.params = params
+        self.counts = InputCounts()
+        self._bars = BarStepper(params, self.counts)
+        self._buckets = VolumeBucketer(params, self.counts, 0.0, restart_daily=False)
+        self._window = _VpinWindow(params.window)
+        self._cdf = CdfTracker(params)
+        self._next_bucket = 0
+        self.last: VpinBucket | None = None
+
+    def add_trade(self, event_ns: int, price: float, size: float) -> list[VpinBucket]:
+        _, closed = self._bars.add_trade(event_ns, price, size)
+        return [] if closed is None else self._classify(closed)
+
+    def flush(self) -> list[VpinBucket]:
+        """Classify the open bar now (end of a batch or of the session)."""
+        closed = self._bars.flush()
+        return [] if closed is None else self._classify(closed)
+
+    def _classify(self, bar: ClosedBar) -> list[VpinBucket]:
+        buy = bar.volume * bvc_buy_fraction(bar.dp, bar.sigma)
+        return [self._bucket(piece, bar.sigma) for piece in self._buckets.add(bar, buy)]
+
+    def _bucket(self, piece: BucketPiece[float], sigma: float) -> VpinBucket:
+        volume = piece.volume
+        buy = min(volume, max(0.0, piece.buy))
+        sell = volume - buy
+        oi = abs(sell - buy)
+        vpin, window = self._window.add(oi, volume)
+        empirical, lognormal, alert, events = self._cdf.add(vpin, window)
+        bucket = VpinBucket(
+            self._next_bucket,
+            piece.start_ns,
+            piece.end_ns,
+            volume,
+            buy,
+            sell,
+            oi,
+            vpin,
+            window,
+            empirical,
+            lognormal,
+            alert,
+            events,
+            sigma,
+        )
+        self._next_bucket += 1
+        self.last = bucket
+        return bucket
 
 
 # ── batch ────────────────────────────────────────────────────────────────────────────────────
@@ -580,8 +666,9 @@ def accept_trades(
 
 
 def time_bars(event_ns: I64, price: F64, size: F64, bar_ns: int) -> TimeBars:
-    """Bars of already accepted trades (bar index non-decreasing); volumes summed in arrival
-    order, as the realtime path adds them."""
+    """Bars of already accepted trades (bar index non-decreasing). Volumes are summed by
+    ``np.add.reduceat``, whose order (first trade + pairwise sum of the rest) is not the
+    realtime running sum's: equal for whole-share sizes, otherwise a few ulps apart."""
     bar = event_ns // bar_ns
     if len(bar) == 0:
         empty = np.empty(0)
@@ -766,7 +853,7 @@ def bucket_units(
 
     ``sizes[i]`` is the bucket size in force if a bucket opens in unit ``i``. Returns per
     completed bucket: the unit it ends in, its size, its buy volume, start and end time.
-    Positions and interpolation are the realtime ``_Bucketer``'s, float for float.
+    Positions and interpolation are the realtime ``VolumeBucketer``'s, float for float.
     """
     n = len(volume)
     cum_c = np.cumsum(volume)
@@ -857,7 +944,7 @@ def finish_buckets(
     alert = np.zeros(k, dtype=bool)
     events = np.zeros(k, dtype=np.int64)
     rolling = _VpinWindow(params.window)
-    cdf = _CdfTracker(params)
+    cdf = CdfTracker(params)
     for i in range(k):
         vpin[i], window[i] = rolling.add(float(oi[i]), float(volume[i]))
         empirical[i], lognormal[i], alert[i], events[i] = cdf.add(float(vpin[i]), int(window[i]))

@@ -22,7 +22,7 @@ from engines.evpin.core import (
 )
 from engines.marketdata import feeds
 from engines.marketdata.records import Quote, TradeColumns
-from engines.vpin.core import NS_PER_DAY, VpinParams, compute_vpin
+from engines.vpin.core import NS_PER_DAY, VpinCalculator, VpinParams, compute_vpin
 
 SEC = 1_000_000_000
 
@@ -126,6 +126,26 @@ def test_buckets_shared_by_classifiers_and_bvc_normal_is_plain_vpin(spy_day) -> 
         assert b.band_low <= b.vpin["bvc_normal"] <= b.band_high
         assert b.vpin["aggressor"] is None and b.vpin["quote"] is None
     assert {c.value for c in CLASSIFIERS} == set(buckets[0].vpin)
+
+
+def test_bar_and_bucket_stepping_is_vpins_own(spy_day) -> None:
+    """Enhanced VPIN holds VPIN's ``BarStepper`` and ``VolumeBucketer`` (one buy volume per
+    classifier): on a day without restarts its bvc_normal buckets are ``VpinCalculator``'s,
+    bit for bit, and so are the input counts."""
+    n = 60_000
+    t, p, q = spy_day.event_ns[:n], spy_day.price[:n], spy_day.size[:n] * 1.37  # inexact sums
+    base = VpinParams(bucket_volume=90_000.0, sigma_seed=0.01)
+    enhanced, counts = run_enhanced(t, p, q, EnhancedParams(base=base, fit_t_df=False))
+    plain = VpinCalculator(base)
+    expected = []
+    for args in zip(t.tolist(), p.tolist(), q.tolist(), strict=True):
+        expected += plain.add_trade(*args)
+    expected += plain.flush()
+    assert len(enhanced) == len(expected) > 50
+    assert [(b.start_ns, b.end_ns, b.volume, b.buy["bvc_normal"], b.sigma) for b in enhanced] == [
+        (b.start_ns, b.end_ns, b.volume, b.buy, b.sigma) for b in expected
+    ]
+    assert counts == plain.counts
 
 
 def test_daily_restart_uses_yesterdays_volume_and_drops_the_partial_bucket() -> None:
