@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint bench install browser prometheus services clean
+.PHONY: up test test-fast lint bench install browser prometheus services clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ services:
 ## test: the whole suite against real PostgreSQL, Redis and Chromium.
 test: $(STAMP) browser prometheus services
 	$(BIN)/python -m pytest -q
+
+## test-fast: the pure layer (protocol, engine cores, layering): no services, seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m pure
 
 lint: $(STAMP)
 	$(BIN)/ruff check protocol realtime engines loadtest tests

@@ -167,7 +167,7 @@ async def bench_rest(day: str, duration_s: float) -> list[dict[str, Any]]:
         "NAUTILUS_MARKETDATA_START": "",
         "NAUTILUS_LOG_LEVEL": "WARNING",
     }
-    cmd = ["taskset", "-c", "0", sys.executable, "-m", "realtime.cli"]
+    cmd = ["taskset", "-c", "0", sys.executable, "-m", "engines.shell.cli"]
     proc = subprocess.Popen(
         [*cmd, "engine", "marketdata", "--port", str(port)], env=env, start_new_session=True
     )

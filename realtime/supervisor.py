@@ -10,7 +10,7 @@ child, no threads:
 * **restart**: a child that exits while the supervisor runs is started again after
   ``restart_min_s * 2**n`` seconds (capped at ``restart_max_s``), ``n`` the crashes in a row; a
   child that stayed up ``healthy_after_s`` resets ``n``. Exit code 2 (usage or configuration
-  error, see ``realtime.cli``) is not retried: restarting cannot fix it; the child shows ``failed``.
+  error, see the CLI) is not retried: restarting cannot fix it; the child shows ``failed``.
 * **stop** (SIGTERM/SIGINT to the supervisor, or ``stop`` set): children in *descending* rank,
   SIGTERM to each child's process group, ``stop_timeout_s`` for the rank to exit, then SIGKILL.
   Each child runs in its own session, so a terminal's Ctrl-C reaches only the supervisor, which

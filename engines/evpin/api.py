@@ -1,12 +1,14 @@
-"""Enhanced VPIN REST: the VPIN routes (engines.vpin.api) under ``/evpin`` plus the
-classifier-accuracy report.
+"""Enhanced VPIN REST: latest bucket, stored history, batch compute, classifier accuracy.
 
-``GET /evpin/accuracy?bar_ms=1000&quote_lag_ms=50&spy_days=1`` answers
-``{"binance": {"trades", "classifiers": [{"classifier", "trades", "volume"}]},
-"spy": {"days", "buckets", "vpin": {classifier: {"mean", "last"}}}}``: each classifier's share
-of trades and of volume signed as Binance's aggressor flag says (bundled BTCUSDT file), and the
-VPIN each classifier gives on the same SPY buckets (the first ``spy_days`` bundled days, engine
-parameters). Computed once per query on the compute threads, then cached.
+* ``GET /evpin/{symbol}/latest``, ``GET /evpin/{symbol}/history?from=&to=&limit=&cursor=`` and
+  ``POST /evpin/batch`` — as VPIN's (``engines.vpin.api``), with Enhanced VPIN's numbers and
+  parameters (``t_df``, ``fit_t_df``, ``band_z`` besides VPIN's);
+* ``GET /evpin/accuracy?bar_ms=1000&quote_lag_ms=50&spy_days=1`` answers
+  ``{"binance": {"trades", "classifiers": [{"classifier", "trades", "volume"}]},
+  "spy": {"days", "buckets", "vpin": {classifier: {"mean", "last"}}}}``: each classifier's share
+  of trades and of volume signed as Binance's aggressor flag says (bundled BTCUSDT file), and the
+  VPIN each classifier gives on the same SPY buckets (the first ``spy_days`` bundled days, engine
+  parameters). Computed once per query on the compute threads, then cached.
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ import falcon.asgi
 
 from engines.shell import Route
 from engines.shell.params import query_int
-from engines.vpin import api as vpin_api
+from engines.shell.rest import HistoryResource, LatestResource
+from engines.vpin.batch import BatchResource
 
 if TYPE_CHECKING:
     from engines.evpin.service import EnhancedVpinEngine
 
 
 def routes(engine: EnhancedVpinEngine) -> Sequence[Route]:
-    return (*vpin_api.routes(engine), ("/evpin/accuracy", AccuracyResource(engine)))
+    return (
+        ("/evpin/{symbol}/latest", LatestResource(engine.buckets)),
+        ("/evpin/{symbol}/history", HistoryResource(engine.buckets)),
+        ("/evpin/batch", BatchResource.of(engine)),
+        ("/evpin/accuracy", AccuracyResource(engine)),
+    )
 
 
 class AccuracyResource:

@@ -1,26 +1,37 @@
 """Enhanced VPIN engine (port 10001): ``trades.*`` and ``quotes.*`` in, ``evpin.SYM`` out.
 
-The VPIN engine's wiring (engines.vpin.service) with an ``EnhancedVpinCalculator`` per symbol:
-quotes feed Lee–Ready and the order-flow imbalance, the trade's aggressor flag (``a``) feeds the
-aggressor classifier. Trades and quotes arrive on two bus subscriptions, so their relative
+An engine of its own (composed, not a subclass of VPIN's): an ``EnhancedVpinCalculator`` per
+symbol, which holds VPIN's bar and bucket stepping (engines.vpin.core); quotes feed Lee–Ready and
+the order-flow imbalance, the trade's aggressor flag (``a``) feeds the aggressor classifier. It
+shares VPIN's settings (engines.vpin.config) and batch endpoint (engines.vpin.batch).
+Trades and quotes arrive on two bus subscriptions, so their relative
 order is the order their batches are handled in (each stream's own order is kept).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
+from prometheus_client import Counter
+
 from engines.evpin import core
-from engines.shell import Route, StreamInfo
+from engines.shell import Engine, StreamInfo
+from engines.shell.lifecycle import Input, on
+from engines.vpin import core as vpin_core
+from engines.vpin.config import VpinConfig
 from engines.vpin.core import VpinParams
-from engines.vpin.service import BadTrade, VpinConfig, VpinEngine
 from protocol.channels import DeliveryClass
+from protocol.records import Quote, Side, Trade
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.config import described
-from realtime.storage import SignalRow
+from realtime.storage import RecordStore, Storage
+
+#: A published bucket: ``{"symbol", **EnhancedBucket.to_payload(), "params", "inputs"}``.
+BucketPayload = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,59 +50,92 @@ class EnhancedVpinConfig(VpinConfig):
         )
 
 
-class EnhancedVpinEngine(VpinEngine):
+class EnhancedVpinEngine(Engine[EnhancedVpinConfig]):
+    """One ``EnhancedVpinCalculator`` per symbol; results on ``evpin.SYM`` and in the store."""
+
     config_type = EnhancedVpinConfig
-    channel_kind = "evpin"
 
-    def __init__(self, config: VpinConfig, *, bus: Bus, clock: Clock) -> None:
-        super().__init__(config, bus=bus, clock=clock)
+    def __init__(
+        self,
+        config: EnhancedVpinConfig,
+        *,
+        bus: Bus,
+        clock: Clock,
+        storage: Storage | None = None,
+    ) -> None:
+        super().__init__(config, bus=bus, clock=clock, storage=storage)
+        self.calculators: dict[str, core.EnhancedVpinCalculator] = {}
+        self.buckets: RecordStore[BucketPayload] = self.storage.records(
+            self.name, "evpin", dict, key=itemgetter("symbol"), time=itemgetter("end_ns")
+        )
         self._reports: dict[tuple[int, int, int], Any] = {}
+        self.rejected = Counter(
+            "nautilus_evpin_rejected_trades",
+            "trades refused by a documented bad-input rule",
+            ["reason"],
+            registry=self.metrics.registry,
+        )
+        self.buckets_total = Counter(
+            "nautilus_evpin_buckets",
+            "completed volume buckets published",
+            registry=self.metrics.registry,
+        )
 
-    @property
-    def enhanced_config(self) -> EnhancedVpinConfig:
-        assert isinstance(self.config, EnhancedVpinConfig)
-        return self.config
+    def inputs(self) -> Mapping[str, Input[Any]]:
+        return {"trades.*": on(Trade, self.on_trade), "quotes.*": on(Quote, self.on_quote)}
 
-    def inputs(self) -> Sequence[str]:
-        return ("trades.*", "quotes.*")
-
-    def streams(self) -> Sequence[StreamInfo]:
-        return (
+    def streams(self) -> list[StreamInfo]:
+        return [
             StreamInfo(
                 "evpin.*",
                 DeliveryClass.LATEST_VALUE,
                 "VPIN per classifier, signed VPIN, band and OFI per completed bucket",
             ),
-        )
+        ]
 
-    def resources(self) -> Sequence[Route]:
-        from engines.evpin import api
+    def health_extra(self) -> Mapping[str, object]:
+        return {
+            "symbols": len(self.calculators),
+            "inputs": {s: c.counts.to_payload() for s, c in self.calculators.items()},
+        }
 
-        return api.routes(self)
+    async def on_start(self) -> None:
+        await self.run_in_executor(vpin_core.warm_up, self.config.warmup_bars, 0)
 
-    def new_calculator(self) -> Any:
-        return core.EnhancedVpinCalculator(self.enhanced_config.enhanced())
-
-    def params_payload(self) -> dict[str, Any]:
-        return self.enhanced_config.enhanced().to_payload()
-
-    def add_trade(self, calc: Any, event_ns: int, price: float, size: float, side: int) -> Any:
-        return calc.add_trade(event_ns, price, size, side)
-
-    async def consume(self, envelope: Envelope) -> list[SignalRow]:
-        if not envelope.channel.startswith("quotes."):
-            return await super().consume(envelope)
-        payload = envelope.payload
-        try:
-            symbol = str(payload["s"])
-            quote = tuple(float(payload[k]) for k in ("b", "bq", "k", "kq"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadTrade(f"not a quote payload: {exc!r}") from None
+    def calculator(self, symbol: str) -> core.EnhancedVpinCalculator:
         calc = self.calculators.get(symbol)
         if calc is None:
-            calc = self.calculators[symbol] = self.new_calculator()
-        calc.add_quote(*quote)
-        return []
+            calc = self.calculators[symbol] = core.EnhancedVpinCalculator(self.config.enhanced())
+        return calc
+
+    async def on_quote(self, quote: Quote, envelope: Envelope) -> None:
+        self.calculator(quote.symbol).add_quote(
+            quote.bid, quote.bid_size, quote.ask, quote.ask_size
+        )
+
+    async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
+        calc = self.calculator(trade.symbol)
+        before = calc.counts.to_payload()
+        side = 1 if trade.aggressor is Side.BUY else -1 if trade.aggressor is Side.SELL else 0
+        buckets = calc.add_trade(trade.event_ns, trade.price, trade.size, side)
+        after = calc.counts.to_payload()
+        for reason in ("bad_size", "bad_price", "late"):
+            if after[reason] != before[reason]:
+                self.rejected.labels(reason).inc(after[reason] - before[reason])
+        for bucket in buckets:
+            payload = {
+                "symbol": trade.symbol,
+                **bucket.to_payload(),
+                "params": self.config.enhanced().to_payload(),
+                "inputs": after,
+            }
+            published = await self.publish(
+                f"evpin.{trade.symbol}", payload, event_ns=envelope.event_ns
+            )
+            self.buckets.append([payload], seqs=[published.seq])
+            self.buckets_total.inc()
+
+    # ── batch (REST) ───────────────────────────────────────────────────────────────────────
 
     def batch_compute(
         self, columns: tuple[Any, Any, Any, Any], overrides: dict[str, Any]
@@ -99,7 +143,7 @@ class EnhancedVpinEngine(VpinEngine):
         event_ns, price, size, aggressor = columns
         extra = {k: overrides.pop(k) for k in ("t_df", "fit_t_df", "band_z") if k in overrides}
         base = VpinParams.from_payload(overrides, self.config.params())
-        defaults = self.enhanced_config.enhanced()
+        defaults = self.config.enhanced()
         params = core.EnhancedParams(
             base=base,
             t_df=float(extra.get("t_df", defaults.t_df)),
@@ -113,13 +157,30 @@ class EnhancedVpinEngine(VpinEngine):
             "buckets": [b.to_payload() for b in buckets],
         }
 
+    def batch_compute_many(
+        self, columns_by_symbol: Mapping[str, tuple[Any, Any, Any, Any]], overrides: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Per symbol (Enhanced VPIN's classifiers are not vectorized across symbols)."""
+        answers = {
+            symbol: self.batch_compute(columns, dict(overrides))
+            for symbol, columns in columns_by_symbol.items()
+        }
+        first = next(iter(answers.values()))
+        return {
+            "params": first["params"],
+            "symbols": {
+                symbol: {k: v for k, v in answer.items() if k != "params"}
+                for symbol, answer in answers.items()
+            },
+        }
+
     # ── accuracy report (REST) ─────────────────────────────────────────────────────────────
 
     async def accuracy_report(self, bar_ms: int, quote_lag_ms: int, spy_days: int) -> Any:
         key = (bar_ms, quote_lag_ms, spy_days)
         if key not in self._reports:
             self._reports[key] = await self.run_in_executor(
-                accuracy_report, self.enhanced_config.enhanced(), *key
+                accuracy_report, self.config.enhanced(), *key
             )
         return self._reports[key]
 

@@ -12,37 +12,28 @@ Errors use the shell's types: a bad parameter is a 400 naming it; PostgreSQL unr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-import asyncpg
 import falcon.asgi
 
 from engines.marketdata.core import BarSpec
-from engines.shell.errors import DomainError, NotFoundError, ValidationError
+from engines.shell.errors import NotFoundError, ValidationError
 from engines.shell.lifecycle import Route
-from engines.shell.params import query_int, query_symbol, query_time_ns
+from engines.shell.params import query_int, query_symbol
+from engines.shell.rest import TimeRange
 from protocol.channels import book
 from protocol.errors import ProtocolError
-from realtime.storage import InvalidQuery
-from realtime.storage.base import MAX_PAGE_ROWS
 
 if TYPE_CHECKING:
     from engines.marketdata.service import MarketDataEngine
 
-__all__ = ["DEFAULT_LIMIT", "StorageUnavailable", "routes"]
+__all__ = ["DEFAULT_LIMIT", "routes"]
 
 DEFAULT_LIMIT = 1_000
 MAX_BOOK_DEPTH = 1_000
 _END_OF_TIME = 2**63 - 1
 T = TypeVar("T")
-
-
-class StorageUnavailable(DomainError):
-    """The store cannot answer now (PostgreSQL unreachable): retry later."""
-
-    status = 503
-    default_code = "storage_unavailable"
 
 
 def routes(engine: MarketDataEngine) -> Sequence[Route]:
@@ -56,35 +47,12 @@ def routes(engine: MarketDataEngine) -> Sequence[Route]:
     )
 
 
-async def _read(query: Awaitable[T]) -> T:
-    """Run a store read, mapping its errors to the shell's."""
-    try:
-        return await query
-    except InvalidQuery as exc:
-        raise ValidationError(str(exc), parameter=exc.parameter) from None
-    except (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
-        raise StorageUnavailable("storage unreachable, retry later") from None
-
-
-class _Range:
-    """The parameters every history query shares."""
-
-    def __init__(self, req: falcon.asgi.Request) -> None:
-        self.symbol: str = query_symbol(req, required=True)  # type: ignore[assignment]
-        self.from_ns: int = query_time_ns(req, "from", default=0)  # type: ignore[assignment]
-        self.to_ns: int = query_time_ns(req, "to", default=_END_OF_TIME)  # type: ignore[assignment]
-        self.limit = query_int(
-            req, "limit", default=DEFAULT_LIMIT, minimum=1, maximum=MAX_PAGE_ROWS
-        )
-        self.cursor = req.get_param("cursor") or None
-
-
 class InstrumentsResource:
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {"items": await _read(self._engine.store.fetch_instruments())}
+        resp.media = {"items": await self._engine.store.fetch_instruments()}
 
 
 class TicksResource:
@@ -95,10 +63,10 @@ class TicksResource:
         self._table = table
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        q = _Range(req)
+        symbol, q = query_symbol(req, required=True), TimeRange.from_request(req)
         fetch = getattr(self._engine.store, f"fetch_{self._table}")
-        page = await _read(fetch(q.symbol, q.from_ns, q.to_ns, q.limit, q.cursor))
-        resp.media = {"symbol": q.symbol, "items": page.items, "next_cursor": page.next_cursor}
+        page = await fetch(symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
+        resp.media = {"symbol": symbol, "items": page.items, "next_cursor": page.next_cursor}
 
 
 class BarsResource:
@@ -106,7 +74,8 @@ class BarsResource:
         self._engine = engine
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        q = _Range(req)
+        symbol, q = query_symbol(req, required=True), TimeRange.from_request(req)
+        assert symbol is not None
         spec = req.get_param("spec")
         if not spec:
             raise ValidationError("spec is required", parameter="spec", code="missing_parameter")
@@ -114,11 +83,11 @@ class BarsResource:
             BarSpec.parse(spec)
         except ValueError as exc:
             raise ValidationError(str(exc), parameter="spec") from None
-        page = await _read(
-            self._engine.store.fetch_bars(q.symbol, spec, q.from_ns, q.to_ns, q.limit, q.cursor)
+        page = await self._engine.store.fetch_bars(
+            symbol, spec, q.from_ns, q.to_ns, q.limit, q.cursor
         )
         resp.media = {
-            "symbol": q.symbol,
+            "symbol": symbol,
             "spec": spec,
             "items": page.items,
             "next_cursor": page.next_cursor,
@@ -168,7 +137,7 @@ class LatestQuoteResource:
         symbol: str = query_symbol(req, required=True)  # type: ignore[assignment]
         quote = self._engine.latest_quotes.get(symbol)
         if quote is None:
-            quote = await _read(self._engine.store.fetch_latest_quote(symbol))
+            quote = await self._engine.store.fetch_latest_quote(symbol)
         if quote is None:
             raise NotFoundError(f"no quote for {symbol}", parameter="symbol")
         resp.media = quote

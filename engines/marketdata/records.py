@@ -10,8 +10,10 @@ BTCUSDT 2); a price is always the exact decimal ``ticks / 10**precision`` rounde
 double, so equal ticks give bit-equal floats and comparisons against a reference that divides the
 same integers are exact. Payloads round prices to the instrument's precision.
 
-Payload field names (``to_payload``, JSON for the bus, kept short because they are sent per
-message to every subscriber):
+The record types themselves (``Trade``, ``Quote``, ``Bar``, ``BookTop``, ``BookDelta``,
+``Instrument``) are the platform's, in ``protocol.records`` (one encoder, one validating decoder);
+this module adds the columnar and feed-side forms. Payload field names (JSON for the bus, kept
+short because they are sent per message to every subscriber):
 
 ========  =========================================================================
 ``s``     symbol
@@ -32,11 +34,12 @@ message to every subscriber):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from protocol.records import Bar, BookDelta, BookTop, Instrument, Quote, Side, Trade
 
 __all__ = [
     "TRADE_DTYPE",
@@ -52,115 +55,7 @@ __all__ = [
 ]
 
 
-class Side(StrEnum):
-    """Aggressor (taker) side of a trade."""
-
-    BUY = "buy"
-    SELL = "sell"
-
-
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    """Static description of a tradable symbol: its price and size grids."""
-
-    symbol: str
-    price_precision: int
-    size_precision: int = 0
-    venue: str = ""
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.symbol,
-            "price_precision": self.price_precision,
-            "size_precision": self.size_precision,
-            "venue": self.venue,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Trade:
-    """One trade print. ``aggressor`` is ``None`` when the feed does not report it (Lean)."""
-
-    symbol: str
-    event_ns: int
-    receive_ns: int
-    price: float
-    size: float
-    aggressor: Side | None = None
-    sequence: int | None = None
-    exchange: str = ""
-    condition: int = 0
-
-    def to_payload(self, price_precision: int | None = None) -> dict[str, Any]:
-        price = self.price if price_precision is None else round(self.price, price_precision)
-        return {
-            "s": self.symbol,
-            "t": self.event_ns,
-            "r": self.receive_ns,
-            "p": price,
-            "q": self.size,
-            "a": None if self.aggressor is None else self.aggressor.value,
-            "i": self.sequence,
-            "x": self.exchange,
-            "c": self.condition,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Quote:
-    """Best bid and offer (L1)."""
-
-    symbol: str
-    event_ns: int
-    receive_ns: int
-    bid: float
-    bid_size: float
-    ask: float
-    ask_size: float
-    sequence: int | None = None
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.symbol,
-            "t": self.event_ns,
-            "r": self.receive_ns,
-            "b": self.bid,
-            "bq": self.bid_size,
-            "k": self.ask,
-            "kq": self.ask_size,
-            "i": self.sequence,
-        }
-
-
 Levels = tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class BookDelta:
-    """An L2 diff: absolute sizes at price levels (size 0 deletes the level).
-
-    ``first_update_id``/``last_update_id`` are Binance's ``U``/``u``: the diff covers every
-    update id in ``[U, u]``; the next diff must start at ``u + 1``.
-    """
-
-    symbol: str
-    event_ns: int
-    receive_ns: int
-    first_update_id: int
-    last_update_id: int
-    bids: Levels
-    asks: Levels
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.symbol,
-            "t": self.event_ns,
-            "r": self.receive_ns,
-            "U": self.first_update_id,
-            "u": self.last_update_id,
-            "bids": [list(level) for level in self.bids],
-            "asks": [list(level) for level in self.asks],
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,63 +67,6 @@ class BookSnapshot:
     last_update_id: int
     bids: Levels
     asks: Levels
-
-
-@dataclass(frozen=True, slots=True)
-class BookTop:
-    """Top ``depth`` levels of a rebuilt book: the ``book.SYM`` payload. Bids best first."""
-
-    symbol: str
-    event_ns: int
-    last_update_id: int
-    bids: Levels
-    asks: Levels
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.symbol,
-            "t": self.event_ns,
-            "u": self.last_update_id,
-            "bids": [list(level) for level in self.bids],
-            "asks": [list(level) for level in self.asks],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """An OHLCV bar over ``[start_ns, end_ns)``, timestamped by its start (see ``core``).
-
-    ``dollar_volume`` is Σ price·size of the trades (the share of a split trade for volume and
-    dollar bars); ``trades`` counts the prints that contributed (a split trade counts in each bar
-    it contributes to).
-    """
-
-    symbol: str
-    spec: str
-    start_ns: int
-    end_ns: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    dollar_volume: float
-    trades: int
-
-    def to_payload(self) -> dict[str, Any]:
-        return {
-            "s": self.symbol,
-            "spec": self.spec,
-            "t": self.start_ns,
-            "te": self.end_ns,
-            "o": self.open,
-            "h": self.high,
-            "l": self.low,
-            "c": self.close,
-            "v": self.volume,
-            "dv": self.dollar_volume,
-            "n": self.trades,
-        }
 
 
 #: Row layout of a whole-day trade load (one numpy structured record per trade).

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import itertools
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Any
 
-import asyncpg
 import numpy as np
 import numpy.typing as npt
 
@@ -69,30 +67,18 @@ from engines.marketdata.normalize import (
 )
 from engines.marketdata.records import BookDelta, BookSnapshot, Quote, Trade, TradeColumns
 from engines.shell.config import EngineConfig
-from engines.shell.lifecycle import Engine, Route, StreamInfo
+from engines.shell.lifecycle import Engine, StreamInfo
 from protocol.channels import DeliveryClass, bars, book, quotes, trades
 from realtime.bus import Bus
 from realtime.clock import Clock
 from realtime.config import described
 from realtime.replay import MAX_EVENTS_PER_WAKE, Pacer
-from realtime.storage import (
-    DEFAULT_SCHEMA,
-    InstrumentRow,
-    MemoryStore,
-    PostgresConfig,
-    PostgresStore,
-    QuoteRow,
-    Store,
-    migrate,
-)
+from realtime.storage import InstrumentRow, QuoteRow, Storage, Store, StoreUnavailable
 
 __all__ = ["FeedSource", "MarketDataConfig", "MarketDataEngine"]
 
 #: Trades per chunk read from a day's columns (the pacer then slices chunks per wake-up).
 CHUNK_ROWS = 16_384
-#: Errors that mean "PostgreSQL is not reachable now": the engine stays up and retries.
-UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
-MIGRATION_RETRY_MAX_S = 10.0
 #: Book states as /health names them.
 _BOOK_STATE = {
     BookState.AWAITING_SNAPSHOT: "awaiting-snapshot",
@@ -145,16 +131,6 @@ class MarketDataConfig(EngineConfig):
     persist: bool = field(
         default=True, metadata=described("store trades, quotes and bars (false: stream only)")
     )
-    dsn: str = field(
-        default="", metadata=described("PostgreSQL DSN ('' = bounded in-memory store)")
-    )
-    schema: str = field(default=DEFAULT_SCHEMA, metadata=described("PostgreSQL schema"))
-    memory_rows: int = field(
-        default=100_000, metadata=described("memory store: newest rows kept per symbol and table")
-    )
-    queue_rows: int = field(
-        default=1_000_000, metadata=described("PostgreSQL: most rows queued during an outage")
-    )
     sim_symbols: int = field(default=20, metadata=described("sim: number of symbols"))
     sim_rate: float = field(default=2_000.0, metadata=described("sim: events per second"))
     seed: int = field(default=7, metadata=described("sim: random seed"))
@@ -181,8 +157,6 @@ class MarketDataConfig(EngineConfig):
             BarSpec.parse(spec)
         if self.book_depth < 1:
             raise ValueError(f"book_depth must be >= 1, got {self.book_depth}")
-        if self.memory_rows < 1 or self.queue_rows < 1:
-            raise ValueError("memory_rows and queue_rows must be >= 1")
         if self.sim_symbols < 1 or self.sim_rate <= 0:
             raise ValueError("sim_symbols must be >= 1 and sim_rate > 0")
         if not self.live_symbols:
@@ -231,21 +205,16 @@ class ReplayProgress:
 class MarketDataEngine(Engine[MarketDataConfig]):
     config_type = MarketDataConfig
 
-    def __init__(self, config: MarketDataConfig, *, bus: Bus, clock: Clock) -> None:
-        super().__init__(config, bus=bus, clock=clock)
-        self.store: Store = (
-            PostgresStore(
-                PostgresConfig(
-                    dsn=config.dsn,
-                    schema=config.schema,
-                    batch_rows=min(20_000, config.queue_rows),
-                    max_queued_rows=config.queue_rows,
-                ),
-                clock=clock,
-            )
-            if config.dsn
-            else MemoryStore(config.memory_rows)
-        )
+    def __init__(
+        self,
+        config: MarketDataConfig,
+        *,
+        bus: Bus,
+        clock: Clock,
+        storage: Storage | None = None,
+    ) -> None:
+        super().__init__(config, bus=bus, clock=clock, storage=storage)
+        self.store: Store = self.storage.store
         self.sale_filter = (
             SaleConditionFilter.lean_default()
             if config.condition_filter
@@ -256,7 +225,6 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self.latest_quotes: dict[str, QuoteRow] = {}
         self.feed_errors = FeedErrors()
         self.progress = ReplayProgress()
-        self.migration_error: str | None = None
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
         self._persist = config.persist
         self.live_adapter: LiveAdapter | None = (
@@ -299,15 +267,8 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         names += [bars(spec, s) for s in symbols for spec in self.config.bar_specs]
         return tuple(names)
 
-    def resources(self) -> Sequence[Route]:
-        from engines.marketdata.api import routes
-
-        return routes(self)
-
     def health_extra(self) -> Mapping[str, object]:
         progress, position = self.progress, self.progress.position_ns
-        stats = dataclasses.asdict(self.store.stats())
-        stats["migrations"] = "pending" if self.migration_error else "applied"
         live = self.live_adapter
         return {
             "feed": {
@@ -326,7 +287,6 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 ],
             },
             "published": dict(progress.published),
-            "store": stats,
             "books": {
                 symbol: {
                     "state": _BOOK_STATE[b.state],
@@ -342,17 +302,6 @@ class MarketDataEngine(Engine[MarketDataConfig]):
 
     def health_issues(self) -> list[str]:
         issues: list[str] = []
-        stats = self.store.stats()
-        if self.migration_error:
-            issues.append(f"PostgreSQL migrations pending: {self.migration_error}")
-        elif stats.kind == "postgres" and not stats.connected and stats.last_error:
-            issues.append(
-                f"PostgreSQL unreachable ({stats.last_error}); {stats.rows_queued} rows queued"
-            )
-        if stats.rows_dropped_overflow:
-            issues.append(f"{stats.rows_dropped_overflow} rows dropped: write queue full")
-        if stats.rows_rejected:
-            issues.append(f"{stats.rows_rejected} rows rejected by PostgreSQL")
         for symbol, b in self.books.items():
             if b.state is BookState.NEEDS_RESYNC:
                 issues.append(f"book {symbol} resyncing after {b.gaps} gap(s)")
@@ -362,17 +311,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         return issues
 
     async def on_start(self) -> None:
-        if self.config.dsn:
-            try:
-                await migrate(self.config.dsn, self.config.schema)
-            except UNREACHABLE as exc:
-                self.migration_error = f"{type(exc).__name__}: {exc}"
-                self.log.warning("PostgreSQL unreachable at start (%s): retrying", exc)
-                self.spawn(self._migrate_when_reachable, name="migrations")
-            else:
-                await self._open_store()
-        else:
-            await self._open_store()
+        self.spawn(self._store_instruments, name="instruments")
         if self.config.feed is FeedSource.NONE:
             self.progress.done = True
         else:
@@ -381,30 +320,16 @@ class MarketDataEngine(Engine[MarketDataConfig]):
     async def on_stop(self) -> None:
         if self.live_adapter is not None:
             await self.live_adapter.close()
-        await self.store.close(max(0.1, 0.8 * self.config.drain_timeout_s))
 
     # ── storage ─────────────────────────────────────────────────────────────────────────────
 
-    async def _open_store(self) -> None:
-        await self.store.start()
+    async def _store_instruments(self) -> None:
+        """Once the platform's storage accepts writes (at once, or when PostgreSQL is back)."""
+        await self.storage.ready.wait()
         try:
             await self.store.upsert_instruments(self._instruments())
-        except UNREACHABLE as exc:
-            self.log.warning("instruments not stored (PostgreSQL unreachable: %s)", exc)
-
-    async def _migrate_when_reachable(self) -> None:
-        """Rows queue meanwhile (the store's writer is not started: nothing is written into a
-        schema that does not exist yet)."""
-        for attempt in itertools.count():
-            await asyncio.sleep(min(MIGRATION_RETRY_MAX_S, 0.5 * 2**attempt))
-            try:
-                await migrate(self.config.dsn, self.config.schema)
-            except UNREACHABLE as exc:
-                self.migration_error = f"{type(exc).__name__}: {exc}"
-                continue
-            self.migration_error = None
-            await self._open_store()
-            return
+        except StoreUnavailable as exc:
+            self.log.warning("instruments not stored (%s)", exc)
 
     def _instruments(self) -> list[InstrumentRow]:
         feed = self.config.feed

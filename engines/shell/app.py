@@ -1,7 +1,9 @@
 """The Falcon app every engine serves: ``/health``, ``/metrics``, ``/streams`` and its own routes.
 
-Errors are mapped here, once: a ``DomainError`` becomes its 4xx, a Falcon ``HTTPError`` keeps its
-status, anything else is a 500 whose traceback goes to the log and never to the client. Every
+Errors are mapped here, once, for every engine: a ``DomainError`` becomes its 4xx, the store's
+``InvalidQuery`` a 400 naming the parameter and ``StoreUnavailable`` a 503 (retry later), a Falcon
+``HTTPError`` keeps its status, anything else is a 500 whose traceback goes to the log and never
+to the client. Every
 error body has the same shape, ``{"error": {"code", "message", "parameter"}}``.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import http
 import logging
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import falcon
@@ -19,7 +22,9 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.shell.errors import DomainError
-from engines.shell.lifecycle import Engine
+from engines.shell.lifecycle import Engine, Route
+from engines.shell.registry import routes_for
+from realtime.storage import InvalidQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +39,13 @@ SHELL_ROUTES = ("/health", "/metrics", "/streams")
 EngineApp: TypeAlias = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]
 
 
-def create_app(engine: Engine[Any], *, version: str) -> EngineApp:
-    """Build the ASGI app for ``engine``: shell routes, then the engine's ``resources()``."""
+def create_app(
+    engine: Engine[Any], *, version: str, routes: Sequence[Route] | None = None
+) -> EngineApp:
+    """Build the ASGI app for ``engine``: shell routes, then ``routes`` (default: what the
+    registry's REST factory for the engine's class builds, ``registry.routes_for``)."""
+    if routes is None:
+        routes = routes_for(engine)
     app = falcon.asgi.App()
     json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -44,7 +54,7 @@ def create_app(engine: Engine[Any], *, version: str) -> EngineApp:
     app.add_route("/health", HealthResource(engine, version))
     app.add_route("/metrics", MetricsResource(engine))
     app.add_route("/streams", StreamsResource(engine))
-    for route, resource in engine.resources():
+    for route, resource in routes:
         if route in SHELL_ROUTES:
             raise ValueError(f"engine {engine.name} may not override the shell route {route}")
         app.add_route(route, resource)
@@ -59,6 +69,8 @@ def create_app(engine: Engine[Any], *, version: str) -> EngineApp:
     app.add_error_handler(Exception, internal_error)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(DomainError, _domain_error)
+    app.add_error_handler(InvalidQuery, _invalid_query)
+    app.add_error_handler(StoreUnavailable, _store_unavailable)
     return app
 
 
@@ -107,6 +119,21 @@ async def _domain_error(
 ) -> None:
     resp.status = ex.status
     resp.media = error_body(ex.code, ex.message, ex.parameter)
+
+
+async def _invalid_query(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: InvalidQuery, params: Any
+) -> None:
+    resp.status = 400
+    resp.media = error_body("invalid_parameter", str(ex), ex.parameter)
+
+
+async def _store_unavailable(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: StoreUnavailable, params: Any
+) -> None:
+    resp.status = 503
+    resp.set_header("Retry-After", "1")
+    resp.media = error_body("storage_unavailable", "storage unreachable, retry later")
 
 
 async def _http_error(

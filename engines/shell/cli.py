@@ -1,4 +1,8 @@
-"""``nautilus``: the one command line. Reads the environment once, here, per process."""
+"""``nautilus``: the one command line. Reads the environment once, here, per process.
+
+Part of the composition root (with ``engines.shell.platform``): it may import every engine
+through the registry; ``realtime/`` never imports this module.
+"""
 
 from __future__ import annotations
 
@@ -31,10 +35,10 @@ def _run_async(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
 
 def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
     from engines.marketdata.service import FeedSource
+    from engines.shell.platform import Settings, run_embedded
     from realtime.bus import BusUnavailable
     from realtime.clock import SystemClock
     from realtime.distributed import choose_bus, open_bus
-    from realtime.embedded import Settings, run_embedded
 
     environ = dict(os.environ)
     if getattr(args, "distributed", False):
@@ -72,7 +76,7 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
 
 
 def _cmd_up_distributed(args: argparse.Namespace, environ: dict[str, str]) -> int:
-    from realtime.distributed import run_distributed
+    from engines.shell.platform import run_distributed
 
     if args.feed:
         environ["NAUTILUS_MARKETDATA_FEED"] = args.feed
@@ -116,22 +120,30 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 
 def _cmd_config(_: argparse.Namespace) -> int:
     from engines.shell.config import describe_config
-    from engines.shell.registry import ENGINES
+    from engines.shell.registry import ENGINES, start_order
     from realtime.bus.redis import RedisBusConfig
-    from realtime.distributed import BUS_PREFIX, SUPERVISOR_PREFIX
-    from realtime.embedded import HUB_PREFIX
+    from realtime.distributed import BUS_PREFIX, HUB_PREFIX, SUPERVISOR_PREFIX
     from realtime.hub import HubConfig
+    from realtime.storage import STORAGE_PREFIX, StorageConfig
     from realtime.supervisor import SupervisorConfig
 
     rows = describe_settings(HubConfig, HUB_PREFIX)
+    rows += describe_settings(StorageConfig, STORAGE_PREFIX)
     rows += describe_settings(RedisBusConfig, BUS_PREFIX)
     rows += describe_settings(SupervisorConfig, SUPERVISOR_PREFIX)
-    for spec in ENGINES.values():
+    for spec in (ENGINES[name] for name in start_order(ENGINES)):
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
     width = max(len(r.variable) for r in rows)
     for r in rows:
         print(f"{r.variable:<{width}}  {r.type:<10} {r.default!r:<14} {r.help}")
     return 0
+
+
+def _feed_choices() -> list[str]:
+    """From the feed enum itself, so a new feed is offered without touching the CLI."""
+    from engines.marketdata.service import FeedSource
+
+    return [feed.value for feed in FeedSource]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,9 +155,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, help="hub port (default 8600)")
 
     up = sub.add_parser("up", help="embedded platform: hub and every engine in one process")
-    up.add_argument(
-        "--feed", choices=["spy", "binance", "sim", "none"], help="MarketData feed to replay"
-    )
+    up.add_argument("--feed", choices=_feed_choices(), help="MarketData feed (default: spy replay)")
     up.add_argument("--speed", type=float, help="replay speed (1 = as recorded, 0 = max)")
     add_hub_flags(up)
     up.add_argument(

@@ -42,6 +42,15 @@ class EngineConfig:
     compute_threads: int = field(
         default=2, metadata=described("threads for CPU-heavy work run off the event loop")
     )
+    db_dsn: str = field(
+        default="",
+        metadata=described(
+            "this engine's own PostgreSQL DSN ('' = the platform's NAUTILUS_DB_DSN)"
+        ),
+    )
+    db_schema: str = field(
+        default="nautilus", metadata=described("schema for db_dsn (when it is set)")
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -6,15 +6,21 @@ An engine is a subclass of ``Engine`` that fills in hooks; the shell owns everyt
                            │             │                                ▲
                            └─────────────┴──► failed ─────stop()──────────┘ (stays failed)
 
-``start``: subscribe to ``inputs()`` (messages buffer from here on, so none are missed), run
-``on_start`` (load state, spawn producers), then one consumer task per input pattern that
-feeds ``handle_batch``. ``stop`` is ordered and bounded: cancel producers, close subscriptions
+``start``: open the engine's storage if it owns it, subscribe to ``inputs()`` (messages buffer
+from here on, so none are missed), run ``on_start`` (load state, spawn producers), then one
+consumer task per input pattern. Each message is decoded to the input's record type
+(``protocol.records.decode``); one that does not decode is counted per stream and reason
+(``/health`` ``bad_input``, metric ``nautilus_engine_bad_input_total``) and skipped, never
+crashing the engine; the rest reach the input's handler in publish order.
+
+``stop`` is ordered and bounded: cancel producers, close subscriptions
 (stop accepting input), let consumers drain what is already buffered for at most
 ``drain_timeout_s`` then cancel them, run ``on_stop`` (flush storage, close pools) under the same
 bound, release the compute threads.
 
-The engine takes its collaborators (config, bus, clock) as arguments, so the same engine runs in
-a replay, a test with a ``ManualClock``, embedded, or as its own process.
+The engine takes its collaborators (config, bus, clock, storage) as arguments, so the same engine
+runs in a replay, a test with a ``ManualClock``, embedded, as its own process, or under the
+``DeterministicDriver`` (``engines.shell.driver``), which calls ``dispatch`` itself.
 """
 
 from __future__ import annotations
@@ -32,11 +38,14 @@ from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 from engines.shell.config import ConfigT, EngineConfig
 from engines.shell.metrics import EngineMetrics
 from protocol.channels import DeliveryClass
+from protocol.records import BadInput, decode
 from realtime.bus import Bus, Envelope, Subscription
 from realtime.clock import Clock
+from realtime.storage import Storage, StorageConfig
 
 P = ParamSpec("P")
 T = TypeVar("T")
+R = TypeVar("R")
 
 #: How long cancelled tasks get to unwind before stop() moves on regardless.
 CANCEL_GRACE_S = 1.0
@@ -68,16 +77,41 @@ class StreamInfo:
 Route = tuple[str, object]
 
 
+@dataclass(frozen=True, slots=True)
+class Input(Generic[R]):
+    """One consumed stream: payloads decode to ``record_type`` (``dict`` takes them as they
+    are), then ``handler(record, envelope)`` runs. Build with ``on(Trade, self.on_trade)``."""
+
+    record_type: type[R]
+    handler: Callable[[R, Envelope], Awaitable[None]]
+
+
+def on(record_type: type[R], handler: Callable[[R, Envelope], Awaitable[None]]) -> Input[R]:
+    """``inputs()`` entries read as sentences: ``{"trades.*": on(Trade, self.on_trade)}``."""
+    return Input(record_type, handler)
+
+
 class Engine(Generic[ConfigT]):
     """Base class of every compute engine. Subclasses override the hooks below, nothing else."""
 
     #: The engine's frozen config class; ``main_engine`` loads it from the environment.
     config_type: ClassVar[type[EngineConfig]] = EngineConfig
 
-    def __init__(self, config: ConfigT, *, bus: Bus, clock: Clock) -> None:
+    def __init__(
+        self, config: ConfigT, *, bus: Bus, clock: Clock, storage: Storage | None = None
+    ) -> None:
         self.config = config
         self.bus = bus
         self.clock = clock
+        #: The platform's storage (shared; opened and closed by whoever built the engine). The
+        #: engine opens and closes its own instead when its config names a DSN of its own
+        #: (``db_dsn``), or when it was given none (a bounded memory store).
+        self._owns_storage = storage is None or bool(config.db_dsn)
+        if config.db_dsn:
+            storage = Storage(
+                StorageConfig(dsn=config.db_dsn, schema=config.db_schema), clock=clock
+            )
+        self.storage = storage or Storage(StorageConfig(), clock=clock)
         self.name = config.name
         self.state = EngineState.CREATED
         self.metrics = EngineMetrics(config.name)
@@ -91,21 +125,19 @@ class Engine(Generic[ConfigT]):
         self._last_input_ns: int | None = None
         self._input_lag_ns = 0
         self._errors = 0
+        self._bad_input: dict[str, dict[str, int]] = {}
         self._failure: str | None = None
         self._failed = asyncio.Event()
 
     # ── hooks ────────────────────────────────────────────────────────────────────────────────
 
-    def inputs(self) -> Sequence[str]:
-        """Bus patterns the engine consumes (``trades.*``); one consumer task each."""
-        return ()
+    def inputs(self) -> Mapping[str, Input[Any]]:
+        """Bus patterns the engine consumes and what handles each: ``{"trades.*":
+        on(Trade, self.on_trade)}``; one consumer task per pattern."""
+        return {}
 
     def streams(self) -> Sequence[StreamInfo]:
         """Channels the engine publishes, for ``GET /streams``."""
-        return ()
-
-    def resources(self) -> Sequence[Route]:
-        """The engine's own REST routes (its ``api.py`` resources)."""
         return ()
 
     def declared_channels(self) -> Sequence[str]:
@@ -126,17 +158,8 @@ class Engine(Generic[ConfigT]):
     async def on_start(self) -> None:
         """Load state, open pools, ``spawn`` producers. Input is already being buffered."""
 
-    async def handle_batch(self, envelopes: Sequence[Envelope]) -> None:
-        """Handle messages ready on one input, in publish order. Override for vectorised work;
-        the default calls ``handle`` per message so one bad message does not lose the rest."""
-        for envelope in envelopes:
-            try:
-                await self.handle(envelope)
-            except Exception:
-                self.record_error(f"handling {envelope.channel} seq {envelope.seq}")
-
-    async def handle(self, envelope: Envelope) -> None:
-        """Handle one input message (used by the default ``handle_batch``)."""
+    async def after_batch(self) -> None:
+        """Runs after each batch of input is handled (flush what was batched, e.g. rows)."""
 
     async def on_stop(self) -> None:
         """Flush storage, close pools. Runs after input has drained, bounded by the drain time;
@@ -150,7 +173,10 @@ class Engine(Generic[ConfigT]):
         self.state = EngineState.STARTING
         self._started_ns = self.clock.now_ns()
         try:
-            self._subscriptions = [self.bus.subscribe(pattern) for pattern in self.inputs()]
+            if self._owns_storage:
+                await self.storage.open()
+            inputs = self.inputs()
+            self._subscriptions = [self.bus.subscribe(pattern) for pattern in inputs]
             await self.on_start()
         except BaseException as exc:
             self._failure = f"start failed: {exc!r}"
@@ -160,12 +186,14 @@ class Engine(Generic[ConfigT]):
             self.state = EngineState.FAILED
             raise
         self._consumers = [
-            asyncio.create_task(self._consume(sub), name=f"{self.name} consumes {sub.pattern}")
+            asyncio.create_task(
+                self._consume(sub, inputs[sub.pattern]), name=f"{self.name} consumes {sub.pattern}"
+            )
             for sub in self._subscriptions
         ]
         self.state = EngineState.RUNNING
         self.metrics.up.set(1)
-        self.log.info("engine %s running, consuming %s", self.name, list(self.inputs()))
+        self.log.info("engine %s running, consuming %s", self.name, list(inputs))
 
     async def stop(self, drain_timeout_s: float | None = None) -> None:
         """Ordered, bounded shutdown; returns within about ``drain_timeout_s`` (default: the
@@ -203,18 +231,49 @@ class Engine(Generic[ConfigT]):
             self.record_error("on_stop did not finish in time", exc_info=False)
         except Exception:
             self.record_error("on_stop failed")
+        if self._owns_storage:
+            await self.storage.close(max(0.1, 0.8 * drain_timeout_s))
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _consume(self, subscription: Subscription) -> None:
+    async def dispatch(self, envelope: Envelope, stream: str, handling: Input[Any]) -> None:
+        """Decode one message of ``stream`` and hand it to its handler. Bad input is counted and
+        skipped, a failing handler counted and logged: the next message is handled either way.
+        The consumers call this; so does the deterministic driver."""
+        try:
+            record = (
+                envelope.payload
+                if handling.record_type is dict
+                else decode(handling.record_type, envelope.payload)
+            )
+        except BadInput as exc:
+            self.count_bad_input(stream, exc.reason)
+            self.log.debug("skipping %s seq %d: %s", envelope.channel, envelope.seq, exc)
+            return
+        try:
+            await handling.handler(record, envelope)
+        except BadInput as exc:  # a handler's own documented rule
+            self.count_bad_input(stream, exc.reason)
+        except Exception:
+            self.record_error(f"handling {envelope.channel} seq {envelope.seq}")
+
+    def count_bad_input(self, stream: str, reason: str) -> None:
+        reasons = self._bad_input.setdefault(stream, {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+        self.metrics.bad_input.labels(self.name, stream, reason).inc()
+
+    async def _consume(self, subscription: Subscription, handling: Input[Any]) -> None:
+        stream = subscription.pattern
         try:
             while batch := await subscription.next_batch(self.config.max_batch):
                 self._record_input(batch)
                 started = time.perf_counter()
+                for envelope in batch:
+                    await self.dispatch(envelope, stream, handling)
                 try:
-                    await self.handle_batch(batch)
+                    await self.after_batch()
                 except Exception:
-                    self.record_error(f"handling a batch from {subscription.pattern}")
+                    self.record_error(f"after a batch from {stream}")
                 self.metrics.compute_seconds.observe(time.perf_counter() - started)
         except Exception as exc:
             self.fail(f"input {subscription.pattern} broke: {exc!r}")
@@ -299,7 +358,7 @@ class Engine(Generic[ConfigT]):
         return _STATUS_OF_STATE[self.state]
 
     def issues(self) -> list[str]:
-        found = list(self.health_issues())
+        found = [*self.health_issues(), *self.storage.issues()]
         if dropped := self.dropped():
             found.append(f"{dropped} input message(s) dropped by the bus (engine too slow)")
         if self._failure:
@@ -319,6 +378,8 @@ class Engine(Generic[ConfigT]):
             "lag_s": self._input_lag_ns / 1e9,
             "errors": self._errors,
             "dropped": self.dropped(),
+            "bad_input": {stream: dict(reasons) for stream, reasons in self._bad_input.items()},
+            "storage": self.storage.health(),
             "issues": self.issues(),
             **self.health_extra(),
         }

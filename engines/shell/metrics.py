@@ -61,6 +61,13 @@ class EngineMetrics:
             labels,
             registry=self.registry,
         ).labels(engine=engine)
+        self.bad_input = Counter(
+            "nautilus_engine_bad_input",
+            "Input messages dropped because they did not decode to the stream's record type.",
+            (*labels, "stream", "reason"),
+            registry=self.registry,
+        )
+        self.engine = engine
         self.up = Gauge(
             "nautilus_engine_up",
             "1 while the engine is running, else 0.",

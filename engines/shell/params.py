@@ -7,15 +7,12 @@ resource writing any error handling. A missing optional parameter returns ``defa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import math
 import re
 from datetime import UTC, datetime
 from typing import TypeVar, overload
 
-import orjson
 from falcon.asgi import Request
 
 from engines.shell.errors import ValidationError
@@ -165,33 +162,6 @@ def query_enum(
         raise ValidationError(
             f"{name} must be one of {choices}, got {raw!r}", parameter=name
         ) from None
-
-
-def encode_cursor(position: tuple[int | str, ...]) -> str:
-    """An opaque pagination cursor for a position in a stable ordering, e.g. ``(time_ns, seq)``."""
-    return base64.urlsafe_b64encode(orjson.dumps(list(position))).decode().rstrip("=")
-
-
-def query_cursor(
-    req: Request, name: str = "cursor", *, size: int | None = None
-) -> tuple[int | str, ...] | None:
-    """Decode a cursor from ``encode_cursor``; ``size`` checks the number of parts."""
-    raw = _raw(req, name, False)
-    if raw is None:
-        return None
-    try:
-        decoded = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, orjson.JSONDecodeError, ValueError):
-        decoded = None
-    if (
-        not isinstance(decoded, list)
-        or not all(isinstance(part, int | str) and not isinstance(part, bool) for part in decoded)
-        or (size is not None and len(decoded) != size)
-    ):
-        raise ValidationError(
-            f"{name} is not a cursor this API issued", parameter=name, code="invalid_cursor"
-        )
-    return tuple(decoded)
 
 
 def _check_bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:

@@ -1,8 +1,15 @@
-"""Embedded mode (``nautilus up``): one process, in-process bus, the hub and every engine.
+"""The composition root: the whole platform assembled from the registry, embedded or distributed.
 
-The MarketData engine owns the feed (a replay of the bundled SPY trades by default); its
-channels, like every engine's, are declared to the hub before anything is published. Start order:
-bus → hub → engines; shutdown is the reverse, each step bounded.
+This module sits above both layers: it may import every engine (through the registry) and
+``realtime`` (hub, bus, storage, supervisor); ``realtime/`` never imports ``engines/``.
+
+**Embedded** (``nautilus up``): one process, in-process bus, the hub, the platform's storage and
+every engine. Start order: bus → storage → hub → engines in ``registry.start_order`` (consumers
+before feeds, so every consumer is subscribed before the first message); every engine's channels
+are declared to the hub first. Shutdown is the reverse, each step bounded.
+
+**Distributed** (``nautilus up --distributed``): the supervisor (``realtime.supervisor``) runs N
+hubs, then every engine as its own process, in the same start order, all on one Redis.
 """
 
 from __future__ import annotations
@@ -10,28 +17,55 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from realtime.bus import Bus, MemoryBus
+from engines.shell.registry import ENGINES, engine_spec, start_order
+from engines.shell.server import RunningEngines, build_engine, run_engines
+from realtime.bus import Bus, BusUnavailable, MemoryBus
+from realtime.bus.redis import RedisBus, RedisBusConfig, redacted_url
 from realtime.clock import Clock, SystemClock
-from realtime.config import load_settings
+from realtime.config import ConfigError, load_settings
+from realtime.distributed import (
+    BUS_URL_VARIABLE,
+    HUB_PREFIX,
+    SUPERVISOR_PREFIX,
+    distributed_bus,
+)
 from realtime.hub import Hub, HubConfig
+from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
+from realtime.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
-if TYPE_CHECKING:
-    from engines.shell.server import RunningEngines
+__all__ = [
+    "FEED_RANK",
+    "HUB_RANK",
+    "Settings",
+    "distributed_children",
+    "run_distributed",
+    "run_embedded",
+]
 
-HUB_PREFIX = "NAUTILUS_HUB_"
+#: Supervisor start ranks (stop runs them backwards): hubs, then engines by registry order.
+HUB_RANK = 0
+ENGINE_RANK_BASE = 1
+#: The rank a feed engine gets (after every consumer), for the tests and the printed layout.
+FEED_RANK = ENGINE_RANK_BASE + 1
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """What one embedded process reads from the environment besides the engines' own settings."""
+
     hub: HubConfig
+    storage: StorageConfig
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **hub_overrides: Any) -> Settings:
-        return cls(load_settings(HubConfig, environ, HUB_PREFIX, defaults=hub_overrides))
+        return cls(
+            load_settings(HubConfig, environ, HUB_PREFIX, defaults=hub_overrides),
+            load_settings(StorageConfig, environ, STORAGE_PREFIX),
+        )
 
 
 async def run_embedded(
@@ -54,11 +88,9 @@ async def run_embedded(
     ``MemoryBus``. Closed on return either way. ``on_ready`` is called once everything runs
     (tests and embedders reach the hub and the engines through it).
     """
-    from engines.shell.registry import ENGINES
-    from engines.shell.server import build_engine, run_engines
-
     clock = clock or SystemClock()
     bus = bus or MemoryBus(clock=clock)
+    storage = Storage(settings.storage, clock=clock)
     hub = Hub(settings.hub, bus, clock=clock)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,6 +99,8 @@ async def run_embedded(
     engines: RunningEngines | None = None
     overrides = engine_overrides or {}
     try:
+        if with_engines:
+            await storage.open()
         await hub.start()
         host = settings.hub.host
         print(f"hub        ws://{host}:{hub.port}/   explorer http://{host}:{hub.port}/", file=out)
@@ -76,8 +110,15 @@ async def run_embedded(
         )
         if with_engines and ENGINES:
             built = [
-                build_engine(spec, environ, bus=bus, clock=clock, overrides=overrides.get(name))
-                for name, spec in ENGINES.items()
+                build_engine(
+                    engine_spec(name),
+                    environ,
+                    bus=bus,
+                    clock=clock,
+                    storage=storage,
+                    overrides=overrides.get(name),
+                )
+                for name in start_order(ENGINES)
             ]
             for engine in built:
                 hub.declare(engine.declared_channels())
@@ -87,6 +128,7 @@ async def run_embedded(
                     f"{running.engine.name:<10} http://{running.host}:{running.port}/health",
                     file=out,
                 )
+            print(f"storage    {storage.kind}", file=out)
         out.flush()
         if on_ready is not None:
             on_ready(hub, engines)
@@ -98,4 +140,89 @@ async def run_embedded(
         if engines is not None:
             await engines.stop()
         await hub.stop()
+        await storage.close()
         await bus.close()
+
+
+def distributed_children(
+    environ: Mapping[str, str],
+    bus: RedisBusConfig,
+    *,
+    hubs: int,
+    engines: Sequence[str],
+    python: str = sys.executable,
+) -> list[ChildSpec]:
+    """The supervised processes: ``hubs`` hubs, then ``engines`` in registry start order (each
+    rank after the previous one's, so feeds come last)."""
+    if hubs < 1:
+        raise ConfigError("--hubs", f"at least one hub, got {hubs}")
+    cli = (python, "-m", "engines.shell.cli")
+    # every NAUTILUS_ setting of this process (flags included) reaches every child
+    shared = {k: v for k, v in environ.items() if k.startswith("NAUTILUS_")}
+    shared[BUS_URL_VARIABLE] = bus.url
+    base = load_settings(HubConfig, environ, HUB_PREFIX).port
+    children = []
+    for i in range(hubs):
+        port = base + i if base else 0
+        # the port goes in the environment: NAUTILUS_HUB_PORT wins over `nautilus hub --port`
+        env = {**shared, f"{HUB_PREFIX}PORT": str(port)}
+        # engines in other processes declare nothing to this hub: channels appear when published
+        env.setdefault(f"{HUB_PREFIX}IMPLICIT_CHANNELS", "true")
+        children.append(ChildSpec(f"hub-{i}", (*cli, "hub"), HUB_RANK, env, port or None))
+    # one supervisor rank per distinct registry start rank: consumers, then feeds
+    ranks = sorted(
+        {s.start_rank for s in ENGINES.values()} | {engine_spec(n).start_rank for n in engines}
+    )
+    for name in start_order(engines):
+        spec = engine_spec(name)
+        variable = f"NAUTILUS_{name.upper()}_PORT"
+        try:
+            port = int(environ.get(variable, spec.port))
+        except ValueError:
+            raise ConfigError(variable, f"expected an integer, got {environ[variable]!r}") from None
+        rank = ENGINE_RANK_BASE + ranks.index(spec.start_rank)
+        argv = (*cli, "engine", name, "--port", str(port))
+        children.append(ChildSpec(name, argv, rank, shared, port or None))
+    return children
+
+
+async def run_distributed(
+    environ: Mapping[str, str],
+    *,
+    hubs: int,
+    engines: Sequence[str] | None = None,
+    clock: Clock | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
+    """``nautilus up --distributed``: check Redis, then supervise until SIGTERM/SIGINT.
+
+    ``engines`` defaults to every registered engine. Returns 0 after a clean stop, 1 if Redis
+    cannot be reached at start, 2 for a configuration error.
+    """
+    clock = clock or SystemClock()
+    try:
+        bus = distributed_bus(environ)
+        config = load_settings(SupervisorConfig, environ, SUPERVISOR_PREFIX)
+        names = list(ENGINES) if engines is None else list(engines)
+        children = distributed_children(environ, bus, hubs=hubs, engines=names)
+    except (ConfigError, LookupError) as exc:
+        print(f"nautilus up --distributed: {exc}", file=sys.stderr)
+        return 2
+    try:
+        probe = await RedisBus.connect(bus, clock=clock)
+    except BusUnavailable as exc:
+        print(f"nautilus up --distributed: {exc}", file=sys.stderr)
+        return 1
+    await probe.close()
+    supervisor = Supervisor(
+        config, children, clock=clock, describe={"bus": redacted_url(bus.url), "hubs": hubs}
+    )
+    print(
+        f"supervisor http://{config.host}:{config.port}/health  bus {redacted_url(bus.url)}",
+        file=out,
+    )
+    for child in children:
+        where = f"port {child.port}" if child.port else "port chosen by the OS"
+        print(f"{child.name:<12} rank {child.rank}  {where}", file=out)
+    out.flush()
+    return await supervisor.run()

@@ -28,10 +28,12 @@ import uvicorn
 
 from engines.shell.app import EngineApp, create_app
 from engines.shell.config import ConfigError, load_config
-from engines.shell.lifecycle import Engine, EngineState
+from engines.shell.lifecycle import Engine, EngineState, Route
 from engines.shell.registry import EngineSpec, UnknownEngine, engine_spec
 from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.clock import Clock, SystemClock
+from realtime.config import load_settings
+from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +146,14 @@ async def run_engine(
     *,
     host: str | None = None,
     port: int | None = None,
+    routes: Sequence[Route] | None = None,
 ) -> RunningEngine:
-    """Serve ``engine`` (default app: ``create_app`` with the package version) on its configured
-    host and port unless given, then start it. REST comes up first, so ``/health`` answers
-    ``starting`` during a slow ``on_start`` (e.g. a JAX warm-up)."""
+    """Serve ``engine`` (default app: ``create_app`` with the package version and ``routes``,
+    by default the registry's for the engine) on its configured host and port unless given,
+    then start it. REST comes up first, so ``/health`` answers ``starting`` during a slow
+    ``on_start`` (e.g. a JAX warm-up)."""
     http = await serve_app(
-        app or create_app(engine, version=package_version()),
+        app or create_app(engine, version=package_version(), routes=routes),
         host=engine.config.host if host is None else host,
         port=engine.config.port if port is None else port,
         graceful_timeout_s=engine.config.drain_timeout_s,
@@ -208,11 +212,15 @@ def build_engine(
     *,
     bus: Bus,
     clock: Clock,
+    storage: Storage | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Engine[Any]:
     """Import the engine and read its config from ``environ`` (the registry's port as the
-    default); ``overrides`` (command-line flags) win over the environment."""
-    return spec.load()(engine_config(spec, environ, overrides), bus=bus, clock=clock)
+    default); ``overrides`` (command-line flags) win over the environment. ``storage`` is the
+    platform's (opened and closed by the caller); without it the engine keeps a bounded
+    memory store of its own."""
+    config = engine_config(spec, environ, overrides)
+    return spec.load()(config, bus=bus, clock=clock, storage=storage)
 
 
 def engine_config(
@@ -237,7 +245,8 @@ def main_engine(
 ) -> int:
     """``nautilus engine NAME [--host H] [--port P]``: run one engine until SIGINT/SIGTERM.
 
-    The configuration is checked before ``bus_factory`` opens the bus. Returns 0 after a clean
+    The configuration (the engine's and the platform storage's, ``NAUTILUS_DB_*``) is checked
+    before ``bus_factory`` opens the bus. Returns 0 after a clean
     stop, 1 if the engine failed or its bus is unreachable (``BusUnavailable``, which names the
     URL), 2 for a usage or configuration error.
     """
@@ -258,6 +267,7 @@ def main_engine(
     try:
         spec = engine_spec(name, registry)
         config = engine_config(spec, environ, overrides)  # checked before connecting anywhere
+        storage_config = load_settings(StorageConfig, environ, STORAGE_PREFIX)
     except (UnknownEngine, ConfigError, ValueError) as exc:
         print(f"nautilus engine {name}: {exc}", file=sys.stderr)
         return 2
@@ -268,13 +278,18 @@ def main_engine(
         except BusUnavailable as exc:
             print(f"nautilus engine {name}: {exc}", file=sys.stderr)
             return 1
+        storage = Storage(storage_config, clock=clock)
         try:
-            engine = spec.load()(config, bus=bus, clock=clock)
+            engine = spec.load()(config, bus=bus, clock=clock, storage=storage)
         except ValueError as exc:
             print(f"nautilus engine {name}: {exc}", file=sys.stderr)
             await bus.close()
             return 2
-        return await _serve_until_signalled(engine, bus)
+        await storage.open()
+        try:
+            return await _serve_until_signalled(engine, bus, spec.routes(engine))
+        finally:
+            await storage.close(max(0.1, 0.8 * config.drain_timeout_s))
 
     with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
         return runner.run(serve())
@@ -288,14 +303,14 @@ def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-async def _serve_until_signalled(engine: Engine[Any], bus: Bus) -> int:
+async def _serve_until_signalled(engine: Engine[Any], bus: Bus, routes: Sequence[Route]) -> int:
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop_requested.set)
     try:
         try:
-            running = await run_engine(engine)
+            running = await run_engine(engine, routes=routes)
         except Exception as exc:  # the engine or uvicorn already logged the traceback
             log.error("engine %s did not start: %r", engine.name, exc)
             return 1

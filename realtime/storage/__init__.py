@@ -1,8 +1,14 @@
-"""Storage of market data and signals: PostgreSQL (COPY-batched) or bounded memory."""
+"""Storage of market data and engine records: PostgreSQL (COPY-batched) or bounded memory.
+
+``Storage`` (the shell-owned service: one config, opened, migrated, closed) wraps one ``Store``;
+``RecordStore`` is the typed view an engine keeps its output records in. Reads raise
+``InvalidQuery`` or ``StoreUnavailable``; no caller needs to know the driver's exceptions.
+"""
 
 from __future__ import annotations
 
 from realtime.storage.base import (
+    MAX_PAGE_ROWS,
     BarRow,
     InstrumentRow,
     InvalidQuery,
@@ -11,14 +17,19 @@ from realtime.storage.base import (
     SignalRow,
     Store,
     StoreStats,
+    StoreUnavailable,
     TradeRow,
 )
 from realtime.storage.memory import MemoryStore
 from realtime.storage.migrations import DEFAULT_SCHEMA, MigrationError, migrate
 from realtime.storage.postgres import PostgresConfig, PostgresStore
+from realtime.storage.records import RecordStore
+from realtime.storage.service import STORAGE_PREFIX, Storage, StorageConfig
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "MAX_PAGE_ROWS",
+    "STORAGE_PREFIX",
     "BarRow",
     "InstrumentRow",
     "InvalidQuery",
@@ -28,9 +39,13 @@ __all__ = [
     "PostgresConfig",
     "PostgresStore",
     "QuoteRow",
+    "RecordStore",
     "SignalRow",
+    "Storage",
+    "StorageConfig",
     "Store",
     "StoreStats",
+    "StoreUnavailable",
     "TradeRow",
     "migrate",
 ]

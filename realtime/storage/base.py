@@ -143,6 +143,11 @@ class InvalidQuery(ValueError):
         self.parameter = parameter
 
 
+class StoreUnavailable(Exception):
+    """The store cannot answer now (PostgreSQL unreachable); REST maps this to 503. Raised by
+    reads only: writes never block and queue to a bound instead."""
+
+
 _CURSOR = struct.Struct(">qq")
 
 
@@ -246,3 +251,7 @@ class Store(Protocol):
     ) -> Page[SignalRow]: ...
 
     async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None: ...
+
+    async def fetch_latest_signal(self, channel: str) -> SignalRow | None:
+        """The newest stored value of ``channel`` by ``(event_ns, id)``."""
+        ...

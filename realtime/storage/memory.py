@@ -229,3 +229,7 @@ class MemoryStore:
     async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None:
         ring = self._quotes.get(symbol)
         return ring.last() if ring is not None else None
+
+    async def fetch_latest_signal(self, channel: str) -> SignalRow | None:
+        ring = self._signals.get(channel)
+        return ring.last() if ring is not None else None

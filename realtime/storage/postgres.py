@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import operator
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
@@ -37,6 +38,7 @@ from realtime.storage.base import (
     QuoteRow,
     SignalRow,
     StoreStats,
+    StoreUnavailable,
     TradeRow,
     check_range,
     decode_cursor,
@@ -79,6 +81,26 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,
     asyncpg.exceptions.InternalClientError,
 )
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _unavailable_on_outage(
+    read: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Reads raise the store's own ``StoreUnavailable`` when PostgreSQL cannot answer, so no
+    engine needs to know asyncpg's exception types (REST maps it to 503)."""
+
+    @functools.wraps(read)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await read(*args, **kwargs)
+        except TRANSIENT_ERRORS as error:
+            raise StoreUnavailable(f"PostgreSQL unreachable: {error!r}") from None
+
+    return guarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +347,7 @@ class PostgresStore:
     def write_signals(self, rows: Iterable[SignalRow]) -> int:
         return self.writer.offer("signals", map(_signal_record, rows))
 
+    @_unavailable_on_outage
     async def pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
             if self._pool is None:
@@ -340,6 +363,7 @@ class PostgresStore:
                 )
             return self._pool
 
+    @_unavailable_on_outage
     async def upsert_instruments(self, rows: Iterable[InstrumentRow]) -> None:
         columns = ", ".join(INSTRUMENT_COLUMNS)
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in INSTRUMENT_COLUMNS[1:])
@@ -350,6 +374,7 @@ class PostgresStore:
             [_instrument_record(row) for row in rows],
         )
 
+    @_unavailable_on_outage
     async def fetch_instruments(self) -> list[InstrumentRow]:
         pool = await self.pool()
         records = await pool.fetch(
@@ -357,6 +382,7 @@ class PostgresStore:
         )
         return [InstrumentRow(*record) for record in records]
 
+    @_unavailable_on_outage
     async def _page(
         self,
         table: str,
@@ -413,6 +439,7 @@ class PostgresStore:
         )
         return Page([_signal_row(row) for row in rows], next_cursor)
 
+    @_unavailable_on_outage
     async def fetch_bars(
         self,
         symbol: str,
@@ -442,6 +469,17 @@ class PostgresStore:
             return Page(bars, None)
         return Page(bars[:limit], encode_cursor(bars[limit - 1].start_ns, 0))
 
+    @_unavailable_on_outage
+    async def fetch_latest_signal(self, channel: str) -> SignalRow | None:
+        pool = await self.pool()
+        record = await pool.fetchrow(
+            f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM signals"
+            " WHERE channel = $1 ORDER BY event_ns DESC, id DESC LIMIT 1",
+            channel,
+        )
+        return _signal_row(tuple(record)) if record is not None else None
+
+    @_unavailable_on_outage
     async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None:
         pool = await self.pool()
         record = await pool.fetchrow(

@@ -122,7 +122,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     log = tmp_path_factory.mktemp("platform") / "nautilus-up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "realtime.cli", "up"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "engines.shell.cli", "up"], env=env, stdout=out, stderr=out
         )
     platform = Platform(ports)
     try:

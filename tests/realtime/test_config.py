@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from engines.shell.platform import HUB_PREFIX
 from realtime.config import ConfigError, describe_settings, load_settings
-from realtime.embedded import HUB_PREFIX
 from realtime.hub import HubConfig, LosslessOverflow
 
 

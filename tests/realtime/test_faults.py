@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
 
 from engines.marketdata.service import MarketDataConfig
-from tests.realtime.test_distributed import (
+from tests.engines.shell.test_distributed import (
     REDIS_URL,
     free_port,
     http_json,

@@ -76,8 +76,8 @@ async def test_full_day_through_postgresql_and_rest_equals_the_feed(
         speed=0.0,
         loop=False,
         bar_specs=("1m",),
-        dsn=DSN,
-        schema=pg_schema,
+        db_dsn=DSN,
+        db_schema=pg_schema,
     )
     engine = MarketDataEngine(config, bus=MemoryBus(clock=clock), clock=clock)
     started = time.perf_counter()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -230,8 +231,10 @@ async def collect(adapter: BinanceAdapter, n_events: int) -> list[feeds.BinanceE
 def untimed(event: feeds.BinanceEvent) -> feeds.BinanceEvent:
     """The record without our-side times (and a quote's event time, which is its receive)."""
     if isinstance(event, Quote):
-        return dataclasses.replace(event, event_ns=0, receive_ns=0)
-    return dataclasses.replace(event, receive_ns=0)
+        return msgspec.structs.replace(event, event_ns=0, receive_ns=0)
+    if isinstance(event, BookSnapshot):
+        return dataclasses.replace(event, receive_ns=0)
+    return msgspec.structs.replace(event, receive_ns=0)
 
 
 def is_book(event: feeds.BinanceEvent) -> bool:

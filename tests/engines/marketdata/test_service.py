@@ -25,6 +25,7 @@ from engines.shell.registry import ENGINES
 from realtime.bus import Envelope, MemoryBus
 from realtime.bus.memory import MemorySubscription
 from realtime.clock import SystemClock
+from realtime.storage import Storage, StorageConfig
 
 DAY = date(2013, 10, 7)
 MINUTE = 60_000_000_000
@@ -52,11 +53,16 @@ EngineFactory = Callable[..., MarketDataEngine]
 async def make_engine() -> AsyncIterator[EngineFactory]:
     made: list[MarketDataEngine] = []
 
-    def make(bus: MemoryBus | None = None, **config: Any) -> MarketDataEngine:
+    def make(
+        bus: MemoryBus | None = None, storage: Storage | None = None, **config: Any
+    ) -> MarketDataEngine:
         clock = SystemClock()
         settings = {"days": ("2013-10-07",), "speed": 0.0, "loop": False, **config}
         engine = MarketDataEngine(
-            MarketDataConfig(**settings), bus=bus or MemoryBus(clock=clock), clock=clock
+            MarketDataConfig(**settings),
+            bus=bus or MemoryBus(clock=clock),
+            clock=clock,
+            storage=storage,
         )
         made.append(engine)
         return engine
@@ -133,7 +139,7 @@ async def test_spy_window_publishes_every_trade_in_order_and_its_bars(
     )
     assert feed["position_ns"] == int(expected.event_ns[-1])
     assert feed["position"] == "2013-10-07T13:59:59.052+00:00"  # 09:59:59.052 New York
-    store = health["store"]
+    store = health["storage"]
     assert isinstance(store, dict)
     assert (store["kind"], store["rows_written"]) == (
         "memory",
@@ -206,13 +212,11 @@ async def test_binance_replay_rebuilds_the_book_and_publishes_quotes(
 async def test_postgres_outage_queues_to_the_bound_and_stays_up(
     make_engine: EngineFactory, day_ticks: TradeColumns
 ) -> None:
-    engine = make_engine(
-        dsn="postgresql://postgres@127.0.0.1:1/test",  # nothing listens on port 1
-        queue_rows=1_000,
-        start="09:30",
-        end="09:35",
-        bar_specs=("1m",),
-    )
+    storage = Storage(  # the platform's storage, as the shell would open it
+        StorageConfig(dsn="postgresql://postgres@127.0.0.1:1/test", queue_rows=1_000)
+    )  # nothing listens on port 1
+    await storage.open()
+    engine = make_engine(storage=storage, start="09:30", end="09:35", bar_specs=("1m",))
     await replayed(engine)
     n = len(window(day_ticks, "09:30", "09:35"))
     assert engine.state is EngineState.RUNNING
@@ -226,6 +230,8 @@ async def test_postgres_outage_queues_to_the_bound_and_stays_up(
     assert isinstance(issues, list)
     assert any("migrations pending" in issue for issue in issues)
     assert any("rows dropped: write queue full" in issue for issue in issues)
+    await engine.stop(drain_timeout_s=0.5)
+    await storage.close(0.5)
 
 
 def lean_zip(tmp_path: Path, rows: list[str]) -> Path:

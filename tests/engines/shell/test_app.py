@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from engines.shell import create_app
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
-from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine
+from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine, routes
 
 SECOND = 1_000_000_000
 
@@ -25,7 +25,9 @@ async def engine() -> AsyncIterator[VwapEngine]:
 
 @pytest.fixture
 async def client(engine: VwapEngine) -> AsyncIterator[testing.ASGIConductor]:
-    async with testing.ASGIConductor(create_app(engine, version="1.2.3")) as conductor:
+    async with testing.ASGIConductor(
+        create_app(engine, version="1.2.3", routes=routes(engine))
+    ) as conductor:
         yield conductor
 
 
@@ -55,9 +57,12 @@ async def test_health_follows_the_lifecycle(
         "lag_s": 0.0,
         "errors": 0,
         "dropped": 0,
+        "bad_input": {},
+        "storage": body["storage"],
         "issues": [],
         "symbols": 0,
     }
+    assert body["storage"]["kind"] == "memory" and body["storage"]["connected"]
 
     await engine.stop()
     result = await client.simulate_get("/health")
@@ -103,7 +108,9 @@ async def test_two_engines_in_one_process_keep_separate_metrics() -> None:
     second = VwapEngine(VwapConfig(name="two"), bus=bus, clock=clock)
     VwapEngine(VwapConfig(name="two"), bus=bus, clock=clock)  # no "Duplicated timeseries"
     first.metrics.inputs.inc(5)
-    async with testing.ASGIConductor(create_app(second, version="x")) as client:
+    async with testing.ASGIConductor(
+        create_app(second, version="x", routes=routes(second))
+    ) as client:
         text = (await client.simulate_get("/metrics")).text
     assert 'nautilus_engine_inputs_total{engine="two"} 0.0' in text
     assert 'engine="one"' not in text
@@ -183,11 +190,7 @@ async def test_unexpected_exception_is_a_500_without_internals(
 
 
 def test_an_engine_cannot_shadow_a_shell_route() -> None:
-    class Shadowing(VwapEngine):
-        def resources(self) -> list[tuple[str, object]]:
-            return [("/health", object())]
-
     clock = ManualClock()
-    engine = Shadowing(VwapConfig(), bus=MemoryBus(clock=clock), clock=clock)
+    engine = VwapEngine(VwapConfig(), bus=MemoryBus(clock=clock), clock=clock)
     with pytest.raises(ValueError, match="may not override the shell route /health"):
-        create_app(engine, version="x")
+        create_app(engine, version="x", routes=[("/health", object())])

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from realtime.cli import main
+from engines.shell.cli import main
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,7 +21,7 @@ def test_config_lists_every_variable(capsys: pytest.CaptureFixture[str]) -> None
 
 def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "realtime.cli", "hub"],
+        [sys.executable, "-m", "engines.shell.cli", "hub"],
         env={"NAUTILUS_HUB_PORT": "nope", "PATH": ""},
         capture_output=True,
         text=True,
@@ -33,7 +33,7 @@ def test_bad_setting_is_a_clear_error_not_a_traceback() -> None:
 
 def test_db_migrate_without_dsn_explains() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "realtime.cli", "db", "migrate"],
+        [sys.executable, "-m", "engines.shell.cli", "db", "migrate"],
         env={"PATH": ""},
         capture_output=True,
         text=True,

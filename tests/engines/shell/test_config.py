@@ -109,7 +109,7 @@ def test_describe_lists_every_variable_with_default_and_help() -> None:
         "NAUTILUS_MARKETDATA_" + suffix
         for suffix in (
             "HOST", "PORT", "DRAIN_TIMEOUT_S", "MAX_BATCH", "COMPUTE_THREADS", "SYMBOLS",
-            "LEVELS", "SPEED", "PERSIST", "RATE", "DSN", "DATA_DIR",
+            "LEVELS", "SPEED", "PERSIST", "RATE", "DSN", "DATA_DIR", "DB_DSN", "DB_SCHEMA",
         )
     }  # fmt: skip
     assert rows["NAUTILUS_MARKETDATA_PORT"].default == "8800"

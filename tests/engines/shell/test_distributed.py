@@ -24,18 +24,13 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from engines.marketdata.service import MarketDataConfig
+from engines.shell.platform import FEED_RANK, HUB_RANK, distributed_children
 from realtime.bus.redis import RedisBusConfig, RedisKeys, decode_message
 from realtime.config import ConfigError
-from realtime.distributed import (
-    FEED_RANK,
-    HUB_RANK,
-    choose_bus,
-    distributed_bus,
-    distributed_children,
-)
+from realtime.distributed import choose_bus, distributed_bus
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:
@@ -74,7 +69,7 @@ class Process:
         self.log = log
         self._out = log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "realtime.cli", *argv],
+            [sys.executable, "-m", "engines.shell.cli", *argv],
             env={**os.environ, "PYTHONPATH": str(ROOT), **env},
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -226,7 +221,7 @@ def test_layout_hubs_on_consecutive_ports_feed_engine_last() -> None:
     assert children[3].argv == (
         "py",
         "-m",
-        "realtime.cli",
+        "engines.shell.cli",
         "engine",
         "marketdata",
         "--port",

@@ -9,8 +9,6 @@ from falcon.asgi import Request
 
 from engines.shell.errors import ValidationError
 from engines.shell.params import (
-    encode_cursor,
-    query_cursor,
     query_enum,
     query_float,
     query_int,
@@ -83,13 +81,3 @@ def test_symbol_and_enum() -> None:
     assert query_enum(req("side=sell"), "side", Side) is Side.SELL
     with pytest.raises(ValidationError, match="side must be one of buy, sell"):
         query_enum(req("side=short"), "side", Side)
-
-
-def test_cursor_round_trip_and_tampering() -> None:
-    cursor = encode_cursor((1381152600123456789, 42, "SPY"))
-    assert query_cursor(req(f"cursor={cursor}"), size=3) == (1381152600123456789, 42, "SPY")
-    assert query_cursor(req("")) is None
-    for bad in ("%%%", "bm90LWpzb24", encode_cursor((1, 2)) + "x", encode_cursor((1,))):
-        with pytest.raises(ValidationError, match="not a cursor") as caught:
-            query_cursor(req(f"cursor={bad}"), size=2)
-        assert (caught.value.parameter, caught.value.code) == ("cursor", "invalid_cursor")

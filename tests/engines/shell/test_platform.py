@@ -46,7 +46,7 @@ async def test_nautilus_up_streams_real_spy_trades_in_order() -> None:
         **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ("marketdata", "vpin", "evpin")},
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - a real `nautilus up` process
-        [sys.executable, "-m", "realtime.cli", "up"],
+        [sys.executable, "-m", "engines.shell.cli", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,9 +85,9 @@ async def test_nautilus_up_streams_real_spy_trades_in_order() -> None:
 
 async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
     """Embedded start order: consumers subscribe before the feed publishes (registry order)."""
+    from engines.shell.platform import Settings, run_embedded
     from engines.shell.registry import ENGINES
     from engines.shell.server import RunningEngines
-    from realtime.embedded import Settings, run_embedded
     from realtime.hub import Hub
 
     environ = {

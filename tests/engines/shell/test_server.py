@@ -7,6 +7,7 @@ import re
 import signal
 import sys
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -17,10 +18,21 @@ from engines.shell.registry import EngineSpec
 from engines.shell.server import SERVER_STOP_GRACE_S
 from realtime.bus import MemoryBus
 from realtime.clock import SystemClock
-from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine
+from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine, routes
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
-REGISTRY = {"vpin": EngineSpec("vpin", "tests.engines.shell.vwap_engine:VwapEngine")}
+REGISTRY = {
+    "vpin": EngineSpec(
+        "vpin",
+        "tests.engines.shell.vwap_engine:VwapEngine",
+        "tests.engines.shell.vwap_engine:routes",
+    )
+}
+
+
+async def serve(engine: VwapEngine, **where: Any) -> Any:
+    """``run_engine`` with the test engine's routes (it is not in the platform's registry)."""
+    return await run_engine(engine, routes=routes(engine), **where)
 
 
 def make_engine(**config: object) -> VwapEngine:
@@ -41,7 +53,7 @@ async def http_get(port: int, path: str) -> tuple[int, dict[str, object]]:
 
 async def test_real_server_on_port_zero_answers_health() -> None:
     sigint_before = signal.getsignal(signal.SIGINT)
-    running = await run_engine(make_engine())
+    running = await serve(make_engine())
     try:
         assert running.port > 0
         assert signal.getsignal(signal.SIGINT) is sigint_before  # uvicorn left signals alone
@@ -77,7 +89,7 @@ async def test_failed_start_closes_the_server_and_the_group() -> None:
 
 
 async def test_stop_is_bounded_with_a_request_in_flight() -> None:
-    running = await run_engine(make_engine(http_hang_s=60.0, drain_timeout_s=0.2))
+    running = await serve(make_engine(http_hang_s=60.0, drain_timeout_s=0.2))
     request = asyncio.create_task(http_get(running.port, "/slow"))
     await asyncio.sleep(0.1)  # the request is inside the hanging handler
     started = time.perf_counter()
@@ -137,11 +149,11 @@ def test_main_engine_reports_config_errors(capsys: pytest.CaptureFixture[str]) -
 
 
 async def test_port_in_use_is_an_error_before_the_engine_starts() -> None:
-    first = await run_engine(make_engine(name="first"))
+    first = await serve(make_engine(name="first"))
     second = make_engine(name="second")
     try:
         with pytest.raises(OSError):
-            await run_engine(second, port=first.port)
+            await serve(second, port=first.port)
     finally:
         await first.stop()
     assert second.state is EngineState.CREATED

@@ -19,10 +19,12 @@ from engines.shell import (
     Route,
     StreamInfo,
 )
+from engines.shell.lifecycle import Input, on
 from engines.shell.params import query_int, query_time_ns
 from protocol.channels import DeliveryClass
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
+from realtime.storage import Storage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,27 +38,22 @@ class VwapConfig(EngineConfig):
 class VwapEngine(Engine[VwapConfig]):
     config_type = VwapConfig
 
-    def __init__(self, config: VwapConfig, *, bus: Bus, clock: Clock) -> None:
-        super().__init__(config, bus=bus, clock=clock)
+    def __init__(
+        self, config: VwapConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
+    ) -> None:
+        super().__init__(config, bus=bus, clock=clock, storage=storage)
         self.notional: dict[str, float] = {}
         self.volume: dict[str, float] = {}
         self.handled = 0
         self.state_seen_in_on_start: str | None = None
         self.stopped_cleanly = False
 
-    def inputs(self) -> Sequence[str]:
-        return ("trades.*",)
+    def inputs(self) -> Mapping[str, Input[dict[str, object]]]:
+        return {"trades.*": on(dict, self.on_trade)}
 
     def streams(self) -> Sequence[StreamInfo]:
         return (
             StreamInfo("signals.vwap.*", DeliveryClass.LATEST_VALUE, "running VWAP per symbol"),
-        )
-
-    def resources(self) -> Sequence[Route]:
-        return (
-            ("/vwap/{symbol}", VwapResource(self)),
-            ("/boom", BoomResource()),
-            ("/slow", SlowResource(self.config.http_hang_s)),
         )
 
     def health_extra(self) -> Mapping[str, object]:
@@ -67,11 +64,11 @@ class VwapEngine(Engine[VwapConfig]):
         if self.config.fail_on_start:
             raise RuntimeError("cannot open the (pretend) store")
 
-    async def handle(self, envelope: Envelope) -> None:
-        if envelope.payload.get("hang"):
+    async def on_trade(self, payload: dict[str, object], envelope: Envelope) -> None:
+        if payload.get("hang"):
             await asyncio.Event().wait()
         symbol = envelope.channel.split(".", 1)[1]
-        price, size = float(envelope.payload["price"]), float(envelope.payload["size"])
+        price, size = float(payload["price"]), float(payload["size"])  # type: ignore[arg-type]
         self.notional[symbol] = self.notional.get(symbol, 0.0) + price * size
         self.volume[symbol] = self.volume.get(symbol, 0.0) + size
         self.handled += 1
@@ -80,6 +77,14 @@ class VwapEngine(Engine[VwapConfig]):
 
     async def on_stop(self) -> None:
         self.stopped_cleanly = True
+
+
+def routes(engine: VwapEngine) -> Sequence[Route]:
+    return (
+        ("/vwap/{symbol}", VwapResource(engine)),
+        ("/boom", BoomResource()),
+        ("/slow", SlowResource(engine.config.http_hang_s)),
+    )
 
 
 class VwapResource:

@@ -135,7 +135,6 @@ async def test_enhanced_engine_answers_many_symbols_with_its_own_batch(
         bucket_volume=20_000.0, window=10, adv_days=0, warmup_bars=1024, warmup_symbols=4
     )
     engine = EnhancedVpinEngine(config, bus=MemoryBus(clock=clock), clock=clock)
-    assert not engine.vectorized_batch()
     two = {s: posted[s] for s in ("SPY", "SYN")}
     async for running in started(engine):
         async with testing.ASGIConductor(create_app(running, version="t")) as client:

@@ -37,9 +37,7 @@ async def test_vpin_and_evpin_reach_a_websocket_client_equal_to_batch(
     vpin = VpinEngine(VpinConfig(**common), bus=bus, clock=clock)
     evpin = EnhancedVpinEngine(EnhancedVpinConfig(**common, adv_days=0), bus=bus, clock=clock)
     plain = compute_vpin(window.event_ns, window.price, window.size, vpin.config.params())
-    enhanced, _ = run_enhanced(
-        window.event_ns, window.price, window.size, evpin.enhanced_config.enhanced()
-    )
+    enhanced, _ = run_enhanced(window.event_ns, window.price, window.size, evpin.config.enhanced())
     last_open_bar = window.event_ns[-1] // 60_000_000_000 * 60_000_000_000
     want_vpin = {i: plain.bucket(i).to_payload() for i in range(len(plain))
                  if plain.end_ns[i] <= last_open_bar}  # fmt: skip

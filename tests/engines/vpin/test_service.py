@@ -64,7 +64,7 @@ async def until(condition: Any, timeout_s: float = 20.0) -> None:
 async def engine(pg_schema: str) -> AsyncIterator[VpinEngine]:
     clock = SystemClock()
     config = VpinConfig(
-        bucket_volume=100_000.0, window=10, sigma_seed=0.01, dsn=DSN, schema=pg_schema,
+        bucket_volume=100_000.0, window=10, sigma_seed=0.01, db_dsn=DSN, db_schema=pg_schema,
         warmup_bars=1024, warmup_symbols=0,
     )  # fmt: skip
     engine = VpinEngine(config, bus=MemoryBus(clock=clock), clock=clock)
@@ -97,7 +97,7 @@ async def test_bus_trades_give_batch_numbers_stored_in_postgres_and_served(
         assert got["symbol"] == "SPY" and got["params"]["bucket_volume"] == 100_000.0
         for key, value in want.to_payload().items():
             assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
-    await until(lambda: engine.malformed == 1)
+    await until(lambda: sum(engine.health()["bad_input"].get("trades.*", {}).values()) == 1)  # type: ignore[attr-defined]
     health = engine.health()
     assert health["inputs"]["SPY"]["bad_size"] == 1  # type: ignore[index]
     assert engine.rejected.labels("bad_size")._value.get() == 1
@@ -105,7 +105,7 @@ async def test_bus_trades_give_batch_numbers_stored_in_postgres_and_served(
     async with testing.ASGIConductor(create_app(engine, version="t")) as client:
         latest = (await client.simulate_get("/vpin/SPY/latest")).json
         assert latest["bucket"] == published[-1]["bucket"]
-        await until(lambda: engine.store.stats().rows_written >= len(published))
+        await until(lambda: engine.storage.store.stats().rows_written >= len(published))
         first = await client.simulate_get("/vpin/SPY/history", params={"limit": 7})
         items, cursor = first.json["items"], first.json["next_cursor"]
         while cursor:

@@ -1,0 +1,353 @@
+"""Typed records: everything that crosses the bus between engines, one type each.
+
+Each record is a ``msgspec.Struct``: the type declaration *is* the codec. ``encode`` turns a
+record into the JSON-ready payload the bus carries; ``decode`` validates a payload (a dict from
+the in-process bus, or JSON bytes) into the record and raises ``BadInput`` naming the field at
+fault. Chosen by measurement over slots dataclasses with hand-written codecs (``loadtest/
+records_bench.py``): decoding a trade payload 0.23 µs vs 0.52 µs, encoding 0.25 µs vs 0.51 µs,
+building one 0.06 µs vs 0.17 µs.
+
+Wire names. Market data (trade, quote, book, bar) keeps the documented short keys, sent once per
+message to every subscriber (``s`` symbol, ``t`` event time ns, ``r`` receive time ns, ``p``/``q``
+price/size, ``a`` aggressor, ``i`` id, ``x`` exchange, ``c`` condition flags, ``b``/``bq``/``k``/
+``kq`` bid/size/ask/size, ``U``/``u`` update ids, ``spec``, ``te`` bar end, ``o h l c v dv n``).
+Trading records (signal, intent, order, fill, position) use full words: they are few per second
+and read by people. Quantities and prices of the trading records are ``Decimal`` (sent as
+strings): the ledger is exact; floats are for analytics only (DESIGN.md, "The trading pipeline").
+
+Lineage. Every trading record carries the event time of the market data that caused it and the
+ids of what it came from (signal → intent → order → fill), so a number on a screen can be traced
+back to the trades behind it. Ids are deterministic from their inputs (``client_order_id``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, ClassVar, TypeVar
+
+import msgspec
+
+__all__ = [
+    "BadInput",
+    "Bar",
+    "BookDelta",
+    "BookTop",
+    "Fill",
+    "Instrument",
+    "Intent",
+    "Liquidity",
+    "Order",
+    "OrderSide",
+    "OrderStatus",
+    "OrderType",
+    "Position",
+    "Quote",
+    "Record",
+    "Side",
+    "Signal",
+    "TimeInForce",
+    "Trade",
+    "decode",
+    "encode",
+]
+
+
+class BadInput(ValueError):
+    """A payload that is not the record it claims to be. ``reason`` is a stable code counted per
+    stream (``malformed``, ``wrong_type``, ``missing_field``, ``invalid_value``); ``field`` is the
+    JSON path at fault (``$.q``) when known."""
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
+
+
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """Base of every record. ``KIND`` names the record in stores and error messages."""
+
+    KIND: ClassVar[str] = "record"
+    #: Fields holding ``[price, size]`` levels: sent as JSON arrays (lists) on every bus alike.
+    LEVEL_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+
+class Side(StrEnum):
+    """Aggressor (taker) side of a trade."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+Level = tuple[float, float]
+
+
+class Instrument(Record, frozen=True, gc=False):
+    """What is traded and on which grids: prices in ``10**-price_precision`` steps, sizes in
+    ``10**-size_precision`` lots, ``multiplier`` units of underlying per unit."""
+
+    KIND: ClassVar[str] = "instrument"
+    symbol: str = msgspec.field(name="s")
+    price_precision: int
+    size_precision: int = 0
+    venue: str = ""
+    asset_class: str = ""
+    currency: str = "USD"
+    multiplier: int = 1
+
+
+class Trade(Record, frozen=True, gc=False):
+    """One trade print. ``aggressor`` is ``None`` when the feed does not say (Lean)."""
+
+    KIND: ClassVar[str] = "trade"
+    symbol: str = msgspec.field(name="s")
+    event_ns: int = msgspec.field(name="t")
+    receive_ns: int = msgspec.field(name="r")
+    price: float = msgspec.field(name="p")
+    size: float = msgspec.field(name="q")
+    aggressor: Side | None = msgspec.field(name="a", default=None)
+    sequence: int | None = msgspec.field(name="i", default=None)
+    exchange: str = msgspec.field(name="x", default="")
+    condition: int = msgspec.field(name="c", default=0)
+
+    def to_payload(self, price_precision: int | None = None) -> dict[str, Any]:
+        """The bus payload; ``price_precision`` rounds the price to the instrument's grid."""
+        payload = encode(self)
+        if price_precision is not None:
+            payload["p"] = round(self.price, price_precision)
+        return payload
+
+
+class Quote(Record, frozen=True, gc=False):
+    """Best bid and offer (L1)."""
+
+    KIND: ClassVar[str] = "quote"
+    symbol: str = msgspec.field(name="s")
+    event_ns: int = msgspec.field(name="t")
+    receive_ns: int = msgspec.field(name="r")
+    bid: float = msgspec.field(name="b")
+    bid_size: float = msgspec.field(name="bq")
+    ask: float = msgspec.field(name="k")
+    ask_size: float = msgspec.field(name="kq")
+    sequence: int | None = msgspec.field(name="i", default=None)
+
+    def to_payload(self) -> dict[str, Any]:
+        return encode(self)
+
+
+class BookDelta(Record, frozen=True, gc=False):
+    """An L2 diff: absolute sizes at price levels (size 0 deletes the level). ``U``/``u`` are
+    Binance's first/last update ids: the next diff must start at ``u + 1``."""
+
+    KIND: ClassVar[str] = "book_delta"
+    LEVEL_FIELDS: ClassVar[tuple[str, ...]] = ("bids", "asks")
+    symbol: str = msgspec.field(name="s")
+    event_ns: int = msgspec.field(name="t")
+    receive_ns: int = msgspec.field(name="r")
+    first_update_id: int = msgspec.field(name="U")
+    last_update_id: int = msgspec.field(name="u")
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return encode(self)
+
+
+class BookTop(Record, frozen=True, gc=False):
+    """Top levels of a rebuilt book (the ``book.SYM`` payload). Bids best first."""
+
+    KIND: ClassVar[str] = "book"
+    LEVEL_FIELDS: ClassVar[tuple[str, ...]] = ("bids", "asks")
+    symbol: str = msgspec.field(name="s")
+    event_ns: int = msgspec.field(name="t")
+    last_update_id: int = msgspec.field(name="u")
+    bids: tuple[Level, ...]
+    asks: tuple[Level, ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return encode(self)
+
+
+class Bar(Record, frozen=True, gc=False):
+    """An OHLCV bar over ``[start_ns, end_ns)``, stamped by its start. ``dollar_volume`` is
+    Σ price·size; ``trades`` counts the prints that contributed (a split trade counts in each
+    bar it contributes to)."""
+
+    KIND: ClassVar[str] = "bar"
+    symbol: str = msgspec.field(name="s")
+    spec: str
+    start_ns: int = msgspec.field(name="t")
+    end_ns: int = msgspec.field(name="te")
+    open: float = msgspec.field(name="o")
+    high: float = msgspec.field(name="h")
+    low: float = msgspec.field(name="l")
+    close: float = msgspec.field(name="c")
+    volume: float = msgspec.field(name="v")
+    dollar_volume: float = msgspec.field(name="dv")
+    trades: int = msgspec.field(name="n")
+
+    def to_payload(self) -> dict[str, Any]:
+        return encode(self)
+
+
+# ── the trading pipeline ─────────────────────────────────────────────────────────────────────
+
+
+class Signal(Record, frozen=True, kw_only=True, gc=False):
+    """A value a compute engine derived from market data (features, VPIN, ML, factor scores).
+
+    ``source`` is the producing stream kind (``vpin``, ``features``), ``values`` the named
+    numbers (``None`` while warming up), ``event_ns`` the time of the newest input behind them.
+    """
+
+    KIND: ClassVar[str] = "signal"
+    source: str
+    symbol: str
+    event_ns: int
+    values: dict[str, float | bool | None]
+
+
+class Intent(Record, frozen=True, kw_only=True, gc=False):
+    """A strategy's wish: hold ``target_quantity`` of ``symbol`` in ``account``."""
+
+    KIND: ClassVar[str] = "intent"
+    intent_id: str
+    strategy: str
+    account: str
+    symbol: str
+    event_ns: int
+    target_quantity: Decimal
+    reason: str = ""
+    signal_ids: tuple[str, ...] = ()
+
+
+class OrderSide(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+    DAY = "day"
+
+
+class OrderStatus(StrEnum):
+    """The order state machine's states (issue 11): initialized → submitted → accepted →
+    partially_filled → filled, or canceled / rejected / expired / denied (by pre-trade risk)."""
+
+    INITIALIZED = "initialized"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELED = "canceled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    DENIED = "denied"
+
+
+class Order(Record, frozen=True, kw_only=True, gc=False):
+    """One order's state after a transition; published on every transition (lossless)."""
+
+    KIND: ClassVar[str] = "order"
+    client_order_id: str
+    account: str
+    strategy: str
+    symbol: str
+    side: OrderSide
+    type: OrderType
+    quantity: Decimal
+    status: OrderStatus
+    event_ns: int
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    time_in_force: TimeInForce = TimeInForce.GTC
+    filled_quantity: Decimal = Decimal(0)
+    average_price: Decimal | None = None
+    intent_id: str | None = None
+    parent_order_id: str | None = None
+    reason: str = ""
+
+
+class Liquidity(StrEnum):
+    MAKER = "maker"
+    TAKER = "taker"
+
+
+class Fill(Record, frozen=True, kw_only=True, gc=False):
+    """One execution. ``fill_id`` is deterministic from the order and the fill's sequence."""
+
+    KIND: ClassVar[str] = "fill"
+    fill_id: str
+    client_order_id: str
+    account: str
+    strategy: str
+    symbol: str
+    side: OrderSide
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    fee_currency: str
+    liquidity: Liquidity
+    event_ns: int
+
+
+class Position(Record, frozen=True, kw_only=True, gc=False):
+    """An account's holding of one instrument after an event (netting: one per instrument).
+    ``mark_price`` is ``None`` when the instrument cannot be priced yet (``unpriceable``)."""
+
+    KIND: ClassVar[str] = "position"
+    account: str
+    symbol: str
+    quantity: Decimal
+    average_price: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal | None
+    mark_price: Decimal | None
+    currency: str
+    event_ns: int
+
+
+# ── the codec ────────────────────────────────────────────────────────────────────────────────
+
+R = TypeVar("R", bound=Record)
+
+_REASONS = (
+    ("Object missing required field", "missing_field"),
+    ("Expected", "wrong_type"),
+)
+
+
+def encode(record: Record) -> dict[str, Any]:
+    """The record as its bus payload (a JSON-ready dict; ``Decimal`` as a string)."""
+    payload: dict[str, Any] = msgspec.to_builtins(record)
+    for name in record.LEVEL_FIELDS:
+        payload[name] = [list(level) for level in payload[name]]
+    return payload
+
+
+def decode(record_type: type[R], payload: Any) -> R:
+    """Validate ``payload`` (a dict from the bus, or JSON ``bytes``/``str``) into
+    ``record_type``; ``BadInput`` names what is wrong and where."""
+    try:
+        if isinstance(payload, bytes | bytearray | memoryview | str):
+            return msgspec.json.decode(payload, type=record_type)
+        return msgspec.convert(payload, record_type)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        field = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else None
+        reason = next((code for prefix, code in _REASONS if message.startswith(prefix)), None)
+        raise BadInput(
+            reason or "invalid_value", f"not a {record_type.KIND}: {message}", field
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise BadInput("malformed", f"not JSON: {exc}") from None

@@ -1,0 +1,75 @@
+"""The layers import only downwards (STYLE.md, conventions 1 and 2; issue 8).
+
+* ``protocol/`` imports no I/O (tests/protocol/test_purity.py);
+* ``realtime/`` imports nothing from ``engines/``: the composition root lives in
+  ``engines/shell/platform.py`` and ``engines/shell/cli.py``;
+* every ``engines/*/core.py`` is pure: no falcon, no asyncio, no realtime, no uvicorn;
+* no engine imports another engine's ``service`` or ``api`` (shared machinery is the shell's;
+  an engine may read another's pure ``core``, ``config`` or declared bodies).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE_FORBIDDEN = ("falcon", "asyncio", "realtime", "uvicorn", "websockets", "asyncpg", "redis")
+
+
+def imports(path: Path) -> Iterator[str]:
+    """Every module ``path`` imports, at any depth (lazy imports inside functions too)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_realtime_imports_no_engine() -> None:
+    found = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "realtime").rglob("*.py")
+        for module in imports(path)
+        if under(module, "engines")
+    ]
+    assert found == []
+
+
+def test_engine_cores_are_pure() -> None:
+    found = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "engines").glob("*/core.py")
+        for module in imports(path)
+        if any(under(module, bad) for bad in CORE_FORBIDDEN)
+    ]
+    assert found == []
+
+
+def test_no_engine_imports_another_engines_service_or_api() -> None:
+    found = []
+    for path in (ROOT / "engines").glob("*/*.py"):
+        own = path.parent.name
+        for module in imports(path):
+            parts = module.split(".")
+            foreign = (
+                own != "shell"  # the composition root may import every engine
+                and len(parts) >= 3
+                and parts[0] == "engines"
+                and parts[1] not in (own, "shell")
+            )
+            if foreign and parts[2] in ("service", "api"):
+                found.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert found == []
+
+
+def test_the_layering_test_sees_imports() -> None:
+    """The checks above would pass vacuously if ``imports`` found nothing."""
+    assert "engines.vpin.core" in set(imports(ROOT / "engines" / "vpin" / "service.py"))
+    assert any(under(m, "realtime") for m in imports(ROOT / "engines" / "shell" / "server.py"))
