@@ -50,6 +50,7 @@ bench: $(STAMP) services
 	$(BIN)/python -m loadtest.marketdata_bench
 	taskset -c 0 $(BIN)/python -m loadtest.vpin_bench
 	$(BIN)/python -m loadtest.vpin_e2e
+	$(BIN)/python -m loadtest.records_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
