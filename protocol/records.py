@@ -52,6 +52,7 @@ __all__ = [
     "Trade",
     "decode",
     "encode",
+    "error_path",
 ]
 
 
@@ -111,6 +112,11 @@ class Trade(Record, frozen=True, gc=False):
     sequence: int | None = msgspec.field(name="i", default=None)
     exchange: str = msgspec.field(name="x", default="")
     condition: int = msgspec.field(name="c", default=0)
+
+    @property
+    def aggressor_sign(self) -> int:
+        """+1 buyer-initiated, −1 seller-initiated, 0 not reported."""
+        return 1 if self.aggressor is Side.BUY else -1 if self.aggressor is Side.SELL else 0
 
     def to_payload(self, price_precision: int | None = None) -> dict[str, Any]:
         """The bus payload; ``price_precision`` rounds the price to the instrument's grid."""
@@ -329,6 +335,12 @@ _REASONS = (
 )
 
 
+def error_path(error: msgspec.ValidationError) -> str | None:
+    """The JSON path msgspec names in ``error`` (``$.trades[3].q``), or ``None``."""
+    message = str(error)
+    return message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else None
+
+
 def encode(record: Record) -> dict[str, Any]:
     """The record as its bus payload (a JSON-ready dict; ``Decimal`` as a string)."""
     payload: dict[str, Any] = msgspec.to_builtins(record)
@@ -346,7 +358,7 @@ def decode(record_type: type[R], payload: Any) -> R:
         return msgspec.convert(payload, record_type)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        field = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else None
+        field = error_path(exc)
         reason = next((code for prefix, code in _REASONS if message.startswith(prefix)), None)
         raise BadInput(
             reason or "invalid_value", f"not a {record_type.KIND}: {message}", field

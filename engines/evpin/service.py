@@ -24,7 +24,7 @@ from engines.vpin import core as vpin_core
 from engines.vpin.config import VpinConfig
 from engines.vpin.core import VpinParams
 from protocol.channels import DeliveryClass
-from protocol.records import Quote, Side, Trade
+from protocol.records import Quote, Trade
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.config import described
@@ -64,6 +64,8 @@ class EnhancedVpinEngine(Engine[EnhancedVpinConfig]):
         storage: Storage | None = None,
     ) -> None:
         super().__init__(config, bus=bus, clock=clock, storage=storage)
+        #: the parameters every bucket is published with (the config is frozen: built once)
+        self.params_payload = self.config.enhanced().to_payload()
         self.calculators: dict[str, core.EnhancedVpinCalculator] = {}
         self.buckets: RecordStore[BucketPayload] = self.storage.records(
             self.name, "evpin", dict, key=itemgetter("symbol"), time=itemgetter("end_ns")
@@ -116,17 +118,15 @@ class EnhancedVpinEngine(Engine[EnhancedVpinConfig]):
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
         calc = self.calculator(trade.symbol)
         before = calc.counts.to_payload()
-        side = 1 if trade.aggressor is Side.BUY else -1 if trade.aggressor is Side.SELL else 0
-        buckets = calc.add_trade(trade.event_ns, trade.price, trade.size, side)
+        buckets = calc.add_trade(trade.event_ns, trade.price, trade.size, trade.aggressor_sign)
         after = calc.counts.to_payload()
-        for reason in ("bad_size", "bad_price", "late"):
-            if after[reason] != before[reason]:
-                self.rejected.labels(reason).inc(after[reason] - before[reason])
+        for reason, refused in vpin_core.rejections(before, after).items():
+            self.rejected.labels(reason).inc(refused)
         for bucket in buckets:
             payload = {
                 "symbol": trade.symbol,
                 **bucket.to_payload(),
-                "params": self.config.enhanced().to_payload(),
+                "params": self.params_payload,
                 "inputs": after,
             }
             published = await self.publish(

@@ -268,14 +268,7 @@ def read_lean_trade_ticks(
     condition_text = table[:, 4]
     suspicious = table[:, 5].astype(np.int64)
 
-    unique_conditions, condition_index = np.unique(condition_text, return_inverse=True)
-    condition_values = np.zeros(len(unique_conditions), dtype=np.int64)
-    for k, text in enumerate(unique_conditions.tolist()):
-        try:
-            condition_values[k] = int(text, 16) if text else 0
-        except ValueError:
-            condition_values[k] = -1
-    condition = condition_values[condition_index]
+    condition = hex_conditions(condition_text)
 
     keep = (
         (ms >= 0)
@@ -697,14 +690,7 @@ def read_lean_quote_ticks(
     exchange = table[:, 5]
     suspicious = table[:, 7].astype(np.int64)
 
-    unique_conditions, condition_index = np.unique(table[:, 6], return_inverse=True)
-    condition_values = np.zeros(len(unique_conditions), dtype=np.int64)
-    for k, text in enumerate(unique_conditions.tolist()):
-        try:
-            condition_values[k] = int(text, 16) if text else 0
-        except ValueError:
-            condition_values[k] = -1
-    condition = condition_values[condition_index]
+    condition = hex_conditions(table[:, 6])
 
     has_bid = bid_e4 > 0
     has_ask = ask_e4 > 0
@@ -744,3 +730,17 @@ def read_lean_quote_ticks(
         suspicious=suspicious > 0,
         sequence=line_numbers,
     )
+
+
+def hex_conditions(texts: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Lean's hex sale-condition column as integers (empty = 0, unparsable = −1), parsed once
+    per distinct value (a day holds a handful of them across hundreds of thousands of rows)."""
+    unique_conditions, condition_index = np.unique(texts, return_inverse=True)
+    values = np.zeros(len(unique_conditions), dtype=np.int64)
+    for k, text in enumerate(unique_conditions.tolist()):
+        try:
+            values[k] = int(text, 16) if text else 0
+        except ValueError:
+            values[k] = -1
+    result: npt.NDArray[np.int64] = values[condition_index]
+    return result

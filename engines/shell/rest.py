@@ -22,6 +22,7 @@ import msgspec
 
 from engines.shell.errors import NotFoundError, ValidationError
 from engines.shell.params import query_int, query_time_ns
+from protocol.records import error_path
 from realtime.storage import MAX_PAGE_ROWS, RecordStore
 
 R = TypeVar("R")
@@ -104,9 +105,8 @@ async def read_body(req: falcon.asgi.Request, body_type: type[B]) -> B:
     try:
         return msgspec.json.decode(raw, type=body_type)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else "$"
-        raise ValidationError(message, parameter=json_path_parameter(path)) from None
+        path = error_path(exc) or "$"
+        raise ValidationError(str(exc), parameter=json_path_parameter(path)) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", parameter="body") from None
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from engines.shell import ValidationError
 from engines.shell.rest import read_body
-from protocol.records import Side
+from protocol.records import Side, error_path
 from realtime.storage import MAX_PAGE_ROWS, Store, TradeRow
 
 Columns = tuple[
@@ -65,9 +65,8 @@ def symbol_trades(symbol: str, trades: Any) -> list[PostedTrade]:
     try:
         return msgspec.convert(trades, list[PostedTrade])
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        path = message.rpartition(" - at `")[2].rstrip("`") if " - at `" in message else "$"
-        raise BadBody(f"symbols.{symbol}{path.removeprefix('$')}", message) from None
+        path = error_path(exc) or "$"
+        raise BadBody(f"symbols.{symbol}{path.removeprefix('$')}", str(exc)) from None
 
 
 class BadBody(ValueError):

@@ -174,6 +174,15 @@ class InputCounts:
         }
 
 
+#: The reasons ``InputCounts`` refuses a trade for (a documented bad-input rule each).
+REJECTION_REASONS = ("bad_size", "bad_price", "late")
+
+
+def rejections(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The trades refused between two ``InputCounts.to_payload()`` readings, by reason."""
+    return {r: after[r] - before[r] for r in REJECTION_REASONS if after[r] != before[r]}
+
+
 @dataclass(frozen=True, slots=True)
 class VpinBucket:
     """One completed volume bucket and the VPIN known at its end."""

@@ -22,7 +22,7 @@ from engines.shell.lifecycle import Input, on
 from engines.vpin import core
 from engines.vpin.config import VpinConfig
 from protocol.channels import DeliveryClass
-from protocol.records import Side, Trade
+from protocol.records import Trade
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.storage import RecordStore, Storage
@@ -40,6 +40,8 @@ class VpinEngine(Engine[VpinConfig]):
         self, config: VpinConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
     ) -> None:
         super().__init__(config, bus=bus, clock=clock, storage=storage)
+        #: the parameters every bucket is published with (the config is frozen: built once)
+        self.params_payload = self.config.params().to_payload()
         self.calculators: dict[str, core.VpinCalculator] = {}
         self.buckets: RecordStore[BucketPayload] = self.storage.records(
             self.name, "vpin", dict, key=itemgetter("symbol"), time=itemgetter("end_ns")
@@ -87,12 +89,13 @@ class VpinEngine(Engine[VpinConfig]):
             calc = self.calculators[trade.symbol] = core.VpinCalculator(self.config.params())
         before = calc.counts.to_payload()
         buckets = calc.add_trade(trade.event_ns, trade.price, trade.size)
-        count_rejections(self.rejected, before, calc.counts.to_payload())
+        for reason, refused in core.rejections(before, calc.counts.to_payload()).items():
+            self.rejected.labels(reason).inc(refused)
         for bucket in buckets:
             payload = {
                 "symbol": trade.symbol,
                 **bucket.to_payload(),
-                "params": self.config.params().to_payload(),
+                "params": self.params_payload,
                 "inputs": calc.counts.to_payload(),
             }
             published = await self.publish(
@@ -134,14 +137,3 @@ def series_payload(series: core.BucketSeries) -> dict[str, Any]:
         "inputs": series.counts.to_payload(),
         "buckets": [series.bucket(i).to_payload() for i in range(len(series))],
     }
-
-
-def count_rejections(counter: Counter, before: dict[str, float], after: dict[str, float]) -> None:
-    """Count the trades a calculator refused by a documented rule (its ``counts`` moved)."""
-    for reason in ("bad_size", "bad_price", "late"):
-        if after[reason] != before[reason]:
-            counter.labels(reason).inc(after[reason] - before[reason])
-
-
-def aggressor_code(side: Side | None) -> int:
-    return 1 if side is Side.BUY else -1 if side is Side.SELL else 0

@@ -18,6 +18,7 @@ import orjson
 import pytest
 
 from realtime.supervisor import ChildSpec, ChildState, Supervisor, SupervisorConfig
+from tests.support import until
 
 #: Appends "<name> start <time>" to $LOG, runs $RUN_S seconds (forever if unset), exits with
 #: $CODE; on SIGTERM appends "<name> stop <time>" and exits 0, unless $IGNORE_TERM is set.
@@ -85,13 +86,6 @@ async def running(supervisor: Supervisor) -> AsyncIterator[asyncio.Event]:
             if c.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(c.process.pid, signal.SIGKILL)
-
-
-async def until(condition: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def get(port: int, path: str) -> tuple[str, bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import secrets
 import time
 from collections.abc import Iterator
@@ -27,8 +26,9 @@ from realtime.bus import MemoryBus
 from realtime.clock import SystemClock
 from realtime.hub import Hub, HubConfig
 from realtime.storage.migrations import quote_identifier
+from tests.support import TEST_DSN, until
 
-DSN = os.environ.get("NAUTILUS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = TEST_DSN
 DAY = date(2013, 10, 7)  # the smallest bundled day: 250,601 trades
 
 
@@ -51,15 +51,6 @@ def pg_schema() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def day_ticks() -> TradeColumns:
     return feeds.read_lean_trade_ticks(feeds.lean_tick_path(DAY))
-
-
-async def until(condition: Any, timeout_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def trade_key(row: dict[str, Any]) -> tuple[Any, ...]:

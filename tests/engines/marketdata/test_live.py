@@ -32,6 +32,7 @@ from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataE
 from engines.shell import load_config
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock, SystemClock
+from tests.support import until
 
 CAPTURE = feeds.DATA_DIR / "btcusdt_20240808.gz"
 #: Lines of the capture the engine tests stream (≈ 1 minute of BTCUSDT: ~1,000 trades, ~330 diffs).
@@ -202,15 +203,6 @@ class FakeBinance:
         writer.write(head.encode() + body)
         await writer.drain()
         writer.close()
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 8.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.005)
 
 
 def adapter_config(fake: FakeBinance) -> BinanceAdapterConfig:

@@ -6,7 +6,6 @@ against Lean's own minute bars), never figures computed by the service under tes
 
 from __future__ import annotations
 
-import asyncio
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from datetime import date, time
@@ -26,6 +25,7 @@ from realtime.bus import Envelope, MemoryBus
 from realtime.bus.memory import MemorySubscription
 from realtime.clock import SystemClock
 from realtime.storage import Storage, StorageConfig
+from tests.support import until
 
 DAY = date(2013, 10, 7)
 MINUTE = 60_000_000_000
@@ -70,15 +70,6 @@ async def make_engine() -> AsyncIterator[EngineFactory]:
     yield make
     for engine in made:
         await engine.stop(drain_timeout_s=1.0)
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def replayed(engine: MarketDataEngine, timeout_s: float = 30.0) -> None:
@@ -162,7 +153,7 @@ async def test_looping_republishes_but_stores_the_first_lap_only(
     engine = make_engine(start="12:00", end="12:01", bar_specs=(), loop=True)
     await engine.start()
     n = len(window(day_ticks, "12:00", "12:01"))
-    await until(lambda: engine.progress.laps >= 3)
+    await until(lambda: engine.progress.laps >= 3, 30.0)
     assert engine.progress.published["trades"] >= 3 * n
     assert engine.store.stats().rows_written == n
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,8 +21,9 @@ from engines.vpin.service import VpinConfig, VpinEngine
 from realtime.bus import MemoryBus
 from realtime.clock import SystemClock
 from realtime.storage.migrations import quote_identifier
+from tests.support import TEST_DSN, until
 
-DSN = os.environ.get("NAUTILUS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = TEST_DSN
 START_NS = 1381152600_000_000_000  # 2013-10-07 09:30 New York
 END_NS = START_NS + 20 * 60 * 1_000_000_000
 
@@ -50,14 +50,6 @@ def pg_schema() -> Iterator[str]:
 
 def trade_payload(trades: TradeColumns, i: int) -> dict[str, Any]:
     return trades.trade(i).to_payload(trades.price_precision)
-
-
-async def until(condition: Any, timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture

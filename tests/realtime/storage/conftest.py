@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from realtime.storage import MemoryStore, PostgresConfig, PostgresStore, Store, migrate
 from realtime.storage.migrations import quote_identifier
+from tests.support import TEST_DSN
+from tests.support import until as eventually
 
-DSN = os.environ.get("NAUTILUS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+DSN = TEST_DSN
 DATA_TABLES = "trades, quotes, bars, signals, instruments, write_batches"
 
 
@@ -67,16 +68,6 @@ async def store(
     await chosen.start()
     yield chosen
     await chosen.close()
-
-
-async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Wait until ``condition()`` holds (the writer works in the background)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 async def settled(store: Store) -> None:
