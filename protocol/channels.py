@@ -3,6 +3,8 @@
 A channel name is dot-separated segments: a *kind* first, then the kind's parameters, e.g.
 ``trades.SPY``, ``bars.1m.SPY``, ``vpin.SPY``, ``risk.var.main``. Each kind declares how many
 parameters it takes and its delivery class, so a name alone tells a client how it is delivered.
+A kind may be two segments (``risk.denials``, ``collateral.calls``) when one family carries both
+a lossless event stream and a latest-value state: the longer kind wins when both could match.
 
 Patterns (bus subscriptions, auth grants) use NATS-style wildcards: ``*`` matches exactly one
 segment, a trailing ``>`` matches one or more remaining segments (``trades.*``, ``bars.>``).
@@ -53,18 +55,37 @@ STREAM_KINDS: dict[str, StreamKind] = {
     k.name: k
     for k in (
         _kind("trades", _LOSSLESS, ("symbol",), "every trade print, in exchange order"),
-        _kind("fills", _LOSSLESS, ("account",), "order fills of an account"),
         _kind("bars", _LOSSLESS, ("spec", "symbol"), "completed bars (time, tick, volume, $)"),
         _kind("quotes", _LATEST, ("symbol",), "best bid/offer"),
         _kind("book", _LATEST, ("symbol",), "L2 order book, top levels"),
         _kind("vpin", _LATEST, ("symbol",), "VPIN order-flow toxicity per volume bucket"),
         _kind("evpin", _LATEST, ("symbol",), "enhanced VPIN variants side by side"),
-        _kind("features", _LATEST, ("name", "symbol"), "feature values per symbol"),
+        _kind("features", _LATEST, ("symbol",), "every indicator of a symbol, one message a bar"),
+        _kind("factor", _LATEST, ("model", "symbol"), "factor exposures and residuals"),
+        _kind("ml", _LATEST, ("model", "symbol"), "model predictions with version and data time"),
         _kind("signals", _LATEST, ("name", "key"), "engine signals"),
-        _kind("risk", _LATEST, ("metric", "book"), "risk metrics of a book"),
-        _kind("portfolio", _LATEST, ("metric", "account"), "portfolio state"),
+        _kind("intents", _LOSSLESS, ("strategy",), "target positions a strategy asks for"),
+        _kind("orders", _LOSSLESS, ("account",), "every order state transition of an account"),
+        _kind("fills", _LOSSLESS, ("account",), "order fills of an account"),
+        _kind("positions", _LATEST, ("account",), "positions of an account"),
+        _kind("pnl", _LATEST, ("account",), "cash, equity and PnL of an account"),
+        _kind("risk", _LATEST, ("metric", "account"), "risk metrics of an account (risk.var.*)"),
+        _kind("risk.denials", _LOSSLESS, ("account",), "orders refused by pre-trade checks"),
+        _kind("analytics", _LATEST, ("key",), "performance statistics of a return stream"),
+        _kind("collateral", _LATEST, ("agreement",), "exposure, collateral held, open call"),
+        _kind("collateral.calls", _LOSSLESS, ("agreement",), "every margin-call transition"),
+        _kind("backtest", _LATEST, ("job",), "backtest progress and results"),
     )
 }
+
+
+def kind_of(name: str) -> str:
+    """The kind a channel name belongs to (``risk.denials.paper`` → ``risk.denials``), or its
+    first segment when no kind matches."""
+    first, _, rest = name.partition(".")
+    second = rest.partition(".")[0]
+    longer = f"{first}.{second}"
+    return longer if second and longer in STREAM_KINDS else first
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +117,8 @@ def parse_channel(name: object, *, field: str = "channel") -> Channel:
             f"channel must be 1..{MAX_CHANNEL_LENGTH} characters",
             field=field,
         )
-    kind, *params = name.split(".")
+    kind = kind_of(name)
+    params = name.split(".")[kind.count(".") + 1 :]
     spec = STREAM_KINDS.get(kind)
     if spec is None:
         known = ", ".join(sorted(STREAM_KINDS))
@@ -148,7 +170,7 @@ def bars(spec: str, symbol: str) -> str:
 
 def delivery_of(name: str) -> DeliveryClass:
     """Delivery class of a (valid) channel name."""
-    return STREAM_KINDS[name.split(".", 1)[0]].delivery
+    return STREAM_KINDS[kind_of(name)].delivery
 
 
 @dataclass(frozen=True, slots=True)

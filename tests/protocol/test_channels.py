@@ -24,6 +24,10 @@ from protocol.errors import ErrorCode, ProtocolError
         ("vpin.SPY", "vpin", ("SPY",)),
         ("risk.var.main", "risk", ("var", "main")),
         ("book.BRK-B", "book", ("BRK-B",)),
+        ("risk.denials.paper", "risk.denials", ("paper",)),
+        ("collateral.calls.paper", "collateral.calls", ("paper",)),
+        ("collateral.paper", "collateral", ("paper",)),
+        ("features.SPY", "features", ("SPY",)),
     ],
 )
 def test_parse_valid_names(name: str, kind: str, params: tuple[str, ...]) -> None:
@@ -104,3 +108,21 @@ def test_bad_patterns(bad: str) -> None:
 def test_pattern_literal_flag() -> None:
     assert ChannelPattern.parse("trades.SPY").is_literal
     assert not ChannelPattern.parse("trades.*").is_literal
+
+
+def test_a_two_segment_kind_wins_over_its_first_segment() -> None:
+    # one family, two deliveries: the state is latest-value, the events lossless
+    assert delivery_of("risk.var.paper") is DeliveryClass.LATEST_VALUE
+    assert delivery_of("risk.denials.paper") is DeliveryClass.ORDERED_LOSSLESS
+    assert delivery_of("collateral.paper") is DeliveryClass.LATEST_VALUE
+    assert delivery_of("collateral.calls.paper") is DeliveryClass.ORDERED_LOSSLESS
+    with pytest.raises(ProtocolError, match=r"collateral\.calls\.<agreement>"):
+        parse_channel("collateral.calls.paper.extra")
+
+
+def test_every_lossless_trading_stream_is_lossless() -> None:
+    # DESIGN.md: orders, fills and denials are ordered-lossless; states are latest-value
+    for kind in ("orders", "fills", "intents", "risk.denials", "collateral.calls", "trades"):
+        assert STREAM_KINDS[kind].delivery is DeliveryClass.ORDERED_LOSSLESS
+    for kind in ("positions", "pnl", "analytics", "collateral", "features", "backtest"):
+        assert STREAM_KINDS[kind].delivery is DeliveryClass.LATEST_VALUE
