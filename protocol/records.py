@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 __all__ = [
+    "AccountState",
     "BadInput",
     "Bar",
     "BookDelta",
@@ -323,6 +324,27 @@ class Position(Record, frozen=True, kw_only=True, gc=False):
     mark_price: Decimal | None
     currency: str
     event_ns: int
+
+
+class AccountState(Record, frozen=True, kw_only=True, gc=False):
+    """An account's money after an event (``pnl.<account>``, latest-value): the ledger's
+    identity ``realized_pnl + unrealized_pnl - fees == equity - starting_cash`` holds in it.
+    Amounts in the account currency; ``unpriceable`` names instruments without a mark (their
+    unrealized PnL is left out and flagged, never guessed)."""
+
+    KIND: ClassVar[str] = "account"
+    account: str
+    currency: str
+    starting_cash: Decimal
+    cash: Decimal
+    equity: Decimal
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    fees: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    event_ns: int
+    unpriceable: tuple[str, ...] = ()
 
 
 # ── the codec ────────────────────────────────────────────────────────────────────────────────
