@@ -31,6 +31,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 __all__ = [
+    "AccountPositions",
     "AccountState",
     "BadInput",
     "Bar",
@@ -98,6 +99,28 @@ class Instrument(Record, frozen=True, gc=False):
     asset_class: str = ""
     currency: str = "USD"
     multiplier: int = 1
+    #: the order price grid, when coarser than the data's (US equities: 0.01 on a 4-dp tape)
+    tick_size: Decimal | None = None
+    #: the order size grid, when coarser than ``10**-size_precision``
+    lot_size: Decimal | None = None
+    #: the smallest order value (price × quantity × multiplier) a venue accepts
+    min_notional: Decimal = Decimal(0)
+
+    @property
+    def tick(self) -> Decimal:
+        """The order price increment."""
+        return (
+            self.tick_size
+            if self.tick_size is not None
+            else Decimal(1).scaleb(-self.price_precision)
+        )
+
+    @property
+    def lot(self) -> Decimal:
+        """The order quantity increment."""
+        return (
+            self.lot_size if self.lot_size is not None else Decimal(1).scaleb(-self.size_precision)
+        )
 
 
 class Trade(Record, frozen=True, gc=False):
@@ -324,6 +347,16 @@ class Position(Record, frozen=True, kw_only=True, gc=False):
     mark_price: Decimal | None
     currency: str
     event_ns: int
+
+
+class AccountPositions(Record, frozen=True, kw_only=True, gc=False):
+    """Every open position of an account after an event (``positions.<account>``, latest-value:
+    one message is the whole book, so a conflated client still sees a consistent state)."""
+
+    KIND: ClassVar[str] = "positions"
+    account: str
+    event_ns: int
+    positions: tuple[Position, ...]
 
 
 class AccountState(Record, frozen=True, kw_only=True, gc=False):

@@ -1,0 +1,78 @@
+"""The instrument table engines share: what is traded, on which price and size grids.
+
+Strategy, Risk and Portfolio must agree on every instrument's tick, lot, multiplier and currency,
+so there is one table: the bundled ``engines/shell/data/instruments.json`` (US equities on a 0.01
+tick and 1-share lots, BTCUSDT on Binance's grids), or a JSON file of the same shape an engine's
+config names. An order or fill for a symbol outside the table is refused (``UnknownInstrument``),
+never priced on a guessed grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+
+import msgspec
+
+from protocol.records import Instrument
+
+__all__ = ["InstrumentTable", "UnknownInstrument", "load_instruments", "on_grid"]
+
+
+class UnknownInstrument(LookupError):
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"unknown instrument {symbol!r}")
+        self.symbol = symbol
+
+
+class _File(msgspec.Struct, forbid_unknown_fields=False):
+    instruments: list[Instrument]
+
+
+class InstrumentTable(Mapping[str, Instrument]):
+    """Instruments by symbol; ``table[symbol]`` raises ``UnknownInstrument``."""
+
+    def __init__(self, instruments: list[Instrument]) -> None:
+        self._by_symbol: dict[str, Instrument] = {}
+        for instrument in instruments:
+            if instrument.symbol in self._by_symbol:
+                raise ValueError(f"instrument {instrument.symbol} listed twice")
+            if instrument.tick <= 0 or instrument.lot <= 0 or instrument.multiplier <= 0:
+                raise ValueError(
+                    f"instrument {instrument.symbol}: tick, lot, multiplier must be > 0"
+                )
+            self._by_symbol[instrument.symbol] = instrument
+
+    def __getitem__(self, symbol: str) -> Instrument:
+        try:
+            return self._by_symbol[symbol]
+        except KeyError:
+            raise UnknownInstrument(symbol) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_symbol)
+
+    def __len__(self) -> int:
+        return len(self._by_symbol)
+
+
+def load_instruments(path: str | Path = "") -> InstrumentTable:
+    """The table in ``path`` (``""``: the bundled one). A malformed file raises ``ValueError``
+    naming the field at fault."""
+    raw = (
+        Path(path).read_bytes()
+        if path
+        else resources.files("engines.shell").joinpath("data/instruments.json").read_bytes()
+    )
+    try:
+        parsed = msgspec.json.decode(raw, type=_File)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"instrument file {path or '(bundled)'}: {exc}") from None
+    return InstrumentTable(parsed.instruments)
+
+
+def on_grid(value: Decimal, step: Decimal) -> bool:
+    """``value`` is a whole number of ``step``s."""
+    return (value % step) == 0
