@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import http
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -46,7 +47,7 @@ def create_app(
     registry's REST factory for the engine's class builds, ``registry.routes_for``)."""
     if routes is None:
         routes = routes_for(engine)
-    app = falcon.asgi.App()
+    app = falcon.asgi.App(middleware=[RequestTiming(engine)])
     json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -77,6 +78,30 @@ def create_app(
 def error_body(code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
     """The one error shape every engine answers with."""
     return {"error": {"code": code, "message": message, "parameter": parameter}}
+
+
+class RequestTiming:
+    """Times every request: ``nautilus_engine_request_seconds{method,route}`` for Prometheus
+    and the engine's last-minute p50/p99 for ``/health`` and the status view. The route label
+    is the URI template (bounded), never the raw path."""
+
+    def __init__(self, engine: Engine[Any]) -> None:
+        self._engine = engine
+        self._histogram = engine.metrics.request_seconds
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    async def process_response(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: object, ok: bool
+    ) -> None:
+        started = getattr(req.context, "started", None)
+        if started is None:
+            return
+        seconds = time.perf_counter() - started
+        route = req.uri_template or "other"
+        self._histogram.labels(self._engine.name, req.method, route).observe(seconds)
+        self._engine.rest_latency.observe(self._engine.clock.now_ns(), seconds)
 
 
 class HealthResource:

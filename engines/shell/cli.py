@@ -29,8 +29,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run_async(coro_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(coro_factory())
+    return int(_run_async_value(coro_factory))
 
 
 def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
@@ -121,6 +120,7 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
 def _cmd_config(_: argparse.Namespace) -> int:
     from engines.shell.config import describe_config
     from engines.shell.registry import ENGINES, start_order
+    from engines.shell.status import STATUS_PREFIX, StatusConfig
     from realtime.bus.redis import RedisBusConfig
     from realtime.distributed import BUS_PREFIX, HUB_PREFIX, SUPERVISOR_PREFIX
     from realtime.hub import HubConfig
@@ -131,12 +131,61 @@ def _cmd_config(_: argparse.Namespace) -> int:
     rows += describe_settings(StorageConfig, STORAGE_PREFIX)
     rows += describe_settings(RedisBusConfig, BUS_PREFIX)
     rows += describe_settings(SupervisorConfig, SUPERVISOR_PREFIX)
+    rows += describe_settings(StatusConfig, STATUS_PREFIX)
     for spec in (ENGINES[name] for name in start_order(ENGINES)):
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
     width = max(len(r.variable) for r in rows)
     for r in rows:
         print(f"{r.variable:<{width}}  {r.type:<10} {r.default!r:<14} {r.help}")
     return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Ask the hub's ``/status``; when the hub does not answer, poll the engines directly (at
+    their configured ports) and say the hub is down. Exit 0 only when everything is up."""
+    import orjson
+
+    from engines.shell.status import (
+        STATUS_PREFIX,
+        StatusConfig,
+        collect_status,
+        configured_targets,
+        render_text,
+    )
+    from realtime.clock import SystemClock
+    from realtime.config import load_settings
+    from realtime.http import get_json
+
+    environ = dict(os.environ)
+    try:
+        config = load_settings(StatusConfig, environ, STATUS_PREFIX)
+    except ConfigError as exc:
+        print(f"nautilus status: {exc}", file=sys.stderr)
+        return 2
+    url = args.url or f"http://127.0.0.1:{environ.get('NAUTILUS_HUB_PORT', '8600')}"
+
+    async def run() -> dict[str, Any]:
+        # the hub polls every engine within the config's timeout: allow for that, and a bit
+        answer = await get_json(f"{url.rstrip('/')}/status", timeout_s=args.timeout)
+        if answer.error is None and isinstance(answer.body, dict) and "engines" in answer.body:
+            return answer.body
+        reason = answer.error or f"malformed /status (HTTP {answer.status})"
+        return await collect_status(
+            configured_targets(environ, config), config, clock=SystemClock(), hub=None,
+            hub_error=f"{url}: {reason}",
+        )  # fmt: skip
+
+    status = _run_async_value(run)
+    if args.json:
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_text(status))
+    return 0 if status["ok"] else 1
+
+
+def _run_async_value(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(coro_factory())
 
 
 def _feed_choices() -> list[str]:
@@ -180,6 +229,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--schema", default="nautilus")
     sub.add_parser("config", help="list every configuration variable with its default")
     sub.add_parser("version", help="print the version")
+    status = sub.add_parser(
+        "status", help="every engine, the hub, bus and storage; exit 0 only when all are up"
+    )
+    status.add_argument("--url", help="the hub (default http://127.0.0.1:$NAUTILUS_HUB_PORT)")
+    status.add_argument("--json", action="store_true", help="the raw /status JSON")
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)"
+    )
     return parser
 
 
@@ -200,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_engine(args)
     if args.command == "db":
         return _cmd_db_migrate(args)
+    if args.command == "status":
+        return _cmd_status(args)
     return _cmd_config(args)
 
 

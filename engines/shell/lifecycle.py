@@ -41,6 +41,7 @@ from protocol.channels import DeliveryClass
 from protocol.records import BadInput, decode
 from realtime.bus import Bus, Envelope, Subscription
 from realtime.clock import Clock
+from realtime.latency import RecentDurations
 from realtime.storage import Storage, StorageConfig
 
 P = ParamSpec("P")
@@ -116,6 +117,8 @@ class Engine(Generic[ConfigT]):
         self.state = EngineState.CREATED
         self.metrics = EngineMetrics(config.name)
         self.metrics.track_backlog(self.backlog)
+        #: REST request durations of the last minute (``/health`` ``rest_latency``)
+        self.rest_latency = RecentDurations()
         self.log = logging.getLogger(f"engines.{config.name}")
         self._subscriptions: list[Subscription] = []
         self._consumers: list[asyncio.Task[None]] = []
@@ -381,6 +384,7 @@ class Engine(Generic[ConfigT]):
             "bad_input": {stream: dict(reasons) for stream, reasons in self._bad_input.items()},
             "storage": self.storage.health(),
             "issues": self.issues(),
+            "rest_latency": self.rest_latency.summary(now),
             **self.health_extra(),
         }
 

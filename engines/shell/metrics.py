@@ -67,6 +67,13 @@ class EngineMetrics:
             (*labels, "stream", "reason"),
             registry=self.registry,
         )
+        self.request_seconds = Histogram(
+            "nautilus_engine_request_seconds",
+            "REST request latency, by method and route template (unmatched paths: 'other').",
+            (*labels, "method", "route"),
+            buckets=COMPUTE_BUCKETS_S,
+            registry=self.registry,
+        )
         self.engine = engine
         self.up = Gauge(
             "nautilus_engine_up",

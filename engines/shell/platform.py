@@ -18,11 +18,18 @@ import asyncio
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from engines.shell.registry import ENGINES, engine_spec, start_order
 from engines.shell.server import RunningEngines, build_engine, run_engines
+from engines.shell.status import (
+    STATUS_PREFIX,
+    EngineTarget,
+    StatusConfig,
+    collect_status,
+    configured_targets,
+)
 from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.bus.redis import RedisBus, RedisBusConfig, redacted_url
 from realtime.clock import Clock, SystemClock
@@ -59,12 +66,14 @@ class Settings:
 
     hub: HubConfig
     storage: StorageConfig
+    status: StatusConfig = field(default_factory=StatusConfig)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **hub_overrides: Any) -> Settings:
         return cls(
             load_settings(HubConfig, environ, HUB_PREFIX, defaults=hub_overrides),
             load_settings(StorageConfig, environ, STORAGE_PREFIX),
+            load_settings(StatusConfig, environ, STATUS_PREFIX),
         )
 
 
@@ -91,7 +100,22 @@ async def run_embedded(
     clock = clock or SystemClock()
     bus = bus or MemoryBus(clock=clock)
     storage = Storage(settings.storage, clock=clock)
-    hub = Hub(settings.hub, bus, clock=clock)
+    # GET /status: the engines this process runs (their real ports, filled in once they run),
+    # or, for a hub alone (distributed), every registered engine where its settings put it
+    targets: list[EngineTarget] = (
+        [] if with_engines else configured_targets(environ, settings.status)
+    )
+
+    async def platform_status() -> dict[str, Any]:
+        return await collect_status(
+            targets,
+            settings.status,
+            clock=clock,
+            hub=hub.status_section(),
+            storage=storage.health() if with_engines else None,
+        )
+
+    hub = Hub(settings.hub, bus, clock=clock, status=platform_status)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -123,6 +147,9 @@ async def run_embedded(
             for engine in built:
                 hub.declare(engine.declared_channels())
             engines = await run_engines(built)
+            targets[:] = [
+                EngineTarget(r.engine.name, _reachable(r.host), r.port) for r in engines.running
+            ]
             for running in engines.running:
                 print(
                     f"{running.engine.name:<10} http://{running.host}:{running.port}/health",
@@ -144,6 +171,11 @@ async def run_embedded(
         await bus.close()
 
 
+def _reachable(host: str) -> str:
+    """Where to reach a server bound to ``host`` from this machine."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
 def distributed_children(
     environ: Mapping[str, str],
     bus: RedisBusConfig,
@@ -160,6 +192,8 @@ def distributed_children(
     # every NAUTILUS_ setting of this process (flags included) reaches every child
     shared = {k: v for k, v in environ.items() if k.startswith("NAUTILUS_")}
     shared[BUS_URL_VARIABLE] = bus.url
+    # the hubs' /status expects exactly the engines this layout runs
+    shared[f"{STATUS_PREFIX}ENGINES"] = ",".join(start_order(engines))
     base = load_settings(HubConfig, environ, HUB_PREFIX).port
     children = []
     for i in range(hubs):

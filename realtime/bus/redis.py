@@ -256,6 +256,10 @@ class RedisSubscription(Inbox):
         #: messages read back from the streams (after reconnects or seq holes)
         self.recovered = 0
         self.reconnects = 0
+        #: whether the subscription is live on Redis now (False while reconnecting)
+        self.connected = False
+        #: why the last connection was lost ("" before any loss)
+        self.last_error = ""
         self._reader = asyncio.create_task(self._read(), name=f"redis-bus-sub {pattern}")
 
     async def wait_ready(self, limit_s: float = 5.0) -> None:
@@ -287,9 +291,12 @@ class RedisSubscription(Inbox):
                     await self._recover_known()
                 first = False
                 self._ready.set()
+                self.connected = True
                 backoff = cfg.reconnect_min_s
                 await self._pump(pubsub)
             except (RedisError, OSError) as exc:
+                self.connected = False
+                self.last_error = str(exc) or type(exc).__name__
                 self.reconnects += 1
                 log.warning(
                     "redis bus: subscription %r lost (%s); reconnecting in %.2f s",

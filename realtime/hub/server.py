@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -42,7 +42,7 @@ from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undeci
 from realtime.hub.config import HubConfig
 from realtime.hub.connection import ClientConnection, Parts, SlowConsumers, text_frame
 from realtime.hub.framing import batch_payloads, status
-from realtime.hub.metrics import HubCollector, HubStats, metrics_text
+from realtime.hub.metrics import LATENCY_BUCKETS, HubCollector, HubStats, metrics_text
 from realtime.hub.session import (
     Action,
     Attach,
@@ -54,6 +54,7 @@ from realtime.hub.session import (
     Session,
     admit,
 )
+from realtime.latency import HistogramWindow, LatencySummary
 
 log = logging.getLogger("nautilus.hub")
 
@@ -63,8 +64,24 @@ SLOW_POLL_S = 0.005
 TICK_MAX_MESSAGES = 4096
 
 
+#: ``GET /status``: the platform's status, built above this layer (engines/shell/status.py)
+#: and handed to the hub; without one the hub answers its own part only.
+StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
+#: Bus messages waiting for the hub beyond which its health is ``degraded`` (lagging).
+LAGGING_PENDING = 10_000
+#: The hub's latency stages, as /metrics names them (``nautilus_hub_<stage>_seconds``).
+STAGES = ("event_to_publish", "publish_to_hub", "broadcast", "receive_to_send")
+
+
 class Hub:
-    def __init__(self, config: HubConfig, bus: Bus, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        bus: Bus,
+        *,
+        clock: Clock | None = None,
+        status: StatusProvider | None = None,
+    ) -> None:
         if config.auth_secret is not None and len(config.auth_secret.encode()) < 32:
             raise ValueError("auth_secret must be at least 32 bytes (RFC 7518 §3.2 for HS256)")
         self.config = config
@@ -87,13 +104,19 @@ class Hub:
         self._slow_timer: asyncio.TimerHandle | None = None
         self._started_ns = 0
         self._last_input_ns = 0
-        self._page = (resources.files("realtime.hub") / "static" / "index.html").read_bytes()
+        static = resources.files("realtime.hub") / "static"
+        self._page = (static / "index.html").read_bytes()
+        self._status_page = (static / "status.html").read_bytes()
+        self._status_provider = status
+        self._stage_windows = {name: HistogramWindow(LATENCY_BUCKETS) for name in STAGES}
+        self._delivery_samples: list[tuple[int, int]] = []
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         cfg = self.config
         self._started_ns = self._clock.now_ns()
+        self._sample_windows(self._started_ns)  # the status view's first baseline
         self._subscription = self._bus.subscribe(">", payload_fragments=True)
         await self._subscription.wait_ready()
         self._server = await serve(
@@ -289,6 +312,7 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             now = self._clock.now_ns()
+            self._sample_windows(now)
             payload = encode(Heartbeat(now))
             frame = text_frame(payload)
             for conn in list(self._connections):
@@ -354,7 +378,7 @@ class Hub:
 
     # --- HTTP on the same port -----------------------------------------------------------------
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if self.config.auth_secret is None:
                 return None
@@ -374,6 +398,12 @@ class Hub:
             return _respond(connection, HTTPStatus.OK, body, "text/plain; version=0.0.4")
         if path in ("/", "/index.html"):
             return _respond(connection, HTTPStatus.OK, self._page, "text/html; charset=utf-8")
+        if path == "/status":
+            return _json(connection, HTTPStatus.OK, await self.status())
+        if path == "/status.html":
+            return _respond(
+                connection, HTTPStatus.OK, self._status_page, "text/html; charset=utf-8"
+            )
         return _json(
             connection,
             HTTPStatus.NOT_FOUND,
@@ -383,8 +413,9 @@ class Hub:
     def health(self) -> dict[str, Any]:
         now = self._clock.now_ns()
         pending = getattr(self._subscription, "pending", 0)
+        issues = self.issues()
         return {
-            "status": "ok",
+            "status": "degraded" if issues else "ok",
             "service": "hub",
             "version": __version__,
             "uptime_s": round((now - self._started_ns) / 1e9, 3),
@@ -396,7 +427,57 @@ class Hub:
             "channels": len(self._channels),
             "bus": self._bus_counters(),
             "bus_resumes": dict(self.stats.bus_resumes),
+            "issues": issues,
         }
+
+    def issues(self) -> list[str]:
+        """Why the hub is degraded now: its bus subscription down, or lagging."""
+        found = []
+        sub = self._subscription
+        if sub is not None and not getattr(sub, "connected", True):
+            why = getattr(sub, "last_error", "") or "reconnecting"
+            found.append(f"bus unreachable ({why})")
+        pending = int(getattr(sub, "pending", 0))
+        if pending > LAGGING_PENDING:
+            found.append(f"bus lagging: {pending} messages waiting for the hub")
+        return found
+
+    async def status(self) -> dict[str, Any]:
+        """``GET /status``: the platform's status when a provider was given, else the hub's."""
+        if self._status_provider is not None:
+            return await self._status_provider()
+        return {"hub": self.status_section()}
+
+    def status_section(self) -> dict[str, Any]:
+        """The hub's row of the status view: health, deliveries per second and per-stage
+        p50/p99 over the last minute, slow and disconnected clients, the bus."""
+        now = self._clock.now_ns()
+        self._sample_windows(now)
+        (then, before), (_, after) = self._delivery_samples[0], self._delivery_samples[-1]
+        seconds = (now - then) / 1e9
+        s = self.stats
+        return {
+            **self.health(),
+            "deliveries_per_s": round((after - before) / seconds, 1) if seconds > 0 else None,
+            "stages": {name: self._stage_summary(name, now) for name in STAGES},
+            "slow_disconnects": s.slow_disconnects,
+            "rate_limit_disconnects": s.rate_limit_disconnects,
+            "bus_kind": type(self._bus).__name__,
+        }
+
+    def _stage_summary(self, name: str, now: int) -> LatencySummary:
+        histogram = getattr(self.stats, name)
+        return self._stage_windows[name].summary(now, histogram.counts)
+
+    def _sample_windows(self, now: int) -> None:
+        """Sample the counters the status view reports per minute (every heartbeat)."""
+        for name, window in self._stage_windows.items():
+            window.sample(now, getattr(self.stats, name).counts)
+        samples = self._delivery_samples
+        samples.append((now, self.stats.deliveries))
+        cutoff = now - 60_000_000_000
+        while len(samples) > 2 and samples[1][0] <= cutoff:
+            samples.pop(0)
 
     def _bus_counters(self) -> dict[str, int]:
         """What the bus subscription lost, skipped or recovered (Redis: ``invalid`` counts
@@ -459,4 +540,4 @@ def _json(connection: ServerConnection, status: HTTPStatus, obj: Any) -> Respons
     return _respond(connection, status, orjson.dumps(obj), "application/json")
 
 
-__all__ = ["Hub", "encode_data"]
+__all__ = ["Hub", "StatusProvider", "encode_data"]

@@ -60,9 +60,14 @@ async def test_health_follows_the_lifecycle(
         "bad_input": {},
         "storage": body["storage"],
         "issues": [],
+        "rest_latency": body["rest_latency"],
         "symbols": 0,
     }
     assert body["storage"]["kind"] == "memory" and body["storage"]["connected"]
+    # the first /health was 90 s ago: out of the one-minute window; the second one is in
+    assert body["rest_latency"]["count"] == 0
+    timed = (await client.simulate_get("/health")).json["rest_latency"]
+    assert timed["count"] == 1 and timed["p99_ms"] >= 0
 
     await engine.stop()
     result = await client.simulate_get("/health")

@@ -134,6 +134,18 @@ async def supervisor_health(
         await asyncio.sleep(0.1)
 
 
+async def engine_state(url: str, engine: str, state: str, timeout_s: float = 30.0) -> Any:
+    """The hub's /status once ``engine``'s row is in ``state``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = await http_json(url)
+        rows = {r["name"]: r for r in status["engines"]["rows"]}
+        if rows[engine]["state"] == state:
+            return status
+        assert time.monotonic() < deadline, f"{engine} never {state}: {rows[engine]}"
+        await asyncio.sleep(0.1)
+
+
 # --- Redis keys ----------------------------------------------------------------------------------
 
 
@@ -303,6 +315,18 @@ async def test_client_resumes_on_hub_b_after_hub_a_with_nothing_lost(
                         updates.append(message)
                     else:
                         statuses.append(message)
+        # the hub's /status shows the engine; SIGKILLed it shows down, then running again once
+        # the supervisor has restarted it
+        status_url = f"http://127.0.0.1:{hub_port}/status"
+        await engine_state(status_url, "marketdata", "running")
+        killed = next(c["pid"] for c in health["children"] if c["name"] == "marketdata")
+        os.kill(killed, signal.SIGKILL)
+        down = await engine_state(status_url, "marketdata", "down")
+        assert down["engines"]["running"] == 0 and down["ok"] is False
+        assert "unreachable" in down["engines"]["rows"][0]["reason"]
+        back = await engine_state(status_url, "marketdata", "running")
+        assert back["ok"] is True and back["summary"].startswith("engines 1/1 running")
+        await supervisor_health(platform, supervisor_port)  # note the new pid for cleanup
         exit_code = await platform.terminate()
     assert exit_code == 0, platform.output
     assert [s["state"] for s in statuses] == ["recovered"]

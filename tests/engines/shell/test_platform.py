@@ -88,6 +88,7 @@ async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
     from engines.shell.platform import Settings, run_embedded
     from engines.shell.registry import ENGINES
     from engines.shell.server import RunningEngines
+    from realtime.http import get_json
     from realtime.hub import Hub
 
     environ = {
@@ -102,8 +103,11 @@ async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
     }
     ready: asyncio.Future[RunningEngines] = asyncio.get_running_loop().create_future()
 
-    def on_ready(_hub: Hub, engines: RunningEngines | None) -> None:
+    hub_port: list[int] = []
+
+    def on_ready(hub: Hub, engines: RunningEngines | None) -> None:
         assert engines is not None
+        hub_port.append(hub.port)
         ready.set_result(engines)
 
     stop = asyncio.Event()
@@ -113,6 +117,15 @@ async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
         )
         try:
             running = await asyncio.wait_for(ready, 60)
+            # GET /status on the hub: every registered engine up, counted, not written
+            status = (await get_json(f"http://127.0.0.1:{hub_port[0]}/status", timeout_s=5)).body
+            rows = {r["name"]: r for r in status["engines"]["rows"]}
+            assert {n for n, r in rows.items() if r["state"] in ("running", "degraded")} == set(
+                ENGINES
+            ), rows
+            assert status["summary"].startswith(f"engines {len(ENGINES)}/{len(ENGINES)} running")
+            assert status["ok"] is True and status["bus"]["kind"] == "memory"
+            assert status["hub"]["state"] == "running" and status["storage"]["state"] == "running"
             md: Any = running["marketdata"].engine
             while not md.progress.done:  # noqa: ASYNC110 - the engine exposes no event for it
                 await asyncio.sleep(0.1)
