@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from realtime import __version__
@@ -38,6 +38,7 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
     from realtime.bus import BusUnavailable
     from realtime.clock import SystemClock
     from realtime.distributed import choose_bus, open_bus
+    from realtime.ports import PortInUse
 
     environ = dict(os.environ)
     if getattr(args, "distributed", False):
@@ -62,14 +63,18 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
         except BusUnavailable as exc:
             print(f"nautilus {args.command}: {exc}", file=sys.stderr)
             return 1
-        return await run_embedded(
-            settings,
-            environ,
-            with_engines=not hub_only,
-            engine_overrides={"marketdata": feed},
-            bus=bus,
-            clock=clock,
-        )
+        try:
+            return await run_embedded(
+                settings,
+                environ,
+                with_engines=not hub_only,
+                engine_overrides={"marketdata": feed},
+                bus=bus,
+                clock=clock,
+            )
+        except PortInUse as exc:
+            print(f"nautilus {args.command}: {exc}", file=sys.stderr)
+            return 1
 
     return _run_async(run)
 
@@ -197,6 +202,7 @@ def _feed_choices() -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nautilus", description="Nautilus Realtime")
+    parser.add_argument("--version", action="version", version=f"nautilus-realtime {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_hub_flags(p: argparse.ArgumentParser) -> None:
@@ -240,12 +246,60 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Libraries whose per-connection / per-request / probe lines are DEBUG detail, not news.
+CHATTY_LOGGERS = ("websockets", "uvicorn", "uvicorn.error", "jax._src.xla_bridge", "asyncio")
+LOG_FORMATS = ("text", "json")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """``NAUTILUS_LOG_FORMAT=json``: one JSON object per line (time, level, logger, message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def configure_logging(environ: Mapping[str, str]) -> None:
+    """``NAUTILUS_LOG_LEVEL`` (any case: debug, info, warning, error) and
+    ``NAUTILUS_LOG_FORMAT`` (text | json). Below DEBUG, chatty libraries log warnings only."""
+    level_name = environ.get("NAUTILUS_LOG_LEVEL", "info").strip().upper()
+    level = logging.getLevelNamesMapping().get(level_name)
+    if level is None:
+        raise ConfigError(
+            "NAUTILUS_LOG_LEVEL",
+            f"expected debug, info, warning or error, got {level_name.lower()!r}",
+        )
+    log_format = environ.get("NAUTILUS_LOG_FORMAT", "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("NAUTILUS_LOG_FORMAT", f"expected text or json, got {log_format!r}")
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonLogFormatter()
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    if level > logging.DEBUG:
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("NAUTILUS_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging(os.environ)
+    except ConfigError as exc:
+        print(f"nautilus: {exc}", file=sys.stderr)
+        return 2
     if args.command == "version":
         print(f"nautilus-realtime {__version__}")
         return 0

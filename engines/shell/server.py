@@ -33,6 +33,7 @@ from engines.shell.registry import EngineSpec, UnknownEngine, engine_spec
 from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.clock import Clock, SystemClock
 from realtime.config import load_settings
+from realtime.ports import PortInUse, is_port_in_use
 from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
 
 log = logging.getLogger(__name__)
@@ -152,12 +153,20 @@ async def run_engine(
     by default the registry's for the engine) on its configured host and port unless given,
     then start it. REST comes up first, so ``/health`` answers ``starting`` during a slow
     ``on_start`` (e.g. a JAX warm-up)."""
-    http = await serve_app(
-        app or create_app(engine, version=package_version(), routes=routes),
-        host=engine.config.host if host is None else host,
-        port=engine.config.port if port is None else port,
-        graceful_timeout_s=engine.config.drain_timeout_s,
-    )
+    host = engine.config.host if host is None else host
+    port = engine.config.port if port is None else port
+    try:
+        http = await serve_app(
+            app or create_app(engine, version=package_version(), routes=routes),
+            host=host,
+            port=port,
+            graceful_timeout_s=engine.config.drain_timeout_s,
+        )
+    except OSError as exc:
+        if not is_port_in_use(exc):
+            raise
+        variable = f"NAUTILUS_{engine.name.upper()}_PORT"
+        raise PortInUse(f"engine {engine.name}", host, port, variable) from None
     try:
         await engine.start()
     except BaseException:
@@ -311,6 +320,9 @@ async def _serve_until_signalled(engine: Engine[Any], bus: Bus, routes: Sequence
     try:
         try:
             running = await run_engine(engine, routes=routes)
+        except PortInUse as exc:
+            print(f"nautilus: {exc}", file=sys.stderr)
+            return 1
         except Exception as exc:  # the engine or uvicorn already logged the traceback
             log.error("engine %s did not start: %r", engine.name, exc)
             return 1

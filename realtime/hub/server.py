@@ -55,6 +55,7 @@ from realtime.hub.session import (
     admit,
 )
 from realtime.latency import HistogramWindow, LatencySummary
+from realtime.ports import PortInUse, is_port_in_use
 
 log = logging.getLogger("nautilus.hub")
 
@@ -119,7 +120,21 @@ class Hub:
         self._sample_windows(self._started_ns)  # the status view's first baseline
         self._subscription = self._bus.subscribe(">", payload_fragments=True)
         await self._subscription.wait_ready()
-        self._server = await serve(
+        try:
+            self._server = await self._bind()
+        except OSError as exc:
+            if not is_port_in_use(exc):
+                raise
+            self._subscription.close()
+            raise PortInUse("hub", cfg.host, cfg.port, "NAUTILUS_HUB_PORT") from None
+        self._tasks = [
+            asyncio.create_task(self._consume(self._subscription), name="hub-consume"),
+            asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
+        ]
+
+    async def _bind(self) -> Server:
+        cfg = self.config
+        return await serve(
             self._serve_client,
             cfg.host,
             cfg.port,
@@ -132,10 +147,6 @@ class Hub:
             close_timeout=cfg.drain_timeout_s,
             server_header=f"nautilus-hub/{__version__}",
         )
-        self._tasks = [
-            asyncio.create_task(self._consume(self._subscription), name="hub-consume"),
-            asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
-        ]
 
     @property
     def port(self) -> int:

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import logging
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
+import orjson
 import pytest
 
-from engines.shell.cli import main
+from engines.shell.cli import CHATTY_LOGGERS, configure_logging, main
+from realtime.config import ConfigError
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,3 +45,67 @@ def test_db_migrate_without_dsn_explains() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "NAUTILUS_DB_DSN" in proc.stderr
+
+
+def test_dash_dash_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("nautilus-realtime ")
+
+
+@pytest.mark.parametrize("command", [["hub"], ["engine", "marketdata"]])
+def test_a_taken_port_is_one_line_naming_it(command: list[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "engines.shell.cli", *command, "--port", str(port)],
+            env={"PATH": "", "NAUTILUS_MARKETDATA_FEED": "none"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in proc.stderr
+    variable = "NAUTILUS_HUB_PORT" if command == ["hub"] else "NAUTILUS_MARKETDATA_PORT"
+    assert variable in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for the tests after."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for name, was in chatty.items():
+        logging.getLogger(name).setLevel(was)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_log_level_any_case_and_a_bad_one_named() -> None:
+    configure_logging({"NAUTILUS_LOG_LEVEL": "debug"})
+    assert logging.getLogger().level == logging.DEBUG
+    configure_logging({"NAUTILUS_LOG_LEVEL": "Warning"})
+    assert logging.getLogger().level == logging.WARNING
+    assert logging.getLogger("websockets").level == logging.WARNING  # chatty below DEBUG
+    with pytest.raises(ConfigError, match="NAUTILUS_LOG_LEVEL"):
+        configure_logging({"NAUTILUS_LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="NAUTILUS_LOG_FORMAT"):
+        configure_logging({"NAUTILUS_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging({"NAUTILUS_LOG_FORMAT": "json", "NAUTILUS_LOG_LEVEL": "info"})
+    logging.getLogger("nautilus.test").info("hub on %d", 8600)
+    line = orjson.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert (line["level"], line["logger"], line["message"]) == (
+        "info",
+        "nautilus.test",
+        "hub on 8600",
+    )
