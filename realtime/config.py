@@ -10,6 +10,7 @@ rejected, so a misspelt setting never silently keeps its default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import pathlib
 import types
@@ -68,8 +69,10 @@ def load_settings(
             continue
         name = variable[len(prefix) :].lower()
         if name not in fields:
-            known = ", ".join(prefix + n.upper() for n in fields)
-            raise ConfigError(variable, f"unknown setting (known: {known})")
+            known = [prefix + n.upper() for n in fields]
+            near = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(variable, f"unknown setting ({hint}known: {', '.join(known)})")
         try:
             values[name] = _convert(hints[name], raw)
         except ValueError as exc:

@@ -122,26 +122,64 @@ def _cmd_db_migrate(args: argparse.Namespace) -> int:
     return _run_async(run)
 
 
-def _cmd_config(_: argparse.Namespace) -> int:
+#: Settings read outside any settings class (the CLI itself, and the bus choice).
+PROCESS_SETTINGS = (
+    ("NAUTILUS_LOG_LEVEL", "str", "info", "debug, info, warning or error (any case)"),
+    ("NAUTILUS_LOG_FORMAT", "str", "text", "text, or json (one object per line)"),
+)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    """Every variable: type, default, the effective value and where it came from (env or
+    default); ``--json`` for tools. ``NAUTILUS_BUS_URL`` unset means the in-process bus."""
+    import orjson
+
     from engines.shell.config import describe_config
     from engines.shell.registry import ENGINES, start_order
     from engines.shell.status import STATUS_PREFIX, StatusConfig
     from realtime.bus.redis import RedisBusConfig
-    from realtime.distributed import BUS_PREFIX, HUB_PREFIX, SUPERVISOR_PREFIX
+    from realtime.config import ConfigVariable
+    from realtime.distributed import BUS_PREFIX, BUS_URL_VARIABLE, HUB_PREFIX, SUPERVISOR_PREFIX
     from realtime.hub import HubConfig
     from realtime.storage import STORAGE_PREFIX, StorageConfig
     from realtime.supervisor import SupervisorConfig
 
-    rows = describe_settings(HubConfig, HUB_PREFIX)
+    rows = [ConfigVariable(*row) for row in PROCESS_SETTINGS]
+    rows += describe_settings(HubConfig, HUB_PREFIX)
     rows += describe_settings(StorageConfig, STORAGE_PREFIX)
-    rows += describe_settings(RedisBusConfig, BUS_PREFIX)
+    rows += [
+        ConfigVariable(r.variable, r.type, "", "unset: the in-process bus; set: this Redis")
+        if r.variable == BUS_URL_VARIABLE
+        else r
+        for r in describe_settings(RedisBusConfig, BUS_PREFIX)
+    ]
     rows += describe_settings(SupervisorConfig, SUPERVISOR_PREFIX)
     rows += describe_settings(StatusConfig, STATUS_PREFIX)
     for spec in (ENGINES[name] for name in start_order(ENGINES)):
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
-    width = max(len(r.variable) for r in rows)
-    for r in rows:
-        print(f"{r.variable:<{width}}  {r.type:<10} {r.default!r:<14} {r.help}")
+    environ = os.environ
+    table = [
+        {
+            "variable": r.variable,
+            "type": r.type,
+            "default": r.default,
+            "value": environ.get(r.variable, r.default),
+            "source": "env" if r.variable in environ else "default",
+            "help": r.help,
+        }
+        for r in rows
+    ]
+    if args.json:
+        print(orjson.dumps(table, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    widths = {k: max(len(k), *(len(repr(t[k]) if k == "value" else t[k]) for t in table))
+              for k in ("variable", "type", "value")}  # fmt: skip
+    for t in table:
+        value = repr(t["value"])
+        print(
+            f"{t['variable']:<{widths['variable']}}  {t['type']:<{widths['type']}}  "
+            f"{value:<{widths['value']}}  {t['source']:<7}  {t['help']}"
+        )
     return 0
 
 
@@ -233,7 +271,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate = db_sub.add_parser("migrate", help="apply pending SQL migrations (infra/sql)")
     migrate.add_argument("--dsn", help=f"PostgreSQL DSN (default ${DEFAULT_DSN_VAR})")
     migrate.add_argument("--schema", default="nautilus")
-    sub.add_parser("config", help="list every configuration variable with its default")
+    config = sub.add_parser(
+        "config", help="every configuration variable: type, effective value and its source"
+    )
+    config.add_argument("--json", action="store_true", help="as JSON (for tools)")
     sub.add_parser("version", help="print the version")
     status = sub.add_parser(
         "status", help="every engine, the hub, bus and storage; exit 0 only when all are up"

@@ -109,3 +109,27 @@ def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
         "nautilus.test",
         "hub on 8600",
     )
+
+
+def test_config_json_shows_effective_values_and_their_source(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAUTILUS_HUB_PORT", "8700")
+    monkeypatch.delenv("NAUTILUS_BUS_URL", raising=False)
+    assert main(["config", "--json"]) == 0
+    rows = {r["variable"]: r for r in orjson.loads(capsys.readouterr().out)}
+    assert {"NAUTILUS_LOG_LEVEL", "NAUTILUS_LOG_FORMAT", "NAUTILUS_DB_DSN"} <= set(rows)
+    assert (rows["NAUTILUS_HUB_PORT"]["value"], rows["NAUTILUS_HUB_PORT"]["source"]) == (
+        "8700",
+        "env",
+    )
+    assert rows["NAUTILUS_HUB_HOST"]["source"] == "default"
+    assert rows["NAUTILUS_BUS_URL"]["default"] == ""  # unset = the in-process bus
+
+
+def test_a_misspelt_setting_suggests_the_nearest() -> None:
+    from realtime.config import load_settings
+    from realtime.hub import HubConfig
+
+    with pytest.raises(ConfigError, match="did you mean NAUTILUS_HUB_PORT"):
+        load_settings(HubConfig, {"NAUTILUS_HUB_PROT": "1"}, "NAUTILUS_HUB_")
