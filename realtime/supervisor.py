@@ -5,7 +5,7 @@ the feed-owning engine; the layout is ``realtime.distributed``'s). One asyncio l
 child, no threads:
 
 * **start**: children in ascending ``rank``; a rank counts as up once every child with a port
-  accepts TCP connections (or ``start_timeout_s`` passed, logged), so consumers are subscribed
+  answers ``/health`` with 200 (or ``start_timeout_s`` passed, logged), so consumers are subscribed
   before the producers of the next rank begin.
 * **restart**: a child that exits while the supervisor runs is started again after
   ``restart_min_s * 2**n`` seconds (capped at ``restart_max_s``), ``n`` the crashes in a row; a
@@ -37,6 +37,7 @@ import orjson
 from realtime import __version__
 from realtime.clock import Clock, SystemClock
 from realtime.config import described
+from realtime.http import get_json
 
 log = logging.getLogger("nautilus.supervisor")
 
@@ -89,11 +90,11 @@ class ChildSpec:
     argv: tuple[str, ...]
     rank: int
     env: Mapping[str, str] = field(default_factory=dict)  # added to the supervisor's own
-    port: int | None = None  # the port it serves; its start counts once the port accepts
+    port: int | None = None  # the port it serves; its start counts once /health answers 200
 
 
 class ChildState(StrEnum):
-    STARTING = "starting"  # spawned, port not accepting yet
+    STARTING = "starting"  # spawned, /health not answering 200 yet
     RUNNING = "running"
     BACKOFF = "backoff"  # exited; restart pending
     FAILED = "failed"  # exited with a configuration error; not restarted
@@ -302,17 +303,14 @@ class Supervisor:
             _signal_group(child.process.pid, signal.SIGKILL)  # leave nothing of its group behind
 
     async def _watch_ready(self, child: Child) -> None:
+        """Running once the child's ``/health`` answers 200 (an engine answers 503 while it
+        starts, e.g. compiling JAX), not merely once its port accepts."""
         port = child.spec.port
         while port is not None:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(_PORT_POLL_S)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            break
+            answer = await get_json(f"http://127.0.0.1:{port}/health", timeout_s=1.0)
+            if answer.status == 200:
+                break
+            await asyncio.sleep(_PORT_POLL_S)
         if child.state is ChildState.STARTING:
             child.state = ChildState.RUNNING
         child.ready.set()

@@ -22,9 +22,10 @@ from tests.support import until
 
 #: Appends "<name> start <time>" to $LOG, runs $RUN_S seconds (forever if unset), exits with
 #: $CODE; on SIGTERM appends "<name> stop <time>" and exits 0, unless $IGNORE_TERM is set.
-#: With $LISTEN it serves that TCP port once $LISTEN_AFTER_S has passed.
+#: With $LISTEN it serves HTTP on that port once $LISTEN_AFTER_S has passed: /health answers 503
+#: ("starting") until $READY_AFTER_S more seconds have passed, then 200.
 CHILD = """
-import os, signal, socket, sys, time
+import os, signal, sys, time
 name, log = os.environ["NAME"], os.environ["LOG"]
 def note(what):
     with open(log, "a") as f:
@@ -35,8 +36,21 @@ def on_term(*_):
 signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else on_term)
 note("start")
 if os.environ.get("LISTEN"):
+    import http.server, threading
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ready = time.time() >= ready_at
+            body = b'{"status": "ok"}' if ready else b'{"status": "starting"}'
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
     time.sleep(float(os.environ.get("LISTEN_AFTER_S", "0")))
-    server = socket.create_server(("127.0.0.1", int(os.environ["LISTEN"])))
+    ready_at = time.time() + float(os.environ.get("READY_AFTER_S", "0"))
+    server = http.server.HTTPServer(("127.0.0.1", int(os.environ["LISTEN"])), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     note("listening")
 run_s = os.environ.get("RUN_S")
 deadline = time.time() + (float(run_s) if run_s else 3600)
@@ -183,6 +197,23 @@ async def test_ranks_start_in_order_and_stop_backwards(tmp_path: Path) -> None:
     ]
     assert order[5:] == [("feed", "stop"), ("engine", "stop"), ("hub", "stop")]
     assert [c.state for c in supervisor.children] == [ChildState.STOPPED] * 3
+
+
+async def test_a_child_answering_starting_is_not_running_yet(tmp_path: Path) -> None:
+    """Readiness is /health answering 200, not the port accepting: an engine still compiling
+    answers 503 ``starting`` and the next rank waits for it."""
+    log = tmp_path / "log"
+    port = free_port()
+    specs = [child("engine", log, rank=0, port=port, READY_AFTER_S="0.5"), child("feed", log, 1)]
+    supervisor = Supervisor(config(), specs)
+    async with running(supervisor):
+        await until(lambda: ("engine", "listening") in [(n, w) for n, w, _ in events(log)])
+        assert supervisor.children[0].state is ChildState.STARTING  # listening, not ready
+        await until(lambda: supervisor.children[0].state is ChildState.RUNNING)
+        await until(lambda: len(events(log)) >= 3)
+    starts = {name: at for name, what, at in events(log) if what in ("start", "listening")}
+    listening = next(at for name, what, at in events(log) if what == "listening")
+    assert starts["feed"] >= listening + 0.5  # the feed waited for the engine's 200
 
 
 async def test_straggler_is_killed_after_the_stop_bound(tmp_path: Path) -> None:
