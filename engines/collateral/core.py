@@ -32,9 +32,10 @@ import csv
 import datetime as dt
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 from scipy.optimize import linprog
@@ -84,6 +85,7 @@ __all__ = [
     "parse_schedule_crif_csv",
     "parse_simm_calibration",
     "read_bundled_data",
+    "schedule_crif_from_records",
     "select_calibration",
     "state_channel",
     "variation_margin",
@@ -421,28 +423,39 @@ def parse_schedule_crif_csv(text: str) -> list[ScheduleTrade]:
     reader = csv.DictReader(io.StringIO(text.lstrip("#")))
     cols = [c.strip() for c in (reader.fieldnames or [])]
     reader.fieldnames = cols
+    return schedule_crif_from_records(reader, columns=cols)
+
+
+def schedule_crif_from_records(
+    records: Iterable[Mapping[str, Any]], *, columns: Sequence[str] | None = None
+) -> list[ScheduleTrade]:
+    """Schedule CRIF records (dicts from CSV or JSON; ``columns`` default: the first record's
+    keys) as trades; :class:`CrifError` names the first bad row (1-based) and column."""
+    recs = list(records)
+    cols = list(columns) if columns is not None else (list(recs[0]) if recs else [])
     for col in ("TradeID", "ProductClass", "RiskType", "AmountUSD", "end_date"):
         if col not in cols:
             raise CrifError(f"schedule CRIF has no {col} column", column=col)
     heads: dict[str, tuple[str, str, dt.date]] = {}
     amounts: dict[tuple[str, str], float] = {}
-    for i, rec in enumerate(reader):
+    for i, rec in enumerate(recs):
         row = i + 1
-        rt = (rec.get("RiskType") or "").strip()
+        rt = str(rec.get("RiskType") or "").strip()
         if rt not in ("PV", "Notional"):
             raise CrifError(f"unknown risk type {rt!r} for schedule IM", row=row, column="RiskType")
+        raw = rec.get("AmountUSD")
         try:
-            amount = float(rec.get("AmountUSD") or "")
-        except ValueError:
+            amount = float(raw if raw not in (None, "") else "")
+        except (TypeError, ValueError):
             raise CrifError("amount is not a number", row=row, column="AmountUSD") from None
         if not math.isfinite(amount):
             raise CrifError("amount is not finite", row=row, column="AmountUSD")
-        pc = (rec.get("ProductClass") or "").strip()
+        pc = str(rec.get("ProductClass") or "").strip()
         if pc not in SCHEDULE_MULTIPLIERS:
             raise CrifError(
                 f"unknown schedule product class {pc!r}", row=row, column="ProductClass"
             )
-        raw_date = (rec.get("end_date") or "").strip()
+        raw_date = str(rec.get("end_date") or "").strip()
         try:
             end = (
                 dt.datetime.strptime(raw_date, "%d/%m/%Y").date()
@@ -451,8 +464,10 @@ def parse_schedule_crif_csv(text: str) -> list[ScheduleTrade]:
             )
         except ValueError:
             raise CrifError(f"bad end date {raw_date!r}", row=row, column="end_date") from None
-        tid = (rec.get("TradeID") or "").strip()
-        heads.setdefault(tid, ((rec.get("PortfolioID") or "Unspecified").strip(), pc, end))
+        tid = str(rec.get("TradeID") or "").strip()
+        if not tid:
+            raise CrifError("empty trade id", row=row, column="TradeID")
+        heads.setdefault(tid, (str(rec.get("PortfolioID") or "Unspecified").strip(), pc, end))
         amounts[(tid, rt)] = amount
     trades = []
     for tid, (pf, pc, end) in heads.items():

@@ -45,6 +45,7 @@ recognised and refused with a :class:`CrifError`, never priced wrongly.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import xml.etree.ElementTree as ET
@@ -312,11 +313,18 @@ def read_bundled_data(name: str) -> bytes:
     return resources.files("engines.collateral").joinpath("data", name).read_bytes()
 
 
-def bundled_calibration(version: str) -> SimmCalibration:
-    """ORE's official calibration for ``version`` (2.4, 2.3.8, 2.5A, 2.6, 2.5.6, latest)."""
+@functools.cache
+def bundled_calibrations() -> Mapping[str, SimmCalibration]:
+    """Every bundled calibration by version name, parsed once per process (read-only after)."""
     known: dict[str, SimmCalibration] = {}
     for name in BUNDLED_CALIBRATIONS:
         known.update(parse_simm_calibration(read_bundled_data(f"calibration/{name}")))
+    return known
+
+
+def bundled_calibration(version: str) -> SimmCalibration:
+    """ORE's official calibration for ``version`` (2.4, 2.3.8, 2.5A, 2.6, 2.5.6, latest)."""
+    known = bundled_calibrations()
     if version not in known:
         raise CrifError(
             f"unknown SIMM calibration version {version!r}; known: {', '.join(sorted(known))}",

@@ -119,6 +119,21 @@ def _import(path: str) -> Any:
 ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
+        EngineSpec(
+            "analytics", "engines.analytics.service:AnalyticsEngine", "engines.analytics.api:routes"
+        ),
+        EngineSpec(
+            "collateral",
+            "engines.collateral.service:CollateralEngine",
+            "engines.collateral.api:routes",
+        ),
+        EngineSpec(
+            "features", "engines.features.service:FeaturesEngine", "engines.features.api:routes"
+        ),
+        EngineSpec("risk", "engines.risk.service:RiskEngine", "engines.risk.api:routes"),
+        EngineSpec(
+            "strategy", "engines.strategy.service:StrategyEngine", "engines.strategy.api:routes"
+        ),
         EngineSpec("vpin", "engines.vpin.service:VpinEngine", "engines.vpin.api:routes"),
         EngineSpec("evpin", "engines.evpin.service:EnhancedVpinEngine", "engines.evpin.api:routes"),
         EngineSpec(

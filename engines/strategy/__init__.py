@@ -1,0 +1,1 @@
+"""Strategy engine (port 8700): strategies, order intents, execution and the simulated venue."""

@@ -1,0 +1,477 @@
+"""Strategy engine (port 8700): signals → intents → (Risk) → orders → simulated venue → fills.
+
+Inputs, per configured symbol and account: ``bars.<spec>.<SYM>``, ``trades.<SYM>``,
+``quotes.<SYM>``, ``vpin.<SYM>`` and ``ml.*.<SYM>`` (turned into ``Signal``s: ``source`` ``vpin`` /
+``ml.<model>``), ``orders.<account>``. Strategies (``strategies``: a JSON list, loaded by dotted
+path) get callbacks with a ``StrategyContext``; the orders they make are published as
+``Order(status=initialized)`` on ``intents.<strategy>`` for Risk. Risk's ``submitted`` orders on
+``orders.<account>`` go to the ``Execution`` (TWAP/POV parents, the simulated venue), whose
+transitions are published on ``orders.<account>`` and fills on ``fills.<account>``; ``denied``
+orders close the strategy's open order. The engine ignores the transitions it publishes itself
+and a ``submitted`` order it already took (idempotent).
+
+Time: market event time drives everything (order event times, venue latency, timers, DAY
+expiry); ``self.clock`` only stamps ``ctx.now_ns``. So the engine runs the same live and under
+``DeterministicDriver``. At start each strategy warms up on the newest ``warmup_bars`` stored
+bars of its symbols before the clock's now (an empty or unreachable store is tolerated).
+
+Limits: one process owns each account's execution (the venue's working orders are in memory and
+not rebuilt on restart); timers fire on the next market event of a strategy's symbols.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+
+from engines.shell import Engine, EngineConfig, StreamInfo
+from engines.shell.instruments import load_instruments
+from engines.shell.lifecycle import Input, on
+from engines.strategy.algos import Execution
+from engines.strategy.core import (
+    TERMINAL,
+    Strategy,
+    StrategyContext,
+    StrategySpec,
+    StrategyState,
+    load_strategy_class,
+    parse_strategy_specs,
+)
+from engines.strategy.venue import FillOn, SimulatedVenue, VenueConfig, VenueEvent, known
+from protocol.channels import DeliveryClass
+from protocol.records import (
+    BadInput,
+    Bar,
+    Fill,
+    Order,
+    OrderStatus,
+    Quote,
+    Signal,
+    Trade,
+    encode,
+)
+from realtime.bus import Bus, Envelope
+from realtime.clock import Clock
+from realtime.config import described
+from realtime.storage import MAX_PAGE_ROWS, RecordStore, Storage
+
+DEFAULT_STRATEGIES = json.dumps(
+    [
+        {
+            "name": "ma_cross",
+            "path": "engines.strategy.strategies:MovingAverageCross",
+            "account": "paper",
+            "symbols": ["SPY"],
+            "params": {"fast": 10, "slow": 30, "quantity": 100, "atr_period": 14, "atr_stop": 3.0},
+        },
+        {
+            "name": "vpin_guard",
+            "path": "engines.strategy.strategies:VpinGuard",
+            "account": "paper",
+            "symbols": ["SPY"],
+            "params": {"quantity": 100, "alert_fraction": 0.0},
+        },
+        {
+            "name": "ml_bet",
+            "path": "engines.strategy.strategies:MlBet",
+            "account": "paper",
+            "symbols": ["SPY"],
+            "params": {"model": "", "field": "bet_size", "max_quantity": 100},
+        },
+    ],
+    separators=(",", ":"),
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyConfig(EngineConfig):
+    """Strategy settings (``NAUTILUS_STRATEGY_<FIELD>``)."""
+
+    name: str = field(default="strategy", metadata={"help": "engine name", "env": False})
+    strategies: str = field(
+        default=DEFAULT_STRATEGIES,
+        metadata=described(
+            "JSON list of {name, path (module:Class), account, symbols, params, bar_spec, "
+            "algo {kind: twap|pov, slices, interval_s, rate}, enabled}"
+        ),
+    )
+    instruments: str = field(
+        default="", metadata=described("instrument table JSON file ('' = bundled)")
+    )
+    fill_on: FillOn = field(
+        default=FillOn.TRADES,
+        metadata=described("simulated venue fills against: trades or quotes (L1)"),
+    )
+    latency_ms: float = field(
+        default=0.0, metadata=described("simulated venue latency, ms of market event time")
+    )
+    taker_fee_bps: float = field(default=0.0, metadata=described("taker fee, bps of notional"))
+    maker_fee_bps: float = field(default=0.0, metadata=described("maker fee, bps of notional"))
+    fee_per_share: float = field(default=0.0, metadata=described("fee per unit traded"))
+    fee_decimals: int = field(default=2, metadata=described("fees rounded to this many decimals"))
+    day_offset_ns: int = field(
+        default=0, metadata=described("shift of UTC midnight to the DAY-order cut, ns")
+    )
+    warmup_bars: int = field(
+        default=300, metadata=described("stored bars per symbol replayed into strategies at start")
+    )
+    max_orders: int = field(
+        default=100_000,
+        metadata=described("orders kept in memory for REST (oldest done first out)"),
+    )
+
+    def __post_init__(self) -> None:
+        EngineConfig.__post_init__(self)
+        self.specs()  # validates: a bad strategy config names its field
+        self.venue()
+        if self.warmup_bars < 0 or self.max_orders < 1:
+            raise ValueError("warmup_bars must be >= 0 and max_orders >= 1")
+
+    def specs(self) -> list[tuple[StrategySpec, Any]]:
+        return parse_strategy_specs(self.strategies)
+
+    def venue(self) -> VenueConfig:
+        return VenueConfig(
+            fill_on=self.fill_on,
+            latency_ns=round(self.latency_ms * 1e6),
+            taker_fee_bps=Decimal(repr(self.taker_fee_bps)),
+            maker_fee_bps=Decimal(repr(self.maker_fee_bps)),
+            fee_per_share=Decimal(repr(self.fee_per_share)),
+            fee_decimals=self.fee_decimals,
+            day_offset_ns=self.day_offset_ns,
+        )
+
+
+@dataclass(slots=True)
+class Running:
+    """One configured strategy in the engine: its spec, object and state."""
+
+    spec: StrategySpec
+    strategy: Strategy[Any]
+    state: StrategyState
+
+
+class StrategyEngine(Engine[StrategyConfig]):
+    config_type = StrategyConfig
+
+    def __init__(
+        self, config: StrategyConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
+    ) -> None:
+        super().__init__(config, bus=bus, clock=clock, storage=storage)
+        self.instruments = load_instruments(config.instruments)
+        self.strategies: dict[str, Running] = {}
+        for spec, params in config.specs():
+            cls = load_strategy_class(spec.path)
+            for symbol in spec.symbols:
+                self.instruments[symbol]  # UnknownInstrument names a symbol outside the table
+            self.strategies[spec.name] = Running(
+                spec,
+                cls(spec.name, params),
+                StrategyState(spec.name, spec.account, algo=spec.algo, enabled=spec.enabled),
+            )
+        self.accounts = sorted({r.spec.account for r in self.strategies.values()})
+        self.symbols = sorted({s for r in self.strategies.values() for s in r.spec.symbols})
+        self.bar_specs = sorted({r.spec.bar_spec for r in self.strategies.values()})
+        self.execution = Execution(
+            SimulatedVenue(config.venue(), self.instruments), self.instruments
+        )
+        #: every order by id (strategy orders and children), newest transition; bounded
+        self.orders: collections.OrderedDict[str, Order] = collections.OrderedDict()
+        self.last_prices: dict[str, Decimal] = {}
+        self.order_records: RecordStore[Order] = self.storage.records(
+            self.name, "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
+        )
+        self.fill_records: RecordStore[Fill] = self.storage.records(
+            self.name, "fills", Fill, key=lambda f: f.account, time=lambda f: f.event_ns
+        )
+        registry = self.metrics.registry
+        self.intents_total = Counter(
+            "nautilus_strategy_intents", "orders strategies asked for", ["strategy"],
+            registry=registry,
+        )  # fmt: skip
+        self.transitions_total = Counter(
+            "nautilus_strategy_order_transitions", "order transitions published", ["status"],
+            registry=registry,
+        )  # fmt: skip
+        self.fills_total = Counter(
+            "nautilus_strategy_fills", "fills published", ["account"], registry=registry
+        )
+        self.warmed_bars: dict[str, int] = {}
+
+    # ── hooks ────────────────────────────────────────────────────────────────────────────────
+
+    def inputs(self) -> Mapping[str, Input[Any]]:
+        found: dict[str, Input[Any]] = {}
+        for symbol in self.symbols:
+            for spec in self.bar_specs:
+                found[f"bars.{spec}.{symbol}"] = on(Bar, self.on_bar)
+            found[f"trades.{symbol}"] = on(Trade, self.on_trade)
+            found[f"quotes.{symbol}"] = on(Quote, self.on_quote)
+            found[f"vpin.{symbol}"] = on(dict, self.on_vpin)
+            found[f"ml.*.{symbol}"] = on(dict, self.on_ml)
+        for account in self.accounts:
+            found[f"orders.{account}"] = on(Order, self.on_order)
+        return found
+
+    def streams(self) -> list[StreamInfo]:
+        lossless = DeliveryClass.ORDERED_LOSSLESS
+        return [
+            *(StreamInfo(f"intents.{name}", lossless, "orders (initialized) for Risk")
+              for name in self.strategies),
+            *(StreamInfo(f"orders.{a}", lossless, "order transitions (accepted … filled)")
+              for a in self.accounts),
+            *(StreamInfo(f"fills.{a}", lossless, "fills of the simulated venue")
+              for a in self.accounts),
+        ]  # fmt: skip
+
+    def health_extra(self) -> Mapping[str, object]:
+        return {
+            "strategies": {n: r.state.enabled for n, r in self.strategies.items()},
+            "open_orders": sum(len(r.state.open_orders) for r in self.strategies.values()),
+            "warmed_bars": dict(self.warmed_bars),
+        }
+
+    async def on_start(self) -> None:
+        await self.warm_up()
+
+    # ── warm-up ──────────────────────────────────────────────────────────────────────────────
+
+    async def warm_up(self) -> None:
+        """Replay the newest stored bars into the strategies (orders discarded)."""
+        if self.config.warmup_bars == 0:
+            return
+        now = self.clock.now_ns()
+        for symbol in self.symbols:
+            for spec in self.bar_specs:
+                try:
+                    bars = await self._stored_bars(symbol, spec, now)
+                except Exception as exc:  # a store down or empty must not stop trading
+                    self.log.warning("warm-up of %s %s skipped: %r", symbol, spec, exc)
+                    continue
+                self.warmed_bars[f"{spec}.{symbol}"] = len(bars)
+                for bar in bars:
+                    self._set_price(bar.symbol, bar.close)
+                    for running in self._subscribed(symbol, spec):
+                        ctx = self._context(running, bar.end_ns, warming_up=True)
+                        running.strategy.on_bar(bar, ctx)
+
+    async def _stored_bars(self, symbol: str, spec: str, now_ns: int) -> list[Bar]:
+        kept: collections.deque[Bar] = collections.deque(maxlen=self.config.warmup_bars)
+        cursor: str | None = None
+        while True:
+            page = await self.storage.store.fetch_bars(
+                symbol, spec, 0, now_ns, MAX_PAGE_ROWS, cursor
+            )
+            kept.extend(
+                Bar(symbol=r.symbol, spec=r.spec, start_ns=r.start_ns, end_ns=r.end_ns,
+                    open=r.open, high=r.high, low=r.low, close=r.close, volume=r.volume,
+                    dollar_volume=r.dollar_volume, trades=r.trade_count)
+                for r in page.items if r.end_ns <= now_ns
+            )  # fmt: skip
+            cursor = page.next_cursor
+            if cursor is None:
+                return list(kept)
+
+    # ── market data and signals ──────────────────────────────────────────────────────────────
+
+    async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
+        self._set_price(bar.symbol, bar.close)
+        for running in self._subscribed(bar.symbol, bar.spec):
+            await self._call(running, bar.end_ns, envelope, "on_bar", bar)
+
+    async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
+        self._set_price(trade.symbol, trade.price)
+        await self._handle_events(self.execution.on_trade(trade), envelope)
+        for running in self._subscribed(trade.symbol):
+            await self._call(running, trade.event_ns, envelope, "on_trade", trade)
+
+    async def on_quote(self, quote: Quote, envelope: Envelope) -> None:
+        await self._handle_events(self.execution.on_quote(quote), envelope)
+        for running in self._subscribed(quote.symbol):
+            await self._call(running, quote.event_ns, envelope, "on_quote", quote)
+
+    async def on_vpin(self, payload: dict[str, Any], envelope: Envelope) -> None:
+        symbol = envelope.channel.rpartition(".")[2]
+        await self._signal(
+            signal_of("vpin", symbol, payload, envelope, time_key="end_ns"), envelope
+        )
+
+    async def on_ml(self, payload: dict[str, Any], envelope: Envelope) -> None:
+        _, model, symbol = envelope.channel.split(".")
+        await self._signal(signal_of(f"ml.{model}", symbol, payload, envelope), envelope)
+
+    async def _signal(self, signal: Signal, envelope: Envelope) -> None:
+        for running in self._subscribed(signal.symbol):
+            await self._call(running, signal.event_ns, envelope, "on_signal", signal)
+
+    # ── orders ───────────────────────────────────────────────────────────────────────────────
+
+    async def on_order(self, order: Order, envelope: Envelope) -> None:
+        """Risk's answers: ``submitted`` goes to execution, ``denied`` closes the intent; the
+        transitions this engine publishes itself come back here and are ignored."""
+        known = self.orders.get(order.client_order_id)
+        if order.status is OrderStatus.DENIED:
+            if known is None or known.status is OrderStatus.INITIALIZED:
+                await self._apply(order)
+            return
+        if order.status is not OrderStatus.SUBMITTED:
+            return
+        if known is not None and known.status is not OrderStatus.INITIALIZED:
+            return  # already taken (a redelivery, or a child of ours)
+        running = self.strategies.get(order.strategy)
+        if known is not None:
+            # the venue's latency runs from the signal time of the intent
+            order = _with_event_ns(order, known.event_ns)
+        await self._apply(order)
+        algo = running.spec.algo if running is not None else None
+        await self._handle_events(self.execution.submit(order, algo), envelope)
+
+    async def cancel(self, client_order_id: str, event_ns: int) -> bool:
+        """Cancel a working order (REST, strategies); ``False`` when none is working."""
+        events = self.execution.cancel(client_order_id, event_ns)
+        await self._handle_events(events, None)
+        return bool(events)
+
+    async def _handle_events(self, events: Sequence[VenueEvent], envelope: Envelope | None) -> None:
+        fills: list[Fill] = []
+        for event in events:
+            if isinstance(event, Fill):
+                await self._publish_fill(event, envelope)
+                fills.append(event)
+            else:
+                await self._apply(event)
+                await self._publish(f"orders.{event.account}", event, envelope)
+                self.transitions_total.labels(event.status.value).inc()
+        for fill in fills:  # after every state change of the batch (a parent moves after its child)
+            running = self.strategies.get(fill.strategy)
+            if running is not None:
+                await self._call(running, fill.event_ns, envelope, "on_fill", fill)
+
+    async def _publish_fill(self, fill: Fill, envelope: Envelope | None) -> None:
+        await self._publish(f"fills.{fill.account}", fill, envelope)
+        self.fill_records.append([fill])
+        self.fills_total.labels(fill.account).inc()
+        running = self.strategies.get(fill.strategy)
+        if running is not None:
+            running.state.add_fill(fill)
+
+    async def _apply(self, order: Order) -> None:
+        """Keep the book and the owning strategy's view current."""
+        self.orders[order.client_order_id] = order
+        self.orders.move_to_end(order.client_order_id)
+        self.order_records.append([order])
+        running = self.strategies.get(order.strategy)
+        if running is not None:
+            running.state.track(order)
+        if len(self.orders) > self.config.max_orders:
+            for key, kept in self.orders.items():
+                if kept.status in TERMINAL:
+                    del self.orders[key]
+                    break
+
+    async def _publish(self, channel: str, record: Order | Fill, envelope: Envelope | None) -> None:
+        await self.publish(
+            channel, encode(record), event_ns=envelope.event_ns if envelope else None
+        )
+
+    # ── strategies ───────────────────────────────────────────────────────────────────────────
+
+    def _subscribed(self, symbol: str, bar_spec: str | None = None) -> list[Running]:
+        return [
+            r for r in self.strategies.values()
+            if symbol in r.spec.symbols and (bar_spec is None or r.spec.bar_spec == bar_spec)
+        ]  # fmt: skip
+
+    def _context(
+        self, running: Running, event_ns: int, *, warming_up: bool = False
+    ) -> StrategyContext:
+        return StrategyContext(
+            running.state,
+            self.instruments,
+            now_ns=self.clock.now_ns(),
+            event_ns=event_ns,
+            last_prices=self.last_prices,
+            warming_up=warming_up,
+        )
+
+    async def _call(
+        self, running: Running, event_ns: int, envelope: Envelope | None, callback: str, arg: Any
+    ) -> None:
+        """Run one callback (then any timers now due) and publish the orders it made; a
+        strategy that raises is counted and logged, the others go on."""
+        if not running.state.enabled:
+            return
+        ctx = self._context(running, event_ns)
+        try:
+            getattr(running.strategy, callback)(arg, ctx)
+            for name in running.state.due_timers(event_ns):
+                running.strategy.on_timer(name, ctx)
+        except Exception:
+            self.record_error(f"strategy {running.spec.name} {callback} failed")
+        for order in ctx.orders:
+            await self._apply(order)
+            await self._publish(f"intents.{order.strategy}", order, envelope)
+            self.intents_total.labels(order.strategy).inc()
+
+    def _set_price(self, symbol: str, price: float) -> None:
+        if known(self.instruments, symbol) and price > 0:
+            instrument = self.instruments[symbol]
+            self.last_prices[symbol] = Decimal(repr(price)).quantize(
+                Decimal(1).scaleb(-instrument.price_precision)
+            )
+
+    # ── REST views ───────────────────────────────────────────────────────────────────────────
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Configured strategies and their state (``GET /strategy/strategies``)."""
+        return [
+            {
+                "name": r.spec.name,
+                "path": r.spec.path,
+                "account": r.spec.account,
+                "symbols": r.spec.symbols,
+                "bar_spec": r.spec.bar_spec,
+                "params": r.spec.params,
+                "algo": None if r.spec.algo is None else msgspec.to_builtins(r.spec.algo),
+                "enabled": r.state.enabled,
+                "positions": {s: str(q) for s, q in r.state.positions.items()},
+                "targets": {s: str(q) for s, q in r.state.targets.items()},
+                "open_orders": sorted(r.state.open_orders),
+                "orders_sent": r.state.orders_sent,
+                "fills": r.state.fills,
+            }
+            for r in self.strategies.values()
+        ]
+
+
+def _with_event_ns(order: Order, event_ns: int) -> Order:
+    return msgspec.structs.replace(order, event_ns=event_ns)
+
+
+_SCALAR = (int, float, bool)
+
+
+def signal_of(
+    source: str,
+    symbol: str,
+    payload: dict[str, Any],
+    envelope: Envelope,
+    *,
+    time_key: str = "event_ns",
+) -> Signal:
+    """A ``vpin``/``ml`` payload as a ``Signal``: its scalar fields (numbers, flags, nulls) as
+    values, its own event time (``time_key``) or else the envelope's."""
+    if not isinstance(payload, dict):
+        raise BadInput("wrong_type", f"{source} payload must be an object")
+    when = payload.get(time_key, envelope.event_ns)
+    if isinstance(when, bool) or not isinstance(when, int):
+        raise BadInput("invalid_value", f"{source} {time_key} must be an integer", f"$.{time_key}")
+    values = {k: v for k, v in payload.items() if v is None or isinstance(v, _SCALAR)}
+    return Signal(source=source, symbol=symbol, event_ns=when, values=values)
