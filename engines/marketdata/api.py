@@ -7,6 +7,14 @@ the epoch or ISO-8601 with an offset. A symbol with no stored rows answers an em
 (history of a symbol that has not traded yet is empty, not missing); ``/book/{symbol}`` and
 ``/quotes/latest`` answer 404 for a symbol the engine holds no book / quote for.
 
+``/bars?adjustment=raw|split|total`` (default ``raw``): Lean's split-adjusted and split-and-
+dividend-adjusted prices (``daily`` module), applied at read time to any spec from the factor
+files (factors 1 for a symbol without one), so stored bars stay as traded and a new corporate
+action never rewrites history. ``raw`` is the default because ``/bars`` serves what traded, as
+``/trades`` does, and the minute bars' answers stay what they were; ask ``total`` for total-return
+series (Lean's own default), ``split`` for prices comparable across splits. ``spec=1d`` of a
+daily-history symbol is served from the daily history (``service``), other pages from the store.
+
 Errors use the shell's types: a bad parameter is a 400 naming it; PostgreSQL unreachable is a 503.
 """
 
@@ -18,9 +26,10 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import falcon.asgi
 
 from engines.marketdata.core import BarSpec
+from engines.marketdata.daily import Adjustment
 from engines.shell.errors import NotFoundError, ValidationError
 from engines.shell.lifecycle import Route
-from engines.shell.params import query_int, query_symbol
+from engines.shell.params import query_enum, query_int, query_symbol
 from engines.shell.rest import TimeRange
 from protocol.channels import book
 from protocol.errors import ProtocolError
@@ -83,12 +92,15 @@ class BarsResource:
             BarSpec.parse(spec)
         except ValueError as exc:
             raise ValidationError(str(exc), parameter="spec") from None
-        page = await self._engine.store.fetch_bars(
-            symbol, spec, q.from_ns, q.to_ns, q.limit, q.cursor
+        adjustment = query_enum(req, "adjustment", Adjustment, default=Adjustment.RAW)
+        assert adjustment is not None
+        page = await self._engine.bars_page(
+            symbol, spec, adjustment, q.from_ns, q.to_ns, q.limit, q.cursor
         )
         resp.media = {
             "symbol": symbol,
             "spec": spec,
+            "adjustment": adjustment.value,
             "items": page.items,
             "next_cursor": page.next_cursor,
         }

@@ -57,30 +57,41 @@ from __future__ import annotations
 
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
     "DAILY_DIR",
+    "DAY_NS",
     "Adjustment",
     "DailyBars",
     "FactorFile",
     "MapFile",
+    "Scaling",
     "UnknownTickerError",
     "daily_tickers",
+    "new_york_dates",
     "read_daily_bars",
     "read_factor_file",
     "read_map_file",
+    "scaling",
+    "session_start_ns",
 ]
 
 #: The bundled Lean daily data, resolved relative to this package.
 DAILY_DIR = Path(__file__).resolve().parent / "data" / "lean_daily"
+#: Nanoseconds in a day: a served daily bar spans ``[session date 00:00 UTC, + DAY_NS)``.
+DAY_NS = 86_400_000_000_000
 _PRICE_SCALE = 10_000.0
+_HOUR_NS = 3_600_000_000_000
+_NEW_YORK = ZoneInfo("America/New_York")
 _Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
 
 
@@ -182,17 +193,91 @@ class MapFile:
 
 def daily_tickers() -> list[str]:
     """The bundled securities (upper case, sorted): those with a daily file and a map file."""
+    return sorted(_bundled())
+
+
+@lru_cache(maxsize=1)
+def _bundled() -> frozenset[str]:
     daily = {p.stem.upper() for p in (DAILY_DIR / "daily").glob("*.zip")}
     mapped = {p.stem.upper() for p in (DAILY_DIR / "map_files").glob("*.csv")}
-    return sorted(daily & mapped)
+    return frozenset(daily & mapped)
 
 
 def _known(ticker: str) -> str:
     """Upper-case ``ticker`` or raise ``UnknownTickerError`` naming it."""
     name = ticker.strip().upper() if isinstance(ticker, str) else ""
-    if not name or name not in daily_tickers():
+    if not name or name not in _bundled():
         raise UnknownTickerError(ticker)
     return name
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Scaling:
+    """What an adjustment does to raw bars on given dates (module docstring, "Adjustment"):
+    prices × ``price``, volume ÷ ``split`` rounded to whole shares, dollar volume ×
+    ``price / split`` (the adjusted prices times the unrounded adjusted share count)."""
+
+    price: npt.NDArray[np.float64]
+    split: npt.NDArray[np.float64]
+
+    def prices(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """``raw`` prices, one row per date (1-D) or one row of columns per date (2-D)."""
+        return raw * (self.price if raw.ndim == 1 else self.price[:, None])
+
+    def volume(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return np.rint(raw / self.split)
+
+    def dollar_volume(self, raw: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return raw * (self.price / self.split)
+
+
+def scaling(
+    symbol: str, dates: npt.NDArray[np.datetime64], adjustment: Adjustment | str
+) -> Scaling:
+    """The ``Scaling`` of ``adjustment`` for ``symbol``'s bars on ``dates`` (factors of the first
+    factor row dated on or after each date). ``raw``, or a symbol without bundled factors: ones.
+    Raises ``ValueError`` for an unknown adjustment."""
+    mode = Adjustment(adjustment.lower() if isinstance(adjustment, str) else adjustment)
+    name = symbol.strip().upper()
+    if mode is Adjustment.RAW or name not in _bundled():
+        ones = np.ones(len(dates))
+        return Scaling(ones, ones)
+    price_factor, split_factor = read_factor_file(name).factors_on(dates)
+    price = split_factor if mode is Adjustment.SPLIT else price_factor * split_factor
+    return Scaling(price, split_factor)
+
+
+def session_start_ns(dates: npt.NDArray[np.datetime64]) -> npt.NDArray[np.int64]:
+    """00:00 UTC of each session date, ns since the epoch: where a served daily bar starts."""
+    return dates.astype("datetime64[D]").astype("datetime64[ns]").astype(np.int64)
+
+
+def new_york_dates(time_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.datetime64]:
+    """The America/New_York calendar date of each instant (ns since the epoch, UTC).
+
+    New York is UTC−5 (EST) or UTC−4 (EDT): both offsets give the same date except in the UTC
+    hour 04:00–05:00, where the zone database decides, once per distinct hour.
+    """
+    times = np.asarray(time_ns, dtype=np.int64)
+    days = (times - 5 * _HOUR_NS) // DAY_NS
+    unsure = np.flatnonzero(days != (times - 4 * _HOUR_NS) // DAY_NS)
+    if len(unsure):
+        hours, where = np.unique(times[unsure] // _HOUR_NS, return_inverse=True)
+        offsets = np.array(
+            [
+                _utc_offset_ns(datetime.fromtimestamp(int(hour) * 3600, tz=UTC))
+                for hour in hours.tolist()
+            ],
+            dtype=np.int64,
+        )
+        days[unsure] = (times[unsure] + offsets[where.reshape(-1)]) // DAY_NS
+    return days.astype("datetime64[D]")
+
+
+def _utc_offset_ns(moment: datetime) -> int:
+    offset = moment.astimezone(_NEW_YORK).utcoffset()
+    assert offset is not None  # a ZoneInfo always answers
+    return (offset.days * 86_400 + offset.seconds) * 1_000_000_000
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
@@ -305,10 +390,8 @@ def read_daily_bars(ticker: str, adjustment: Adjustment | str = Adjustment.TOTAL
     prices = ohlc_e4 / _PRICE_SCALE
     volume = volume_raw.astype(np.float64)
     if mode is not Adjustment.RAW:
-        price_factor, split_factor = read_factor_file(symbol).factors_on(date)
-        scale = split_factor if mode is Adjustment.SPLIT else price_factor * split_factor
-        prices = prices * scale[:, None]
-        volume = np.rint(volume / split_factor)
+        scale = scaling(symbol, date, mode)
+        prices, volume = scale.prices(prices), scale.volume(volume)
     return DailyBars(
         symbol=symbol,
         date=date,

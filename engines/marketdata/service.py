@@ -20,11 +20,27 @@ same Binance path as the replay, each record as it arrives (no pacing; the envel
 
 Looping (``loop``): each lap starts its pacing afresh and rebuilds bars; only the first lap is
 stored, so a looping demo does not write the same day again and again.
+
+Daily history (``daily``, on by default): a second producer task reads the bundled Lean daily
+files (``daily.read_daily_bars``, raw prices, one executor call per symbol, so the replay's first
+trade does not wait) into ``daily_store`` as ``1d`` bars over ``[session date 00:00 UTC, +1 day)``
+keyed by ``(symbol, "1d", start_ns)``: written again on a restart or reload, a bar replaces
+itself. ``GET /bars?spec=1d`` serves them; ``bars_page`` adjusts any page at read time
+(``adjustment=raw|split|total``, the factor files' ``Scaling``). A daily bar has no trade count
+(0) and no dollar volume (NaN, ``null`` in JSON): the Lean daily files carry neither.
+
+Why ``daily_store`` is the engine's own bounded memory store and not the platform's ``bars``
+table: that table is range-partitioned per UTC day, so 23 years of history is ~5,850 partitions;
+creating them outlasts the writer's 30 s batch timeout and a read over them takes a lock per
+partition and index, more than PostgreSQL's default lock table holds ("out of shared memory",
+measured). The rows and keys are the ``bars`` table's, so moving them there is one line once
+that table can hold decades (coarser partitions for old data).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +53,15 @@ import numpy.typing as npt
 
 from engines.marketdata.chunk_bars import ChunkBarBuilder, chunk_bar_builder
 from engines.marketdata.core import BarSpec, BookState, OrderBook, SaleConditionFilter
+from engines.marketdata.daily import (
+    DAY_NS,
+    Adjustment,
+    daily_tickers,
+    new_york_dates,
+    read_daily_bars,
+    scaling,
+    session_start_ns,
+)
 from engines.marketdata.feeds import (
     BinanceEvent,
     FeedErrors,
@@ -73,12 +98,27 @@ from realtime.bus import Bus
 from realtime.clock import Clock
 from realtime.config import described
 from realtime.replay import MAX_EVENTS_PER_WAKE, Pacer
-from realtime.storage import InstrumentRow, QuoteRow, Storage, Store, StoreUnavailable
+from realtime.storage import (
+    BarRow,
+    InstrumentRow,
+    MemoryStore,
+    Page,
+    QuoteRow,
+    Storage,
+    Store,
+    StoreUnavailable,
+)
 
 __all__ = ["FeedSource", "MarketDataConfig", "MarketDataEngine"]
 
 #: Trades per chunk read from a day's columns (the pacer then slices chunks per wake-up).
 CHUNK_ROWS = 16_384
+#: The spec daily history is stored and served under.
+DAILY_SPEC = "1d"
+#: How long a ``1d`` read of a daily symbol waits for the history still loading (then 503).
+DAILY_WAIT_S = 30.0
+#: The daily load starts once the replay has its first chunk, or after this long at most.
+DAILY_AFTER_FEED_S = 10.0
 #: Book states as /health names them.
 _BOOK_STATE = {
     BookState.AWAITING_SNAPSHOT: "awaiting-snapshot",
@@ -143,6 +183,22 @@ class MarketDataConfig(EngineConfig):
     live_symbols: tuple[str, ...] = field(
         default=("BTCUSDT",), metadata=described("live: symbols, comma-separated (BTCUSDT,ETHUSDT)")
     )
+    daily: bool = field(
+        default=True,
+        metadata=described("load the bundled Lean daily history at start (GET /bars?spec=1d)"),
+    )
+    daily_symbols: tuple[str, ...] = field(
+        default=(),
+        metadata=described("daily: tickers, comma-separated ('' = all 13 bundled: AAPL,...,WM)"),
+    )
+    daily_from: str = field(
+        default="",
+        metadata=described("daily: first session date YYYY-MM-DD ('' = each symbol's first)"),
+    )
+    daily_to: str = field(
+        default="",
+        metadata=described("daily: last session date YYYY-MM-DD ('' = the last, 2021-03-31)"),
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -161,6 +217,25 @@ class MarketDataConfig(EngineConfig):
             raise ValueError("sim_symbols must be >= 1 and sim_rate > 0")
         if not self.live_symbols:
             raise ValueError("live_symbols must name at least one symbol")
+        unknown = sorted(set(self.daily_universe()) - set(daily_tickers()))
+        if unknown:
+            raise ValueError(
+                f"daily_symbols: no bundled daily data for {', '.join(unknown)};"
+                f" known: {', '.join(daily_tickers())}"
+            )
+        first, last = self.daily_dates()
+        if first is not None and last is not None and first > last:
+            raise ValueError(f"daily_from {first} is after daily_to {last}")
+
+    def daily_universe(self) -> tuple[str, ...]:
+        """The daily symbols, upper case, in the order given (all bundled when none given)."""
+        if not self.daily_symbols:
+            return tuple(daily_tickers())
+        return tuple(dict.fromkeys(s.strip().upper() for s in self.daily_symbols))
+
+    def daily_dates(self) -> tuple[date | None, date | None]:
+        """``daily_from`` and ``daily_to`` (inclusive), ``None`` where open."""
+        return _iso_date("daily_from", self.daily_from), _iso_date("daily_to", self.daily_to)
 
     def spy_days(self) -> list[date]:
         return [date.fromisoformat(d) for d in self.days] if self.days else lean_days("spy")
@@ -187,6 +262,16 @@ class BinanceChunk:
 
 
 FeedChunk = TradeColumns | SimulatedEvents | BinanceChunk
+
+
+@dataclass(slots=True)
+class DailyProgress:
+    """Where the daily-history load is, for ``/health``."""
+
+    state: str = "off"  # off, loading, loaded
+    symbols: int = 0
+    bars: int = 0
+    load_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -227,6 +312,11 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         self.progress = ReplayProgress()
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
         self._persist = config.persist
+        self.daily_symbols = frozenset(config.daily_universe()) if config.daily else frozenset()
+        self.daily_store = MemoryStore()
+        self.daily_progress = DailyProgress()
+        self._daily_loaded = asyncio.Event()
+        self._feed_read = asyncio.Event()  # the replay's first chunk is in: the daily load may go
         self.live_adapter: LiveAdapter | None = (
             BinanceAdapter(config.live_adapter(), clock=clock, errors=self.feed_errors)
             if config.feed is FeedSource.LIVE
@@ -287,6 +377,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 ],
             },
             "published": dict(progress.published),
+            "daily": dataclasses.asdict(self.daily_progress),
             "books": {
                 symbol: {
                     "state": _BOOK_STATE[b.state],
@@ -312,6 +403,11 @@ class MarketDataEngine(Engine[MarketDataConfig]):
 
     async def on_start(self) -> None:
         self.spawn(self._store_instruments, name="instruments")
+        if self.config.daily:
+            self.daily_progress.state = "loading"
+            self.spawn(self._load_daily, name="daily history")
+        if self.config.feed in (FeedSource.NONE, FeedSource.LIVE):
+            self._feed_read.set()  # no file to read first
         if self.config.feed is FeedSource.NONE:
             self.progress.done = True
         else:
@@ -344,6 +440,79 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             symbols = self.config.live_adapter().symbols
             return [dataclasses.replace(BINANCE_INSTRUMENT, symbol=s) for s in symbols]
         return []
+
+    # ── daily history ───────────────────────────────────────────────────────────────────────
+
+    async def _load_daily(self) -> None:
+        """Each daily symbol's raw bars, read off the loop, into ``daily_store`` (upserted).
+
+        Starts once the replay holds its first chunk: both reads are Python-heavy and share the
+        GIL, and the first trade should not wait for 23 years of history (measured: +0.3 s)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._feed_read.wait(), DAILY_AFTER_FEED_S)
+        started = self.clock.now_ns()
+        progress = self.daily_progress = DailyProgress(state="loading")
+        for symbol in self.config.daily_universe():
+            rows = await self.run_in_executor(self._daily_rows, symbol)
+            progress.bars += self.daily_store.write_bars(rows)
+            progress.symbols += 1
+        progress.load_s = (self.clock.now_ns() - started) / 1e9
+        progress.state = "loaded"
+        self._daily_loaded.set()
+        self.log.info(
+            "marketdata: daily history: %d bars of %d symbols loaded in %.2fs",
+            progress.bars,
+            progress.symbols,
+            progress.load_s,
+        )
+
+    def _daily_rows(self, symbol: str) -> list[BarRow]:
+        bars = read_daily_bars(symbol, Adjustment.RAW)
+        keep = np.ones(len(bars), dtype=bool)
+        first, last = self.config.daily_dates()
+        if first is not None:
+            keep &= bars.date >= np.datetime64(first, "D")
+        if last is not None:
+            keep &= bars.date <= np.datetime64(last, "D")
+        nan = float("nan")
+        return [
+            BarRow(symbol, DAILY_SPEC, start, start + DAY_NS, o, h, lo, c, v, nan, 0)
+            for start, o, h, lo, c, v in zip(
+                session_start_ns(bars.date[keep]).tolist(),
+                bars.open[keep].tolist(),
+                bars.high[keep].tolist(),
+                bars.low[keep].tolist(),
+                bars.close[keep].tolist(),
+                bars.volume[keep].tolist(),
+                strict=True,
+            )
+        ]
+
+    async def bars_page(
+        self,
+        symbol: str,
+        spec: str,
+        adjustment: Adjustment,
+        from_ns: int,
+        to_ns: int,
+        limit: int,
+        cursor: str | None = None,
+    ) -> Page[BarRow]:
+        """A page of ``symbol``'s ``spec`` bars, adjusted. ``1d`` bars of a daily symbol come from
+        the daily history (waiting for its load, ``StoreUnavailable`` after ``DAILY_WAIT_S``),
+        every other page from the platform's store."""
+        if spec == DAILY_SPEC and symbol in self.daily_symbols:
+            try:
+                await asyncio.wait_for(self._daily_loaded.wait(), DAILY_WAIT_S)
+            except TimeoutError:
+                raise StoreUnavailable("daily history still loading") from None
+            store: Store = self.daily_store
+        else:
+            store = self.store
+        page = await store.fetch_bars(symbol, spec, from_ns, to_ns, limit, cursor)
+        if adjustment is Adjustment.RAW or not page.items:
+            return page
+        return Page(_adjusted(page.items, adjustment), page.next_cursor)
 
     # ── replay ──────────────────────────────────────────────────────────────────────────────
 
@@ -379,6 +548,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
     async def _replay_lap(self) -> None:
         pacer: Pacer | None = None
         async for chunk, new_session in self._chunks():
+            self._feed_read.set()
             pace_ns = chunk.receive_ns if isinstance(chunk, BinanceChunk) else chunk.event_ns
             if len(pace_ns) == 0:
                 continue
@@ -594,6 +764,31 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 nowait(name, payload, event_ns=when)
         self.progress.published[kind] += len(payloads)
         self.metrics.published.inc(len(payloads))
+
+
+def _iso_date(name: str, text: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _adjusted(rows: list[BarRow], adjustment: Adjustment) -> list[BarRow]:
+    """One symbol's bars with ``adjustment``'s ``Scaling`` on each bar's New York date."""
+    symbol = rows[0].symbol
+    end_ns = np.array([row.end_ns for row in rows], dtype=np.int64)
+    scale = scaling(symbol, new_york_dates(end_ns - 1), adjustment)
+    ohlc = scale.prices(np.array([(r.open, r.high, r.low, r.close) for r in rows]))
+    volume = scale.volume(np.array([row.volume for row in rows]))
+    dollars = scale.dollar_volume(np.array([row.dollar_volume for row in rows]))
+    return [
+        BarRow(symbol, row.spec, row.start_ns, row.end_ns, o, h, lo, c, v, dv, row.trade_count)
+        for row, (o, h, lo, c), v, dv in zip(
+            rows, ohlc.tolist(), volume.tolist(), dollars.tolist(), strict=True
+        )
+    ]
 
 
 def _new_york_ns(day: date, moment: time) -> int:

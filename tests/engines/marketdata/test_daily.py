@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -381,3 +382,62 @@ def test_total_return_on_ex_dates_adds_the_dividend_yield(ticker: str) -> None:
         )
         # the split-adjusted series leaves the dividend out
         assert split.close[ex] / split.close[ex - 1] - 1 == pytest.approx(r_raw, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- served bars
+
+_NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2013-11-03T05:59:59+00:00",  # 01:59:59 EDT, the hour before the clocks go back
+        "2013-11-03T06:00:00+00:00",  # 01:00 EST
+        "2014-01-01T04:59:59+00:00",  # 23:59:59 EST on New Year's Eve
+        "2014-03-09T06:59:59+00:00",  # 01:59:59 EST, spring forward next
+        "2014-07-01T03:59:59+00:00",  # 23:59:59 EDT, 30 June
+        "2014-07-01T04:00:00+00:00",  # midnight EDT, 1 July
+        "2013-12-31T04:30:00+00:00",  # 23:30 EST, 30 December: the hour the zone decides
+    ],
+)
+def test_new_york_dates_follow_the_zone_database(moment: str) -> None:
+    when = datetime.fromisoformat(moment)
+    ns = int(when.timestamp()) * 10**9
+    (found,) = daily.new_york_dates(np.array([ns])).tolist()
+    assert found == when.astimezone(_NEW_YORK).date()
+
+
+@given(st.lists(st.integers(0, 4_102_444_800 * 10**9), min_size=1, max_size=50))  # to 2100
+def test_new_york_dates_equal_zoneinfo_everywhere(times_ns: list[int]) -> None:
+    expected = [
+        datetime.fromtimestamp(t // 10**9, UTC).astimezone(_NEW_YORK).date() for t in times_ns
+    ]
+    assert daily.new_york_dates(np.array(times_ns, dtype=np.int64)).tolist() == expected
+
+
+def test_a_served_daily_bar_spans_its_session_dates_utc_day() -> None:
+    dates = np.array(["1998-01-02", "2014-06-09", "2020-08-31"], dtype="datetime64[D]")
+    start = daily.session_start_ns(dates)
+    assert start.tolist() == [
+        int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) * 10**9
+        for d in dates.tolist()
+    ]
+    # the New York date of the bar's last instant is the session date (the factor lookup's date)
+    assert (daily.new_york_dates(start + daily.DAY_NS - 1) == dates).all()
+
+
+def test_scaling_is_what_read_daily_bars_applies_and_ones_without_factors() -> None:
+    raw = bars("AAPL", "raw")
+    for mode in ("split", "total"):
+        scale = daily.scaling("aapl", raw.date, mode)
+        adjusted = bars("AAPL", mode)
+        assert np.array_equal(scale.prices(raw.close), adjusted.close)
+        assert np.array_equal(scale.volume(raw.volume), adjusted.volume)
+    total = daily.scaling("AAPL", raw.date, "total")
+    assert np.array_equal(total.dollar_volume(np.ones(len(raw))), total.price / total.split)
+    for symbol, mode in (("BTCUSDT", "total"), ("AAPL", "raw")):
+        ones = daily.scaling(symbol, raw.date, mode)
+        assert (ones.price == 1).all() and (ones.split == 1).all()
+    with pytest.raises(ValueError):
+        daily.scaling("AAPL", raw.date, "dividend")

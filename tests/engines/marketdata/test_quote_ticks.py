@@ -8,7 +8,6 @@ Column layout: Lean ``Tick(config, line, date)`` for equity ``TickType.Quote`` r
 
 from __future__ import annotations
 
-import os
 import zipfile
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -138,11 +137,8 @@ def test_aig_row_count_matches_the_readme() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("NAUTILUS_SLOW_TESTS"), reason="≈30 s: set NAUTILUS_SLOW_TESTS=1"
-)
 def test_every_bundled_quote_file() -> None:
-    """Every file: one row per line, times in the session, spreads ≥ 0 on ≥ 99.9 % of rows and
+    """≈30 s (``slow``: ``-m 'not slow'`` leaves it out). Every file: one row per line, times in the session, spreads ≥ 0 on ≥ 99.9 % of rows and
     positive on ≥ 95 % (measured 95.6–98.0 %; locked markets, bid = ask, the rest)."""
     for symbol in ("aig", "bac"):
         for day in WEEK:
