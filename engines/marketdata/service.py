@@ -19,7 +19,10 @@ same Binance path as the replay, each record as it arrives (no pacing; the envel
 ``event_ns`` is the arrival time); when a book finds a gap the engine asks the adapter to resync.
 
 Looping (``loop``): each lap starts its pacing afresh and rebuilds bars; only the first lap is
-stored, so a looping demo does not write the same day again and again.
+stored, so a looping demo does not write the same day again and again. Lap ``k`` of the SPY
+replay is shifted ``k`` whole weeks later (7–11 Oct 2013, then 14–18 Oct, …): consumers see time
+move forward, never back (a bar of lap 2 is not "out of order" after lap 1), and weekday and time
+of day stay those of the recording. The Binance file and the simulator are not shifted.
 
 Daily history (``daily``, on by default): a second producer task reads the bundled Lean daily
 files (``daily.read_daily_bars``, raw prices, one executor call per symbol, so the replay's first
@@ -573,8 +576,15 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         restarts there, so a 1x replay does not wait out the night)."""
         feed = self.config.feed
         if feed is FeedSource.SPY:
+            shift_ns = self.progress.laps * lap_shift_ns(self.config.spy_days())
             for day in self.config.spy_days():
                 columns = await self.run_in_executor(self._read_spy_day, day)
+                if shift_ns:
+                    columns = dataclasses.replace(
+                        columns,
+                        event_ns=columns.event_ns + shift_ns,
+                        receive_ns=columns.receive_ns + shift_ns,
+                    )
                 for start in range(0, len(columns), CHUNK_ROWS):
                     yield columns.select(slice(start, start + CHUNK_ROWS)), start == 0
                 await self._complete_bars()  # the day is over: its last time bars are complete
@@ -798,3 +808,15 @@ def _new_york_ns(day: date, moment: time) -> int:
 
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
+
+
+WEEK_NS = 7 * 86_400_000_000_000
+
+
+def lap_shift_ns(days: Sequence[date]) -> int:
+    """How far one lap of a looping replay moves time: the whole weeks that cover ``days``
+    (at least one), so every lap starts on the weekday and at the time of day of the first."""
+    if not days:
+        return WEEK_NS
+    span_days = (max(days) - min(days)).days + 1
+    return -(-span_days // 7) * WEEK_NS

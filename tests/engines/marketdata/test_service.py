@@ -18,7 +18,12 @@ import pytest
 from engines.marketdata import feeds, service
 from engines.marketdata.core import SaleConditionFilter, threshold_bars, time_bars
 from engines.marketdata.records import BookDelta, Quote, Trade, TradeColumns
-from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataEngine
+from engines.marketdata.service import (
+    FeedSource,
+    MarketDataConfig,
+    MarketDataEngine,
+    lap_shift_ns,
+)
 from engines.shell import ConfigError, EngineState, load_config
 from engines.shell.registry import ENGINES
 from realtime.bus import Envelope, MemoryBus
@@ -151,11 +156,25 @@ async def test_looping_republishes_but_stores_the_first_lap_only(
     make_engine: EngineFactory, day_ticks: TradeColumns
 ) -> None:
     engine = make_engine(start="12:00", end="12:01", bar_specs=(), loop=True)
+    sub = engine.bus.subscribe("trades.SPY")
     await engine.start()
     n = len(window(day_ticks, "12:00", "12:01"))
     await until(lambda: engine.progress.laps >= 3, 30.0)
     assert engine.progress.published["trades"] >= 3 * n
     assert engine.store.stats().rows_written == n
+    # lap k is the recording k weeks later: time only moves forward, weekday and clock kept
+    times = [e.payload["t"] for e in await sub.next_batch(3 * n)]
+    week = 7 * 86_400 * 10**9
+    assert times[n : 2 * n] == [t + week for t in times[:n]]
+    assert times[2 * n : 3 * n] == [t + 2 * week for t in times[:n]]
+    assert times == sorted(times)
+
+
+def test_a_lap_is_the_whole_weeks_its_days_cover() -> None:
+    week = 7 * 86_400 * 10**9
+    assert lap_shift_ns([date(2013, 10, 7), date(2013, 10, 11)]) == week
+    assert lap_shift_ns([date(2013, 10, 7)]) == week
+    assert lap_shift_ns([date(2013, 10, 7), date(2013, 10, 14)]) == 2 * week
 
 
 async def test_binance_replay_rebuilds_the_book_and_publishes_quotes(
