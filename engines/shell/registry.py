@@ -130,6 +130,9 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec(
             "features", "engines.features.service:FeaturesEngine", "engines.features.api:routes"
         ),
+        EngineSpec(
+            "portfolio", "engines.portfolio.service:PortfolioEngine", "engines.portfolio.api:routes"
+        ),
         EngineSpec("risk", "engines.risk.service:RiskEngine", "engines.risk.api:routes"),
         EngineSpec(
             "strategy", "engines.strategy.service:StrategyEngine", "engines.strategy.api:routes"
