@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from engines.shell.lifecycle import Engine
 from engines.shell.registry import ENGINES, engine_spec, start_order
 from engines.shell.server import RunningEngines, build_engine, run_engines
 from engines.shell.status import (
@@ -30,6 +31,7 @@ from engines.shell.status import (
     collect_status,
     configured_targets,
 )
+from protocol.channels import STREAM_KINDS, channel, kind_of
 from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.bus.redis import RedisBus, RedisBusConfig, redacted_url
 from realtime.clock import Clock, SystemClock
@@ -144,8 +146,9 @@ async def run_embedded(
                 )
                 for name in start_order(ENGINES)
             ]
-            for engine in built:
-                hub.declare(engine.declared_channels())
+            declared = [name for engine in built for name in engine.declared_channels()]
+            hub.declare(declared)
+            hub.declare(per_key_channels(built, feed_symbols(declared), accounts(declared)))
             engines = await run_engines(built)
             targets[:] = [
                 EngineTarget(r.engine.name, _reachable(r.host), r.port) for r in engines.running
@@ -169,6 +172,37 @@ async def run_embedded(
         await hub.stop()
         await storage.close()
         await bus.close()
+
+
+def feed_symbols(declared: Sequence[str]) -> list[str]:
+    """The symbols the feeds will trade: those of the declared ``trades.<symbol>`` channels."""
+    return sorted({name.split(".", 1)[1] for name in declared if kind_of(name) == "trades"})
+
+
+def accounts(declared: Sequence[str]) -> list[str]:
+    """The accounts the platform keeps: those of the declared ``pnl.<account>`` channels."""
+    return sorted({name.split(".", 1)[1] for name in declared if kind_of(name) == "pnl"})
+
+
+def per_key_channels(
+    engines: Sequence[Engine[Any]], symbols: Sequence[str], accounts: Sequence[str]
+) -> list[str]:
+    """What consumers will publish per feed symbol (and per account), declared before the
+    first message so a client may subscribe to ``features.SPY`` at once: every stream
+    ``<kind>.*`` whose one parameter is a symbol (``features``, ``vpin`` …) for every feed
+    symbol, and whose one parameter is a key (``analytics``) for every symbol and account."""
+    names = []
+    for engine in engines:
+        for stream in engine.streams():
+            kind, _, rest = stream.channel.rpartition(".")
+            spec = STREAM_KINDS.get(kind)
+            if rest != "*" or spec is None:
+                continue
+            if spec.params == ("symbol",):
+                names += [channel(kind, symbol) for symbol in symbols]
+            elif spec.params == ("key",):
+                names += [channel(kind, key) for key in (*symbols, *accounts)]
+    return names
 
 
 def _reachable(host: str) -> str:
