@@ -65,6 +65,16 @@ SLOW_POLL_S = 0.005
 TICK_MAX_MESSAGES = 4096
 
 
+_HTML = "text/html; charset=utf-8"
+#: Static files on the hub's port: URL path → (file in ``realtime/hub/static``, content type).
+#: A file that is not there (a client library not built yet) is simply not served.
+STATIC_FILES: dict[str, tuple[str, str]] = {
+    "/": ("index.html", _HTML),
+    "/index.html": ("index.html", _HTML),
+    "/status.html": ("status.html", _HTML),
+    "/client.js": ("client.js", "text/javascript; charset=utf-8"),
+}
+
 #: ``GET /status``: the platform's status, built above this layer (engines/shell/status.py)
 #: and handed to the hub; without one the hub answers its own part only.
 StatusProvider = Callable[[], Awaitable[dict[str, Any]]]
@@ -106,8 +116,12 @@ class Hub:
         self._started_ns = 0
         self._last_input_ns = 0
         static = resources.files("realtime.hub") / "static"
-        self._page = (static / "index.html").read_bytes()
-        self._status_page = (static / "status.html").read_bytes()
+        #: files the hub serves as they are: path → (file in static/, content type)
+        self._static = {
+            path: ((static / name).read_bytes(), ctype)
+            for path, (name, ctype) in STATIC_FILES.items()
+            if (static / name).is_file()
+        }
         self._status_provider = status
         self._stage_windows = {name: HistogramWindow(LATENCY_BUCKETS) for name in STAGES}
         self._delivery_samples: list[tuple[int, int]] = []
@@ -407,14 +421,11 @@ class Hub:
         if path == "/metrics":
             body = metrics_text(self.registry)
             return _respond(connection, HTTPStatus.OK, body, "text/plain; version=0.0.4")
-        if path in ("/", "/index.html"):
-            return _respond(connection, HTTPStatus.OK, self._page, "text/html; charset=utf-8")
         if path == "/status":
             return _json(connection, HTTPStatus.OK, await self.status())
-        if path == "/status.html":
-            return _respond(
-                connection, HTTPStatus.OK, self._status_page, "text/html; charset=utf-8"
-            )
+        if path in self._static:
+            body, ctype = self._static[path]
+            return _respond(connection, HTTPStatus.OK, body, ctype)
         return _json(
             connection,
             HTTPStatus.NOT_FOUND,
