@@ -2731,26 +2731,37 @@ class FeatureStream:
     ``update`` returns every configured value (``None`` during warm-up, and for a non-finite
     result). A bar with a non-finite or negative field raises ``FeatureInputError`` before any
     state changes, so the caller can count it and skip it.
+
+    The per-bar step is one generated function (``_step_source``): it checks the bar fields the
+    set reads, calls each kernel's bound ``update`` with its inputs as plain positional
+    arguments and builds the result dict in one literal. Stepping a list of kernels in a loop
+    (argument lists, per-feature ``len``/``zip``) cost as much as the kernels themselves.
     """
 
     def __init__(self, features: Sequence[FeatureRequest] = DEFAULT_FEATURES) -> None:
-        plan: list[tuple[Callable[..., Any], tuple[int, ...], tuple[str, ...]]] = []
+        calls: list[tuple[Callable[..., Any], tuple[int, ...], int]] = []
         seen: set[str] = set()
         needs: set[int] = set()
+        keys: list[str] = []
         for req in features:
             spec = _spec_of(req.function)
             params = validate_params(spec.name, req.params)
-            keys = req.keys()
-            for k in keys:
+            names = req.keys()
+            for k in names:
                 if k in seen:
                     raise FeatureInputError("key", f"duplicate feature key {k!r}")
                 seen.add(k)
+                keys.append(k)
             idx = tuple(BAR_FIELDS.index(_INPUT_FIELD.get(i, i)) for i in spec.inputs)
             needs.update(idx)
-            plan.append((spec.build(params).update, idx, keys))
-        self._plan = plan
-        self._check = tuple(sorted(i for i in needs if BAR_FIELDS[i] != "session_start"))
-        self.keys: tuple[str, ...] = tuple(k for _, _, ks in plan for k in ks)
+            calls.append((spec.build(params).update, idx, len(spec.outputs)))
+        check = tuple(sorted(i for i in needs if BAR_FIELDS[i] != "session_start"))
+        self.keys: tuple[str, ...] = tuple(keys)
+        namespace: dict[str, Any] = {"_FeatureInputError": FeatureInputError, "_inf": math.inf}
+        namespace.update({f"_u{j}": call[0] for j, call in enumerate(calls)})
+        namespace.update({f"_k{j}": k for j, k in enumerate(keys)})
+        exec(_step_source(calls, check), namespace)
+        self._step: Callable[..., dict[str, float | None]] = namespace["_step"]
 
     def update(
         self,
@@ -2766,7 +2777,7 @@ class FeatureStream:
         *,
         session_start: bool = False,
     ) -> dict[str, float | None]:
-        bar = (
+        return self._step(
             open,
             high,
             low,
@@ -2778,16 +2789,29 @@ class FeatureStream:
             ask_size,
             1.0 if session_start else 0.0,
         )
-        for i in self._check:
-            v = bar[i]
-            if not 0.0 <= v < math.inf:
-                raise FeatureInputError(BAR_FIELDS[i], f"bad value {v!r}")
-        out: dict[str, float | None] = {}
-        for update, idx, keys in self._plan:
-            r = update(*[bar[i] for i in idx])
-            if len(keys) == 1:
-                out[keys[0]] = r if r == r else None
-            else:
-                for k, v in zip(keys, r, strict=True):
-                    out[k] = v if v == v else None
-        return out
+
+
+def _step_source(calls: Sequence[tuple[Any, tuple[int, ...], int]], check: Sequence[int]) -> str:
+    """Python source of ``_step(f0, …, f9)`` for a feature set. Only generated identifiers and
+    integers enter the text: kernels (``_u<j>``) and keys (``_k<j>``) are looked up by name in
+    the namespace the source runs in, so a configured key can never become code."""
+    args = ", ".join(f"f{i}" for i in range(len(BAR_FIELDS)))
+    lines = [f"def _step({args}):"]
+    for i in check:
+        lines.append(f"    if not 0.0 <= f{i} < _inf:")
+        lines.append(
+            f"        raise _FeatureInputError({BAR_FIELDS[i]!r}, f'bad value {{f{i}!r}}')"
+        )
+    entries: list[str] = []
+    for j, (_, idx, nout) in enumerate(calls):
+        call = f"_u{j}({', '.join(f'f{i}' for i in idx)})"
+        names = [f"r{len(entries) + m}" for m in range(nout)]
+        lines.append(
+            f"    {', '.join(names)}{',' if nout == 1 else ''} = {call}"
+            if nout > 1
+            else f"    {names[0]} = {call}"
+        )
+        entries.extend(names)
+    body = ", ".join(f"_k{m}: ({r} if {r} == {r} else None)" for m, r in enumerate(entries))
+    lines.append(f"    return {{{body}}}")
+    return "\n".join(lines) + "\n"
