@@ -127,6 +127,7 @@ ENGINES: dict[str, EngineSpec] = {
             "engines.collateral.service:CollateralEngine",
             "engines.collateral.api:routes",
         ),
+        EngineSpec("factor", "engines.factor.service:FactorEngine", "engines.factor.api:routes"),
         EngineSpec(
             "features", "engines.features.service:FeaturesEngine", "engines.features.api:routes"
         ),

@@ -1,0 +1,1 @@
+"""Factor engine (port 8300): time-series exposures, cross-sections, signal evaluation."""

@@ -1,0 +1,472 @@
+"""Factor engine (port 8300): ``bars.<spec>.*`` in; rolling exposures on ``factor.<model>.SYM``
+and a signal's information coefficient on ``factor.ic.<signal>`` out.
+
+Exposures. Each bar's close-to-close return (against the symbol's previous bar) waits until every
+factor symbol (``factors``, SPY by default) has a return for the bar with the same start; then the
+symbol's ``core.RollingOls`` slot takes the bar (O(k²)) and the estimates after it — alpha, betas,
+t-stats (plain and Newey–West), R², residual volatility per bar, the rows in the window — are
+published on ``factor.<model>.SYM`` (latest-value) and appended to the store, which
+``GET /factor/{model}/{symbol}/latest|history`` read. A factor symbol regressed on itself is
+published too (β = 1, R² = 1, t = null). A bar whose start a factor has passed without a bar of
+its own is dropped (counted: ``unmatched``). Every estimate at bar t uses bars ≤ t only.
+
+Signal evaluation. With ``ic_signal = "<kind>:<field path>"`` (``features:values.rsi``,
+``vpin:vpin``) the engine also consumes ``<kind>.*`` and keeps each symbol's values by event
+time. When a symbol's bar i arrives, the bar h back (each horizon h) resolves: its forward return
+close_i/close_{i−h} − 1 is paired with the newest signal value whose event time is ≤ that bar's
+end. A date (bar start) is closed for horizon h once a later date resolves; with at least
+``ic_min_symbols`` pairs its cross-sectional Spearman IC updates the running mean/std/IR/t
+(``core.RunningIc``) and is published on ``factor.ic.<signal>`` and stored
+(``GET /factor/ic``), stamped with the end of the newest bar behind it (``event_ns``). A pair
+resolving for a date already closed is counted (``late``).
+
+Bad input is counted by the shell and skipped, never fatal: a bar of another spec
+(``wrong_spec``), out of order or duplicate (``out_of_order``, ``duplicate_bar``), a close that is
+not finite and positive (``invalid_value``); a signal payload without a symbol or with a
+non-numeric field (``invalid_signal``; ``null`` during a signal's warm-up is simply not used).
+
+Limits: one model (one factor set) and one signal per engine; the cross-sectional IC needs
+several symbols on the bus (the SPY-only replay publishes exposures but no IC); no warm-up from
+stored bars (exposures start after ``min_obs`` live bars); per-symbol updates run on the event
+loop (~50 µs a bar), the batch on the compute threads, compiled at start.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter
+
+from engines.factor import core
+from engines.marketdata.core import BarSpec
+from engines.shell import Engine, EngineConfig, StreamInfo
+from engines.shell.lifecycle import Input, on
+from protocol.channels import DeliveryClass, channel
+from protocol.records import BadInput, Bar
+from realtime.bus import Bus, Envelope
+from realtime.clock import Clock
+from realtime.config import described
+from realtime.storage import RecordStore, Storage
+
+_NAME = re.compile(r"[A-Za-z0-9_\-]{1,40}")
+#: A published exposure or IC record as stored and served.
+Payload = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FactorConfig(EngineConfig):
+    """Which bars, which factors, the regression window, the evaluated signal, batch limits."""
+
+    name: str = field(default="factor", metadata={"help": "engine name", "env": False})
+    bar_spec: str = field(default="1m", metadata=described("bar spec consumed: bars.<spec>.*"))
+    model: str = field(default="market", metadata=described("model name: factor.<model>.SYM"))
+    factors: tuple[str, ...] = field(
+        default=("SPY",), metadata=described("factor symbols, comma-separated (SPY,QQQ,IWM)")
+    )
+    window: int = field(default=60, metadata=described("bars per regression (0 = expanding)"))
+    decay: float = field(default=1.0, metadata=described("EWMA weight λ per bar (1 = equal)"))
+    min_obs: int = field(default=0, metadata=described("rows before a first estimate (0 = window)"))
+    hac: bool = field(default=True, metadata=described("Newey–West t-stats (rolling windows)"))
+    hac_lags: int | None = field(
+        default=None, metadata=described("Newey–West lags ('' = statsmodels' rule on the window)")
+    )
+    ic_signal: str = field(
+        default="",
+        metadata=described(
+            "evaluated signal, <kind>:<field path> (features:values.rsi; '' = none)"
+        ),
+    )
+    ic_name: str = field(
+        default="", metadata=described("name in factor.ic.<name> ('' = <kind>_<last field>)")
+    )
+    ic_horizons: tuple[int, ...] = field(
+        default=core.DEFAULT_HORIZONS, metadata=described("forward-return horizons, bars")
+    )
+    ic_min_symbols: int = field(default=3, metadata=described("symbols a date's IC needs"))
+    max_pending: int = field(
+        default=1_000, metadata=described("bars a symbol waits for its factors' bars at most")
+    )
+    warmup_bars: int = field(
+        default=4_096, metadata=described("compile the batch path for this many bars at start")
+    )
+    warmup_symbols: int = field(
+        default=8, metadata=described("compile the batch path for this many symbols at start")
+    )
+    max_batch_bars: int = field(
+        default=100_000, metadata=described("most bars per series one POST may carry")
+    )
+    max_batch_symbols: int = field(
+        default=512, metadata=described("most symbols one POST may carry")
+    )
+
+    def __post_init__(self) -> None:
+        EngineConfig.__post_init__(self)
+        BarSpec.parse(self.bar_spec)
+        if not _NAME.fullmatch(self.model):
+            raise ValueError(f"model must be 1-40 of [A-Za-z0-9_-], got {self.model!r}")
+        if not self.factors or len(set(self.factors)) != len(self.factors):
+            raise ValueError(f"factors must be distinct symbols, got {self.factors!r}")
+        core.RollingOls(
+            len(self.factors),
+            window=self.window,
+            decay=self.decay,
+            min_obs=self.min_obs,
+            hac=self.hac,
+            hac_lags=self.hac_lags,
+        )
+        if self.ic_signal:
+            kind, sep, path = self.ic_signal.partition(":")
+            if not sep or not _NAME.fullmatch(kind) or not path:
+                raise ValueError(f"ic_signal must be <kind>:<field path>, got {self.ic_signal!r}")
+            if not _NAME.fullmatch(self.signal_name()):
+                raise ValueError(f"ic_name must be 1-40 of [A-Za-z0-9_-], got {self.ic_name!r}")
+        if not self.ic_horizons or min(self.ic_horizons) < 1:
+            raise ValueError(f"ic_horizons must be >= 1, got {self.ic_horizons!r}")
+        if self.ic_min_symbols < 2:
+            raise ValueError(f"ic_min_symbols must be >= 2, got {self.ic_min_symbols}")
+        for name in ("max_pending", "max_batch_bars", "max_batch_symbols"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.warmup_bars < 0 or self.warmup_symbols < 0:
+            raise ValueError("warmup_bars and warmup_symbols must be >= 0")
+
+    def signal_name(self) -> str:
+        """The IC's channel name segment: ``ic_name`` or ``<kind>_<last field>``."""
+        if self.ic_name:
+            return self.ic_name
+        kind, _, path = self.ic_signal.partition(":")
+        return re.sub(r"[^A-Za-z0-9_\-]", "_", f"{kind}_{path.rsplit('.', 1)[-1]}")[:40]
+
+    def regression(self) -> core.RollingOls:
+        return core.RollingOls(
+            len(self.factors),
+            window=self.window,
+            decay=self.decay,
+            min_obs=self.min_obs,
+            hac=self.hac,
+            hac_lags=self.hac_lags,
+        )
+
+
+class SymbolState:
+    """One symbol: its slot, last bar, returns waiting for the factors, recent closes and
+    signal values (for the IC)."""
+
+    __slots__ = ("closes", "last_close", "last_start", "pending", "signals", "slot")
+
+    def __init__(self, slot: int, max_pending: int, max_horizon: int) -> None:
+        self.slot = slot
+        self.last_start: int | None = None
+        self.last_close = math.nan
+        self.pending: deque[tuple[int, int, float]] = deque(maxlen=max_pending)
+        self.closes: deque[tuple[int, int, float]] = deque(maxlen=max_horizon + 1)
+        self.signals: deque[tuple[int, float]] = deque(maxlen=max_pending)
+
+    def signal_at(self, time_ns: int) -> float:
+        """The newest signal value with event time ≤ ``time_ns`` (NaN when none)."""
+        for event_ns, value in reversed(self.signals):
+            if event_ns <= time_ns:
+                return value
+        return math.nan
+
+
+def field_value(payload: Any, path: str) -> Any:
+    """``payload`` at a dotted ``path`` (``values.rsi``); ``None`` when absent."""
+    for part in path.split("."):
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(part)
+    return payload
+
+
+class FactorEngine(Engine[FactorConfig]):
+    """Rolling exposures per symbol on ``factor.<model>.SYM``; a signal's IC on
+    ``factor.ic.<signal>``; batch regressions over posted arrays (``exposures``)."""
+
+    config_type = FactorConfig
+
+    def __init__(
+        self, config: FactorConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
+    ) -> None:
+        super().__init__(config, bus=bus, clock=clock, storage=storage)
+        self.factors = config.factors
+        self.regression = config.regression()
+        self.symbols: dict[str, SymbolState] = {}
+        #: factor symbol → bar start → return (the last ``max_pending`` bars)
+        self.factor_returns: dict[str, OrderedDict[int, float]] = {
+            f: OrderedDict() for f in self.factors
+        }
+        self.signal = config.signal_name() if config.ic_signal else ""
+        self.horizons = tuple(sorted(set(config.ic_horizons)))
+        self.running_ic = {h: core.RunningIc() for h in self.horizons}
+        #: horizon → date (bar start) → symbol → (signal, forward return, end of the bar that
+        #: resolved it)
+        self._open_dates: dict[int, dict[int, dict[str, tuple[float, float, int]]]] = {
+            h: {} for h in self.horizons
+        }
+        self._closed_through = dict.fromkeys(self.horizons, -1)
+        self.exposures: RecordStore[Payload] = self.storage.records(
+            self.name, "exposures", dict, key=lambda p: p["symbol"], time=lambda p: p["start_ns"]
+        )
+        self.ics: RecordStore[Payload] = self.storage.records(
+            self.name,
+            "ic",
+            dict,
+            key=lambda p: f"{p['signal']}.{p['horizon']}",
+            time=lambda p: p["start_ns"],
+        )
+        registry = self.metrics.registry
+        self.published_total = Counter(
+            "nautilus_factor_exposures", "exposure estimates published", registry=registry
+        )
+        self.skipped_total = Counter(
+            "nautilus_factor_skipped_bars",
+            "bar returns never regressed (no factor bar at that start, or pushed out)",
+            ["reason"],
+            registry=registry,
+        )
+        self.ic_total = Counter(
+            "nautilus_factor_ic_dates", "per-date ICs published", registry=registry
+        )
+        self.ic_skipped_total = Counter(
+            "nautilus_factor_ic_skipped",
+            "IC pairs or dates not used",
+            ["reason"],
+            registry=registry,
+        )
+
+    # ── hooks ──────────────────────────────────────────────────────────────────────────────
+
+    def inputs(self) -> Mapping[str, Input[Any]]:
+        wanted: dict[str, Input[Any]] = {f"bars.{self.config.bar_spec}.*": on(Bar, self.on_bar)}
+        if self.signal:
+            kind = self.config.ic_signal.partition(":")[0]
+            wanted[f"{kind}.*"] = on(dict, self.on_signal)
+        return wanted
+
+    def streams(self) -> Sequence[StreamInfo]:
+        out = [
+            StreamInfo(
+                f"factor.{self.config.model}.*",
+                DeliveryClass.LATEST_VALUE,
+                f"rolling exposures on {','.join(self.factors)} after each "
+                f"{self.config.bar_spec} bar",
+            )
+        ]
+        if self.signal:
+            out.append(
+                StreamInfo(
+                    f"factor.ic.{self.signal}",
+                    DeliveryClass.LATEST_VALUE,
+                    f"per-date Spearman IC of {self.config.ic_signal} and its running summary",
+                )
+            )
+        return out
+
+    def health_extra(self) -> Mapping[str, object]:
+        return {
+            "model": self.config.model,
+            "factors": list(self.factors),
+            "symbols": len(self.symbols),
+            "signal": self.signal or None,
+            "ic_dates": {h: r.n for h, r in self.running_ic.items()},
+        }
+
+    async def on_start(self) -> None:
+        if self.config.warmup_bars and self.config.warmup_symbols:
+            await self.run_in_executor(
+                core.warm_up,
+                self.config.warmup_bars,
+                self.config.warmup_symbols,
+                len(self.factors),
+            )
+
+    # ── bars → returns → exposures ─────────────────────────────────────────────────────────
+
+    async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
+        if bar.spec != self.config.bar_spec:
+            raise BadInput("wrong_spec", f"bar spec {bar.spec!r} is not {self.config.bar_spec!r}")
+        if not (math.isfinite(bar.close) and bar.close > 0):
+            raise BadInput("invalid_value", f"close {bar.close!r} is not finite and > 0", "$.c")
+        state = self.symbols.get(bar.symbol)
+        if state is None:
+            state = self.symbols[bar.symbol] = SymbolState(
+                self.regression.add_series(), self.config.max_pending, max(self.horizons)
+            )
+        elif state.last_start is not None and bar.start_ns <= state.last_start:
+            reason = "duplicate_bar" if bar.start_ns == state.last_start else "out_of_order"
+            raise BadInput(reason, f"{bar.symbol} bar at {bar.start_ns}", "$.t")
+        previous = state.last_close
+        state.last_start, state.last_close = bar.start_ns, bar.close
+        state.closes.append((bar.start_ns, bar.end_ns, bar.close))
+        if self.signal:
+            await self._resolve_ic(bar.symbol, state)
+        if math.isnan(previous):
+            return
+        ret = bar.close / previous - 1.0
+        if bar.symbol in self.factor_returns:
+            returns = self.factor_returns[bar.symbol]
+            returns[bar.start_ns] = ret
+            while len(returns) > self.config.max_pending:
+                returns.popitem(last=False)
+        if len(state.pending) == state.pending.maxlen:
+            self.skipped_total.labels("pushed_out").inc()
+        state.pending.append((bar.start_ns, bar.end_ns, ret))
+        waiting = self.symbols if bar.symbol in self.factor_returns else {bar.symbol: state}
+        for symbol, each in list(waiting.items()):
+            await self._drain(symbol, each, envelope)
+
+    async def _drain(self, symbol: str, state: SymbolState, envelope: Envelope) -> None:
+        """Regress the symbol's waiting returns whose factor returns are all in, in order."""
+        while state.pending:
+            start, end, ret = state.pending[0]
+            x = [self.factor_returns[f].get(start) for f in self.factors]
+            if None in x:
+                passed = any(
+                    (r and next(reversed(r)) >= start) and start not in r
+                    for r in self.factor_returns.values()
+                )
+                if not passed:
+                    return  # the factors' bar for this start may still come
+                state.pending.popleft()
+                self.skipped_total.labels("unmatched").inc()
+                continue
+            state.pending.popleft()
+            fit = self.regression.update(
+                np.array([state.slot]), np.array([ret]), np.array([x], dtype=np.float64)
+            )
+            payload: Payload = {
+                "symbol": symbol,
+                "model": self.config.model,
+                "factors": list(self.factors),
+                "spec": self.config.bar_spec,
+                "start_ns": start,
+                "end_ns": end,
+                "event_ns": end,
+                "window": self.config.window,
+                "decay": self.config.decay,
+                **fit.row(0, self.factors),
+            }
+            published = await self.publish(
+                channel("factor", self.config.model, symbol), payload, event_ns=envelope.event_ns
+            )
+            self.exposures.append([payload], seqs=[published.seq])
+            self.published_total.inc()
+
+    # ── signal → IC ────────────────────────────────────────────────────────────────────────
+
+    async def on_signal(self, payload: dict[str, Any], envelope: Envelope) -> None:
+        symbol = payload.get("symbol") if isinstance(payload, dict) else None
+        if not isinstance(symbol, str) or not symbol:
+            symbol = envelope.channel.rsplit(".", 1)[-1]
+        value = field_value(payload, self.config.ic_signal.partition(":")[2])
+        if value is None:
+            return  # the signal is warming up
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadInput("invalid_signal", f"{self.config.ic_signal} is {value!r}")
+        event_ns = payload.get("event_ns", envelope.event_ns)
+        if not isinstance(event_ns, int):
+            raise BadInput("invalid_signal", f"event_ns is {event_ns!r}", "$.event_ns")
+        state = self.symbols.get(symbol)
+        if state is None:
+            state = self.symbols[symbol] = SymbolState(
+                self.regression.add_series(), self.config.max_pending, max(self.horizons)
+            )
+        if math.isfinite(float(value)):
+            state.signals.append((event_ns, float(value)))
+
+    async def _resolve_ic(self, symbol: str, state: SymbolState) -> None:
+        closes = state.closes
+        _, end_now, close_now = closes[-1]
+        for h in self.horizons:
+            if len(closes) <= h:
+                continue
+            start, end, close_then = closes[-1 - h]
+            if start <= self._closed_through[h]:
+                self.ic_skipped_total.labels("late").inc()
+                continue
+            pair = (state.signal_at(end), close_now / close_then - 1.0, end_now)
+            dates = self._open_dates[h]
+            dates.setdefault(start, {})[symbol] = pair
+            for date in sorted(d for d in dates if d < start):
+                await self._close_date(h, date, dates.pop(date))
+
+    async def _close_date(
+        self, h: int, date: int, pairs: dict[str, tuple[float, float, int]]
+    ) -> None:
+        self._closed_through[h] = max(self._closed_through[h], date)
+        usable = [(s, r) for s, r, _ in pairs.values() if math.isfinite(s) and math.isfinite(r)]
+        resolved_ns = max(end for _, _, end in pairs.values())
+        if len(usable) < self.config.ic_min_symbols:
+            self.ic_skipped_total.labels("too_few_symbols").inc()
+            return
+        signal, fwd = np.array(usable).T
+        ic = core.spearman(signal, fwd)
+        if not math.isfinite(ic):
+            self.ic_skipped_total.labels("constant").inc()
+            return
+        running = self.running_ic[h]
+        running.add(ic)
+        payload: Payload = {
+            "signal": self.signal,
+            "source": self.config.ic_signal,
+            "horizon": h,
+            "start_ns": date,
+            "event_ns": resolved_ns,
+            "ic": ic,
+            "symbols": len(usable),
+            **running.summary().to_payload(),
+        }
+        published = await self.publish(channel("factor", "ic", self.signal), payload, event_ns=date)
+        self.ics.append([payload], seqs=[published.seq])
+        self.ic_total.inc()
+
+    # ── batch (REST, compute threads) ──────────────────────────────────────────────────────
+
+    def batch_exposures(
+        self,
+        returns: dict[str, np.ndarray],
+        factors: dict[str, np.ndarray],
+        *,
+        window: int,
+        decay: float,
+        min_obs: int,
+        hac_lags: int | None,
+    ) -> dict[str, Any]:
+        """Rolling estimates of every posted symbol (one vmapped call) and a full-sample OLS
+        with Newey–West standard errors per symbol."""
+        names = tuple(factors)
+        x = np.column_stack([factors[f] for f in names])
+        y = np.vstack([returns[s] for s in returns])
+        series = core.rolling_ols_many(y, x, window=window, decay=decay, min_obs=min_obs)
+        t = series.tvalues
+        out: dict[str, Any] = {}
+        for i, symbol in enumerate(returns):
+            full = core.full_sample_ols(y[i], x, hac_lags=hac_lags)
+            out[symbol] = {
+                "alpha": _json(series.params[i, :, 0]),
+                "betas": {f: _json(series.params[i, :, j + 1]) for j, f in enumerate(names)},
+                "t_alpha": _json(t[i, :, 0]),
+                "t_betas": {f: _json(t[i, :, j + 1]) for j, f in enumerate(names)},
+                "r2": _json(series.r2[i]),
+                "resid_vol": _json(series.resid_vol[i]),
+                "full_sample": full.row(0, names),
+            }
+        return {
+            "factors": list(names),
+            "window": window,
+            "decay": decay,
+            "min_obs": core.check_params(len(names), window, decay, min_obs),
+            "nobs": series.nobs.tolist(),
+            "symbols": out,
+        }
+
+
+def _json(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]

@@ -1,0 +1,270 @@
+"""Factor engine: daily bars of the bundled universe in, ``factor.market.SYM`` out equal to
+statsmodels ``RollingOLS`` (and its HAC) bar by bar; ``factor.ic.<signal>`` equal to the core's
+per-date IC (itself equal to ``scipy.stats.spearmanr``); no look-ahead (perturbing bars after t
+changes nothing published for dates before t); live bus = deterministic driver; bad input counted
+and skipped; the settings' checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from statsmodels.regression.rolling import RollingOLS
+
+from engines.factor import core
+from engines.factor.service import FactorConfig, FactorEngine, field_value
+from engines.shell import load_config
+from engines.shell.driver import DeterministicDriver
+from protocol.records import Bar, encode
+from realtime.bus import Envelope, MemoryBus
+from realtime.clock import ManualClock
+from tests.engines.factor.conftest import Universe
+from tests.engines.factor.test_core import assert_close
+from tests.support import until
+
+DAY_NS = 86_400_000_000_000
+TICKERS = ["SPY", "AAPL", "AIG", "BAC", "IWM", "QQQ", "WM", "EEM"]
+FAST: dict[str, Any] = {"warmup_bars": 0, "warmup_symbols": 0, "bar_spec": "1d"}
+
+
+def day_ns(date: np.datetime64) -> int:
+    return int(date.astype("datetime64[ns]").astype(np.int64))
+
+
+def bar_payload(symbol: str, date: np.datetime64, close: float, volume: float) -> dict[str, Any]:
+    start = day_ns(date)
+    return encode(
+        Bar(
+            symbol=symbol,
+            spec="1d",
+            start_ns=start,
+            end_ns=start + DAY_NS,
+            open=close,
+            high=close,
+            low=close,
+            close=close,
+            volume=volume,
+            dollar_volume=close * volume,
+            trades=0,
+        )
+    )
+
+
+def recording(universe: Universe, rows: slice, signal: np.ndarray | None = None) -> list[Envelope]:
+    """Bars of ``TICKERS`` date by date (and after each date, when given, a ``features.SYM``
+    message carrying ``signal`` at the bar's end)."""
+    out: list[Envelope] = []
+    seq = 0
+    cols = [universe.tickers.index(t) for t in TICKERS]
+    for d in range(len(universe.dates))[rows]:
+        date = universe.dates[d]
+        t = day_ns(date) + DAY_NS
+        for j, ticker in zip(cols, TICKERS, strict=True):
+            close = universe.close[d, j]
+            if not math.isfinite(close):
+                continue
+            seq += 1
+            payload = bar_payload(ticker, date, float(close), float(universe.volume[d, j]))
+            out.append(Envelope(f"bars.1d.{ticker}", seq, "e", t, t, payload))
+        if signal is not None:
+            for j, ticker in zip(cols, TICKERS, strict=True):
+                value = signal[d, j]
+                payload = {"source": "features", "symbol": ticker, "event_ns": t,
+                           "values": {"mom": None if math.isnan(value) else float(value)}}  # fmt: skip
+                seq += 1
+                out.append(Envelope(f"features.{ticker}", seq, "e", t, t, payload))
+    return out
+
+
+async def drive(config: FactorConfig, messages: list[Envelope]) -> tuple[FactorEngine, list[Any]]:
+    clock = ManualClock(0)
+    engine = FactorEngine(config, bus=MemoryBus(clock=clock), clock=clock)
+    outputs = await DeterministicDriver(engine).run(messages)
+    return engine, outputs
+
+
+ROWS = slice(-900, None)  # 2017-10 .. 2021-03: every ticker of TICKERS trades
+
+
+async def test_published_exposures_equal_statsmodels(universe: Universe) -> None:
+    config = FactorConfig(**FAST, window=60)
+    engine, outputs = await drive(config, recording(universe, ROWS))
+    published: dict[str, list[dict[str, Any]]] = {}
+    for e in outputs:
+        published.setdefault(e.channel, []).append(e.payload)
+    assert set(published) == {f"factor.market.{t}" for t in TICKERS}
+    spy = universe.column("SPY")[ROWS]
+    x = spy[1:] / spy[:-1] - 1.0
+    for ticker in ("AAPL", "BAC", "QQQ"):
+        close = universe.column(ticker)[ROWS]
+        y = close[1:] / close[:-1] - 1.0
+        ref = RollingOLS(y, sm.add_constant(x), window=60).fit()
+        rows = published[f"factor.market.{ticker}"]
+        assert len(rows) == len(y)  # one message per bar after the first
+        assert [r["start_ns"] for r in rows] == [day_ns(d) for d in universe.dates[ROWS][1:]]
+        first = rows[0]
+        assert first["alpha"] is None and first["n"] == 1 and first["factors"] == ["SPY"]
+        got = np.array(
+            [
+                [
+                    np.nan if r["alpha"] is None else r["alpha"],
+                    np.nan if r["betas"]["SPY"] is None else r["betas"]["SPY"],
+                ]
+                for r in rows
+            ]
+        )
+        assert_close(got, ref.params, label=ticker)
+        t_beta = np.array(
+            [np.nan if r["t_betas"]["SPY"] is None else r["t_betas"]["SPY"] for r in rows]
+        )
+        assert_close(t_beta, ref.tvalues[:, 1], label=f"{ticker} t")
+        r2 = np.array([np.nan if r["r2"] is None else r["r2"] for r in rows])
+        assert_close(r2, ref.rsquared, label=f"{ticker} r2")
+        last = len(y)
+        hac = sm.OLS(y[last - 60 : last], sm.add_constant(x[last - 60 : last])).fit(
+            cov_type="HAC", cov_kwds={"maxlags": None}
+        )
+        assert rows[-1]["hac_t_betas"]["SPY"] == pytest.approx(hac.tvalues[1], rel=1e-9)
+        assert rows[-1]["resid_vol"] == pytest.approx(math.sqrt(ref.mse_resid[-1]), rel=1e-9)
+    spy_rows = published["factor.market.SPY"]
+    assert spy_rows[-1]["betas"]["SPY"] == pytest.approx(1.0, abs=1e-12)
+    assert spy_rows[-1]["t_betas"]["SPY"] is None  # a perfect fit: no finite t
+    latest = await engine.exposures.latest("AAPL")
+    assert latest == published["factor.market.AAPL"][-1]
+    assert engine.published_total._value.get() == len(outputs)
+
+
+async def test_ic_of_a_signal_equals_the_per_date_spearman(universe: Universe) -> None:
+    chars = core.characteristics(universe.close, universe.volume, universe.column("SPY"))
+    cols = [universe.tickers.index(t) for t in TICKERS]
+    signal = np.full_like(universe.close, np.nan)
+    signal[:, cols] = chars["momentum"][:, cols]
+    config = FactorConfig(**FAST, ic_signal="features:values.mom", ic_horizons=(1, 5))
+    engine, outputs = await drive(config, recording(universe, ROWS, signal))
+    ics = [e for e in outputs if e.channel == "factor.ic.features_mom"]
+    close = universe.close[ROWS][:, cols]
+    sig = signal[ROWS][:, cols]
+    for h in (1, 5):
+        want = core.information_coefficient(sig, core.forward_returns(close, h))
+        got = [e.payload for e in ics if e.payload["horizon"] == h]
+        # every date but the last resolvable one is closed (a later date closes it)
+        assert len(got) == np.isfinite(want).sum() - 1
+        assert [g["start_ns"] for g in got] == [
+            day_ns(d) for d in universe.dates[ROWS][np.isfinite(want)][:-1]
+        ]
+        np.testing.assert_allclose(
+            [g["ic"] for g in got], want[np.isfinite(want)][:-1], rtol=0, atol=1e-12
+        )
+        summary = core.ic_summary(want[np.isfinite(want)][:-1])
+        assert got[-1]["n"] == summary.n and got[-1]["mean"] == pytest.approx(summary.mean)
+        assert got[-1]["t"] == pytest.approx(summary.t, rel=1e-9)
+        assert engine.running_ic[h].n == summary.n
+
+
+async def test_no_look_ahead_in_published_exposures_and_ics(universe: Universe) -> None:
+    """Replace every bar and signal after a cut time: everything published with an event time
+    (the newest market time behind it) up to the cut is unchanged, byte for byte."""
+    chars = core.characteristics(universe.close, universe.volume, universe.column("SPY"))
+    rows = slice(-300, None)
+    config = FactorConfig(**FAST, window=40, ic_signal="features:values.mom", ic_horizons=(1, 5))
+    base = recording(universe, rows, chars["momentum"])
+    cut_ns = day_ns(universe.dates[rows][200])
+    rng = np.random.default_rng(7)
+    changed = []
+    for e in base:
+        payload = dict(e.payload)
+        if e.event_ns > cut_ns:  # the bar's end (and the signal's time) is after the cut
+            if e.channel.startswith("bars."):
+                payload["c"] = float(payload["c"]) * float(rng.uniform(0.5, 1.5))
+            else:
+                payload["values"] = {"mom": float(rng.normal())}
+        changed.append(Envelope(e.channel, e.seq, e.epoch, e.event_ns, e.publish_ns, payload))
+    _, a = await drive(config, base)
+    _, b = await drive(config, changed)
+
+    def before_cut(outputs: list[Envelope]) -> list[tuple[str, dict[str, Any]]]:
+        return [(e.channel, e.payload) for e in outputs if e.payload["event_ns"] <= cut_ns]
+
+    assert len(before_cut(a)) > 1000
+    assert {c for c, _ in before_cut(a)} >= {"factor.ic.features_mom", "factor.market.AAPL"}
+    assert before_cut(a) == before_cut(b)
+    assert [e.payload for e in a] != [e.payload for e in b]
+
+
+async def test_live_bus_equals_the_driver_and_bad_input_is_counted(universe: Universe) -> None:
+    messages = recording(universe, slice(-120, None))
+    bad = [
+        Envelope("bars.1d.AAPL", 0, "e", 1, 1, {"s": "AAPL"}),  # not a bar
+        Envelope("bars.1d.AAPL", 0, "e", 1, 1, dict(messages[1].payload, c=-1.0)),
+        Envelope("bars.1d.AAPL", 0, "e", 1, 1, dict(messages[1].payload, spec="1m")),
+    ]
+    messages = messages[:20] + bad + [messages[1]] + messages[20:]  # + a stale AAPL bar
+    clock = ManualClock(0)
+    live = FactorEngine(FactorConfig(**FAST), bus=MemoryBus(clock=clock), clock=clock)
+    sub = live.bus.subscribe("factor.>")
+    await live.start()
+    try:
+        for m in messages:
+            await live.bus.publish(m.channel, m.payload, event_ns=m.event_ns)
+        await until(lambda: live.backlog() == 0 and sub.pending >= 7 * 119)
+        live_out = await sub.next_batch(1 << 16)
+        counted = live.health()["bad_input"]["bars.1d.*"]  # type: ignore[index]
+        assert counted == {
+            "missing_field": 1, "invalid_value": 1, "wrong_spec": 1, "out_of_order": 1
+        }  # fmt: skip
+        assert live.health()["errors"] == 0 and live.state.value == "running"
+    finally:
+        await live.stop()
+    _, driven = await drive(FactorConfig(**FAST), messages)
+    assert [(e.channel, e.payload) for e in driven] == [(e.channel, e.payload) for e in live_out]
+
+
+async def test_a_bar_without_a_factor_bar_is_dropped_not_stuck() -> None:
+    config = FactorConfig(**FAST, window=5)
+    t0 = 1_600_000_000_000_000_000
+
+    def bar(symbol: str, i: int, close: float) -> Envelope:
+        date = np.datetime64(t0 + i * DAY_NS, "ns").astype("datetime64[D]")
+        return Envelope(f"bars.1d.{symbol}", i, "e", 0, 0, bar_payload(symbol, date, close, 1.0))
+
+    messages = [bar("SPY", 0, 100.0), bar("AAPL", 0, 50.0), bar("AAPL", 1, 51.0)]
+    messages += [bar("SPY", 2, 101.0), bar("AAPL", 2, 52.0), bar("SPY", 3, 99.0)]
+    messages += [bar("AAPL", 3, 50.0)]
+    engine, outputs = await drive(config, messages)
+    aapl = [e.payload["start_ns"] for e in outputs if e.channel == "factor.market.AAPL"]
+    # AAPL day 1: SPY has no bar that day (dropped); day 2: SPY's return spans days 0→2
+    assert aapl == [t0 + 2 * DAY_NS - (t0 % DAY_NS), t0 + 3 * DAY_NS - (t0 % DAY_NS)]
+    assert engine.skipped_total.labels("unmatched")._value.get() == 1
+
+
+def test_settings_are_checked() -> None:
+    config = load_config(
+        FactorConfig,
+        {
+            "NAUTILUS_FACTOR_FACTORS": "SPY,QQQ,IWM",
+            "NAUTILUS_FACTOR_HAC_LAGS": "3",
+            "NAUTILUS_FACTOR_IC_SIGNAL": "vpin:vpin",
+        },
+    )
+    assert config.factors == ("SPY", "QQQ", "IWM") and config.hac_lags == 3
+    assert config.signal_name() == "vpin_vpin"
+    for bad in (
+        {"factors": ()},
+        {"factors": ("SPY", "SPY")},
+        {"window": 2},
+        {"decay": 0.0},
+        {"model": "a.b"},
+        {"ic_signal": "features"},
+        {"ic_signal": "features:values.x", "ic_name": "a.b"},
+        {"ic_horizons": (0,)},
+        {"ic_min_symbols": 1},
+        {"window": 0, "hac": True},
+        {"bar_spec": "nope"},
+    ):
+        with pytest.raises(ValueError):
+            FactorConfig(**bad)
+    assert field_value({"values": {"rsi": 3.0}}, "values.rsi") == 3.0
+    assert field_value({"values": 3.0}, "values.rsi") is None
