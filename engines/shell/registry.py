@@ -123,6 +123,11 @@ ENGINES: dict[str, EngineSpec] = {
             "analytics", "engines.analytics.service:AnalyticsEngine", "engines.analytics.api:routes"
         ),
         EngineSpec(
+            "backtesting",
+            "engines.backtesting.service:BacktestingEngine",
+            "engines.backtesting.api:routes",
+        ),
+        EngineSpec(
             "collateral",
             "engines.collateral.service:CollateralEngine",
             "engines.collateral.api:routes",

@@ -1,0 +1,490 @@
+"""Backtesting core, pure: bar arrays, the O→H→L→C print path, the vectorized MA-crossover
+sweep (``jax.vmap`` over the parameter grid, ``lax.scan`` over time), and the overfitting
+statistics of a grid (Deflated Sharpe, PBO by CSCV).
+
+The vectorized sweep is the event-driven run of ``engines.strategy.strategies.MovingAverageCross``
+written as arrays, so the two modes agree trade for trade (``tests/engines/backtesting``):
+
+* the moving averages are the strategy's own numbers: ``math.fsum`` of the window over its
+  length. ``sma_table`` gets them exactly (the window sums of the doubles are formed as exact
+  integers in units of the smallest binade's ulp, then rounded once, as ``fsum`` rounds), so a
+  near-tie between the averages goes the same way in both modes;
+* the ATR is Wilder's, replayed with the same float operations as ``AverageTrueRange``;
+* the regime / ATR-stop / target logic is the strategy's ``on_bar``; a target becomes a market
+  order for ``target − position`` (``StrategyContext.target``), filled in full either at the next
+  bar's open (``next_open``) or at the bar's own close (``close``, a market-on-close order:
+  close-to-close returns), with fees in bps of the notional and slippage in bps of the price
+  (against the order: a buy pays more).
+
+Limits: one symbol per sweep; fills are never partial (the event-driven venue fills at most the
+print's size: parity holds while orders are smaller than the bars' prints); no risk limits (the
+event-driven run asks Risk; parity holds while Risk approves every order).
+
+PBO: Bailey, Borwein, López de Prado & Zhu (2017), "The Probability of Backtest Overfitting",
+J. Computational Finance 20(4), section 2 (CSCV): the T×N performance matrix in ``S`` blocks,
+every half of the blocks in-sample and the rest out, ``ω = rank_OOS(n*)/(N+1)`` of the
+in-sample best ``n*``, ``λ = ln(ω/(1−ω))``, PBO = share of splits with ``λ ≤ 0``. Performance
+is the per-period Sharpe ratio of each half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy.typing as npt
+
+from engines.analytics import core as analytics
+
+jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+__all__ = [
+    "BarArrays",
+    "FillRule",
+    "GridSummary",
+    "MaCrossParams",
+    "Overfitting",
+    "PathResult",
+    "ma_cross_path",
+    "ma_cross_sweep",
+    "overfitting",
+    "pbo_cscv",
+    "print_path",
+    "quantize",
+    "sha256_hex",
+    "sma_table",
+    "wilder_atr",
+]
+
+
+class FillRule(StrEnum):
+    """When an order made on bar *t* fills: at the open of *t+1*, or at the close of *t*."""
+
+    NEXT_OPEN = "next_open"
+    CLOSE = "close"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BarArrays:
+    """One symbol's bars, ascending: ``[start_ns, end_ns)`` and OHLCV."""
+
+    symbol: str
+    spec: str
+    start_ns: I64
+    end_ns: I64
+    open: F64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+
+    def __len__(self) -> int:
+        return len(self.start_ns)
+
+    def select(self, keep: npt.NDArray[np.bool_]) -> BarArrays:
+        return BarArrays(
+            self.symbol, self.spec, self.start_ns[keep], self.end_ns[keep], self.open[keep],
+            self.high[keep], self.low[keep], self.close[keep], self.volume[keep],
+        )  # fmt: skip
+
+
+def quantize(values: F64, places: int) -> F64:
+    """Prices on the data's decimal grid (what the venue and the ledger see), as floats."""
+    return np.round(values, places)
+
+
+def print_path(open_: float, high: float, low: float, close: float) -> tuple[float, ...]:
+    """The four prints a bar stands for: O→H→L→C, or O→L→H→C when the open is nearer the low
+    (the usual intrabar assumption: the nearer extreme is visited first)."""
+    if open_ - low < high - open_:
+        return open_, low, high, close
+    return open_, high, low, close
+
+
+# ── the strategy's indicators, as arrays ─────────────────────────────────────────────────────
+
+
+def sma_table(close: F64, windows: npt.ArrayLike) -> F64:
+    """``(len(windows), T)``: the mean of the last ``w`` closes as ``SimpleMovingAverage`` gives
+    it (``math.fsum(window) / w``, bit for bit); NaN before ``w`` values.
+
+    Every positive double is an integer multiple of the ulp of the smallest binade present, so
+    the window sums are exact integers (Python ints: no overflow); ``float(int)`` rounds half to
+    even, as ``fsum`` does, and the power-of-two rescaling is exact.
+    """
+    x = np.asarray(close, dtype=np.float64)
+    ws = np.asarray(windows, dtype=np.int64).reshape(-1)
+    out = np.full((ws.size, x.size), np.nan)
+    if x.size == 0:
+        return out
+    if not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError("closes must be finite and > 0")
+    _, exponents = np.frexp(x)
+    shift = 53 - int(exponents.min())  # x · 2**shift is an integer for every x
+    ints = [int(v) for v in np.ldexp(x, shift)]
+    cumulative = np.array([0, *itertools.accumulate(ints)], dtype=object)
+    for row, w in enumerate(ws.tolist()):
+        if w < 1:
+            raise ValueError(f"window must be >= 1, got {w}")
+        if w > x.size:
+            continue
+        exact = cumulative[w:] - cumulative[:-w]  # Python ints: exact window sums
+        out[row, w - 1 :] = np.ldexp(exact.astype(np.float64), -shift) / w
+    return out
+
+
+def wilder_atr(high: F64, low: F64, close: F64, period: int) -> F64:
+    """Wilder's ATR with the float operations of ``engines.strategy.core.AverageTrueRange``
+    (NaN while it is ``None``)."""
+    if period < 1:
+        raise ValueError(f"period must be >= 1, got {period}")
+    out = np.full(len(close), np.nan)
+    previous: float | None = None
+    seed: list[float] = []
+    value: float | None = None
+    for t, (h, lo, c) in enumerate(zip(high.tolist(), low.tolist(), close.tolist(), strict=True)):
+        prev, previous = previous, c
+        if prev is None:
+            continue
+        true_range = max(h - lo, abs(h - prev), abs(lo - prev))
+        if value is None:
+            seed.append(true_range)
+            if len(seed) == period:
+                value = sum(seed) / period
+        else:
+            value = (value * (period - 1) + true_range) / period
+        if value is not None:
+            out[t] = value
+    return out
+
+
+# ── the vectorized MA crossover ──────────────────────────────────────────────────────────────
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaCrossParams:
+    """What ``MovingAverageCrossParams`` holds, plus the costs and fill rule of the run."""
+
+    fast: int = 10
+    slow: int = 30
+    quantity: int = 100
+    atr_period: int = 14
+    atr_stop: float = 3.0
+    allow_short: bool = True
+    fee_bps: float = 0.0
+    slippage_bps: float = 0.0
+    fill: FillRule = FillRule.NEXT_OPEN
+    cash: float = 1_000_000.0
+
+
+class PathResult(NamedTuple):
+    """One parameter point over time: the fill of each bar (quantity signed, 0 = none, at
+    ``fill_price`` with ``fee``; on bar *t* for ``close``, on bar *t* for an order of *t − 1*
+    under ``next_open``), position, cash and equity (marked at the close) after each bar."""
+
+    quantity: F64
+    fill_price: F64
+    fee: F64
+    position: F64
+    cash: F64
+    equity: F64
+
+
+class GridSummary(NamedTuple):
+    """Per grid point: final equity, number of fills, per-period mean and std (ddof 1) of the
+    bar returns, and per-block sums of returns and of their squares (for CSCV)."""
+
+    final_equity: F64
+    fills: I64
+    mean: F64
+    std: F64
+    block_sum: F64  # (points, blocks)
+    block_sumsq: F64
+    block_count: I64  # (blocks,)
+
+
+def _step(
+    carry: tuple[jax.Array, ...],
+    bar: tuple[jax.Array, ...],
+    *,
+    quantity: jax.Array,
+    atr_stop: jax.Array,
+    allow_short: jax.Array,
+    fee_rate: jax.Array,
+    slip: jax.Array,
+    close_fill: bool,
+) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """One bar of ``MovingAverageCross.on_bar`` plus execution and marking."""
+    regime, entry, entry_atr, stopped, target, position, cash, pending = carry
+    open_, close, fast, slow, atr = bar
+
+    def fill(
+        q: jax.Array, price: jax.Array, cash: jax.Array, position: jax.Array
+    ) -> tuple[jax.Array, ...]:
+        paid = jnp.where(q > 0, price * (1.0 + slip), price * (1.0 - slip))
+        fee = jnp.abs(q) * paid * fee_rate
+        done = q != 0
+        paid = jnp.where(done, paid, 0.0)
+        fee = jnp.where(done, fee, 0.0)
+        return cash - q * paid - fee, position + q, paid, fee
+
+    # an order of the previous bar fills at this bar's open
+    cash, position, price0, fee0 = fill(pending, open_, cash, position)
+    filled0 = pending
+
+    valid = jnp.isfinite(fast) & jnp.isfinite(slow)
+    new = jnp.where(fast > slow, 1, jnp.where(fast < slow, -1, regime))
+    new = jnp.where((new < 0) & ~allow_short, 0, new)
+    changed = valid & (new != regime)
+    has_atr = jnp.isfinite(entry_atr)
+    distance = atr_stop * entry_atr
+    hit = jnp.where(regime > 0, close <= entry - distance, close >= entry + distance)
+    check = valid & ~changed & (regime != 0) & has_atr & ~stopped
+    stopped = jnp.where(changed, False, jnp.where(check, hit, stopped))
+    entry = jnp.where(changed, close, entry)
+    entry_atr = jnp.where(changed, atr, entry_atr)
+    regime = jnp.where(changed, new, regime)
+    wanted = jnp.where(stopped, 0.0, regime * quantity)
+    asks = valid & ~(target == wanted)  # a NaN target (none yet) always asks
+    target = jnp.where(asks, wanted, target)
+    order = jnp.where(asks, wanted - position, 0.0)
+
+    if close_fill:
+        cash, position, price1, fee1 = fill(order, close, cash, position)
+        quantity_out, price_out, fee_out = order, price1, fee1
+        pending = jnp.zeros_like(order)
+    else:
+        quantity_out, price_out, fee_out = filled0, price0, fee0
+        pending = order
+    equity = cash + position * close
+    carry = (regime, entry, entry_atr, stopped, target, position, cash, pending)
+    return carry, (quantity_out, price_out, fee_out, position, cash, equity)
+
+
+def _run(
+    open_: jax.Array,
+    close: jax.Array,
+    fast: jax.Array,
+    slow: jax.Array,
+    atr: jax.Array,
+    quantity: jax.Array,
+    atr_stop: jax.Array,
+    allow_short: jax.Array,
+    fee_rate: jax.Array,
+    slip: jax.Array,
+    cash: jax.Array,
+    *,
+    close_fill: bool,
+) -> tuple[jax.Array, ...]:
+    zero = jnp.zeros((), dtype=jnp.float64)
+    carry = (
+        jnp.zeros((), dtype=jnp.int64), zero, jnp.asarray(jnp.nan), jnp.asarray(False),
+        jnp.asarray(jnp.nan), zero, cash, zero,
+    )  # fmt: skip
+    step = partial(
+        _step, quantity=quantity, atr_stop=atr_stop, allow_short=allow_short,
+        fee_rate=fee_rate, slip=slip, close_fill=close_fill,
+    )  # fmt: skip
+    _, out = jax.lax.scan(step, carry, (open_, close, fast, slow, atr))  # type: ignore[arg-type]
+    return out
+
+
+@partial(jax.jit, static_argnames=("close_fill",))
+def _path(*args: jax.Array, close_fill: bool) -> tuple[jax.Array, ...]:
+    return _run(*args, close_fill=close_fill)
+
+
+@partial(jax.jit, static_argnames=("close_fill", "blocks"))
+def _sweep(
+    open_: jax.Array,
+    close: jax.Array,
+    table: jax.Array,
+    fast_row: jax.Array,
+    slow_row: jax.Array,
+    atr: jax.Array,
+    scalars: jax.Array,
+    allow_short: jax.Array,
+    *,
+    close_fill: bool,
+    blocks: int,
+) -> tuple[jax.Array, ...]:
+    quantity, atr_stop, fee_rate, slip, cash = (scalars[i] for i in range(5))
+    t = close.shape[0]
+    block_of = jnp.minimum(jnp.arange(t) * blocks // t, blocks - 1)
+
+    def one(fi: jax.Array, si: jax.Array) -> tuple[jax.Array, ...]:
+        q, _, _, _, _, equity = _run(
+            open_, close, table[fi], table[si], atr, quantity, atr_stop, allow_short,
+            fee_rate, slip, cash, close_fill=close_fill,
+        )  # fmt: skip
+        previous = jnp.concatenate((cash[None], equity[:-1]))
+        r = equity / previous - 1.0
+        mean = jnp.mean(r)
+        std = jnp.std(r, ddof=1)
+        bsum = jax.ops.segment_sum(r, block_of, num_segments=blocks)
+        bsq = jax.ops.segment_sum(r * r, block_of, num_segments=blocks)
+        return equity[-1], jnp.sum(q != 0), mean, std, bsum, bsq
+
+    return jax.vmap(one)(fast_row, slow_row)
+
+
+def _atr_for(high: F64, low: F64, close: F64, period: int) -> F64:
+    return wilder_atr(high, low, close, period)
+
+
+def ma_cross_path(bars: BarArrays, params: MaCrossParams) -> PathResult:
+    """One parameter point, bar by bar (what the event-driven run should reproduce)."""
+    _check(params.fast, params.slow)
+    table = sma_table(bars.close, [params.fast, params.slow])
+    atr = _atr_for(bars.high, bars.low, bars.close, params.atr_period)
+    out = _path(
+        jnp.asarray(bars.open), jnp.asarray(bars.close), jnp.asarray(table[0]),
+        jnp.asarray(table[1]), jnp.asarray(atr), jnp.asarray(float(params.quantity)),
+        jnp.asarray(params.atr_stop), jnp.asarray(params.allow_short),
+        jnp.asarray(params.fee_bps / 10_000.0), jnp.asarray(params.slippage_bps / 10_000.0),
+        jnp.asarray(params.cash), close_fill=params.fill is FillRule.CLOSE,
+    )  # fmt: skip
+    return PathResult(*(np.asarray(a, dtype=np.float64) for a in out))
+
+
+def ma_cross_sweep(
+    bars: BarArrays,
+    fast: npt.ArrayLike,
+    slow: npt.ArrayLike,
+    base: MaCrossParams,
+    *,
+    blocks: int = 16,
+    chunk: int = 2_048,
+) -> GridSummary:
+    """Every ``(fast[i], slow[i])`` pair with ``base``'s other settings: ``vmap`` over the
+    points (in fixed-size padded chunks, one compile), ``lax.scan`` over the bars."""
+    f = np.asarray(fast, dtype=np.int64).reshape(-1)
+    s = np.asarray(slow, dtype=np.int64).reshape(-1)
+    if f.size != s.size or f.size == 0:
+        raise ValueError("fast and slow must be equally long and not empty")
+    for a, b in zip(f.tolist(), s.tolist(), strict=True):
+        _check(a, b)
+    if len(bars) < blocks:
+        raise ValueError(f"need at least {blocks} bars for {blocks} CSCV blocks")
+    windows = np.unique(np.concatenate((f, s)))
+    table = jnp.asarray(sma_table(bars.close, windows))
+    fi = np.searchsorted(windows, f)
+    si = np.searchsorted(windows, s)
+    atr = jnp.asarray(_atr_for(bars.high, bars.low, bars.close, base.atr_period))
+    scalars = jnp.asarray([float(base.quantity), base.atr_stop, base.fee_bps / 10_000.0,
+                           base.slippage_bps / 10_000.0, base.cash])  # fmt: skip
+    size = min(chunk, f.size)
+    parts: list[tuple[np.ndarray[Any, Any], ...]] = []
+    for start in range(0, f.size, size):
+        idx_f = np.zeros(size, dtype=np.int64)
+        idx_s = np.zeros(size, dtype=np.int64)
+        n = min(size, f.size - start)
+        idx_f[:n], idx_s[:n] = fi[start : start + n], si[start : start + n]
+        idx_f[n:], idx_s[n:] = fi[0], si[0]  # padding: a repeated valid point, dropped below
+        out = _sweep(
+            jnp.asarray(bars.open), jnp.asarray(bars.close), table, jnp.asarray(idx_f),
+            jnp.asarray(idx_s), atr, scalars, jnp.asarray(base.allow_short),
+            close_fill=base.fill is FillRule.CLOSE, blocks=blocks,
+        )  # fmt: skip
+        parts.append(tuple(np.asarray(a)[:n] for a in out))
+    final, fills, mean, std, bsum, bsq = (np.concatenate(p) for p in zip(*parts, strict=True))
+    t = len(bars)
+    counts = np.bincount(np.minimum(np.arange(t) * blocks // t, blocks - 1), minlength=blocks)
+    return GridSummary(final, fills.astype(np.int64), mean, std, bsum, bsq, counts)
+
+
+def _check(fast: int, slow: int) -> None:
+    if not 1 <= fast < slow:
+        raise ValueError(f"need 1 <= fast < slow, got fast={fast} slow={slow}")
+
+
+# ── overfitting ──────────────────────────────────────────────────────────────────────────────
+
+
+class Overfitting(NamedTuple):
+    """A grid's selection statistics: the in-sample best point, its per-period Sharpe, the
+    Deflated Sharpe ratio of it given all trials, and PBO with its logits."""
+
+    best: int
+    sharpe: float
+    deflated_sharpe: float
+    pbo: float
+    logits: F64
+
+
+def pbo_cscv(block_sum: F64, block_sumsq: F64, block_count: I64) -> tuple[float, F64]:
+    """PBO of a grid from its per-block return sums (``(points, S)``), Bailey et al. (2017)
+    §2: every split of the ``S`` blocks into halves, Sharpe in and out of sample."""
+    points, blocks = block_sum.shape
+    if blocks < 2 or blocks % 2:
+        raise ValueError(f"CSCV needs an even number of blocks >= 2, got {blocks}")
+    if points < 2:
+        raise ValueError("PBO needs at least 2 grid points")
+    combos = np.array(list(itertools.combinations(range(blocks), blocks // 2)))
+    inside = np.zeros((len(combos), blocks))
+    inside[np.arange(len(combos))[:, None], combos] = 1.0
+    logits = np.empty(len(combos))
+    for part in range(0, len(combos), 512):
+        rows = inside[part : part + 512]
+        sharpe_in = _half_sharpe(rows, block_sum, block_sumsq, block_count)
+        sharpe_out = _half_sharpe(1.0 - rows, block_sum, block_sumsq, block_count)
+        best = np.argmax(sharpe_in, axis=1)
+        chosen = sharpe_out[np.arange(len(rows)), best]
+        rank = (sharpe_out < chosen[:, None]).sum(axis=1) + 1  # 1 = worst out of sample
+        omega = rank / (points + 1.0)
+        logits[part : part + len(rows)] = np.log(omega / (1.0 - omega))
+    return float(np.mean(logits <= 0.0)), logits
+
+
+def _half_sharpe(rows: F64, bsum: F64, bsq: F64, count: I64) -> F64:
+    n = rows @ count.astype(np.float64)  # (combos,)
+    s = rows @ bsum.T  # (combos, points)
+    q = rows @ bsq.T
+    mean = s / n[:, None]
+    var = (q - n[:, None] * mean**2) / (n[:, None] - 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sharpe = mean / np.sqrt(np.maximum(var, 0.0))
+    return np.where(np.isfinite(sharpe), sharpe, -np.inf)
+
+
+def overfitting(summary: GridSummary, best_returns: F64) -> Overfitting:
+    """Deflated Sharpe (Bailey & López de Prado 2014, via ``engines.analytics.core``) of the
+    in-sample best point over the grid's trials, and PBO (CSCV) of the grid."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sharpes = np.where(summary.std > 0, summary.mean / summary.std, np.nan)
+    finite = np.isfinite(sharpes)
+    best = int(np.nanargmax(np.where(finite, sharpes, -np.inf)))
+    r = np.asarray(best_returns, dtype=np.float64)
+    variance = float(np.var(sharpes[finite], ddof=1)) if finite.sum() > 1 else 0.0
+    deflated = math.nan
+    if finite[best] and r.size > 1:
+        deflated = analytics.deflated_sharpe_ratio(
+            float(sharpes[best]), int(r.size), int(finite.sum()), variance,
+            analytics.skew(r), analytics.kurtosis(r) + 3.0,
+        )  # fmt: skip
+    pbo, logits = (
+        pbo_cscv(summary.block_sum, summary.block_sumsq, summary.block_count)
+        if len(sharpes) > 1
+        else (math.nan, np.empty(0))
+    )
+    return Overfitting(best, float(sharpes[best]), deflated, pbo, logits)
+
+
+def sha256_hex(chunks: list[bytes]) -> str:
+    """The hash of a result: its canonical bytes, in order."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(len(chunk).to_bytes(8, "big"))
+        digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,302 @@
+"""Event-driven backtest: history through the live Strategy, Risk and Portfolio engines.
+
+The engines are the live platform's own classes (``StrategyEngine`` with its execution and
+simulated venue, ``RiskEngine``'s pre-trade checks, ``PortfolioEngine``'s ledger), each on its own
+``MemoryBus`` and one ``ManualClock``, each driven by ``engines.shell.driver.DeterministicDriver``:
+the same decoding, handlers and bad-input rules as live. This module is the composition root of a
+backtest, as ``engines/shell/platform.py`` is of the live platform, so it imports the engines'
+``service`` modules (the one exception ``tests/test_layering.py`` allows).
+
+Routing: a message goes to every engine whose ``inputs()`` match its channel, in a fixed order
+(Risk, Portfolio, Strategy); what each publishes is routed the same way, breadth first, until
+nothing is left; then the next recorded message. So an intent reaches Risk, its approval reaches
+Strategy's execution (and Risk's pending book), fills reach Portfolio, before the next print.
+
+Market data: each bar becomes four trade prints on ``trades.<SYM>`` (``core.print_path``:
+O→H→L→C, or O→L→H→C when the open is nearer the low; each carries a quarter of the bar's volume)
+and the bar itself on ``bars.<spec>.<SYM>`` at its end. ``next_open``: the prints lie inside the
+bar's span, before the bar, so an order made on bar *t* (event time = its end) fills on bar
+*t+1*'s prints (the open first). ``close``: the closing print comes right after the bar at its
+end time (a market-on-close order joins it). The equity is Portfolio's, sampled after each bar
+time (marked at the close); conservation (``realized + unrealized − fees == equity − cash₀``,
+and cash = cash₀ − Σ signed notional − Σ fees of the fills) is checked at every sample.
+
+A strategy callback that raises fails the run (``StrategyFailed`` with the logged traceback):
+a backtest must not quietly carry on after its strategy broke. Limits: no slippage (the venue
+has none); one account; risk limits are Risk's defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from engines.backtesting.core import BarArrays, FillRule, print_path, sha256_hex
+from engines.portfolio.service import PortfolioConfig, PortfolioEngine
+from engines.risk.service import RiskConfig, RiskEngine
+from engines.shell.driver import DeterministicDriver
+from engines.shell.lifecycle import Engine
+from engines.strategy.service import StrategyConfig, StrategyEngine
+from protocol.channels import ChannelPattern
+from protocol.records import Bar, Fill, Order, OrderSide, OrderStatus, Trade, encode
+from realtime.bus import Envelope, MemoryBus
+from realtime.clock import ManualClock
+
+__all__ = [
+    "Cancelled",
+    "EventResult",
+    "EventRun",
+    "Progress",
+    "StrategyFailed",
+    "market_envelopes",
+    "run_event",
+]
+
+#: Portfolio republishes on marks at most once a day of event time: the run samples the equity
+#: itself, and every fill still publishes the book (what Risk's limits read).
+MARK_THROTTLE_MS = 86_400_000
+#: ``progress(fraction done, simulated ns, fills so far)``
+Progress = Callable[[float, int, int], None]
+
+
+class Cancelled(Exception):
+    """The run was cancelled (its job's ``DELETE``)."""
+
+
+class StrategyFailed(Exception):
+    """A strategy callback (or another engine's handler) raised; the message is the log."""
+
+
+class ConservationError(AssertionError):
+    """The ledger's identity or the cash of the fills broke at an event."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventRun:
+    """One event-driven run: which strategy (``module:Class``) with which parameters."""
+
+    strategy_path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    strategy_name: str = "backtest"
+    account: str = "paper"
+    cash: Decimal = Decimal(1_000_000)
+    fill: FillRule = FillRule.NEXT_OPEN
+    fee_bps: float = 0.0
+    latency_ms: float = 0.0
+    fee_decimals: int = 12
+    run_id: str = "run"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EventResult:
+    fills: list[Fill]
+    orders: list[Order]  # every intent and order transition published, in order
+    equity_ns: np.ndarray[Any, np.dtype[np.int64]]
+    equity: list[Decimal]
+    hash: str
+
+    def equity_floats(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        return np.array([float(e) for e in self.equity])
+
+
+def market_envelopes(bars: Sequence[BarArrays], fill: FillRule) -> list[tuple[Envelope, bool]]:
+    """The recorded market: ``(envelope, sample equity after it)`` in replay order."""
+    keyed: list[tuple[tuple[int, int, str, int], Envelope, bool]] = []
+    for series in bars:
+        symbol, spec = series.symbol, series.spec
+        for i in range(len(series)):
+            start, end = int(series.start_ns[i]), int(series.end_ns[i])
+            o, h, lo, c = (
+                float(a[i]) for a in (series.open, series.high, series.low, series.close)
+            )
+            size = float(series.volume[i]) / 4.0
+            span = end - start
+            prices = print_path(o, h, lo, c)
+            times = [start, start + span // 4, start + span // 2, end - 1]
+            bar = Bar(symbol=symbol, spec=spec, start_ns=start, end_ns=end, open=o, high=h,
+                      low=lo, close=c, volume=float(series.volume[i]), dollar_volume=0.0,
+                      trades=4)  # fmt: skip
+            keyed.append(((end, 0, symbol, 0), _envelope(f"bars.{spec}.{symbol}", end, bar),
+                          fill is FillRule.NEXT_OPEN))  # fmt: skip
+            for k, (t, price) in enumerate(zip(times, prices, strict=True)):
+                if fill is FillRule.CLOSE and k == 3:
+                    t, rank, sample = end, 1, True  # the closing print, after the bar
+                else:
+                    t, rank, sample = t, 2, False
+                trade = Trade(symbol=symbol, event_ns=t, receive_ns=t, price=price, size=size)
+                keyed.append(((t, rank, symbol, k), _envelope(f"trades.{symbol}", t, trade),
+                              sample))  # fmt: skip
+    keyed.sort(key=lambda item: item[0])
+    return [(envelope, sample) for _, envelope, sample in keyed]
+
+
+def _envelope(channel: str, t: int, record: Any) -> Envelope:
+    return Envelope(channel, 0, "history", t, t, encode(record))
+
+
+class _ErrorLog(logging.Handler):
+    """Collects the errors an engine logs (with tracebacks) during a run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+class _Pipeline:
+    def __init__(self, run: EventRun, symbols: list[str], spec: str, start_ns: int) -> None:
+        self.run = run
+        self.clock = ManualClock(start_ns)
+        strategies = json.dumps([{
+            "name": run.strategy_name, "path": run.strategy_path, "account": run.account,
+            "symbols": symbols, "params": run.params, "bar_spec": spec,
+        }])  # fmt: skip
+        prefix = f"bt-{run.run_id}"
+        self.strategy = StrategyEngine(
+            StrategyConfig(
+                name=f"{prefix}-strategy", strategies=strategies, warmup_bars=0,
+                taker_fee_bps=run.fee_bps, maker_fee_bps=run.fee_bps,
+                fee_decimals=run.fee_decimals, latency_ms=run.latency_ms,
+            ),
+            bus=self._bus(), clock=self.clock,
+        )  # fmt: skip
+        self.risk = RiskEngine(
+            RiskConfig(name=f"{prefix}-risk", accounts=(run.account,)),
+            bus=self._bus(),
+            clock=self.clock,
+        )
+        self.portfolio = PortfolioEngine(
+            PortfolioConfig(
+                name=f"{prefix}-portfolio",
+                accounts=(f"{run.account}:{run.cash}:USD",),
+                mark_throttle_ms=MARK_THROTTLE_MS,
+            ),
+            bus=self._bus(),
+            clock=self.clock,
+        )
+        self.engines: list[Engine[Any]] = [self.risk, self.portfolio, self.strategy]
+        self.drivers = [DeterministicDriver(e) for e in self.engines]
+        self.patterns = [
+            [ChannelPattern.parse(p) for p in engine.inputs()] for engine in self.engines
+        ]
+        self._routes: dict[str, list[DeterministicDriver]] = {}
+        self.errors = _ErrorLog()
+        for engine in self.engines:
+            engine.log.addHandler(self.errors)
+
+    def _bus(self) -> MemoryBus:
+        return MemoryBus(clock=self.clock, epoch="backtest", max_pending=1 << 20)
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.log.removeHandler(self.errors)
+
+    def routes(self, channel: str) -> list[DeterministicDriver]:
+        found = self._routes.get(channel)
+        if found is None:
+            found = self._routes[channel] = [
+                driver
+                for driver, patterns in zip(self.drivers, self.patterns, strict=True)
+                if any(p.matches(channel) for p in patterns)
+            ]
+        return found
+
+    async def deliver(self, envelope: Envelope, fills: list[Fill], orders: list[Order]) -> None:
+        queue = deque([envelope])
+        while queue:
+            message = queue.popleft()
+            for driver in self.routes(message.channel):
+                produced = await driver.run([message])
+                for out in produced:
+                    if out.channel.startswith("fills."):
+                        fills.append(msgspec.convert(out.payload, Fill))
+                    elif out.channel.startswith(("intents.", "orders.")):
+                        orders.append(msgspec.convert(out.payload, Order))
+                queue.extend(produced)
+        if self.errors.lines:
+            raise StrategyFailed("\n".join(self.errors.lines))
+
+
+async def _replay(
+    run: EventRun,
+    bars: Sequence[BarArrays],
+    progress: Progress | None,
+    cancel: threading.Event | None,
+) -> EventResult:
+    market = market_envelopes(bars, run.fill)
+    symbols = sorted({b.symbol for b in bars})
+    specs = {b.spec for b in bars}
+    if len(specs) != 1:
+        raise ValueError(f"one bar spec per run, got {sorted(specs)}")
+    start = market[0][0].publish_ns if market else 0
+    pipeline = _Pipeline(run, symbols, specs.pop(), start)
+    fills: list[Fill] = []
+    orders: list[Order] = []
+    equity: dict[int, Decimal] = {}
+    cash = run.cash
+    counted = 0
+    step = max(1, len(market) // 200)
+    try:
+        for i, (envelope, sample) in enumerate(market):
+            if cancel is not None and i % 64 == 0 and cancel.is_set():
+                raise Cancelled(f"cancelled at {envelope.event_ns}")
+            await pipeline.deliver(envelope, fills, orders)
+            for fill in fills[counted:]:
+                notional = fill.quantity * fill.price
+                cash -= (notional if fill.side is OrderSide.BUY else -notional) + fill.fee
+            counted = len(fills)
+            if sample:
+                equity[envelope.event_ns] = _checked_equity(pipeline.portfolio, run.account, cash)
+            if progress is not None and (i % step == 0 or i == len(market) - 1):
+                progress((i + 1) / len(market), envelope.event_ns, len(fills))
+    finally:
+        pipeline.close()
+    times = np.array(sorted(equity), dtype=np.int64)
+    values = [equity[t] for t in times.tolist()]
+    digest = sha256_hex(
+        [msgspec.json.encode(f) for f in fills]
+        + [f"{t}:{v}".encode() for t, v in zip(times.tolist(), values, strict=True)]
+    )
+    return EventResult(fills, orders, times, values, digest)
+
+
+def _checked_equity(portfolio: PortfolioEngine, account: str, cash: Decimal) -> Decimal:
+    _, state, _ = portfolio.snapshot(account)
+    identity = state.realized_pnl + state.unrealized_pnl - state.fees
+    if identity != state.equity - state.starting_cash:
+        raise ConservationError(
+            f"realized + unrealized - fees = {identity} but equity - cash0 = "
+            f"{state.equity - state.starting_cash} at {state.event_ns}"
+        )
+    if state.cash != cash:
+        raise ConservationError(f"ledger cash {state.cash} but the fills say {cash}")
+    return state.equity
+
+
+def run_event(
+    run: EventRun,
+    bars: Sequence[BarArrays],
+    *,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> EventResult:
+    """Replay ``bars`` (one ``BarArrays`` per symbol, one spec) through the engines; blocking
+    (its own event loop: call it from a worker thread)."""
+    return asyncio.run(_replay(run, bars, progress, cancel))
+
+
+def denied(orders: list[Order]) -> list[Order]:
+    return [o for o in orders if o.status is OrderStatus.DENIED]
