@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engines.shell.lifecycle import Engine
+from engines.shell.lifecycle import Engine, Input
 from protocol.channels import ChannelPattern
-from realtime.bus import Envelope, MemoryBus
+from realtime.bus import Envelope, MemoryBus, Subscription
 from realtime.clock import ManualClock
 
 
@@ -36,20 +36,41 @@ class DeterministicDriver:
             (ChannelPattern.parse(pattern), pattern, handling)
             for pattern, handling in engine.inputs().items()
         ]
+        #: channel → its route (or ``None``: no input takes it), matched once per channel
+        self._published: Subscription | None = None
+        self._route_of: dict[str, tuple[str, Input[Any]] | None] = {}
+
+    def route(self, channel: str) -> tuple[str, Input[Any]] | None:
+        """The input (pattern, handling) that takes ``channel``: the first that matches, as the
+        live engine's subscriptions would; remembered per channel."""
+        try:
+            return self._route_of[channel]
+        except KeyError:
+            found = next(
+                ((stream, handling) for pattern, stream, handling in self._routes
+                 if pattern.matches(channel)),
+                None,
+            )  # fmt: skip
+            self._route_of[channel] = found
+            return found
 
     async def run(self, envelopes: Iterable[Envelope]) -> list[Envelope]:
         """Handle ``envelopes`` in order; return every envelope the engine published."""
+        if self._published is None:  # one subscription for the driver's life, not one a call
+            self._published = self.engine.bus.subscribe(">")
+        published = self._published
         outputs: list[Envelope] = []
-        published = self.engine.bus.subscribe(">")
-        try:
-            for envelope in envelopes:
-                for pattern, stream, handling in self._routes:
-                    if pattern.matches(envelope.channel):
-                        self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
-                        await self.engine.dispatch(envelope, stream, handling)
-                        break
-                while published.pending:
-                    outputs += await published.next_batch(1 << 16)
-        finally:
-            published.close()
+        for envelope in envelopes:
+            route = self.route(envelope.channel)
+            if route is not None:
+                self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
+                await self.engine.dispatch(envelope, *route)
+            while published.pending:
+                outputs += await published.next_batch(1 << 16)
         return outputs
+
+    def close(self) -> None:
+        """Stop collecting the engine's outputs (the driver is done)."""
+        if self._published is not None:
+            self._published.close()
+            self._published = None
