@@ -37,6 +37,11 @@ reported; on a tie the alphabetically first regulation wins (ORE's reports pick 
 CFTC over SEC on identical CRIF rows). Report rows follow ORE's ``simm.csv`` layout; rows whose
 margin is exactly zero are left out, as ORE does.
 
+Column-wise: a CRIF is read into categorical columns (codes into the few distinct values), so
+validation runs once per distinct value and names the first bad row and column as a row-by-row
+pass would; rows net into risk factors with one ``bincount`` per (portfolio, side, regulation),
+and the margin maths runs on the factors. 10⁵ rows: ``loadtest/collateral_bench.py``.
+
 Supported risk types: Risk_IRCurve, Risk_Inflation, Risk_XCcyBasis, Risk_IRVol,
 Risk_InflationVol, Risk_FX. The other SIMM risk types (credit, equity, commodity, FX vega) are
 recognised and refused with a :class:`CrifError`, never priced wrongly.
@@ -49,17 +54,21 @@ import functools
 import io
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from itertools import islice
+from operator import itemgetter
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+T = TypeVar("T")
 
 IR = "InterestRate"
 FX = "FX"
@@ -100,6 +109,18 @@ UNSUPPORTED_RISK_TYPES = frozenset(
     }
 )
 REQUIRED_COLUMNS = ("ProductClass", "RiskType", "Qualifier", "Label1", "Label2", "Amount")
+#: The CRIF columns read as categorical (few distinct values), in the order they are grouped.
+CATEGORICAL_COLUMNS = (
+    "PortfolioID",
+    "ProductClass",
+    "RiskType",
+    "Qualifier",
+    "Label1",
+    "Label2",
+    "AmountCurrency",
+    "collect_regulations",
+    "post_regulations",
+)
 
 # Φ⁻¹(99.5%): SIMM methodology, curvature margin (λ).
 _Z995 = NormalDist().inv_cdf(0.995)
@@ -356,27 +377,280 @@ def _regulation_set(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
+class Categorical(Generic[T]):
+    """A column of few distinct values as integer ``codes`` into sorted ``categories``.
+
+    pandas' categorical layout: a CRIF repeats a handful of risk types, currencies, tenors and
+    regulation sets over 10⁵ rows, so validation runs once per distinct value and grouping runs
+    on integers, never per row in Python.
+    """
+
+    codes: IntArray
+    categories: tuple[T, ...]
+
+    def isin(self, values: Iterable[T]) -> BoolArray:
+        """Rows whose value is one of ``values``."""
+        wanted = set(values)
+        return np.isin(self.codes, [i for i, c in enumerate(self.categories) if c in wanted])
+
+    def value(self, row: int) -> T:
+        """The value of 0-based ``row``."""
+        return self.categories[int(self.codes[row])]
+
+
+def _categorical(values: Sequence[object], clean: Callable[[object], T]) -> Categorical[T]:
+    """Codes of ``clean(value)`` for every value, categories sorted.
+
+    Distinct raw values are found with a dict (C speed), each cleaned once, and merged where
+    cleaning made them equal (``"USD"`` and ``" USD"``). Values other than strings and None are
+    made text row by row first (a false one None): JSON's ``1``, ``1.0`` and ``true`` are equal
+    as dict keys but not as text. ``clean`` sees text or None.
+    """
+    if not set(map(type, values)) <= {str, type(None)}:
+        values = [v if type(v) is str else (str(v) if v else None) for v in values]
+    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    raw = np.fromiter(map(index.__getitem__, values), np.int64, len(values))
+    cleaned = [clean(v) for v in index]
+    categories = sorted(set(cleaned))  # type: ignore[type-var]
+    position = {c: i for i, c in enumerate(categories)}
+    remap = np.array([position[c] for c in cleaned], dtype=np.int64)
+    return Categorical(remap[raw], tuple(categories))
+
+
+def _text(default: str = "") -> Callable[[object], str]:
+    """A CRIF cell as text: missing or empty → ``default``, then stripped."""
+    return lambda v: str(v or default).strip()
+
+
+def _floats(values: Sequence[object]) -> tuple[FloatArray, BoolArray | None]:
+    """``float(v)`` per value (Python's parser, as a user expects: ``"1e3"``, ``" 12 "``), and
+    the rows that are not numbers (None when all are)."""
+    try:
+        return np.fromiter(map(float, values), np.float64, len(values)), None  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        pass
+    out = np.full(len(values), np.nan)
+    bad = np.zeros(len(values), dtype=np.bool_)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            bad[i] = True
+    return out, bad
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Crif:
-    """A validated CRIF, column-wise (numpy arrays of equal length).
+    """A validated CRIF, column-wise (equal-length numpy arrays and categorical columns).
 
     ``amount`` is already in the calculation currency. ``row`` holds the 1-based data row of each
     record, so errors found later still name the row.
     """
 
     row: IntArray
-    portfolio: npt.NDArray[np.str_]
-    product_class: npt.NDArray[np.str_]
-    risk_type: npt.NDArray[np.str_]
-    qualifier: npt.NDArray[np.str_]
-    label1: npt.NDArray[np.str_]
-    label2: npt.NDArray[np.str_]
+    portfolio: Categorical[str]
+    product_class: Categorical[str]
+    risk_type: Categorical[str]
+    qualifier: Categorical[str]
+    label1: Categorical[str]
+    label2: Categorical[str]
     amount: FloatArray
-    collect_regulations: tuple[tuple[str, ...], ...]
-    post_regulations: tuple[tuple[str, ...], ...]
+    collect_regulations: Categorical[tuple[str, ...]]
+    post_regulations: Categorical[tuple[str, ...]]
     calculation_currency: str
 
     def __len__(self) -> int:
         return int(self.amount.shape[0])
+
+
+#: One row check: the rows it fails, the column it names, the message for a failing row.
+_Check = tuple[BoolArray, str, Callable[[int], str]]
+
+
+def _failing(column: Categorical[T], bad: Callable[[T], bool]) -> BoolArray | None:
+    """Rows whose category fails ``bad`` (decided once per category); None when none does."""
+    codes = [i for i, c in enumerate(column.categories) if bad(c)]
+    return np.isin(column.codes, codes) if codes else None
+
+
+def _first_error(n: int, checks: Sequence[_Check | None]) -> CrifError | None:
+    """The error a row-by-row pass would raise first: the lowest failing row, and on that row
+    the first check in ``checks`` order (which is the order a reader of the row meets them)."""
+    firsts = [int(np.argmax(c[0])) for c in checks if c is not None and c[0].any()]
+    if not firsts:
+        return None
+    i = min(firsts)
+    for check in checks:
+        if check is not None and check[0][i]:
+            return CrifError(check[2](i), row=i + 1, column=check[1])
+    raise AssertionError("unreachable: a failing row fails a check")
+
+
+@dataclass(frozen=True, slots=True)
+class _Cells:
+    """CRIF cells from CSV rows or JSON records: ``n`` rows; ``has(name)`` whether any row has
+    the column; ``column(name)`` its cells (None where a row lacks it); ``tuples(names)`` each
+    row's cells of ``names`` (columns it has) as one tuple, or None when the rows are too
+    irregular for that fast path."""
+
+    n: int
+    has: Callable[[str], bool]
+    column: Callable[[str], Sequence[object]]
+    tuples: Callable[[Sequence[str]], list[tuple[object, ...]] | None]
+
+
+def _categoricals(cells: _Cells, clean: Mapping[str, Callable[[object], Any]]) -> dict[str, Any]:
+    """Every categorical column (``clean``: name → how a cell becomes a value).
+
+    A CRIF row's categorical cells together repeat even more than each alone (a 10⁵-row CRIF has
+    some thousand distinct combinations), so the rows are factorised once as tuples, and each
+    column from the distinct tuples. Falls back to one column at a time when a cell is not text
+    (JSON ``1`` and ``true`` are equal as dict keys, lists are unhashable) or the records differ
+    in their columns.
+    """
+    names = [name for name in clean if cells.has(name)]
+    out: dict[str, Any] = {
+        name: Categorical(np.zeros(cells.n, dtype=np.int64), (f(None),))
+        for name, f in clean.items()
+        if name not in names
+    }
+    keys = cells.tuples(names) if len(names) > 1 else None
+    index: dict[tuple[object, ...], int] | None = None
+    if keys is not None:
+        try:
+            index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        except TypeError:  # an unhashable JSON value
+            index = None
+    if (
+        keys is None
+        or index is None
+        or any(type(v) is not str and v is not None for k in index for v in k)
+    ):
+        return out | {name: _categorical(cells.column(name), clean[name]) for name in names}
+    combo = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+    for j, name in enumerate(names):
+        per_combo = _categorical([k[j] for k in index], clean[name])
+        out[name] = Categorical(per_combo.codes[combo], per_combo.categories)
+    return out
+
+
+def _crif_from_cells(
+    cells: _Cells, calculation_currency: str, fx_rates: Mapping[str, float] | None
+) -> Crif:
+    """Validate CRIF cells into a :class:`Crif` or raise the first row's :class:`CrifError`."""
+    regulations = lambda v: _regulation_set(str(v or ""))  # noqa: E731
+    clean: dict[str, Callable[[object], Any]] = {
+        "PortfolioID": _text(UNSPECIFIED),
+        "ProductClass": _text(),
+        "RiskType": _text(),
+        "Qualifier": _text(),
+        "Label1": _text(),
+        "Label2": _text(),
+        "AmountCurrency": _text(calculation_currency),
+        "collect_regulations": regulations,
+        "post_regulations": regulations,
+    }
+    cats = _categoricals(cells, {name: clean[name] for name in CATEGORICAL_COLUMNS})
+    rt: Categorical[str] = cats["RiskType"]
+    qualifier: Categorical[str] = cats["Qualifier"]
+    label1: Categorical[str] = cats["Label1"]
+    product_class: Categorical[str] = cats["ProductClass"]
+    raw_amount = cells.column("Amount")
+    amount, not_number = _floats(raw_amount)
+    n = cells.n
+
+    def amount_text(what: str) -> Callable[[int], str]:
+        return lambda i: f"amount {raw_amount[i]!r} is {what}"
+
+    def risk_type_text(i: int) -> str:
+        name = rt.value(i)
+        what = "unsupported" if name in UNSUPPORTED_RISK_TYPES else "unknown"
+        return f"{what} risk type {name!r}"
+
+    bad_rt = _failing(rt, lambda c: c not in SUPPORTED_RISK_TYPES)
+    tenor_keyed = rt.isin(("Risk_IRCurve", "Risk_IRVol", "Risk_InflationVol"))
+    bad_tenor = _failing(label1, lambda c: c not in IR_TENORS)
+    bad_pc = _failing(product_class, lambda c: c not in PRODUCT_CLASS_ORDER)
+    bad_q = _failing(qualifier, lambda c: not c)
+    not_finite = ~np.isfinite(amount) & (True if not_number is None else ~not_number)
+    checks: list[_Check | None] = [
+        None if bad_rt is None else (bad_rt, "RiskType", risk_type_text),
+        None if not_number is None else (not_number, "Amount", amount_text("not a number")),
+        (not_finite, "Amount", amount_text("not finite")),
+        *_convert_currencies(
+            amount, cats["AmountCurrency"], cells.column, calculation_currency, fx_rates
+        ),
+        None if bad_q is None else (bad_q, "Qualifier", lambda i: "empty qualifier"),
+        None if bad_tenor is None else (
+            bad_tenor & tenor_keyed, "Label1",
+            lambda i: f"tenor {label1.value(i)!r} is not a SIMM tenor",
+        ),
+        None if bad_pc is None else (
+            bad_pc, "ProductClass", lambda i: f"unknown product class {product_class.value(i)!r}"
+        ),
+    ]  # fmt: skip
+    error = _first_error(n, checks)
+    if error is not None:
+        raise error
+    return Crif(
+        row=np.arange(1, n + 1, dtype=np.int64),
+        portfolio=cats["PortfolioID"],
+        product_class=product_class,
+        risk_type=rt,
+        qualifier=qualifier,
+        label1=label1,
+        label2=cats["Label2"],
+        amount=amount,
+        collect_regulations=cats["collect_regulations"],
+        post_regulations=cats["post_regulations"],
+        calculation_currency=calculation_currency,
+    )
+
+
+def _convert_currencies(
+    amount: FloatArray,
+    ccy: Categorical[str],
+    column: Callable[[str], Sequence[object]],
+    calculation_currency: str,
+    fx_rates: Mapping[str, float] | None,
+) -> list[_Check | None]:
+    """Convert ``amount`` (in place) into the calculation currency; the checks that can fail.
+
+    Per currency: the calculation currency as is; one in ``fx_rates`` times its rate; else, for
+    a USD calculation, the row's ``AmountUSD``; else the row fails on ``AmountCurrency``.
+    """
+    rates = fx_rates or {}
+    foreign = [c for c in ccy.categories if c != calculation_currency]
+    if not foreign:
+        return []
+    factor = np.array([float(rates.get(c, 1.0)) if c in foreign else 1.0 for c in ccy.categories])
+    amount *= factor[ccy.codes]
+    unpriced = ccy.isin(c for c in foreign if c not in rates)
+    if not unpriced.any():
+        return []
+    raw_usd = column("AmountUSD")
+    has_usd = np.zeros(len(raw_usd), dtype=np.bool_)
+    if calculation_currency == "USD":
+        has_usd[np.flatnonzero(unpriced)] = [
+            raw_usd[i] is not None and raw_usd[i] != "" for i in np.flatnonzero(unpriced).tolist()
+        ]
+    use_usd = unpriced & has_usd
+    rows = np.flatnonzero(use_usd)
+    usd, bad = _floats([raw_usd[i] for i in rows.tolist()])
+    amount[rows] = usd
+    not_number = np.zeros_like(use_usd)
+    not_number[rows] = False if bad is None else bad
+    not_finite = np.zeros_like(use_usd)
+    not_finite[rows] = ~np.isfinite(usd) & (True if bad is None else ~bad)
+    return [
+        (
+            unpriced & ~has_usd,
+            "AmountCurrency",
+            lambda i: f"no FX rate {ccy.value(i)}->{calculation_currency}",
+        ),
+        (not_number, "AmountUSD", lambda i: "AmountUSD is not a number"),
+        (not_finite, "AmountUSD", lambda i: f"AmountUSD {raw_usd[i]!r} is not finite"),
+    ]
 
 
 def crif_from_records(
@@ -394,90 +668,96 @@ def crif_from_records(
     """
     recs = list(records)
     cols = set(columns) if columns is not None else (set(recs[0]) if recs else set())
-    for col in REQUIRED_COLUMNS:
-        if col not in cols:
-            raise CrifError(f"CRIF has no {col} column", column=col)
-    n = len(recs)
-    amount = np.empty(n, dtype=np.float64)
-    fields: dict[str, list[str]] = {k: [] for k in ("pf", "pc", "rt", "q", "l1", "l2")}
-    collect: list[tuple[str, ...]] = []
-    post: list[tuple[str, ...]] = []
-    cache: dict[str, tuple[str, ...]] = {}
-    for i, rec in enumerate(recs):
-        row = i + 1
-        rt = str(rec.get("RiskType") or "").strip()
-        if rt not in SUPPORTED_RISK_TYPES:
-            what = "unsupported" if rt in UNSUPPORTED_RISK_TYPES else "unknown"
-            raise CrifError(f"{what} risk type {rt!r}", row=row, column="RiskType")
-        raw = rec.get("Amount")
+    _require_columns(cols)
+
+    def has(name: str) -> bool:
+        return any(name in r for r in recs)
+
+    def tuples(names: Sequence[str]) -> list[tuple[object, ...]] | None:
         try:
-            value = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise CrifError(f"amount {raw!r} is not a number", row=row, column="Amount") from None
-        if not math.isfinite(value):
-            raise CrifError(f"amount {raw!r} is not finite", row=row, column="Amount")
-        ccy = str(rec.get("AmountCurrency") or calculation_currency).strip()
-        if ccy != calculation_currency:
-            if fx_rates is not None and ccy in fx_rates:
-                value *= float(fx_rates[ccy])
-            elif calculation_currency == "USD" and rec.get("AmountUSD") not in (None, ""):
-                try:
-                    value = float(rec["AmountUSD"])
-                except (TypeError, ValueError):
-                    raise CrifError(
-                        "AmountUSD is not a number", row=row, column="AmountUSD"
-                    ) from None
-            else:
-                raise CrifError(
-                    f"no FX rate {ccy}->{calculation_currency}", row=row, column="AmountCurrency"
-                )
-        amount[i] = value
-        q = str(rec.get("Qualifier") or "").strip()
-        l1 = str(rec.get("Label1") or "").strip()
-        if not q:
-            raise CrifError("empty qualifier", row=row, column="Qualifier")
-        if rt in ("Risk_IRCurve", "Risk_IRVol", "Risk_InflationVol") and l1 not in IR_TENORS:
-            raise CrifError(f"tenor {l1!r} is not a SIMM tenor", row=row, column="Label1")
-        fields["pf"].append(str(rec.get("PortfolioID") or UNSPECIFIED).strip())
-        fields["pc"].append(str(rec.get("ProductClass") or "").strip())
-        if fields["pc"][-1] not in PRODUCT_CLASS_ORDER:
-            raise CrifError(
-                f"unknown product class {fields['pc'][-1]!r}", row=row, column="ProductClass"
-            )
-        fields["rt"].append(rt)
-        fields["q"].append(q)
-        fields["l1"].append(l1)
-        fields["l2"].append(str(rec.get("Label2") or "").strip())
-        for key, out in (("collect_regulations", collect), ("post_regulations", post)):
-            text = str(rec.get(key) or "")
-            regs = cache.get(text)
-            if regs is None:
-                regs = cache[text] = _regulation_set(text)
-            out.append(regs)
-    return Crif(
-        row=np.arange(1, n + 1, dtype=np.int64),
-        portfolio=np.asarray(fields["pf"], dtype=np.str_),
-        product_class=np.asarray(fields["pc"], dtype=np.str_),
-        risk_type=np.asarray(fields["rt"], dtype=np.str_),
-        qualifier=np.asarray(fields["q"], dtype=np.str_),
-        label1=np.asarray(fields["l1"], dtype=np.str_),
-        label2=np.asarray(fields["l2"], dtype=np.str_),
-        amount=amount,
-        collect_regulations=tuple(collect),
-        post_regulations=tuple(post),
-        calculation_currency=calculation_currency,
+            return list(map(itemgetter(*names), recs))
+        except KeyError:  # a record without one of the columns
+            return None
+
+    return _crif_from_cells(
+        _Cells(len(recs), has, lambda name: [r.get(name) for r in recs], tuples),
+        calculation_currency,
+        fx_rates,
     )
+
+
+def _require_columns(columns: Iterable[str]) -> None:
+    present = set(columns)
+    for col in REQUIRED_COLUMNS:
+        if col not in present:
+            raise CrifError(f"CRIF has no {col} column", column=col)
 
 
 def parse_crif_csv(
     text: str, *, calculation_currency: str = "USD", fx_rates: Mapping[str, float] | None = None
 ) -> Crif:
-    """Parse CRIF CSV text (header row, comma separated; a leading ``#`` on the header is ORE's)."""
-    reader = csv.DictReader(io.StringIO(text.lstrip("#")))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
-    reader.fieldnames = columns
-    return crif_from_records(
-        reader, calculation_currency=calculation_currency, fx_rates=fx_rates, columns=columns
+    """Parse CRIF CSV text (header row, comma separated; a leading ``#`` on the header is ORE's).
+
+    Read as ``csv.DictReader`` would (blank lines skipped, a short row's missing cells None, a
+    repeated column name meaning its last column) but column-wise: the C reader splits the
+    lines, ``zip`` transposes them, and validation runs on columns.
+    """
+    reader = csv.reader(io.StringIO(text.lstrip("#")))
+    header = [c.strip() for c in next(reader, [])]
+    _require_columns(header)
+    width = len(header)
+    where = {name: i for i, name in enumerate(header)}  # a repeated name: its last column
+    names = [name for name in CATEGORICAL_COLUMNS if name in where]
+    key_of = itemgetter(*(where[name] for name in names))
+    amount_of = itemgetter(where["Amount"])
+    usd_of = itemgetter(where.get("AmountUSD", where["Amount"]))
+    keys: list[tuple[object, ...]] = []
+    amounts: list[object] = []
+    usd: list[object] = []
+    # In chunks, so each row's list is freed at once: holding 10⁵ of them costs more in the
+    # garbage collector's passes than reading them.
+    while chunk := [r for r in islice(reader, 4096) if r]:
+        if set(map(len, chunk)) != {width}:
+            return _parse_irregular_csv(text, calculation_currency, fx_rates)
+        keys += map(key_of, chunk)
+        amounts += map(amount_of, chunk)
+        usd += map(usd_of, chunk)
+    absent = [None] * len(keys)
+
+    def column(name: str) -> Sequence[object]:
+        if name in ("Amount", "AmountUSD"):
+            return (amounts if name == "Amount" else usd) if name in where else absent
+        return [k[names.index(name)] for k in keys] if name in names else absent
+
+    def tuples(wanted: Sequence[str]) -> list[tuple[object, ...]] | None:
+        return keys if list(wanted) == names else None
+
+    return _crif_from_cells(
+        _Cells(len(keys), where.__contains__, column, tuples), calculation_currency, fx_rates
+    )
+
+
+def _parse_irregular_csv(
+    text: str, calculation_currency: str, fx_rates: Mapping[str, float] | None
+) -> Crif:
+    """CSV with rows of unequal length, as ``csv.DictReader`` reads it: a short row's missing
+    cells None, a long row's extra cells ignored."""
+    reader = csv.reader(io.StringIO(text.lstrip("#")))
+    header = [c.strip() for c in next(reader, [])]
+    width = len(header)
+    pad: list[str | None] = [None] * width
+    table = [(r + pad)[:width] for r in reader if r]
+    where = {name: i for i, name in enumerate(header)}
+    absent = [None] * len(table)
+
+    def column(name: str) -> Sequence[object]:
+        return list(map(itemgetter(where[name]), table)) if name in where else absent
+
+    def tuples(names: Sequence[str]) -> list[tuple[object, ...]]:
+        return list(map(itemgetter(*(where[name] for name in names)), table))
+
+    return _crif_from_cells(
+        _Cells(len(table), where.__contains__, column, tuples), calculation_currency, fx_rates
     )
 
 
@@ -541,129 +821,166 @@ class RiskClassMargin:
         return self.delta + self.vega + self.curvature
 
 
-def _factorize(*cols: npt.NDArray[np.str_]) -> tuple[IntArray, list[tuple[str, ...]]]:
-    """Codes for the distinct tuples of ``cols`` (vectorised: per-column unique, then ints)."""
-    code = np.zeros(cols[0].shape[0], dtype=np.int64)
-    uniques = []
-    for c in cols:
-        u, inv = np.unique(c, return_inverse=True)
-        uniques.append(u)
-        code = code * len(u) + inv.astype(np.int64)
-    keys, inv2 = np.unique(code, return_inverse=True)
-    out = []
-    for key in keys.tolist():
-        parts = []
-        for u in reversed(uniques):
-            key, r = divmod(key, len(u))
-            parts.append(str(u[r]))
-        out.append(tuple(reversed(parts)))
-    return inv2.astype(np.int64), out
+IR_DELTA_TYPES = ("Risk_IRCurve", "Risk_Inflation", "Risk_XCcyBasis")
+IR_VEGA_TYPES = ("Risk_IRVol", "Risk_InflationVol")
 
 
-def _net(idx: IntArray, amount: FloatArray, n: int) -> FloatArray:
-    return np.bincount(idx, weights=amount, minlength=n).astype(np.float64)
+@dataclass(frozen=True, slots=True, eq=False)
+class RiskFactors:
+    """The CRIF's distinct risk factors, found once per CRIF; rows net into them by ``bincount``.
+
+    A factor is (product class, risk type, qualifier, tenor, sub-curve), the last two only where
+    the methodology keys on them: tenor for IR curve and IR vol, sub-curve for IR curve; an
+    inflation, cross-currency-basis or inflation-vol factor is one per currency (inflation vol
+    summed over expiries), FX one per currency. Factors are sorted as those strings sort, so
+    every margin sum adds in one fixed order. The margin maths then runs on factors (a few
+    thousand at most), whatever the number of rows.
+    """
+
+    of_row: IntArray  # the factor of each CRIF row
+    product_class: IntArray  # per factor: code into the CRIF's product-class categories
+    risk_type: npt.NDArray[np.str_]  # per factor
+    qualifier: IntArray  # per factor: code into ``currencies``
+    currencies: tuple[str, ...]  # the CRIF's qualifier categories
+    tenor: IntArray  # per factor: index into IR_TENORS, -1 where the factor has no tenor
+    sub_curve: IntArray  # per factor: Label2 code + 1 for IR curve, 0 elsewhere
+    curvature_weight: FloatArray  # per row: SF(Label1) for IR vol rows, 0 elsewhere
+
+    def __len__(self) -> int:
+        return int(self.product_class.shape[0])
 
 
-def _tenor_matrix(cal: SimmCalibration, tenors: Sequence[str]) -> FloatArray:
-    m = np.ones((len(tenors), len(tenors)))
-    for i, a in enumerate(tenors):
-        for j, b in enumerate(tenors):
+def risk_factors(crif: Crif, mpor_days: int) -> RiskFactors:
+    """Group the CRIF's rows into risk factors (see :class:`RiskFactors`)."""
+    rt, l1, l2 = crif.risk_type, crif.label1, crif.label2
+    has_tenor = rt.isin(("Risk_IRCurve", "Risk_IRVol"))
+    tenor_key = np.where(has_tenor, l1.codes + 1, 0)
+    sub_key = np.where(rt.isin(("Risk_IRCurve",)), l2.codes + 1, 0)
+    of_row, first = _group(
+        [
+            (crif.product_class.codes, len(crif.product_class.categories)),
+            (rt.codes, len(rt.categories)),
+            (crif.qualifier.codes, len(crif.qualifier.categories)),
+            (tenor_key, len(l1.categories) + 1),
+            (sub_key, len(l2.categories) + 1),
+        ]
+    )
+    tenor_of_label = np.array([_tenor_index(c) for c in (*l1.categories, "")], dtype=np.int64)
+    sf = np.array(
+        [curvature_scaling(c, mpor_days) if c in IR_TENORS else 0.0 for c in l1.categories]
+    )
+    vol = rt.isin(IR_VEGA_TYPES)
+    return RiskFactors(
+        of_row=of_row,
+        product_class=crif.product_class.codes[first],
+        risk_type=np.array(rt.categories, dtype=np.str_)[rt.codes[first]],
+        qualifier=crif.qualifier.codes[first],
+        currencies=crif.qualifier.categories,
+        tenor=np.where(has_tenor[first], tenor_of_label[l1.codes[first]], -1),
+        sub_curve=sub_key[first],
+        curvature_weight=np.where(vol, sf[l1.codes] if sf.size else 0.0, 0.0),
+    )
+
+
+def _tenor_index(label: str) -> int:
+    return IR_TENORS.index(label) if label in IR_TENORS else -1
+
+
+def _group(columns: Sequence[tuple[IntArray, int]]) -> tuple[IntArray, IntArray]:
+    """Group rows by the tuple of code columns ``(codes, number of codes)``: the group of each
+    row (groups numbered in lexicographic order of the tuples) and each group's first row.
+
+    The tuple is one mixed-radix integer; when the radix product would pass 2⁶², the key so far
+    is renumbered densely first, so any number of columns and codes fits in int64.
+    """
+    n = columns[0][0].shape[0]
+    key = np.zeros(n, dtype=np.int64)
+    bound = 1
+    for codes, size in columns:
+        if bound * size >= 1 << 62:
+            _, key = np.unique(key, return_inverse=True)
+            bound = int(key.max()) + 1 if n else 1
+        key = key * size + codes
+        bound *= size
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return inverse.astype(np.int64), first.astype(np.int64)
+
+
+def _by_currency(factors: RiskFactors, members: IntArray) -> Iterator[tuple[str, IntArray]]:
+    """``members`` (factor indices) split by currency, currencies in sorted order, each
+    currency's factors in their sorted order."""
+    q = factors.qualifier[members]
+    if q.size == 0:
+        return
+    order = np.argsort(q, kind="stable")
+    members, q = members[order], q[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]])
+    ends = np.r_[starts[1:], q.size]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield factors.currencies[int(q[a])], members[a:b]
+
+
+def _tenor_matrix(cal: SimmCalibration) -> FloatArray:
+    m = np.ones((len(IR_TENORS), len(IR_TENORS)))
+    for i, a in enumerate(IR_TENORS):
+        for j, b in enumerate(IR_TENORS):
             if a != b:
                 m[i, j] = cal.ir_tenor_correlation[(a, b)]
     return m
 
 
+def _pairs(flags: BoolArray) -> BoolArray:
+    """``[a, b]`` true where factor a or factor b is flagged."""
+    return flags[:, None] | flags[None, :]
+
+
 def _interest_rate(
-    risk_type: npt.NDArray[np.str_],
-    qualifier: npt.NDArray[np.str_],
-    label1: npt.NDArray[np.str_],
-    label2: npt.NDArray[np.str_],
-    amount: FloatArray,
+    factors: RiskFactors,
+    members: IntArray,
+    s: FloatArray,
+    cvr: FloatArray,
     cal: SimmCalibration,
     mpor_days: int,
 ) -> RiskClassMargin:
-    """Interest-rate delta, vega and curvature margins (SIMM D, K) over all currencies."""
+    """Interest-rate delta, vega and curvature margins (SIMM D, K) over all currencies.
+
+    ``s`` and ``cvr`` are every factor's net sensitivity and net ``Σ SF·s``; ``members`` the IR
+    factors of this product class.
+    """
     p = cal.ir[mpor_days]
-    tmat = _tenor_matrix(cal, IR_TENORS)
-    tpos = {t: i for i, t in enumerate(IR_TENORS)}
-    # ---- delta: factors (ccy, kind, tenor, subcurve); kind 0 curve, 1 inflation, 2 xccy
-    dmask = np.isin(risk_type, ("Risk_IRCurve", "Risk_Inflation", "Risk_XCcyBasis"))
-    vmask = np.isin(risk_type, ("Risk_IRVol", "Risk_InflationVol"))
+    tmat = _tenor_matrix(cal)
+    kinds = factors.risk_type[members]
     d_ccys: dict[str, tuple[float, float, float]] = {}  # ccy → (K_b, ΣWS, CR)
-    if dmask.any():
-        rt, q = risk_type[dmask], qualifier[dmask]
-        l1 = np.where(rt == "Risk_IRCurve", label1[dmask], "")
-        l2 = np.where(rt == "Risk_IRCurve", label2[dmask], "")
-        idx, keys = _factorize(q, rt, l1, l2)
-        s = _net(idx, amount[dmask], len(keys))
-        by_ccy: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            by_ccy.setdefault(key[0], []).append(i)
-        for ccy, members in by_ccy.items():
-            ks = [keys[i] for i in members]
-            sv = s[members]
-            group = cal.ir_group(ccy)
-            rw = np.array(
-                [
-                    p.delta[(group, k[2])]
-                    if k[1] == "Risk_IRCurve"
-                    else (p.inflation if k[1] == "Risk_Inflation" else p.xccy_basis)
-                    for k in ks
-                ]
-            )
-            conc = np.array([k[1] != "Risk_XCcyBasis" for k in ks])
-            thr = cal.ir_delta_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
-            cr = max(1.0, math.sqrt(abs(float(sv[conc].sum())) / thr))
-            ws = rw * sv * np.where(conc, cr, 1.0)
-            m = len(ks)
-            corr = np.ones((m, m))
-            for a in range(m):
-                for b in range(m):
-                    if a == b:
-                        continue
-                    ka, kb = ks[a], ks[b]
-                    if ka[1] == "Risk_XCcyBasis" or kb[1] == "Risk_XCcyBasis":
-                        corr[a, b] = cal.ir_xccy_basis
-                    elif ka[1] == "Risk_Inflation" or kb[1] == "Risk_Inflation":
-                        corr[a, b] = cal.ir_inflation
-                    else:
-                        rho = tmat[tpos[ka[2]], tpos[kb[2]]]
-                        corr[a, b] = rho * (1.0 if ka[3] == kb[3] else cal.ir_sub_curves)
-            d_ccys[ccy] = (_quad(ws, corr), float(ws.sum()), cr)
-    # ---- vega and curvature: factors (ccy, tenor) for IRVol, (ccy, "") for inflation vol
+    for ccy, fs in _by_currency(factors, members[np.isin(kinds, IR_DELTA_TYPES)]):
+        kind, tenor, sv = factors.risk_type[fs], factors.tenor[fs], s[fs]
+        curve, infl, xccy = (kind == t for t in IR_DELTA_TYPES)
+        group = cal.ir_group(ccy)
+        rw = np.where(infl, p.inflation, p.xccy_basis)
+        rw[curve] = [p.delta[(group, IR_TENORS[t])] for t in tenor[curve].tolist()]
+        thr = cal.ir_delta_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
+        cr = max(1.0, math.sqrt(abs(float(sv[~xccy].sum())) / thr))
+        ws = rw * sv * np.where(~xccy, cr, 1.0)
+        sub = factors.sub_curve[fs]
+        corr = tmat[np.ix_(tenor, tenor)] * np.where(
+            sub[:, None] == sub[None, :], 1.0, cal.ir_sub_curves
+        )
+        corr[_pairs(infl)] = cal.ir_inflation
+        corr[_pairs(xccy)] = cal.ir_xccy_basis
+        np.fill_diagonal(corr, 1.0)
+        d_ccys[ccy] = (_quad(ws, corr), float(ws.sum()), cr)
     v_ccys: dict[str, tuple[float, float, float]] = {}
     c_ccys: dict[str, tuple[float, float, float]] = {}  # ccy → (K_b, ΣCVR, Σ|CVR|)
-    if vmask.any():
-        rt, q = risk_type[vmask], qualifier[vmask]
-        l1v = label1[vmask]
-        tenor_key = np.where(rt == "Risk_IRVol", l1v, "")
-        idx, keys = _factorize(q, rt, tenor_key)
-        s = _net(idx, amount[vmask], len(keys))
-        sf_by_tenor = {t: curvature_scaling(t, mpor_days) for t in IR_TENORS}
-        sf = np.array([sf_by_tenor[t] for t in l1v.tolist()])
-        cvr = _net(idx, amount[vmask] * sf, len(keys))
-        by_ccy = {}
-        for i, key in enumerate(keys):
-            by_ccy.setdefault(key[0], []).append(i)
-        for ccy, members in by_ccy.items():
-            ks = [keys[i] for i in members]
-            sv = s[members]
-            thr = cal.ir_vega_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
-            vcr = max(1.0, math.sqrt(abs(float(sv.sum())) / thr))
-            vr = p.vega * sv * vcr
-            m = len(ks)
-            corr = np.ones((m, m))
-            for a in range(m):
-                for b in range(m):
-                    if a != b:
-                        ka, kb = ks[a], ks[b]
-                        if ka[1] == "Risk_InflationVol" or kb[1] == "Risk_InflationVol":
-                            corr[a, b] = cal.ir_inflation
-                        else:
-                            corr[a, b] = tmat[tpos[ka[2]], tpos[kb[2]]]
-            v_ccys[ccy] = (_quad(vr, corr), float(vr.sum()), vcr)
-            cv = cvr[members]
-            c_ccys[ccy] = (_quad(cv, corr * corr), float(cv.sum()), float(np.abs(cv).sum()))
+    for ccy, fs in _by_currency(factors, members[np.isin(kinds, IR_VEGA_TYPES)]):
+        tenor, sv = factors.tenor[fs], s[fs]
+        thr = cal.ir_vega_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
+        vcr = max(1.0, math.sqrt(abs(float(sv.sum())) / thr))
+        vr = p.vega * sv * vcr
+        corr = tmat[np.ix_(tenor, tenor)]
+        corr[_pairs(factors.risk_type[fs] == "Risk_InflationVol")] = cal.ir_inflation
+        np.fill_diagonal(corr, 1.0)
+        v_ccys[ccy] = (_quad(vr, corr), float(vr.sum()), vcr)
+        cv = cvr[fs]
+        c_ccys[ccy] = (_quad(cv, corr * corr), float(cv.sum()), float(np.abs(cv).sum()))
     return RiskClassMargin(
         delta=_across_currencies(d_ccys, cal.ir_outer),
         vega=_across_currencies(v_ccys, cal.ir_outer),
@@ -696,19 +1013,19 @@ def _ir_curvature(per: Mapping[str, tuple[float, float, float]], gamma: float, h
 
 
 def _fx(
-    qualifier: npt.NDArray[np.str_],
-    amount: FloatArray,
+    factors: RiskFactors,
+    members: IntArray,
+    s: FloatArray,
     cal: SimmCalibration,
     mpor_days: int,
     calc: str,
 ) -> RiskClassMargin:
     """FX delta margin (SIMM I): one bucket, the calculation currency itself carries no risk."""
-    keep = qualifier != calc
-    if not keep.any():
+    keep = members[[factors.currencies[q] != calc for q in factors.qualifier[members].tolist()]]
+    if keep.size == 0:
         return RiskClassMargin()
-    idx, keys = _factorize(qualifier[keep])
-    s = _net(idx, amount[keep], len(keys))
-    ccys = [k[0] for k in keys]
+    ccys = [factors.currencies[q] for q in factors.qualifier[keep].tolist()]
+    sv = s[keep]
     p = cal.fx[mpor_days]
     cg = cal.fx_group(calc)
     groups = [cal.fx_group(c) for c in ccys]
@@ -724,49 +1041,59 @@ def _fx(
         )
         * 1e6
     )
-    cr = np.maximum(1.0, np.sqrt(np.abs(s) / thr))
-    ws = rw * s * cr
-    m = len(ccys)
-    corr = np.ones((m, m))
-    for a in range(m):
-        for b in range(m):
-            if a != b:
-                corr[a, b] = cal.fx_correlation[(cg, groups[a], groups[b])]
+    cr = np.maximum(1.0, np.sqrt(np.abs(sv) / thr))
+    ws = rw * sv * cr
+    distinct = sorted(set(groups))
+    table = np.array(
+        [[cal.fx_correlation.get((cg, a, b), math.nan) for b in distinct] for a in distinct]
+    )
+    gi = np.array([distinct.index(g) for g in groups])
+    corr = table[np.ix_(gi, gi)]
+    np.fill_diagonal(corr, 1.0)
+    if np.isnan(corr).any():
+        raise CrifError(
+            f"calibration: an FX correlation for calculation group {cg} is missing",
+            column="calibration",
+        )
     return RiskClassMargin(delta=_quad(ws, corr))
 
 
 def product_class_margins(
-    crif: Crif, rows: npt.NDArray[np.bool_], sign: float, cal: SimmCalibration, mpor_days: int
+    crif: Crif,
+    factors: RiskFactors,
+    rows: BoolArray,
+    sign: float,
+    cal: SimmCalibration,
+    mpor_days: int,
 ) -> dict[str, dict[str, RiskClassMargin]]:
-    """Margins per product class and risk class for the CRIF rows selected by ``rows``."""
+    """Margins per product class and risk class for the CRIF rows selected by ``rows``.
+
+    The rows net into their factors (``sign`` −1 for the Post side); a factor counts when one
+    of the selected rows carries it, even if it nets to zero.
+    """
+    idx = factors.of_row[rows]
+    amount = crif.amount[rows] * sign
+    n = len(factors)
+    present = np.bincount(idx, minlength=n) > 0
+    s = np.bincount(idx, weights=amount, minlength=n).astype(np.float64)
+    cvr = np.bincount(idx, weights=amount * factors.curvature_weight[rows], minlength=n).astype(
+        np.float64
+    )
     out: dict[str, dict[str, RiskClassMargin]] = {}
-    pcs = crif.product_class[rows]
-    for pc in PRODUCT_CLASS_ORDER:
-        sel = np.flatnonzero(rows)[pcs == pc]
-        if sel.size == 0:
+    for code, pc in enumerate(crif.product_class.categories):
+        fs = np.flatnonzero(present & (factors.product_class == code))
+        if fs.size == 0:
             continue
-        rt, q = crif.risk_type[sel], crif.qualifier[sel]
-        amt = crif.amount[sel] * sign
+        kinds = factors.risk_type[fs]
         res: dict[str, RiskClassMargin] = {}
-        irm = np.isin(
-            rt,
-            ("Risk_IRCurve", "Risk_Inflation", "Risk_XCcyBasis", "Risk_IRVol", "Risk_InflationVol"),
-        )
-        if irm.any():
-            res[IR] = _interest_rate(
-                rt[irm],
-                q[irm],
-                crif.label1[sel][irm],
-                crif.label2[sel][irm],
-                amt[irm],
-                cal,
-                mpor_days,
-            )
-        fxm = rt == "Risk_FX"
-        if fxm.any():
-            res[FX] = _fx(q[fxm], amt[fxm], cal, mpor_days, crif.calculation_currency)
+        ir = fs[np.isin(kinds, IR_DELTA_TYPES + IR_VEGA_TYPES)]
+        if ir.size:
+            res[IR] = _interest_rate(factors, ir, s, cvr, cal, mpor_days)
+        fx = fs[kinds == "Risk_FX"]
+        if fx.size:
+            res[FX] = _fx(factors, fx, s, cal, mpor_days, crif.calculation_currency)
         out[pc] = res
-    return out
+    return {pc: out[pc] for pc in PRODUCT_CLASS_ORDER if pc in out}
 
 
 def product_class_simm(margins: Mapping[str, RiskClassMargin], cal: SimmCalibration) -> float:
@@ -837,9 +1164,14 @@ class SimmReport:
 
 
 def _simm_one(
-    crif: Crif, rows: npt.NDArray[np.bool_], sign: float, cal: SimmCalibration, mpor: int
+    crif: Crif,
+    factors: RiskFactors,
+    rows: BoolArray,
+    sign: float,
+    cal: SimmCalibration,
+    mpor: int,
 ) -> tuple[float, dict[str, dict[str, RiskClassMargin]], dict[str, float]]:
-    margins = product_class_margins(crif, rows, sign, cal, mpor)
+    margins = product_class_margins(crif, factors, rows, sign, cal, mpor)
     totals = {pc: product_class_simm(m, cal) for pc, m in margins.items()}
     return sum(totals.values()), margins, totals
 
@@ -851,25 +1183,30 @@ def compute_simm(
     mpor_days: int = 10,
     enforce_regulations: bool = True,
 ) -> SimmReport:
-    """SIMM per portfolio and side (worst case over regulations), with ORE's report rows."""
+    """SIMM per portfolio and side (worst case over regulations), with ORE's report rows.
+
+    The rows are grouped into risk factors once; each (portfolio, side, regulation) then costs
+    one pass of ``bincount`` over the rows and margin maths over the factors.
+    """
     if mpor_days not in calibration.ir:
         raise CrifError(
             f"calibration has no parameters for MPOR {mpor_days} days", column="mporDays"
         )
+    factors = risk_factors(crif, mpor_days)
     results: list[SimmResult] = []
-    for pf in sorted(set(crif.portfolio.tolist())):
-        in_pf = crif.portfolio == pf
+    for code, pf in enumerate(crif.portfolio.categories):
+        in_pf = crif.portfolio.codes == code
         for side, sign, regs in (
             ("Call", 1.0, crif.collect_regulations),
             ("Post", -1.0, crif.post_regulations),
         ):
-            codes, sets = _regulation_codes(regs)
-            candidates: dict[str, npt.NDArray[np.bool_]] = {}
-            present = set(np.unique(codes[in_pf]).tolist())
+            sets = regs.categories
+            candidates: dict[str, BoolArray] = {}
+            present = np.unique(regs.codes[in_pf]).tolist()
             names = sorted({r for c in present for r in sets[c]}) if enforce_regulations else []
             for name in names:
                 with_name = [c for c in present if name in sets[c]]
-                candidates[name] = in_pf & np.isin(codes, with_name)
+                candidates[name] = in_pf & np.isin(regs.codes, with_name)
             if not names:
                 candidates[UNSPECIFIED] = in_pf
             best: (
@@ -877,7 +1214,9 @@ def compute_simm(
             ) = None
             by_reg: dict[str, float] = {}
             for name, mask in candidates.items():  # names sorted: ties keep the first
-                total, margins, totals = _simm_one(crif, mask, sign, calibration, mpor_days)
+                total, margins, totals = _simm_one(
+                    crif, factors, mask, sign, calibration, mpor_days
+                )
                 by_reg[name] = total
                 if best is None or total > best[0]:
                     best = (total, name, margins, totals)
@@ -885,15 +1224,6 @@ def compute_simm(
                 continue
             results.append(SimmResult(pf, side, best[1], best[0], best[2], best[3], by_reg))
     return SimmReport(tuple(results), tuple(_report_rows(results, crif.calculation_currency)))
-
-
-def _regulation_codes(
-    regs: Sequence[tuple[str, ...]],
-) -> tuple[IntArray, list[tuple[str, ...]]]:
-    """Integer code per row for its regulation set, and the distinct sets (one dict pass)."""
-    index: dict[tuple[str, ...], int] = {}
-    codes = np.fromiter((index.setdefault(r, len(index)) for r in regs), np.int64, len(regs))
-    return codes, list(index)
 
 
 def _report_rows(results: Sequence[SimmResult], ccy: str) -> list[SimmRow]:

@@ -327,3 +327,115 @@ def test_any_garbage_cell_is_a_crif_error_or_a_valid_report(
         return
     report = compute_simm(crif, CAL26)
     assert all(math.isfinite(r.initial_margin) for r in report.rows)
+
+
+# ------------------------------------------------------------------ column-wise parsing
+
+
+def _ore_rows(folder: str = "SIMM2.6_10D") -> list[list[str]]:
+    return _csv_rows(read_bundled_data(f"expected/{folder}/simm.csv").decode())
+
+
+def _assert_ore_report(report_csv: str, scale: float = 1.0) -> None:
+    expected, got = _ore_rows(), _csv_rows(report_csv)
+    assert len(got) == len(expected) == 36
+    for e, g in zip(expected, got, strict=True):
+        assert g[:7] == e[:7] and g[8:] == e[8:]
+        assert float(g[7]) == pytest.approx(scale * float(e[7]), rel=1e-12, abs=1e-6), (e, g)
+
+
+def test_blank_lines_crlf_and_shuffled_rows_still_reproduce_ore() -> None:
+    header, *lines = CRIF_TEXT.strip().splitlines()
+    order = np.random.default_rng(3).permutation(len(lines))
+    text = "\r\n".join([header, "", *(lines[i] + "\r\n" for i in order)])
+    _assert_ore_report(compute_simm(parse_crif_csv(text), CAL26).to_csv())
+
+
+@pytest.mark.parametrize("copies", [1, 37])
+def test_a_crif_repeated_k_times_is_k_times_ores_margin(copies: int) -> None:
+    """Rows net per risk factor: k copies of ORE's CRIF are ORE's report times k (below every
+    concentration threshold), through both the CSV and the records path."""
+    header, body = CRIF_TEXT.split("\n", 1)
+    text = header + "\n" + body * copies
+    _assert_ore_report(compute_simm(parse_crif_csv(text), CAL26).to_csv(), copies)
+    records = list(csv.DictReader(io.StringIO(text)))
+    _assert_ore_report(compute_simm(crif_from_records(records), CAL26).to_csv(), copies)
+
+
+def test_the_first_bad_row_wins_and_within_a_row_the_first_column() -> None:
+    records = list(csv.DictReader(io.StringIO(CRIF_TEXT)))
+    records[6]["Label1"] = "7y"  # row 7
+    records[3]["Amount"] = "n/a"  # row 4
+    records[3]["ProductClass"] = "Weather"  # row 4 again, checked after Amount
+    with pytest.raises(CrifError) as info:
+        crif_from_records(records)
+    assert (info.value.row, info.value.column) == (4, "Amount")
+    assert info.value.message == "amount 'n/a' is not a number"
+    records[3]["RiskType"] = "Risk_CreditQ"  # RiskType is checked first on a row
+    with pytest.raises(CrifError) as info:
+        crif_from_records(records)
+    assert (info.value.row, info.value.column) == (4, "RiskType")
+    assert info.value.message == "unsupported risk type 'Risk_CreditQ'"
+    records[1]["Qualifier"] = "  "  # row 2: empty after stripping
+    with pytest.raises(CrifError) as info:
+        crif_from_records(records)
+    assert (info.value.row, info.value.column, info.value.message) == (
+        2,
+        "Qualifier",
+        "empty qualifier",
+    )
+
+
+def test_csv_rows_are_read_as_dictreader_reads_them() -> None:
+    """Short rows (missing cells None), long rows (extras ignored), a repeated column (the last
+    wins), padded cells: the same CRIF as ``csv.DictReader`` gives row by row."""
+    header, *rows = list(csv.reader(io.StringIO(CRIF_TEXT)))
+    header.append("PortfolioID")  # a repeated column: its last cell is the portfolio
+    rows = [[*r, "PF2" if i == 5 else r[1]] for i, r in enumerate(rows)]
+    rows[2] = rows[2][:10]  # short: no regulations, no second PortfolioID (→ Unspecified)
+    rows[3][8] = ""  # no AmountCurrency: the calculation currency
+    rows[4] += ["extra", "cells"]
+    rows[7][3] = " Risk_IRCurve "
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *rows])
+    text = out.getvalue()
+    reader = csv.DictReader(io.StringIO(text))
+    reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+    by_dicts = compute_simm(crif_from_records(list(reader)), CAL26)
+    by_columns = compute_simm(parse_crif_csv(text), CAL26)
+    assert by_columns.to_csv() == by_dicts.to_csv()
+    assert {r.portfolio for r in by_columns.results} == {"CRIF_20201228", "PF2", "Unspecified"}
+
+
+def test_json_cells_that_are_not_text() -> None:
+    """JSON numbers and booleans are read as their text (``1`` and ``true`` stay distinct);
+    false and null cells are empty; a column only some records have is read where present."""
+    a = {**_record("Risk_IRCurve", 1000.0, l1="10y", l2="OIS", pf=1), "collect_regulations": 1}  # type: ignore[arg-type]
+    b = {**_record("Risk_IRCurve", 1000.0, l1="10y", l2="OIS", pf=True), "Label2": 0}  # type: ignore[arg-type]
+    c = _record("Risk_IRCurve", 1000.0, l1="10y", l2="OIS", pf=None)  # type: ignore[arg-type]
+    del c["AmountCurrency"]
+    report = compute_simm(crif_from_records([a, b, c]), CAL26)
+    by_pf = {(r.portfolio, r.side): r for r in report.results}
+    assert set(by_pf) == {(p, s) for p in ("1", "True", "Unspecified") for s in ("Call", "Post")}
+    assert by_pf[("1", "Call")].regulation == "1"
+    assert all(r.total == pytest.approx(60_000.0, rel=1e-12) for r in report.results)
+
+
+def test_amounts_in_other_currencies() -> None:
+    usd = _call_total([_record("Risk_IRCurve", 1100.0, l1="10y", l2="OIS")])
+    eur = _record("Risk_IRCurve", 1000.0, l1="10y", l2="OIS")
+    eur["AmountCurrency"] = "EUR"
+    crif = crif_from_records([eur], fx_rates={"EUR": 1.1, "USD": 7.0})  # USD's own rate unused
+    assert compute_simm(crif, CAL26).total("Call") == pytest.approx(usd, rel=1e-12)
+    assert _call_total([{**eur, "AmountUSD": "1100"}]) == pytest.approx(usd, rel=1e-12)
+    with pytest.raises(CrifError) as info:
+        crif_from_records([eur, {**eur, "AmountCurrency": "GBP"}], fx_rates={"EUR": 1.1})
+    assert (info.value.row, info.value.column) == (2, "AmountCurrency")
+    assert info.value.message == "no FX rate GBP->USD"
+    for bad, message in (
+        ("x", "AmountUSD is not a number"),
+        ("inf", "AmountUSD 'inf' is not finite"),
+    ):
+        with pytest.raises(CrifError) as info:
+            crif_from_records([{**eur, "AmountUSD": "1100"}, {**eur, "AmountUSD": bad}])
+        assert (info.value.row, info.value.column, info.value.message) == (2, "AmountUSD", message)
