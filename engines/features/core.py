@@ -59,6 +59,10 @@ _MAX_PERIOD = 100_000
 _BIG = 3.0e37
 _fabs = math.fabs
 _sqrt = math.sqrt
+_log = math.log
+_exp = math.exp
+_PARKINSON = 4.0 * math.log(2.0)
+_GARMAN_KLASS = 2.0 * math.log(2.0) - 1.0
 
 
 class FeatureInputError(ValueError):
@@ -1211,17 +1215,20 @@ class _UltOsc:
         true_low = low if low < pc else pc
         a_term = close - true_low
         b_term = _true_range(high, low, pc)
-        periods = self._periods
-        size = periods[2]
-        self._buf[t % size] = (a_term, b_term)
-        lb = size
+        p0, p1, size = self._periods
+        buf = self._buf
+        buf[t % size] = (a_term, b_term)
         a = self._a
         b = self._b
-        for j in range(3):
-            if t >= lb - periods[j] + 1:
-                a[j] += a_term
-                b[j] += b_term
-        if t < lb:
+        if t >= size - p0 + 1:
+            a[0] += a_term
+            b[0] += b_term
+        if t >= size - p1 + 1:
+            a[1] += a_term
+            b[1] += b_term
+        a[2] += a_term
+        b[2] += b_term
+        if t < size:
             return NAN
         out = 0.0
         if not -_EPS < b[0] < _EPS:
@@ -1230,10 +1237,15 @@ class _UltOsc:
             out += 2.0 * (a[1] / b[1])
         if not -_EPS < b[2] < _EPS:
             out += a[2] / b[2]
-        for j in range(3):
-            old_a, old_b = self._buf[(t - periods[j] + 1) % size]
-            a[j] -= old_a
-            b[j] -= old_b
+        old_a, old_b = buf[(t - p0 + 1) % size]
+        a[0] -= old_a
+        b[0] -= old_b
+        old_a, old_b = buf[(t - p1 + 1) % size]
+        a[1] -= old_a
+        b[1] -= old_b
+        old_a, old_b = buf[(t + 1) % size]
+        a[2] -= old_a
+        b[2] -= old_b
         return 100.0 * (out / 7.0)
 
 
@@ -1685,19 +1697,17 @@ class _RangeVol:
             self._pc = close
             if pc != pc:
                 return NAN
-            r = math.log(close / pc)
+            r = _log(close / pc)
             term = r * r
         elif kind == "parkinson":
-            hl = math.log(high / low)
-            term = hl * hl / (4.0 * math.log(2.0))
+            hl = _log(high / low)
+            term = hl * hl / _PARKINSON
         elif kind == "garman_klass":
-            hl = math.log(high / low)
-            co = math.log(close / open_)
-            term = 0.5 * hl * hl - (2.0 * math.log(2.0) - 1.0) * co * co
+            hl = _log(high / low)
+            co = _log(close / open_)
+            term = 0.5 * hl * hl - _GARMAN_KLASS * co * co
         else:
-            term = math.log(high / close) * math.log(high / open_) + math.log(
-                low / close
-            ) * math.log(low / open_)
+            term = _log(high / close) * _log(high / open_) + _log(low / close) * _log(low / open_)
         m = self._mean.update(term)
         return NAN if m != m else _sqrt(max(m, 0.0))
 
@@ -1763,11 +1773,9 @@ class _YangZhang:
         self._pc = close
         if pc != pc:
             return NAN
-        rs = math.log(high / close) * math.log(high / open_) + math.log(low / close) * math.log(
-            low / open_
-        )
+        rs = _log(high / close) * _log(high / open_) + _log(low / close) * _log(low / open_)
         m_rs = self._rs.update(rs)
-        full = self._mom.push(math.log(open_ / pc), math.log(close / open_))
+        full = self._mom.push(_log(open_ / pc), _log(close / open_))
         if not full or m_rs != m_rs:
             return NAN
         k = self._k
@@ -1810,13 +1818,14 @@ def corwin_schultz_pair(h0: float, l0: float, h1: float, l1: float) -> float:
     β = ln(h₀/l₀)² + ln(h₁/l₁)², γ = ln(max h / min l)²,
     α = (√(2β) − √β)/(3 − 2√2) − √(γ/(3 − 2√2)), S = 2(e^α − 1)/(1 + e^α);
     negative estimates are set to 0 (the paper's §III.A choice)."""
-    b0 = math.log(h0 / l0)
-    b1 = math.log(h1 / l1)
+    b0 = _log(h0 / l0)
+    b1 = _log(h1 / l1)
     beta = b0 * b0 + b1 * b1
-    g = math.log(max(h0, h1) / min(l0, l1))
+    g = _log((h0 if h0 > h1 else h1) / (l0 if l0 < l1 else l1))
     gamma = g * g
     alpha = (_sqrt(2.0 * beta) - _sqrt(beta)) / _CS_DEN - _sqrt(gamma / _CS_DEN)
-    s = 2.0 * (math.exp(alpha) - 1.0) / (1.0 + math.exp(alpha))
+    ea = _exp(alpha)
+    s = 2.0 * (ea - 1.0) / (1.0 + ea)
     return max(s, 0.0)
 
 

@@ -8,9 +8,15 @@ on the last axis, so the same text runs as
   sums from cumulative sums, rolling extremes and weighted sums from shifted slices — strided
   views of the block), and the recursive filters (EMA, Wilder smoothing, KAMA, T3, SAR, ADX, …)
   as a time loop whose every step updates all symbols at once;
-* the **JAX path** (``backend="jax"``, the default): the same function traced for one symbol,
-  the recursions as ``jax.lax.scan``, ``jax.vmap`` over symbols, float64 (``jax_enable_x64``,
-  set on import), ``jax.jit``-compiled once per (function, parameters, padded shape).
+* the **JAX path** (``backend="jax"``, the default): the same function traced on a
+  ``(GROUP, bars)`` block (64 symbols by default), the recursions as ``jax.lax.scan`` over the
+  bars of a ``(bars, symbols)`` transpose (each step one contiguous row; running sums too, as a
+  sequential scan: XLA's CPU ``cumsum`` is a slow log-depth scan), float64 (``jax_enable_x64``,
+  set on import), ``jax.jit``-compiled once per (function, parameters, group shape).
+  :func:`compute_many` runs a block ``GROUP`` symbols at a time, so every intermediate array of
+  one call stays in cache (one 500-symbol program streamed each through memory and cost ~2×
+  more per element). Chained recursions share one scan where TA-Lib's loop does (T3's six
+  EMAs; ADX's DM smoothing and DX average; DX's DM smoothing and carry-over).
   :func:`warm_up` compiles a set ahead of use (an engine calls it in ``on_start``, so no request
   pays a compile); :func:`compute_many` pads a block up to the smallest warmed shape that holds
   it (repeating each row's last bar — every function is causal, so the bars that matter are
@@ -44,7 +50,7 @@ from engines.features import core
 
 jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
-__all__ = ["VECTORIZED", "compute_many", "warm_up", "warmed_shapes"]
+__all__ = ["GROUP", "VECTORIZED", "compute_many", "warm_up", "warmed_shapes"]
 
 Array = npt.NDArray[np.float64]
 _EPS = 1e-14
@@ -61,6 +67,7 @@ class _Ops:
 
     xp: Any
     scan: Callable[..., tuple[Any, ...]]
+    cumsum: Callable[[Any], Any]
 
 
 def _numpy_scan(
@@ -90,13 +97,27 @@ def _jax_scan(
     carry: tuple[Any, ...],
     xs: tuple[Any, ...],
 ) -> tuple[Any, ...]:
-    """``lax.scan`` over one symbol's bars (the caller ``vmap``s over symbols)."""
-    _, ys = jax.lax.scan(step, carry, xs)
-    return tuple(ys)
+    """``lax.scan`` over the bars of a ``(symbols, bars)`` block: the inputs are transposed to
+    ``(bars, symbols)`` first, so each step reads and writes one contiguous row of all symbols
+    (a scan over the last axis would gather a strided column per step)."""
+    _, ys = jax.lax.scan(step, carry, tuple(jnp.moveaxis(x, -1, 0) for x in xs))
+    return tuple(jnp.moveaxis(y, 0, -1) for y in ys)
 
 
-_NP = _Ops(np, _numpy_scan)
-_JAX = _Ops(jnp, _jax_scan)
+def _jax_cumsum(v: Any) -> Any:
+    """Running sum over the last axis as a sequential scan (numpy's ``cumsum`` order). XLA's
+    CPU ``cumsum`` is a log-depth associative scan that costs ~20 ns per element."""
+
+    def step(c: Any, x: Any) -> tuple[Any, Any]:
+        c = c + x
+        return c, c
+
+    _, ys = jax.lax.scan(step, jnp.zeros(v.shape[:-1], v.dtype), jnp.moveaxis(v, -1, 0))
+    return jnp.moveaxis(ys, 0, -1)
+
+
+_NP = _Ops(np, _numpy_scan, partial(np.cumsum, axis=-1))
+_JAX = _Ops(jnp, _jax_scan, _jax_cumsum)
 
 
 # --------------------------------------------------------------------------- series helpers
@@ -142,7 +163,7 @@ def _win_sum(o: _Ops, s: _S, n: int, direct: bool = False) -> _S:
         return _seq_sum_list(_win_slices(v, n)), s0 + n - 1
     xp = o.xp
     base = v[..., :1]
-    c = xp.cumsum(v - base, axis=-1)
+    c = o.cumsum(v - base)
     zero = xp.zeros_like(c[..., :1])
     c = xp.concatenate([zero, c], axis=-1)
     return (c[..., n:] - c[..., :-n]) + n * base, s0 + n - 1
@@ -198,7 +219,7 @@ def _sma(o: _Ops, s: _S, n: int) -> _S:
         return w / n, st
     xp = o.xp
     base = v[..., :1]
-    c = xp.cumsum(v - base, axis=-1)
+    c = o.cumsum(v - base)
     c = xp.concatenate([xp.zeros_like(c[..., :1]), c], axis=-1)
     return (c[..., n:] - c[..., :-n]) / n + base, s0 + n - 1
 
@@ -256,18 +277,36 @@ def _kama(o: _Ops, s: _S, n: int) -> _S:
 
 
 def _t3(o: _Ops, s: _S, n: int, vfactor: float) -> _S:
+    """``TA_T3`` as ``core._T3``: the six stages are seeded one after another over the first
+    ``6·(n − 1) + 1`` bars (short scans on that prefix), then one scan carries all six EMAs
+    together — one pass over the bars instead of six."""
     k = 2.0 / (n + 1.0)
-    stages = [s]
+    omk = 1.0 - k
+    v, s0 = s
+    st = s0 + 6 * (n - 1)
+    head = (v[..., : st - s0 + 1], s0)
+    stages = [head]
     for _ in range(6):
         stages.append(_ema(o, stages[-1], n, k, t3=True))
-    st = stages[6][1]
     v2 = vfactor * vfactor
     c1 = -(v2 * vfactor)
     c2 = 3.0 * (v2 - c1)
     c3 = -6.0 * v2 - 3.0 * (vfactor - c1)
     c4 = 1.0 + 3.0 * vfactor - c1 + 3.0 * v2
-    e = [_at(o, stages[j], st) for j in range(1, 7)]
-    return c1 * e[5] + c2 * e[4] + c3 * e[3] + c4 * e[2], st
+    e = [stages[j][0][..., -1] for j in range(1, 7)]
+    first = c1 * e[5] + c2 * e[4] + c3 * e[3] + c4 * e[2]
+
+    def step(c: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        e1 = (k * x[0]) + (omk * c[0])
+        e2 = (k * e1) + (omk * c[1])
+        e3 = (k * e2) + (omk * c[2])
+        e4 = (k * e3) + (omk * c[3])
+        e5 = (k * e4) + (omk * c[4])
+        e6 = (k * e5) + (omk * c[5])
+        return (e1, e2, e3, e4, e5, e6), (c1 * e6 + c2 * e5 + c3 * e4 + c4 * e3,)
+
+    (rest,) = o.scan(step, tuple(e), (v[..., st - s0 + 1 :],))
+    return _cat(o, first, rest), st
 
 
 def _ma(o: _Ops, s: _S, matype: int, n: int) -> _S:
@@ -421,9 +460,8 @@ def _wilder_rsi(o: _Ops, terms: Any, s0: int, n: int) -> _S:
     return _wilder_mean(o, terms, s0, n)
 
 
-def _dm(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> tuple[Any, Any, Any, int]:
-    """Wilder-smoothed +DM, −DM and TR (``s − s/n + v``), seeded with their sums over the first
-    ``n − 1`` moves; values from bar ``n``."""
+def _dm_terms(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """+DM, −DM and TR from bar 1, and their seeds: the sums over the first ``n − 1`` moves."""
     xp = o.xp
     diff_p = h[..., 1:] - h[..., :-1]
     diff_m = lo[..., :-1] - lo[..., 1:]
@@ -437,15 +475,28 @@ def _dm(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> tuple[Any, Any, Any, int]:
     else:
         zero = xp.zeros_like(tr[..., 0])
         seeds = (zero, zero, zero)
+    return (pdm, mdm, tr), seeds
+
+
+def _dm_step(cr: tuple[Any, ...], x: tuple[Any, ...], n: int) -> tuple[Any, Any, Any]:
+    """One Wilder step of +DM, −DM and TR (``s − s/n + v``)."""
+    p = cr[0] - cr[0] / n + x[0]
+    m = cr[1] - cr[1] / n + x[1]
+    t = cr[2] - (cr[2] / n) + x[2]
+    return p, m, t
+
+
+def _dm(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> tuple[Any, Any, Any, int]:
+    """Wilder-smoothed +DM, −DM and TR (``s − s/n + v``), seeded with their sums over the first
+    ``n − 1`` moves; values from bar ``n``."""
+    terms, seeds = _dm_terms(o, h, lo, c, n)
 
     def step(cr: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        p = cr[0] - cr[0] / n + x[0]
-        m = cr[1] - cr[1] / n + x[1]
-        t = cr[2] - (cr[2] / n) + x[2]
-        return (p, m, t), (p, m, t)
+        pmt = _dm_step(cr, x, n)
+        return pmt, pmt
 
     sl = slice(n - 1, None)
-    p, m, t = o.scan(step, seeds, (pdm[..., sl], mdm[..., sl], tr[..., sl]))
+    p, m, t = o.scan(step, seeds, tuple(x[..., sl] for x in terms))
     return p, m, t, n
 
 
@@ -469,30 +520,47 @@ def _dx_raw(o: _Ops, p: Any, m: Any, t: Any) -> tuple[Any, Any]:
 
 
 def _dx(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> _S:
-    p, m, t, st = _dm(o, h, lo, c, n)
-    dx, ok = _dx_raw(o, p, m, t)
+    """DX, the last defined value carried over an undefined bar: one scan with the DM
+    smoothing."""
+    xp = o.xp
+    terms, seeds = _dm_terms(o, h, lo, c, n)
 
     def step(cr: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        d = o.xp.where(x[1] > 0, x[0], cr[0])
-        return (d,), (d,)
+        p, m, t = _dm_step(cr, x, n)
+        dx, ok = _dx_raw(o, p, m, t)
+        d = xp.where(ok, dx, cr[3])
+        return (p, m, t, d), (d,)
 
-    (out,) = o.scan(step, (o.xp.zeros_like(dx[..., 0]),), (dx, ok.astype(dx.dtype)))
-    return out, st
+    sl = slice(n - 1, None)
+    carry = (*seeds, xp.zeros_like(seeds[0]))
+    (out,) = o.scan(step, carry, tuple(x[..., sl] for x in terms))
+    return out, n
 
 
 def _adx(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> _S:
+    """ADX: the DM smoothing over its first ``n`` outputs (the ADX seed: their mean DX), then
+    one scan that carries the DM sums and the Wilder-averaged DX together."""
     xp = o.xp
-    p, m, t, st = _dm(o, h, lo, c, n)
+    terms, seeds = _dm_terms(o, h, lo, c, n)
+    head = tuple(x[..., n - 1 : 2 * n - 1] for x in terms)
+
+    def dm_step(cr: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        pmt = _dm_step(cr, x, n)
+        return pmt, pmt
+
+    p, m, t = o.scan(dm_step, seeds, head)
     dx, ok = _dx_raw(o, p, m, t)
-    dxz = xp.where(ok, dx, 0.0)
-    seed = _seq_sum(o, dxz, n) / n
+    seed = _seq_sum(o, xp.where(ok, dx, 0.0), n) / n
 
     def step(cr: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        a = xp.where(x[1] > 0, ((cr[0] * (n - 1)) + x[0]) / n, cr[0])
-        return (a,), (a,)
+        p, m, t = _dm_step(cr, x, n)
+        d, okay = _dx_raw(o, p, m, t)
+        a = xp.where(okay, ((cr[3] * (n - 1)) + d) / n, cr[3])
+        return (p, m, t, a), (a,)
 
-    (rest,) = o.scan(step, (seed,), (dx[..., n:], ok[..., n:].astype(dx.dtype)))
-    return _cat(o, seed, rest), st + n - 1
+    carry = (p[..., -1], m[..., -1], t[..., -1], seed)
+    (rest,) = o.scan(step, carry, tuple(x[..., 2 * n - 1 :] for x in terms))
+    return _cat(o, seed, rest), 2 * n - 1
 
 
 def _stochf_k(o: _Ops, h: Any, lo: Any, c: Any, k: int) -> _S:
@@ -905,7 +973,7 @@ def f_obv(o: _Ops, real: Any, volume: Any) -> Any:
     xp = o.xp
     d = real[..., 1:] - real[..., :-1]
     signed = xp.where(d > 0, volume[..., 1:], xp.where(d < 0, -volume[..., 1:], 0.0))
-    return ((xp.cumsum(xp.concatenate([volume[..., :1], signed], axis=-1), axis=-1), 0),)
+    return ((o.cumsum(xp.concatenate([volume[..., :1], signed], axis=-1)), 0),)
 
 
 def _ad(o: _Ops, high: Any, low: Any, close: Any, volume: Any) -> Any:
@@ -913,7 +981,7 @@ def _ad(o: _Ops, high: Any, low: Any, close: Any, volume: Any) -> Any:
     r = high - low
     pos = r > 0.0
     term = xp.where(pos, (((close - low) - (high - close)) / xp.where(pos, r, 1.0)) * volume, 0.0)
-    return xp.cumsum(term, axis=-1)
+    return o.cumsum(term)
 
 
 def f_ad(o: _Ops, high: Any, low: Any, close: Any, volume: Any) -> Any:
@@ -1019,22 +1087,63 @@ def _block(name: str, inputs: Mapping[str, Any]) -> list[Array]:
 
 
 _Key = tuple[str, tuple[tuple[str, Any], ...], int, int]
-_COMPILED: dict[_Key, Callable[..., Any]] = {}
+_COMPILED: dict[_Key, Callable[..., tuple[Array, ...]]] = {}
+_PROGRAMS: dict[_Key, Callable[..., Any]] = {}
+#: Symbols per compiled program run. A ``(64, 10_000)`` float64 array is 5 MB, so a function's
+#: inputs, intermediates and outputs stay in cache; a 500-symbol block in one program streams
+#: every intermediate through memory and costs ~2× more per element.
+GROUP = 64
 
 
-def _jitted(name: str, params: Mapping[str, Any], symbols: int, bars: int) -> Callable[..., Any]:
-    key = (name, tuple(sorted(params.items())), symbols, bars)
-    fn = _COMPILED.get(key)
+def _program(name: str, params: tuple[tuple[str, Any], ...], group: int, bars: int) -> Any:
+    """The compiled program of ``name`` for a ``(group, bars)`` block (shared by every warmed
+    shape whose symbols split into groups of that size)."""
+    key = (name, params, group, bars)
+    fn = _PROGRAMS.get(key)
     if fn is None:
         spec = core.CATALOG[name]
         one = partial(_run_one, name, dict(params))
         shapes = [
-            jax.ShapeDtypeStruct((symbols, bars), jnp.float64)  # type: ignore[no-untyped-call]
+            jax.ShapeDtypeStruct((group, bars), jnp.float64)  # type: ignore[no-untyped-call]
             for _ in spec.inputs
         ]
-        fn = jax.jit(jax.vmap(one)).lower(*shapes).compile()
+        fn = jax.jit(one).lower(*shapes).compile()
+        # one run on a flat block: the first execution of a program pays one-time set-up
+        # (~0.1 s for a 64×10,000 block), which belongs to the warm-up, not to a request
+        for out in fn(*(np.ones((group, bars)) for _ in spec.inputs)):
+            np.asarray(out)
+        _PROGRAMS[key] = fn
+    return fn
+
+
+def _jitted(
+    name: str, params: Mapping[str, Any], symbols: int, bars: int
+) -> Callable[..., tuple[Array, ...]]:
+    key = (name, tuple(sorted(params.items())), symbols, bars)
+    fn = _COMPILED.get(key)
+    if fn is None:
+        group = max(1, min(symbols, GROUP))
+        fn = partial(_run_groups, _program(name, key[1], group, bars), group)
         _COMPILED[key] = fn
     return fn
+
+
+def _run_groups(program: Any, group: int, *cols: Array) -> tuple[Array, ...]:
+    """Run ``program`` over ``cols`` ``group`` symbols at a time (the last group padded with
+    its last row, then cut)."""
+    symbols = cols[0].shape[0]
+    outs: list[Array] | None = None
+    for lo in range(0, symbols, group):
+        part = [c[lo : lo + group] for c in cols]
+        rows = part[0].shape[0]
+        if rows < group:
+            part = [np.pad(c, ((0, group - rows), (0, 0)), mode="edge") for c in part]
+        res = program(*part)
+        if outs is None:
+            outs = [np.empty(cols[0].shape) for _ in res]
+        for out, r in zip(outs, res, strict=True):
+            out[lo : lo + rows] = np.asarray(r)[:rows]
+    return tuple(outs or ())
 
 
 def _run_one(name: str, params: Mapping[str, Any], *cols: Any) -> tuple[Any, ...]:
