@@ -57,15 +57,44 @@ def _request_id(obj: Mapping[str, Any]) -> RequestId:
     if "id" not in obj:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "request needs an 'id'", field="id")
     rid = obj["id"]
+    if isinstance(rid, float) and abs(rid) > _INT64_MAX:  # JSON integers past 64 bits parse so
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'id' {rid:g} is out of range: an integer id must be within ±(2^63 − 1)",
+            field="id",
+        )
     if isinstance(rid, bool) or not isinstance(rid, int | str):
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "'id' must be an integer or string", field="id")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'id' must be an integer or string, not {_json_kind(rid)}",
+            field="id",
+        )
     if isinstance(rid, str) and not 0 < len(rid) <= MAX_REQUEST_ID_LENGTH:
         raise ProtocolError(
             ErrorCode.BAD_MESSAGE, f"'id' must be 1..{MAX_REQUEST_ID_LENGTH} chars", field="id"
         )
     if isinstance(rid, int) and not -_INT64_MAX <= rid <= _INT64_MAX:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "'id' must fit in 64 bits", field="id")
+        raise ProtocolError(
+            ErrorCode.BAD_MESSAGE,
+            f"'id' {rid} is out of range: an integer id must be within ±(2^63 − 1)",
+            field="id",
+        )
     return rid
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, for messages that say what was sent instead."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return f"the number {value!r} (a fraction or exponent)"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
 
 
 def _channels(obj: Mapping[str, Any], rid: RequestId) -> tuple[str, ...]:
@@ -83,8 +112,14 @@ def _channels(obj: Mapping[str, Any], rid: RequestId) -> tuple[str, ...]:
 
 
 def _int_field(value: object, field: str, rid: RequestId) -> int:
+    if isinstance(value, float) and abs(value) > _INT64_MAX:  # integers past 64 bits parse so
+        raise _fail(
+            ErrorCode.BAD_RESUME, f"{field} {value:g} is out of range 0 … 2^63 − 1", field, rid
+        )
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(ErrorCode.BAD_RESUME, f"{field} must be an integer", field, rid)
+        raise _fail(
+            ErrorCode.BAD_RESUME, f"{field} must be an integer, not {_json_kind(value)}", field, rid
+        )
     return value
 
 
@@ -105,8 +140,15 @@ def _resume(obj: Mapping[str, Any], channels: tuple[str, ...], rid: RequestId) -
         if not isinstance(epoch, str) or not 0 < len(epoch) <= MAX_EPOCH_LENGTH:
             raise _fail(ErrorCode.BAD_RESUME, "epoch must be a short string", f"{field}.epoch", rid)
         seq = _int_field(pos["seq"], f"{field}.seq", rid)
-        if not 0 <= seq <= _INT64_MAX:
+        if seq < 0:
             raise _fail(ErrorCode.BAD_RESUME, "seq must be >= 0", f"{field}.seq", rid)
+        if seq > _INT64_MAX:
+            raise _fail(
+                ErrorCode.BAD_RESUME,
+                f"{field}.seq {seq} is out of range 0 … 2^63 − 1",
+                f"{field}.seq",
+                rid,
+            )
         out[name] = ResumePosition(epoch, seq)
     return out
 

@@ -4,7 +4,9 @@ Errors are mapped here, once, for every engine: a ``DomainError`` becomes its 4x
 ``InvalidQuery`` a 400 naming the parameter and ``StoreUnavailable`` a 503 (retry later), a Falcon
 ``HTTPError`` keeps its status, anything else is a 500 whose traceback goes to the log and never
 to the client. Every
-error body has the same shape, ``{"error": {"code", "message", "parameter"}}``.
+error body has the same shape, ``{"error": {"code", "message", "parameter"}}``, Falcon's own
+included: its 400s name the query parameter, header or ``body`` at fault, its 415 ``Content-Type``.
+A request whose ``Content-Length`` passes the body limit is answered 413 before its body is read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import functools
 import http
 import logging
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -25,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from engines.shell.errors import DomainError
 from engines.shell.lifecycle import Engine, Route
 from engines.shell.registry import routes_for
+from engines.shell.rest import MAX_BODY_BYTES, payload_too_large
 from realtime.storage import InvalidQuery, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -41,13 +45,22 @@ EngineApp: TypeAlias = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response
 
 
 def create_app(
-    engine: Engine[Any], *, version: str, routes: Sequence[Route] | None = None
+    engine: Engine[Any],
+    *,
+    version: str,
+    routes: Sequence[Route] | None = None,
+    max_body_bytes: int | None = None,
 ) -> EngineApp:
     """Build the ASGI app for ``engine``: shell routes, then ``routes`` (default: what the
-    registry's REST factory for the engine's class builds, ``registry.routes_for``)."""
+    registry's REST factory for the engine's class builds, ``registry.routes_for``). Request
+    bodies are limited to ``max_body_bytes`` (default: the engine config's ``max_body_bytes``
+    when it has one, else ``rest.MAX_BODY_BYTES``)."""
     if routes is None:
         routes = routes_for(engine)
-    app = falcon.asgi.App(middleware=[RequestTiming(engine)])
+    if max_body_bytes is None:
+        max_body_bytes = int(getattr(engine.config, "max_body_bytes", MAX_BODY_BYTES))
+    middleware: list[Any] = [BodyLimit(max_body_bytes), RequestTiming(engine)]
+    app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -78,6 +91,21 @@ def create_app(
 def error_body(code: str, message: str, parameter: str | None = None) -> dict[str, Any]:
     """The one error shape every engine answers with."""
     return {"error": {"code": code, "message": message, "parameter": parameter}}
+
+
+class BodyLimit:
+    """413 for a request whose ``Content-Length`` passes the limit, before its body is read;
+    the limit rides on ``req.context`` for ``rest.read_body_bytes``, which caps a chunked read."""
+
+    def __init__(self, max_body_bytes: int) -> None:
+        if max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0, got {max_body_bytes}")
+        self._limit = max_body_bytes
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        req.context.max_body_bytes = self._limit
+        if req.content_length is not None and req.content_length > self._limit:
+            raise payload_too_large(self._limit)
 
 
 class RequestTiming:
@@ -161,12 +189,37 @@ async def _store_unavailable(
     resp.media = error_body("storage_unavailable", "storage unreachable, retry later")
 
 
+#: Falcon names the query parameter or header at fault only in its description.
+_NAMED = re.compile(r'The "(?P<name>[^"]+)" (?P<kind>parameter|header)')
+
+
+def _parameter(ex: falcon.HTTPError) -> tuple[str | None, str | None]:
+    """``(code, parameter)`` for Falcon's own errors, as ours name them: an invalid or missing
+    query parameter or header, a body it could not parse or that is too large, a content type
+    it has no handler for. ``(None, None)`` for any other."""
+    if isinstance(ex, falcon.MediaMalformedError | falcon.MediaValidationError):
+        return "invalid_parameter", "body"
+    if isinstance(ex, falcon.HTTPContentTooLarge):
+        return None, "body"
+    if isinstance(ex, falcon.HTTPUnsupportedMediaType):
+        return None, "Content-Type"
+    if isinstance(ex, falcon.HTTPBadRequest) and ex.description:
+        named = _NAMED.search(ex.description)
+        if named is not None:
+            return "invalid_parameter", named["name"]
+    return None, None
+
+
 async def _http_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: falcon.HTTPError, params: Any
 ) -> None:
     status = http.HTTPStatus(ex.status_code)
-    code = str(ex.code) if ex.code is not None else status.phrase.lower().replace(" ", "_")
+    code, parameter = _parameter(ex)
+    if ex.code is not None:
+        code = str(ex.code)
+    elif code is None:
+        code = status.phrase.lower().replace(" ", "_")
     resp.status = ex.status_code
     if ex.headers:
         resp.set_headers(ex.headers)
-    resp.media = error_body(code, ex.description or status.phrase)
+    resp.media = error_body(code, ex.description or status.phrase, parameter)

@@ -8,7 +8,10 @@ parameter or the body field), ``NotFoundError`` (404), the store's ``InvalidQuer
 
 Bodies: declare the body as a ``msgspec.Struct`` (types, defaults, ``msgspec.Meta`` bounds) and
 ``await read_body(req, Body)``; a violation answers 400 naming the JSON path at fault
-(``trades[3].q``), with no hand-written ``if`` per field.
+(``trades[3].q``), with no hand-written ``if`` per field. A body over the app's limit
+(``create_app(max_body_bytes=)``, default ``MAX_BODY_BYTES``) answers 413: by its
+``Content-Length`` before anything is read (``app.BodyLimit``), and, for a body without one
+(chunked), as soon as the read passes the limit (``read_body_bytes``), never after reading it all.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ B = TypeVar("B")
 
 DEFAULT_LIMIT = 1_000
 END_OF_TIME_NS = 2**63 - 1
-#: The largest JSON body a compute endpoint reads (bigger answers 413).
-MAX_BODY_BYTES = 256 * 1024 * 1024
+#: The largest request body an engine reads unless its app says otherwise (bigger answers 413).
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,12 +97,40 @@ class HistoryResource(Generic[R]):
         }
 
 
+def body_limit(req: falcon.asgi.Request) -> int:
+    """The largest body this request may carry (set by ``app.BodyLimit``)."""
+    limit = getattr(req.context, "max_body_bytes", MAX_BODY_BYTES)
+    return int(limit)
+
+
+def payload_too_large(limit: int) -> falcon.HTTPContentTooLarge:
+    """The 413 of a body over ``limit`` (``app`` maps it to our error shape, naming ``body``)."""
+    error: falcon.HTTPContentTooLarge = falcon.HTTPContentTooLarge(
+        description=f"body larger than {limit} bytes", code="body_too_large"
+    )
+    return error
+
+
+async def read_body_bytes(req: falcon.asgi.Request) -> bytes:
+    """The request's body, read in chunks and refused with 413 as soon as it passes the limit
+    (a chunked body has no ``Content-Length`` to refuse it by before reading)."""
+    limit = body_limit(req)
+    if req.content_length is not None and req.content_length > limit:
+        raise payload_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream:
+        size += len(chunk)
+        if size > limit:
+            raise payload_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_body(req: falcon.asgi.Request, body_type: type[B]) -> B:
     """The request's JSON body as ``body_type`` (a ``msgspec.Struct`` or any type msgspec
-    validates); 400 naming the field at fault, 413 past ``MAX_BODY_BYTES``."""
-    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
-        raise falcon.HTTPPayloadTooLarge(description=f"body larger than {MAX_BODY_BYTES} bytes")
-    raw = await req.stream.read()
+    validates); 400 naming the field at fault, 413 past the app's body limit."""
+    raw = await read_body_bytes(req)
     if not raw:
         raise ValidationError("a JSON body is required", parameter="body")
     try:

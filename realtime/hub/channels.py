@@ -3,8 +3,9 @@ from the ring or the bus's history (``BusRead``); the registry of every channel 
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from protocol.channels import DeliveryClass, delivery_of
@@ -90,6 +91,8 @@ class ChannelState:
     """
 
     __slots__ = (
+        "active_ns",
+        "declared",
         "delivery",
         "epoch",
         "history",
@@ -111,6 +114,10 @@ class ChannelState:
         self.subscribers: set[ClientConnection] = set()
         self.last_publish_ns = 0
         self.stale = False
+        #: declared by the operator (``Hub.declare``): kept whatever happens
+        self.declared = False
+        #: hub time of the last subscribe to the channel (idle expiry of implicit channels)
+        self.active_ns = 0
 
     @property
     def lossless(self) -> bool:
@@ -279,9 +286,28 @@ class ChannelRegistry:
             ch = self.by_name[name] = ChannelState(name, self.history_size)
         return ch
 
-    def infos(self) -> tuple[ChannelInfo, ...]:
-        """What ``list`` answers: every channel, by name."""
-        return tuple(ch.info() for _, ch in sorted(self.by_name.items()))
+    def infos(self, allows: Callable[[str], bool], limit: int) -> tuple[ChannelInfo, ...]:
+        """What ``list`` answers: the first ``limit`` channels by name that ``allows`` admits
+        (a token's grant), so a reply neither shows ungranted channels nor grows without bound."""
+        names = heapq.nsmallest(limit, (name for name in self.by_name if allows(name)))
+        return tuple(self.by_name[name].info() for name in names)
+
+    def expire_idle(self, now_ns: int, idle_ns: int) -> int:
+        """Forget implicit channels nobody publishes or subscribes: not declared, never
+        published (nor seeded from the bus), without subscribers, and last subscribed more than
+        ``idle_ns`` ago. Returns how many were forgotten. A channel seen on the bus is kept:
+        its ring and latest value answer resumes and snapshots."""
+        idle = [
+            name
+            for name, ch in self.by_name.items()
+            if not ch.declared
+            and not ch.subscribers
+            and ch.epoch == ""
+            and now_ns - ch.active_ns > idle_ns
+        ]
+        for name in idle:
+            del self.by_name[name]
+        return len(idle)
 
 
 def undecided(reads: Mapping[ChannelState, BusRead]) -> dict[ChannelState, BusRead]:

@@ -53,6 +53,26 @@ class HubConfig:
             "channels published by other processes are not declared to this one)"
         ),
     )
+    max_channels: int = field(
+        default=100_000,
+        metadata=described(
+            "channels the hub holds at most; past it a client cannot create implicit ones"
+        ),
+    )
+    channel_idle_s: float = field(
+        default=300.0,
+        metadata=described(
+            "an implicit channel never published and without subscribers for this long is "
+            "forgotten (0 = never)"
+        ),
+    )
+    max_list_channels: int = field(
+        default=1_000, metadata=described("channels one 'list' reply names at most (by name)")
+    )
+    max_connections: int = field(
+        default=10_000,
+        metadata=described("open WebSocket connections; past it upgrades get HTTP 503"),
+    )
     history_size: int = field(
         default=10_000, metadata=described("messages kept per channel for resume")
     )

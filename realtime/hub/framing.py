@@ -9,13 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from protocol.codec import encode, join_batch
 from protocol.messages import Status, StatusState
+from protocol.sequence import NotRecoveredReason
 
 
 def status(channel: str, state: StatusState, **fields: Any) -> bytes:
     """One encoded ``status`` message (protocol/README.md, "Status")."""
     return encode(Status(channel, state, **fields))
+
+
+def epoch_changed(
+    channel: str, previous_epoch: str, previous_seq: int, epoch: str, next_seq: int
+) -> bytes:
+    """The ``status`` sent when a channel's numbering restarts mid-stream (the bus restarted
+    empty; protocol/README.md, "Status states"): ``not_recovered`` with reason
+    ``epoch_changed``, the new ``epoch`` and ``to_seq`` (the update that follows is
+    ``to_seq + 1``), plus where the old numbering ended (``previous_epoch``, ``previous_seq``).
+    Whatever came between is unknown to the hub. ``not_recovered`` rather than a new state, so
+    every client that already handles a failed resume handles this too."""
+    return orjson.dumps(
+        {
+            "type": "status",
+            "channel": channel,
+            "state": StatusState.NOT_RECOVERED.value,
+            "to_seq": next_seq - 1,
+            "epoch": epoch,
+            "reason": NotRecoveredReason.EPOCH_CHANGED.value,
+            "previous_epoch": previous_epoch,
+            "previous_seq": previous_seq,
+        }
+    )
 
 
 def batch_payloads(parts: list[bytes], max_batch_bytes: int) -> list[bytes]:

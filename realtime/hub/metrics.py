@@ -48,6 +48,7 @@ GAUGE_HELP: dict[str, str] = {
     "channels": "channels the hub knows, declared or seen on the bus",
     "subscriptions": "channel subscriptions over all connections",
     "bus_pending_messages": "bus messages waiting for the hub",
+    "outbound_bytes": "bytes waiting in client sockets' write buffers, over all connections",
 }
 
 
@@ -98,6 +99,10 @@ class HubStats:
     slow_disconnects: int = 0
     rate_limit_disconnects: int = 0
     auth_denied: int = 0
+    tokens_expired: int = 0
+    connections_refused: int = 0
+    channels_expired: int = 0
+    epoch_changes: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     #: resumes the ring could not answer, by how the bus's history answered them
     bus_resumes: Counter[str] = field(default_factory=Counter)
@@ -139,6 +144,22 @@ class HubCollector(Collector):
             ("slow_consumer_disconnects", "clients closed with 4008", s.slow_disconnects),
             ("rate_limit_disconnects", "clients closed with 4029", s.rate_limit_disconnects),
             ("auth_denied", "handshakes refused by token auth", s.auth_denied),
+            ("tokens_expired", "connections closed with 4001 (token expired)", s.tokens_expired),
+            (
+                "connections_refused",
+                "upgrades refused with HTTP 503 or closed with 1013 (max_connections)",
+                s.connections_refused,
+            ),
+            (
+                "channels_expired",
+                "implicit channels forgotten (never published, unsubscribed past channel_idle_s)",
+                s.channels_expired,
+            ),
+            (
+                "epoch_changes",
+                "channels whose numbering restarted mid-stream (bus restarted empty)",
+                s.epoch_changes,
+            ),
         )
         for name, doc, value in counters:
             yield CounterMetricFamily(f"nautilus_hub_{name}", doc, value=value)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -37,11 +39,11 @@ from protocol.messages import Heartbeat, StatusState
 from realtime import __version__
 from realtime.bus.base import Bus, BusUnavailable, Envelope, Subscription
 from realtime.clock import Clock, SystemClock
-from realtime.hub.auth import ALLOW_ALL, Grant
+from realtime.hub.auth import ALLOW_ALL
 from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undecided
 from realtime.hub.config import HubConfig
 from realtime.hub.connection import ClientConnection, Parts, SlowConsumers, text_frame
-from realtime.hub.framing import batch_payloads, status
+from realtime.hub.framing import batch_payloads, epoch_changed, status
 from realtime.hub.metrics import LATENCY_BUCKETS, HubCollector, HubStats, metrics_text
 from realtime.hub.session import (
     Action,
@@ -102,7 +104,6 @@ class Hub:
         self._connections: set[ClientConnection] = set()
         self.stats = HubStats()
         self._slow = SlowConsumers(config, self.stats)
-        self._grants: dict[ServerConnection, Grant] = {}
         self._ids = itertools.count(1)
         self._closing: set[asyncio.Task[None]] = set()
         self.registry = CollectorRegistry()
@@ -153,6 +154,7 @@ class Hub:
             cfg.host,
             cfg.port,
             process_request=self._http,
+            create_connection=HubServerConnection,
             compression="deflate" if cfg.compression else None,
             ping_interval=None,  # one heartbeat timer for all, not a task per connection
             max_size=cfg.max_frame_bytes,
@@ -193,7 +195,7 @@ class Hub:
     def declare(self, names: Iterable[str]) -> None:
         """Make channels known before their first message (so clients may subscribe early)."""
         for name in names:
-            self._channels.open(parse_channel(name).name)
+            self._channels.open(parse_channel(name).name).declared = True
 
     # --- bus → clients -------------------------------------------------------------------------
 
@@ -237,8 +239,13 @@ class Hub:
             if ch.stale:
                 ch.stale = False
                 tick.setdefault(ch, []).append((0, status(ch.name, StatusState.LIVE)))
-            previous = ch.last_seq
+            previous, previous_epoch = ch.last_seq, ch.epoch
             encoded, skipped = ch.accept(env, now)
+            if previous_epoch != env.epoch and previous_epoch:  # numbering restarted mid-stream
+                stats.epoch_changes += 1
+                if ch.subscribers:
+                    told = epoch_changed(ch.name, previous_epoch, previous, env.epoch, env.seq)
+                    tick.setdefault(ch, []).append((0, told))
             if skipped:
                 if skipped < 0:  # already replayed from the bus's history (a seeded channel)
                     continue
@@ -334,6 +341,7 @@ class Hub:
     async def _heartbeat(self) -> None:
         interval = self.config.heartbeat_interval_s
         stale_ns = int(self.config.stale_after_s * 1e9)
+        idle_ns = int(self.config.channel_idle_s * 1e9)
         while True:
             await asyncio.sleep(interval)
             now = self._clock.now_ns()
@@ -345,6 +353,8 @@ class Hub:
                     conn.write(payload, frame)
             if stale_ns:
                 self._mark_stale(now, stale_ns)
+            if idle_ns:
+                self.stats.channels_expired += self._channels.expire_idle(now, idle_ns)
 
     def _mark_stale(self, now: int, stale_ns: int) -> None:
         tick: dict[ChannelState, Parts] = {}
@@ -360,18 +370,45 @@ class Hub:
 
     async def _serve_client(self, ws: ServerConnection) -> None:
         now = self._clock.now_ns()
-        grant = self._grants.pop(ws, ALLOW_ALL)
+        if len(self._connections) >= self.config.max_connections:  # upgrades that raced past
+            self.stats.connections_refused += 1  # the check in ``_http``
+            await ws.close(CloseCode.TRY_AGAIN_LATER, "too many connections")
+            return
+        grant = ALLOW_ALL
+        if self.config.auth_secret is not None and ws.request is not None:
+            # verified again rather than handed over from ``_http``: a handshake that fails
+            # after that hook never reaches here, and must leave nothing behind
+            headers = ws.request.headers
+            verdict = admit(self.config.auth_secret, ws.request.path, _header(headers), now)
+            if isinstance(verdict, Refusal):  # expired between the hook and now
+                self.stats.tokens_expired += 1
+                await ws.close(CloseCode.TOKEN_EXPIRED, "token expired")
+                return
+            grant = verdict
         session = Session(self.config, self._channels, grant, self.stats, now)
         conn = ClientConnection(next(self._ids), ws, session, raw=not ws.protocol.extensions)
         self._connections.add(conn)
         self.stats.connections_opened += 1
+        expiry: asyncio.TimerHandle | None = None
+        if grant.expires_ns is not None:
+            delay_s = max(0.0, (grant.expires_ns - now) / 1e9)
+            expiry = asyncio.get_running_loop().call_later(delay_s, self._expire, conn)
         try:
             async for frame in ws:
                 self._perform(conn, session.receive(frame, self._clock.now_ns()))
-        except ConnectionClosed:
+                if ws.paused:  # replies past the socket's bound: read no more requests until
+                    await ws.drain()  # it is down to a quarter (its low-water mark)
+        except (ConnectionClosed, ConnectionError):
             pass
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._forget(conn)
+
+    def _expire(self, conn: ClientConnection) -> None:
+        """The connection's token reached ``exp``: close it with 4001 (``Session.expire``)."""
+        if conn in self._connections and not conn.session.closed:
+            self._perform(conn, conn.session.expire())
 
     def _perform(self, conn: ClientConnection, actions: list[Action]) -> None:
         """Carry out a session's actions in order, in this loop turn (no await)."""
@@ -404,16 +441,31 @@ class Hub:
     # --- HTTP on the same port -----------------------------------------------------------------
 
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        """Plain HTTP on the hub's port, and the checks before an upgrade: one ``Upgrade`` and
+        one ``Authorization`` header (else 400), room for one more connection (else 503), a
+        valid token when auth is on (else 401). Methods other than GET never get here
+        (``HubServerConnection``)."""
+        try:
+            upgrade = request.headers.get("Upgrade", "")
+            authorization = _header(request.headers)
+        except MultipleValuesError as exc:
+            error = {"code": "bad_request", "message": f"more than one {exc} header"}
+            return _json(connection, HTTPStatus.BAD_REQUEST, {"error": error})
+        if upgrade.lower() == "websocket":
+            if len(self._connections) >= self.config.max_connections:
+                self.stats.connections_refused += 1
+                limit = self.config.max_connections
+                error = {"code": "too_many_connections", "message": f"{limit} open"}
+                response = _json(connection, HTTPStatus.SERVICE_UNAVAILABLE, {"error": error})
+                response.headers["Retry-After"] = "1"
+                return response
             if self.config.auth_secret is None:
                 return None
-            verdict = admit(
-                self.config.auth_secret, request.path, request.headers.get("Authorization")
-            )
+            now = self._clock.now_ns()
+            verdict = admit(self.config.auth_secret, request.path, authorization, now)
             if isinstance(verdict, Refusal):
                 self.stats.auth_denied += 1
                 return _json(connection, HTTPStatus.UNAUTHORIZED, verdict.body)
-            self._grants[connection] = verdict
             return None
         path = urlsplit(request.path).path
         if path == "/health":
@@ -444,7 +496,11 @@ class Hub:
             "last_input_age_s": round((now - self._last_input_ns) / 1e9, 3)
             if self._last_input_ns
             else None,
-            "lag": {"bus_pending": pending, "slow_connections": len(self._slow)},
+            "lag": {
+                "bus_pending": pending,
+                "slow_connections": len(self._slow),
+                "outbound_bytes": self._outbound_bytes(),
+            },
             "connections": len(self._connections),
             "channels": len(self._channels),
             "bus": self._bus_counters(),
@@ -508,6 +564,9 @@ class Hub:
         names = ("dropped", "invalid", "recovered", "duplicates", "reconnects")
         return {name: int(getattr(sub, name, 0)) for name in names}
 
+    def _outbound_bytes(self) -> int:
+        return sum(conn.write_buffer_size for conn in self._connections)
+
     def _gauges(self) -> dict[str, float]:
         return {
             "connections": len(self._connections),
@@ -515,6 +574,7 @@ class Hub:
             "channels": len(self._channels),
             "subscriptions": sum(len(c.session.subscriptions) for c in self._connections),
             "bus_pending_messages": getattr(self._subscription, "pending", 0),
+            "outbound_bytes": self._outbound_bytes(),
         }
 
 
@@ -547,6 +607,48 @@ async def _read_once(bus: Bus, ch: ChannelState, read: BusRead) -> None:
         read.failed = True
     else:
         read.take(epoch, envelopes)
+
+
+#: A request line's method: the token before its first space (RFC 9112 §3).
+_METHOD = re.compile(rb"[A-Z]{1,16}")
+
+
+class HubServerConnection(ServerConnection):
+    """websockets' server connection, answering requests with a method other than GET itself
+    with 405 and ``Allow: GET``: its handshake parser closes a request with a body (a POST)
+    without a word, and hands a DELETE or TRACE on to ``process_request`` as if it were a GET.
+    Looks at the request line's method only; everything else is websockets' own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head: bytes | None = b""  # the request's first bytes until the method is known
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            head = self._head + data[:32]
+            method, space, _ = head.partition(b" ")
+            if not space and len(head) < 17:
+                self._head = head
+            else:
+                self._head = None
+                if space and method != b"GET" and _METHOD.fullmatch(method):
+                    self._refuse_method(method.decode("ascii"))
+                    return
+        super().data_received(data)
+
+    def _refuse_method(self, method: str) -> None:
+        body = {"error": {"code": "method_not_allowed", "message": f"{method} not allowed"}}
+        response = _json(self, HTTPStatus.METHOD_NOT_ALLOWED, body)
+        response.headers["Allow"] = "GET"
+        response.headers["Server"] = f"nautilus-hub/{__version__}"
+        self.protocol.send_response(response)  # closes the stream after it
+        self.send_data()
+
+
+def _header(headers: Any, name: str = "Authorization") -> str | None:
+    """One header's value (``MultipleValuesError`` when it is there more than once)."""
+    value = headers.get(name)
+    return None if value is None else str(value)
 
 
 def _respond(connection: ServerConnection, status: HTTPStatus, body: bytes, ctype: str) -> Response:

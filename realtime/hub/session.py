@@ -106,11 +106,12 @@ class Refusal:
         return {"error": {"code": "unauthorized", "message": self.message}}
 
 
-def admit(secret: str, path: str, authorization: str | None) -> Grant | Refusal:
+def admit(secret: str, path: str, authorization: str | None, now_ns: int) -> Grant | Refusal:
     """The grant of a WebSocket upgrade on a hub with auth on: the token from
-    ``Authorization: Bearer`` or ``?token=`` (``auth.token_from_request``), verified as HS256."""
+    ``Authorization: Bearer`` or ``?token=`` (``auth.token_from_request``), verified as HS256
+    and unexpired at ``now_ns``."""
     try:
-        return verify_token(secret, token_from_request(path, authorization))
+        return verify_token(secret, token_from_request(path, authorization), now_ns)
     except AuthError as exc:
         return Refusal(str(exc))
 
@@ -191,6 +192,8 @@ class Session:
         """One inbound WebSocket message: the rate limit, then decode, then ``request``."""
         if self._closed:
             return []
+        if self.grant.expired(now_ns):
+            return self.expire()
         cfg = self._config
         if not self.rate.take(now_ns):
             self.strikes += 1
@@ -215,14 +218,16 @@ class Session:
         never a dead connection."""
         if self._closed:
             return []
+        if self.grant.expired(now_ns):
+            return self.expire()
         try:
             if isinstance(msg, Subscribe):
                 return self._subscribe(msg, now_ns)
             if isinstance(msg, Unsubscribe):
                 return self._unsubscribe(msg)
             if isinstance(msg, ListChannels):
-                ack = Ack(msg.id, "list", self.names, None, None, self._channels.infos())
-                return [Reply(encode(ack))]
+                available = self._channels.infos(self.grant.allows, self._config.max_list_channels)
+                return [Reply(encode(Ack(msg.id, "list", self.names, None, None, available)))]
             return [Reply(encode(Pong(msg.id, now_ns)))]
         except ProtocolError as exc:
             return [self._error(exc)]
@@ -247,6 +252,12 @@ class Session:
             log.exception("hub: subscribe from the bus's history failed")
             return [self._internal(request.id)]
 
+    def expire(self) -> list[Action]:
+        """The token's ``exp`` has passed: close with 4001 (protocol/README.md, "Close codes");
+        nothing more is answered or delivered."""
+        self._stats.tokens_expired += 1
+        return [*self.close(), Close(CloseCode.TOKEN_EXPIRED, "token expired")]
+
     def close(self) -> list[Action]:
         """The connection is gone or going: detach everything; answer nothing more."""
         self._closed = True
@@ -258,9 +269,12 @@ class Session:
     # --- requests ---------------------------------------------------------------------------
 
     def _subscribe(self, msg: Subscribe, now_ns: int) -> list[Action]:
-        """All or nothing (protocol/README.md, "subscribe"): every channel known (or implicit),
-        granted, and within the limits; else one error and no change."""
+        """All or nothing (protocol/README.md, "subscribe"): every channel granted, known (or
+        implicit, while the hub holds fewer than ``max_channels``), and within the limits; else
+        one error and no change. The grant is checked first, so an ungranted name is answered
+        ``forbidden`` whether or not the hub carries it (no probing for channels)."""
         cfg, grant = self._config, self.grant
+        implicit = 0  # channels to create, once the whole request is accepted
         if len(msg.channels) > cfg.max_channels_per_request:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
@@ -268,19 +282,8 @@ class Session:
                 field="channels",
                 request_id=msg.id,
             )
-        wanted: list[ChannelState] = []
+        wanted: list[ChannelState | str] = []  # a name: an implicit channel to create
         for i, name in enumerate(msg.channels):
-            ch = self._channels.get(name)
-            if ch is None and cfg.implicit_channels and grant.allows(name):
-                ch = self._channels.open(name)
-            if ch is None:
-                raise ProtocolError(
-                    ErrorCode.UNKNOWN_CHANNEL,
-                    f"no channel {name!r}",
-                    field=f"channels[{i}]",
-                    request_id=msg.id,
-                    channel=name,
-                )
             if not grant.allows(name):
                 raise ProtocolError(
                     ErrorCode.FORBIDDEN,
@@ -289,15 +292,34 @@ class Session:
                     request_id=msg.id,
                     channel=name,
                 )
+            ch = self._channels.get(name)
+            if ch is None:
+                why = f"no channel {name!r}"
+                if cfg.implicit_channels:
+                    if len(self._channels) + implicit < cfg.max_channels:
+                        implicit += 1
+                        wanted.append(name)
+                        continue
+                    why += f" and the hub holds its maximum of {cfg.max_channels} channels"
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_CHANNEL,
+                    why,
+                    field=f"channels[{i}]",
+                    request_id=msg.id,
+                    channel=name,
+                )
             wanted.append(ch)
-        new = [ch for ch in dict.fromkeys(wanted) if ch not in self.subscriptions]
-        if len(self.subscriptions) + len(new) > cfg.max_subscriptions:
+        fresh = [ch for ch in dict.fromkeys(wanted) if ch not in self.subscriptions]
+        if len(self.subscriptions) + len(fresh) > cfg.max_subscriptions:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                 f"at most {cfg.max_subscriptions} subscriptions per connection",
                 field="channels",
                 request_id=msg.id,
             )
+        new = [self._channels.open(ch) if isinstance(ch, str) else ch for ch in fresh]
+        for ch in new:
+            ch.active_ns = now_ns
         reads: dict[ChannelState, BusRead] = {}
         for ch in new:
             position = msg.resume.get(ch.name)

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
+import falcon.asgi
+import msgspec
 import pytest
 from falcon import testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from engines.shell import create_app
+from engines.shell.app import EngineApp
+from engines.shell.rest import read_body
+from engines.shell.server import serve_app
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
 from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine, routes
@@ -199,3 +206,113 @@ def test_an_engine_cannot_shadow_a_shell_route() -> None:
     engine = VwapEngine(VwapConfig(), bus=MemoryBus(clock=clock), clock=clock)
     with pytest.raises(ValueError, match="may not override the shell route /health"):
         create_app(engine, version="x", routes=[("/health", object())])
+
+
+# --- hardening (issue 16): Falcon's own errors in our shape, a request-body limit ---------------
+
+
+class Probe(msgspec.Struct, frozen=True):
+    n: int
+
+
+class ProbeResource:
+    """Falcon's own parsing (``get_media``, ``get_param_as_int``) and ours (``read_body``)."""
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {"n": req.get_param_as_int("n", required=True)}
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = await req.get_media()
+
+    async def on_put(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.media = {"n": (await read_body(req, Probe)).n}
+
+
+def probe_app(engine: VwapEngine, **kwargs: Any) -> EngineApp:
+    return create_app(engine, version="x", routes=[("/probe", ProbeResource())], **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "code", "parameter"),
+    [
+        (("GET", "/probe", {"params": {"n": "x"}}), 400, "invalid_parameter", "n"),
+        (("GET", "/probe", {}), 400, "invalid_parameter", "n"),
+        (
+            ("POST", "/probe", {"body": b"{bad", "content_type": "application/json"}),
+            400,
+            "invalid_parameter",
+            "body",
+        ),
+        (
+            ("POST", "/probe", {"body": b"x", "content_type": "text/x-nope"}),
+            415,
+            "unsupported_media_type",
+            "Content-Type",
+        ),
+    ],
+)
+async def test_falcons_own_errors_name_the_parameter(
+    engine: VwapEngine,
+    request_args: tuple[str, str, dict[str, Any]],
+    status: int,
+    code: str,
+    parameter: str,
+) -> None:
+    method, path, kwargs = request_args
+    async with testing.ASGIConductor(probe_app(engine)) as conductor:
+        result = await conductor.simulate_request(method, path, **kwargs)
+    assert result.status_code == status
+    assert set(result.json) == {"error"}
+    error = result.json["error"]
+    assert set(error) == {"code", "message", "parameter"}
+    assert (error["code"], error["parameter"]) == (code, parameter)
+
+
+async def test_body_limit_is_configurable(engine: VwapEngine) -> None:
+    async with testing.ASGIConductor(probe_app(engine, max_body_bytes=16)) as conductor:
+        small = await conductor.simulate_put("/probe", body=b'{"n": 7}')
+        assert (small.status_code, small.json) == (200, {"n": 7})
+        large = await conductor.simulate_put("/probe", body=b'{"n": 7, "pad": "0123456789"}')
+    assert large.status_code == 413
+    assert large.json == {
+        "error": {
+            "code": "body_too_large",
+            "message": "body larger than 16 bytes",
+            "parameter": "body",
+        }
+    }
+
+
+async def _exchange(port: int, head: bytes, first_body_bytes: bytes) -> bytes:
+    """Send a request head and only the start of its body; return what the server answers
+    (it must answer without the rest, which never comes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + first_body_bytes)
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+async def test_too_large_body_is_413_before_it_is_read(engine: VwapEngine) -> None:
+    server = await serve_app(probe_app(engine, max_body_bytes=1024), host="127.0.0.1", port=0)
+    try:
+        # 100 MB announced, 100 bytes sent: the answer cannot have waited for the body
+        head = await _exchange(
+            server.port,
+            b"PUT /probe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n",
+            b"{" + b" " * 99,
+        )
+        assert head.startswith(b"HTTP/1.1 413 ")
+        # chunked: no length to refuse it by; refused once the read passes the limit
+        chunk = b'{"n": 1, "pad": "' + b"x" * 2000
+        head = await _exchange(
+            server.port,
+            b"PUT /probe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n",
+            f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n",
+        )
+        assert head.startswith(b"HTTP/1.1 413 ")
+    finally:
+        await server.stop()

@@ -120,7 +120,10 @@ def test_registry_opens_once_and_lists_by_name() -> None:
     assert registry.open("trades.SPY") is spy and registry.get("trades.QQQ") is None
     registry.open("quotes.SPY")
     assert len(registry) == 2 and set(registry) == {spy, registry.get("quotes.SPY")}
-    assert [info.name for info in registry.infos()] == ["quotes.SPY", "trades.SPY"]
+    assert [info.name for info in registry.infos(lambda _: True, 10)] == [
+        "quotes.SPY",
+        "trades.SPY",
+    ]
     assert spy.history.maxlen == 8
 
 

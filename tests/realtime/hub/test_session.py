@@ -248,7 +248,8 @@ def test_forbidden_implicit_channel_is_not_created() -> None:
     grant = Grant("ui", (ChannelPattern.parse("trades.*"),))
     h = Harness(replace(HubConfig(), implicit_channels=True), grant=grant)
     err = only_error(h.send("subscribe", channels=["bars.1m.SPY"]))
-    assert err.code == "unknown_channel" and h.channels.get("bars.1m.SPY") is None
+    # ungranted: forbidden, as for a channel the hub carries (hardening: no probing)
+    assert err.code == "forbidden" and h.channels.get("bars.1m.SPY") is None
 
 
 def test_subscription_limits_per_request_and_per_connection() -> None:
@@ -550,15 +551,16 @@ SECRET = "test-secret-of-at-least-32-bytes-long"
 
 def test_admit_verifies_the_token_from_header_or_query() -> None:
     token = issue_token(SECRET, ["trades.*"], subject="ui", expires_at=int(time.time()) + 60)
-    grant = admit(SECRET, "/ws", f"Bearer {token}")
+    now = time.time_ns()
+    grant = admit(SECRET, "/ws", f"Bearer {token}", now)
     assert isinstance(grant, Grant) and grant.subject == "ui"
     assert grant.allows("trades.SPY") and not grant.allows("quotes.SPY")
-    assert admit(SECRET, f"/ws?token={token}", None) == grant
-    missing = admit(SECRET, "/ws", None)
+    assert admit(SECRET, f"/ws?token={token}", None, now) == grant
+    missing = admit(SECRET, "/ws", None, now)
     assert missing == Refusal("missing token")
     assert missing.body == {"error": {"code": "unauthorized", "message": "missing token"}}
     forged = issue_token("x" * 40, ["trades.*"], subject="ui", expires_at=int(time.time()) + 60)
-    assert isinstance(admit(SECRET, f"/ws?token={forged}", None), Refusal)
+    assert isinstance(admit(SECRET, f"/ws?token={forged}", None, now), Refusal)
 
 
 def test_token_bucket_bursts_twice_the_rate_then_refills_at_the_rate() -> None:
