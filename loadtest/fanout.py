@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from loadtest.generator import GENERATOR_BOUND_PCT
 from loadtest.report import aligned, machine, write_results
 from loadtest.scenarios import BY_NAME, SCENARIOS, SERVER_MODULES, Scenario
 
@@ -99,7 +100,9 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str, Any]:
+async def run_scenario(
+    scenario: Scenario, library: str = "picows", sample_every: int = 1
+) -> dict[str, Any]:
     """Run one scenario end to end; return its result row (see README "Output")."""
     rate = "max" if scenario.rate is None else str(scenario.rate)
     server = await Child.spawn(
@@ -115,7 +118,7 @@ async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str,
             "loadtest.generator",
             *("--url", f"ws://127.0.0.1:{ready['port']}/", "--channel", scenario.channel),
             *("--connections", str(scenario.connections), "--library", library),
-            *("--core", str(GENERATOR_CORE)),
+            *("--core", str(GENERATOR_CORE), "--sample-every", str(sample_every)),
         )
         subscribed = await generator.expect("subscribed")
         row: dict[str, Any] = {
@@ -153,6 +156,7 @@ async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str,
         await generator.expect("ended")
         hub_cpu1, gen_cpu1 = cpu_seconds(server.pid), cpu_seconds(generator.pid)
         elapsed = loop.time() - t0
+        generator_cpu_pct = round(100 * (gen_cpu1 - gen_cpu0) / elapsed, 1)
         rss = rss_bytes(server.pid)
         await server.send("stop")
         stopped = await server.expect("stopped")
@@ -165,7 +169,9 @@ async def run_scenario(scenario: Scenario, library: str = "picows") -> dict[str,
             "latency_event_ms": report["latency_event_ms"],
             "errors": sum(report["errors"].values()) + sum(subscribed["errors"].values()),
             "hub_cpu_pct": round(100 * (hub_cpu1 - hub_cpu0) / elapsed, 1),
-            "generator_cpu_pct": round(100 * (gen_cpu1 - gen_cpu0) / elapsed, 1),
+            "generator_cpu_pct": generator_cpu_pct,
+            # above GENERATOR_BOUND_PCT the generator, not the hub, limits the figures
+            "generator_bound": generator_cpu_pct > GENERATOR_BOUND_PCT,
             "hub_rss_mb": round(rss / 2**20, 1),
             # what one hub core would deliver if the hub's share of it went to 100%
             "delivered_per_hub_cpu_s": round(
@@ -212,6 +218,7 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
         "hub CPU%",
         "gen CPU%",
         "hub RSS MB",
+        "gen-bound",
     )
     lines = [head]
     for r in rows:
@@ -231,10 +238,17 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
                 str(r.get("hub_cpu_pct", "-")),
                 str(r.get("generator_cpu_pct", "-")),
                 str(r.get("hub_rss_mb", "-")),
+                "-" if "generator_bound" not in r else "YES" if r["generator_bound"] else "no",
             )
         )
     text = [aligned(head, lines[1:])]
     text.append("latency: ts.publish -> receipt, per frame's oldest message (upper bound)")
+    bound = [r["scenario"] for r in rows if r.get("generator_bound")]
+    if bound:
+        text.append(
+            f"generator-bound (generator > {GENERATOR_BOUND_PCT:.0f}% CPU; latency and rate"
+            f" describe the generator, not the hub): {', '.join(bound)}"
+        )
     per_cpu = ratios(rows, "delivered_per_hub_cpu_s")
     for name, value in ratio.items():
         text.append(
@@ -248,12 +262,14 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
     return "\n".join(text)
 
 
-async def run_all(scenarios: list[Scenario], library: str) -> list[dict[str, Any]]:
+async def run_all(
+    scenarios: list[Scenario], library: str, sample_every: int = 1
+) -> list[dict[str, Any]]:
     rows = []
     for scenario in scenarios:
         print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
         try:
-            rows.append(await run_scenario(scenario, library))
+            rows.append(await run_scenario(scenario, library, sample_every))
         except (RuntimeError, TimeoutError) as exc:
             rows.append(
                 {
@@ -272,12 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(BY_NAME), default=None)
     parser.add_argument("--library", default="picows", choices=("picows", "websockets", "aiohttp"))
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: results/)")
+    parser.add_argument(
+        "--sample-every", type=int, default=4, help="generator: one latency sample per N frames"
+    )
     args = parser.parse_args(argv)
     chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else list(SCENARIOS)
     if args.quick:
         chosen = [s.quick() for s in chosen]
     started = dt.datetime.now(dt.UTC)
-    rows = asyncio.run(run_all(chosen, args.library))
+    rows = asyncio.run(run_all(chosen, args.library, args.sample_every))
     ratio = ratios(rows)
     print(table(rows, ratio))
     document = {
@@ -287,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "hub_core": HUB_CORE,
         "generator_core": GENERATOR_CORE,
+        "generator_bound_pct": GENERATOR_BOUND_PCT,
+        "latency_sample_every": args.sample_every,
         "scenarios": rows,
         "ratios": ratio,
         "ratios_per_hub_cpu_s": ratios(rows, "delivered_per_hub_cpu_s"),

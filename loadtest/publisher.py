@@ -26,7 +26,7 @@ TICK_S = 0.001
 #: Distinct prebuilt payloads cycled through (building a dict per message would load the hub core).
 PAYLOAD_POOL = 1024
 
-Publish = Callable[[Any, "int | None"], None]
+Publish = Callable[[Any, "int | None"], object]
 
 
 def trade_payloads(count: int = PAYLOAD_POOL) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loadtest.fanout import ratios, run_scenario, table
-from loadtest.generator import ConnectionState, Recorder, percentiles
+from loadtest.generator import ConnectionState, Recorder, loss, percentiles
 from loadtest.publisher import trade_payloads
 from loadtest.scenarios import Scenario, Server
 from protocol.codec import decode_server, encode, encode_data, join_batch
@@ -28,27 +28,49 @@ def _decoded_updates(frames: list[bytes]) -> list[int]:
     return seqs
 
 
-def test_sampled_parse_counts_like_the_full_decoder() -> None:
+def test_frame_count_matches_the_full_decoder() -> None:
     gap = encode(Status("trades.SIM", StatusState.GAP, from_seq=8, to_seq=8, epoch="e1", count=1))
     frames = [
-        _update(1),
-        join_batch([_update(s) for s in range(2, 6)]),
-        join_batch([_update(6), _update(7), _update(9)]),  # 8 missing inside a batch
-        join_batch([gap, _update(10)]),  # a status inside a batch takes the full-decode path
+        _update(3),  # seqs 1 and 2 never arrived: lost at the head
+        join_batch([_update(s) for s in range(4, 8)]),
+        join_batch([_update(9), _update(10), _update(12)]),  # 11 missing inside a batch
+        join_batch([gap, _update(13)]),  # a status inside a batch takes the full-decode path
         b'{"type":"heartbeat","ts":5}',
-        _update(13),  # 11 and 12 missing between frames
+        _update(16),  # 14 and 15 missing between frames
     ]
     recorder = Recorder()
     state = ConnectionState(recorder)
     for frame in frames:
         state.on_payload(frame)
     seqs = _decoded_updates(frames)
-    assert recorder.delivered == len(seqs) == 10
-    assert state.tracker.received == len(seqs)
-    assert state.tracker.missing == (max(seqs) - min(seqs) + 1) - len(seqs) == 3
-    assert state.first_seq == 1 and state.tracker.last_seq == 13
+    assert recorder.delivered == state.received == len(seqs) == 10
+    assert state.first_seq == 3 and state.epoch == "e1"
     assert recorder.statuses == {"gap": 1}
     assert recorder.heartbeats == 1
+    # against the publisher's last seq 18: 2 at the head, 8, 11, 14, 15 inside, 17-18 at the tail
+    lost = loss([state], 18)
+    reference = 18 - len(seqs)
+    assert lost["lost"] == reference == 8
+    assert lost["lost_head"] == 2 and lost["lost_after_first"] == 6
+    assert not state.holds(18) and state.holds(12)
+
+
+def test_a_client_that_got_nothing_lost_everything() -> None:
+    recorder = Recorder()
+    states = [ConnectionState(recorder), ConnectionState(recorder)]
+    states[0].on_payload(join_batch([_update(s) for s in range(1, 6)]))
+    assert loss(states, 5) | {"received": 5} == loss(states, 5)
+    assert loss(states, 5)["lost"] == 5 and loss(states, 5)["lost_never_received"] == 5
+
+
+def test_latency_sampled_every_nth_frame_stands_for_the_skipped_frames() -> None:
+    recorder = Recorder(sample_every=4)
+    recorder.recording = True
+    state = ConnectionState(recorder)
+    for seq in range(1, 41):
+        state.on_payload(_update(seq, sent_ns=0))
+    assert sum(recorder.publish.buckets.values()) == 40  # 10 samples x weight 4
+    assert sum(recorder.event.buckets.values()) == 40
 
 
 def test_latency_is_weighted_by_messages_in_the_frame() -> None:
@@ -75,7 +97,9 @@ async def test_smoke_scenario_counts_every_delivery(server: Server) -> None:
     assert row["published"] > 200  # 1.2 s at 200/s, then a drain
     # every client received every message the publisher numbered, exactly once
     assert report["received"] == 5 * row["published"]
-    assert row["lost"] == 0 and report["duplicates"] == 0
+    assert row["lost"] == 0 and report["surplus"] == 0
+    assert row["generator_cpu_pct"] >= 0 and row["generator_bound"] in (True, False)
+    assert report["cpu_pct"] >= 0
     assert row["errors"] == 0
     assert 0 < report["delivered"] <= report["received"]
     assert row["latency_publish_ms"]["p50"] is not None
