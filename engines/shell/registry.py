@@ -136,6 +136,7 @@ ENGINES: dict[str, EngineSpec] = {
         EngineSpec(
             "features", "engines.features.service:FeaturesEngine", "engines.features.api:routes"
         ),
+        EngineSpec("ml", "engines.ml.service:MlEngine", "engines.ml.api:routes"),
         EngineSpec(
             "portfolio", "engines.portfolio.service:PortfolioEngine", "engines.portfolio.api:routes"
         ),
