@@ -47,7 +47,7 @@ from engines.collateral import core
 from engines.collateral.config import AgreementError, AgreementSpec, agreement_terms
 from engines.shell import NotFoundError, Route, ValidationError
 from engines.shell.params import query_enum, query_int
-from engines.shell.rest import MAX_BODY_BYTES, HistoryResource, media, read_body
+from engines.shell.rest import HistoryResource, media, read_body, read_body_bytes
 
 if TYPE_CHECKING:
     from engines.collateral.service import CollateralEngine
@@ -300,9 +300,7 @@ def _format(req: falcon.asgi.Request) -> bool:
 
 
 async def _csv_body(req: falcon.asgi.Request, max_rows: int) -> str:
-    if req.content_length is not None and req.content_length > MAX_BODY_BYTES:
-        raise falcon.HTTPPayloadTooLarge(description=f"body larger than {MAX_BODY_BYTES} bytes")
-    raw = await req.stream.read()
+    raw = await read_body_bytes(req)  # 413 past the app's body limit, chunked bodies too
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

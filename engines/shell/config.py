@@ -51,6 +51,10 @@ class EngineConfig:
     db_schema: str = field(
         default="nautilus", metadata=described("schema for db_dsn (when it is set)")
     )
+    max_body_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=described("largest REST request body; larger answers 413 before it is read"),
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -61,6 +65,8 @@ class EngineConfig:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.compute_threads < 1:
             raise ValueError(f"compute_threads must be >= 1, got {self.compute_threads}")
+        if self.max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
 
 
 ConfigT = TypeVar("ConfigT", bound=EngineConfig)

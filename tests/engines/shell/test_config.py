@@ -110,6 +110,7 @@ def test_describe_lists_every_variable_with_default_and_help() -> None:
         for suffix in (
             "HOST", "PORT", "DRAIN_TIMEOUT_S", "MAX_BATCH", "COMPUTE_THREADS", "SYMBOLS",
             "LEVELS", "SPEED", "PERSIST", "RATE", "DSN", "DATA_DIR", "DB_DSN", "DB_SCHEMA",
+            "MAX_BODY_BYTES",
         )
     }  # fmt: skip
     assert rows["NAUTILUS_MARKETDATA_PORT"].default == "8800"
