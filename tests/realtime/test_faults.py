@@ -198,7 +198,7 @@ async def test_killed_redis_connections_lose_nothing(tmp_path: Path) -> None:
     assert [s["state"] for s in statuses] == ["recovered"]  # the resume on subscribe, no gap
 
 
-async def test_redis_killed_and_restarted_empty_shows_a_new_epoch_and_loses_nothing(
+async def test_redis_killed_and_restarted_empty_shows_a_new_epoch_and_announces_any_loss(
     tmp_path: Path,
 ) -> None:
     count = 1500
@@ -232,13 +232,22 @@ async def test_redis_killed_and_restarted_empty_shows_a_new_epoch_and_loses_noth
     assert [u["seq"] for u in before] == list(range(1, len(before) + 1))
     assert [u["seq"] for u in after] == list(range(1, len(after) + 1))  # Redis numbered anew
     received = [u["data"]["i"] for u in updates]
-    assert set(received) == set(range(count))  # nothing lost
+    last_before, first_after = before[-1]["data"]["i"], after[0]["data"]["i"]
+    # Redis died without persistence: a message it had acknowledged to the publisher but not
+    # yet written to the hub's pub/sub socket died with it (seen here 3 times in ~100 runs).
+    # Such a loss can only lie between the old epoch's last delivered message and the new
+    # epoch's first, and the client is told (the epoch_changed status below); nothing else goes.
+    missing = set(range(count)) - set(received)
+    assert missing == set(range(last_before + 1, first_after)), (missing, statuses)
     # a publish in flight when Redis died may be retried into the new epoch: at most that batch
-    first_after = after[0]["data"]["i"]
     assert received == [u["data"]["i"] for u in before] + list(range(first_after, count))
-    assert first_after <= before[-1]["data"]["i"] + 1
     assert "published 1500" in published
-    assert [s["state"] for s in statuses] == ["recovered"]
+    # the resume after the reconnect is recovered; the switch to the new epoch is announced
+    # (issue 16: a client must be told, not left to notice the epoch field)
+    assert [s["state"] for s in statuses] == ["recovered", "not_recovered"]
+    switch = statuses[1]
+    assert (switch["reason"], switch["epoch"]) == ("epoch_changed", epochs[1])
+    assert switch.get("previous_epoch") == epochs[0]
 
 
 async def test_killed_engine_is_restarted_and_clients_see_stale_then_live(
