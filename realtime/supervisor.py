@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -112,6 +113,8 @@ class Child:
     last_exit_code: int | None = None
     started_ns: int | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the restart delays decided, newest last (the last 16): what the backoff policy did
+    backoffs: deque[float] = field(default_factory=lambda: deque(maxlen=16))
 
     @property
     def pid(self) -> int | None:
@@ -128,6 +131,7 @@ class Child:
             "state": self.state.value,
             "restarts": self.restarts,
             "last_exit_code": self.last_exit_code,
+            "last_backoff_s": self.backoffs[-1] if self.backoffs else None,
             "uptime_s": None if started is None else round((now_ns - started) / 1e9, 3),
         }
 
@@ -276,6 +280,7 @@ class Supervisor:
                 child.crashes_in_a_row = 0
             child.crashes_in_a_row += 1
             delay = cfg.restart_delay_s(child.crashes_in_a_row)
+            child.backoffs.append(delay)
             child.state = ChildState.BACKOFF
             log.warning("%s exited with %s; restart in %.3g s", child.spec.name, exit_code, delay)
             with contextlib.suppress(TimeoutError):

@@ -103,7 +103,8 @@ def test_no_request_is_answered_after_the_token_expires() -> None:
 
 def _live_connections() -> int:
     gc.collect()
-    return sum(isinstance(o, HubServerConnection) for o in gc.get_objects())
+    # type(), not isinstance(): isinstance dereferences a dead weakref.proxy (ReferenceError)
+    return sum(type(o) is HubServerConnection for o in gc.get_objects())
 
 
 async def test_failed_handshakes_with_a_valid_token_leave_nothing_behind(
