@@ -113,6 +113,8 @@ class PortfolioEngine(Engine[PortfolioConfig]):
             for spec in config.account_specs()
         }
         self.marks = core.MarkBook()
+        #: (positions, pnl) channel of each account, validated once (not per publish)
+        self._channels = {n: (channel("positions", n), channel("pnl", n)) for n in self.ledgers}
         #: event time of each account's newest input (fill or mark), what REST reads stamp
         self.event_ns: dict[str, int] = dict.fromkeys(self.ledgers, 0)
         self._published_ns: dict[str, int] = {}
@@ -266,9 +268,8 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._pending.discard(account)
         self._published_ns[account] = event_ns
         positions, state, _ = self.snapshot(account)
-        sent = await self.publish(
-            channel("positions", account), encode(positions), event_ns=event_ns
-        )
+        positions_channel, pnl_channel = self._channels[account]
+        sent = await self.publish(positions_channel, encode(positions), event_ns=event_ns)
         self.position_snapshots.append([positions], seqs=[sent.seq])
-        sent = await self.publish(channel("pnl", account), encode(state), event_ns=event_ns)
+        sent = await self.publish(pnl_channel, encode(state), event_ns=event_ns)
         self.pnl_snapshots.append([state], seqs=[sent.seq])

@@ -22,12 +22,16 @@ Conventions (every function below):
 Methods (``VarMethod``): historical; parametric normal and Student-t on the EWMA covariance;
 Cornish–Fisher; filtered historical simulation; Monte Carlo normal and t (JAX, Cholesky).
 Backtests: Kupiec (1995) POF and TUFF, Christoffersen (1998) independence and conditional
-coverage, Basel (1996) traffic light, and a rolling one-day VaR series to run them on.
+coverage, Basel (1996) traffic light, on a rolling one-day VaR series of a return history or
+on an account's own day-end equity against the VaR it was given (``daily_pnl_and_var``).
+Stress: historical windows replayed on today's positions (``stress_matrix`` aligns the
+assets' histories) and uniform shocks.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -663,6 +667,32 @@ def stress_scenarios(
     return out
 
 
+def stress_matrix(
+    series: Sequence[tuple[npt.ArrayLike, npt.ArrayLike] | None],
+    windows: Sequence[StressWindow] = DEFAULT_WINDOWS,
+) -> tuple[npt.NDArray[np.datetime64], F64]:
+    """The (dates, assets) return matrix ``stress_window`` replays: every date inside a window
+    on which any asset traded, NaN where an asset did not (or has no history: ``None``)."""
+    dated = [
+        (np.asarray(d).astype("datetime64[D]"), np.asarray(r, dtype=np.float64))
+        for d, r in (s for s in series if s is not None)
+    ]
+    inside = np.zeros(0, dtype="datetime64[D]")
+    for win in windows:
+        lo, hi = win.start.astype("datetime64[D]"), win.end.astype("datetime64[D]")
+        for d, _ in dated:
+            inside = np.union1d(inside, d[(d >= lo) & (d <= hi)])
+    out = np.full((inside.size, len(series)), np.nan)
+    for j, s in enumerate(series):
+        if s is None:
+            continue
+        d = np.asarray(s[0]).astype("datetime64[D]")
+        r = np.asarray(s[1], dtype=np.float64)
+        found = np.isin(d, inside)
+        out[np.searchsorted(inside, d[found]), j] = r[found]
+    return inside, out
+
+
 # --------------------------------------------------------------------------------------------
 # Backtests
 
@@ -925,6 +955,24 @@ def rolling_var(
     else:
         raise RiskInputError("method", f"{m.value} has no rolling form (use the parametric one)")
     return out
+
+
+def daily_pnl_and_var(
+    equity: Sequence[tuple[int, float]], var: Sequence[tuple[int, float]]
+) -> tuple[F64, F64]:
+    """An account's realized one-day P&L and the VaR that forecast it, from its day-end
+    equity ``(day, equity)`` and the VaR in force at the end of each day ``(day, VaR)`` (a
+    positive loss, money): for each pair of consecutive equity days d₀ < d₁ with a VaR on d₀,
+    ``(E(d₁) − E(d₀), VaR(d₀))``. ``var_failures`` then counts the exceptions. The account has
+    no deposits or withdrawals (a paper account), so the equity change is its P&L."""
+    made = dict(var)
+    days = sorted(equity)
+    pnl, forecast = [], []
+    for (d0, e0), (_, e1) in itertools.pairwise(days):
+        if d0 in made:
+            pnl.append(e1 - e0)
+            forecast.append(made[d0])
+    return np.array(pnl, dtype=np.float64), np.array(forecast, dtype=np.float64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,21 @@ neither the checks nor the inputs wait for a VaR. Monte Carlo draws a fixed-shap
 padded with independent unit-variance assets of zero weight) Cholesky simulation compiled in
 ``on_start``; its key is ``mc_seed`` folded with the run's event time, so a replay repeats it.
 Instruments without daily history (BTCUSDT) are listed as ``uncovered`` and left out.
+
+Stress (``stress`` in the payload): every priced holding through ``core.stress_scenarios`` —
+2008-09-15…2008-10-31 and 2020-03 replayed buy-and-hold from the bundled daily returns
+(``core.stress_matrix``; a holding without returns in a window contributes 0 and is named in
+``uncovered``), and a −10 % shock of every price. Scenarios are fixed historical episodes, not
+estimates: in a replay dated before a window the window is still applied and flagged
+``after_as_of``.
+
+Account VaR backtest (``account_backtest``): the account's day-end equity (the last
+``pnl.<account>`` of each UTC day of event time) against the VaR in force at the end of the
+previous day (the last one published while that day's equity was the newest), per method and
+level: Kupiec, Christoffersen, traffic light on the completed days
+(``core.daily_pnl_and_var``). An end-of-day VaR does not see intraday round trips: a day that
+opens and closes a position with a flat book at both ends is tested against a VaR of 0. The
+history is in memory (``history_days`` per account), not rebuilt on restart.
 """
 
 from __future__ import annotations
@@ -73,6 +88,7 @@ from engines.shell.lifecycle import Input, on
 from protocol.channels import DeliveryClass
 from protocol.records import (
     AccountPositions,
+    AccountState,
     BadInput,
     Order,
     OrderStatus,
@@ -168,6 +184,10 @@ class RiskConfig(EngineConfig):
     mc_assets: int = field(
         default=16, metadata=described("Monte Carlo shape compiled at start (assets, padded)")
     )
+    history_days: int = field(
+        default=2_000,
+        metadata=described("day-end equities and VaRs kept per account for its VaR backtest"),
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -192,6 +212,8 @@ class RiskConfig(EngineConfig):
             raise ValueError(f"var_lambda must be in (0, 1), got {self.var_lambda}")
         if self.var_interval_s <= 0 or self.mc_paths < 100 or self.mc_assets < 1:
             raise ValueError("need var_interval_s > 0, mc_paths >= 100, mc_assets >= 1")
+        if self.history_days < 2:
+            raise ValueError("history_days must be >= 2")
         self.account_limits()  # validates (and reads limits_path)
 
     def limits(self) -> PreTradeLimits:
@@ -337,6 +359,12 @@ class RiskEngine(Engine[RiskConfig]):
         self._var_wakeup = asyncio.Event()
         self._last_var_ns: dict[str, int] = {}
         self._interval_ns = int(config.var_interval_s * 1e9)
+        #: per account: day-end equity by UTC day of event time, and the VaRs in force at the
+        #: end of each day ({(method, level): VaR}), for ``account_backtest``
+        self.equity_days: dict[str, dict[int, float]] = {a: {} for a in self.books}
+        self.var_days: dict[str, dict[int, dict[tuple[str, str], float]]] = {
+            a: {} for a in self.books
+        }
 
     # ── hooks ──────────────────────────────────────────────────────────────────────────────
 
@@ -345,6 +373,7 @@ class RiskEngine(Engine[RiskConfig]):
             "intents.*": on(Order, self.on_intent),
             "orders.*": on(Order, self.on_order),
             "positions.*": on(AccountPositions, self.on_positions),
+            "pnl.*": on(AccountState, self.on_pnl),
             "trades.*": on(Trade, self.on_trade),
             "vpin.*": on(dict, self.on_vpin),
         }
@@ -474,6 +503,18 @@ class RiskEngine(Engine[RiskConfig]):
             self._schedule_var(positions.account)
         self._timer()
 
+    async def on_pnl(self, state: AccountState, envelope: Envelope) -> None:
+        days = self.equity_days.get(state.account)
+        if days is None:
+            return
+        if not state.equity.is_finite():
+            raise BadInput("invalid_value", f"equity {state.equity} is not finite")
+        day = state.event_ns // NS_PER_DAY
+        if days and day < max(days):
+            return  # a late state of a finished day: its day-end is already known
+        days[day] = float(state.equity)
+        _trim(days, self.config.history_days)
+
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
         if not (math.isfinite(trade.price) and trade.price > 0):
             raise BadInput("invalid_value", f"trade price {trade.price} is not > 0")
@@ -531,6 +572,19 @@ class RiskEngine(Engine[RiskConfig]):
             holdings[symbol] = None if price is None else float(quantity * price * multiplier)
         started = time.perf_counter()
         payload = await self.run_in_executor(self.var_payload, account, holdings, now)
+        equity = self.equity_days[account]
+        if equity:  # the VaR now in force at the end of the newest equity day
+            made = self.var_days[account]
+            made[max(equity)] = {
+                (method, level): row["var"]
+                for method, by_level in payload["var"].items()
+                for level, row in by_level.items()
+                if row["var"] is not None
+            }
+            _trim(made, self.config.history_days)
+        payload["account_backtest"] = await self.run_in_executor(
+            self.account_backtest, sorted(equity.items()), dict(self.var_days[account])
+        )
         self._var_seconds.observe(time.perf_counter() - started)
         published = await self.publish(f"risk.var.{account}", payload, event_ns=now)
         self.var_results.append([payload], seqs=[published.seq])
@@ -561,6 +615,9 @@ class RiskEngine(Engine[RiskConfig]):
             "var": {},
             "components": None,
             "error": None,
+            "stress": self.stress(
+                {s: v for s, v in sorted(holdings.items()) if v is not None}, as_of
+            ),
         }
         if not amounts or not any(amounts.values()):  # a flat book risks nothing
             payload["var"] = {
@@ -598,6 +655,83 @@ class RiskEngine(Engine[RiskConfig]):
             "es": dict(zip(amounts, euler.component_es.tolist(), strict=True)),
         }
         return payload
+
+    def stress(self, holdings: Mapping[str, float], as_of: np.datetime64) -> list[dict[str, Any]]:
+        """``core.stress_scenarios`` on the priced holdings (money amounts per symbol): each
+        scenario's P&L, trough, worst day, per-symbol P&L and the symbols it could not cover."""
+        windows, shocks = core.DEFAULT_WINDOWS, core.DEFAULT_SHOCKS
+        symbols = list(holdings)
+        w = np.array([holdings[s] for s in symbols], dtype=np.float64)
+        known = set(daily_tickers())
+        dates, returns = core.stress_matrix(
+            [daily_returns(s) if s in known else None for s in symbols], windows
+        )
+        out: list[dict[str, Any]] = []
+        for scenario in (*windows, *shocks):
+            after = isinstance(scenario, core.StressWindow) and bool(scenario.end >= as_of)
+            if not symbols:  # a flat book loses nothing in any scenario
+                result = core.StressResult(scenario.name, 0.0, w, 0.0, 0.0, None, 0, ())
+            else:
+                try:
+                    result = (
+                        core.stress_window(w, dates, returns, scenario)
+                        if isinstance(scenario, core.StressWindow)
+                        else core.stress_shock(w, scenario)
+                    )
+                except core.RiskInputError as exc:  # e.g. no holding has history in it
+                    out.append({"scenario": scenario.name, "after_as_of": after,
+                                "error": str(exc)})  # fmt: skip
+                    continue
+            out.append(
+                {
+                    "scenario": result.scenario,
+                    "pnl": result.pnl,
+                    "trough_pnl": result.trough_pnl,
+                    "worst_day_pnl": result.worst_day_pnl,
+                    "worst_day": None if result.worst_day is None else str(result.worst_day),
+                    "days": result.days,
+                    "positions": dict(zip(holdings, result.asset_pnl.tolist(), strict=False)),
+                    "uncovered": [symbols[i] for i in result.uncovered],
+                    "after_as_of": after,
+                    "error": None,
+                }
+            )
+        return out
+
+    def account_backtest(
+        self,
+        equity: Sequence[tuple[int, float]],
+        var_days: Mapping[int, Mapping[tuple[str, str], float]],
+    ) -> dict[str, Any]:
+        """The account's completed days (all but the newest equity day) against the VaR in
+        force at the end of the day before, per method and level (see the module docstring)."""
+        done = list(equity[:-1])
+        table: dict[str, dict[str, Any]] = {}
+        observations = 0
+        for key in sorted({k for made in var_days.values() for k in made}):
+            method, level = key
+            forecasts = [(d, made[key]) for d, made in var_days.items() if key in made]
+            pnl, var = core.daily_pnl_and_var(done, forecasts)
+            if pnl.size < 2:  # Christoffersen needs a transition
+                continue
+            observations = max(observations, int(pnl.size))
+            report = core.backtest(core.var_failures(pnl, var), float(level))
+            table.setdefault(method, {})[level] = {
+                "observations": report.observations,
+                "failures": report.failures,
+                "expected": report.expected,
+                "pof_p": report.pof.p_value,
+                "cci_p": report.cci.p_value,
+                "cc_p": report.cc.p_value,
+                "traffic_light": report.traffic_light.zone.value,
+                "passes_5pct": report.passes(0.05),
+            }
+        return {
+            "days": len(done),
+            "observations": observations,
+            "var": table,
+            "error": None if table else "needs three completed days of equity with VaRs",
+        }
 
     def aligned_returns(
         self, symbols: Sequence[str], as_of: np.datetime64
@@ -682,3 +816,9 @@ class RiskEngine(Engine[RiskConfig]):
             },
             "passes_5pct": report.passes(0.05),
         }
+
+
+def _trim(days: dict[int, Any], keep: int) -> None:
+    """Drop the oldest days beyond ``keep``."""
+    while len(days) > keep:
+        del days[min(days)]

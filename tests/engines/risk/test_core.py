@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import integrate, stats
 
-from engines.marketdata.daily import DailyBars
+from engines.marketdata.daily import DailyBars, read_daily_bars
 from engines.risk import core
 from engines.risk.core import RiskInputError, VarMethod
 
@@ -502,3 +502,40 @@ def test_bad_input_names_the_parameter(call: object, parameter: str) -> None:
         call()  # type: ignore[operator]
     assert info.value.parameter == parameter
     assert isinstance(info.value, ValueError)
+
+
+def _window_ratio(bars: DailyBars, window: core.StressWindow) -> float:
+    """Buy-and-hold return across ``window``: last close inside over the close before it."""
+    first = int(np.searchsorted(bars.date, window.start))
+    last = int(np.searchsorted(bars.date, window.end, side="right")) - 1
+    return float(bars.close[last] / bars.close[first - 1] - 1.0)
+
+
+def test_stress_matrix_aligns_histories_and_replays_each_assets_price_ratio(
+    spy: DailyBars,
+) -> None:
+    aig = read_daily_bars("AIG", adjustment="total")
+    series = [(b.date[1:], b.close[1:] / b.close[:-1] - 1.0) for b in (spy, aig)]
+    dates, r = core.stress_matrix([series[0], None, series[1]])
+    assert r.shape == (dates.size, 3) and np.all(np.isnan(r[:, 1]))
+    for j, (d, x) in zip((0, 2), series, strict=True):
+        at = np.searchsorted(d, dates)
+        np.testing.assert_array_equal(r[:, j], x[at])  # every date of the windows, both traded
+    w = np.array([1e6, 3e5, -5e5])
+    for window in core.DEFAULT_WINDOWS:
+        got = core.stress_window(w, dates, r, window)
+        want = 1e6 * _window_ratio(spy, window) - 5e5 * _window_ratio(aig, window)
+        assert got.pnl == pytest.approx(want, rel=1e-10)
+        assert got.uncovered == (1,)  # held, no history: 0 and flagged
+
+
+def test_daily_pnl_and_var_pairs_consecutive_equity_days_with_a_var() -> None:
+    equity = [(3, 95.0), (1, 100.0), (2, 90.0), (5, 80.0)]
+    var = [(1, 5.0), (3, 20.0), (5, 1.0)]
+    pnl, forecast = core.daily_pnl_and_var(equity, var)
+    # (1→2): −10 against 5, a failure; (2→3) has no VaR on day 2; (3→5): −15 against 20
+    np.testing.assert_array_equal(pnl, [-10.0, -15.0])
+    np.testing.assert_array_equal(forecast, [5.0, 20.0])
+    np.testing.assert_array_equal(core.var_failures(pnl, forecast), [True, False])
+    empty, _ = core.daily_pnl_and_var([(1, 100.0)], var)
+    assert empty.size == 0

@@ -21,7 +21,7 @@ from scipy import stats
 from engines.marketdata.daily import read_daily_bars
 from engines.risk import core
 from engines.risk.pretrade import DenialCode
-from engines.risk.service import RiskConfig, RiskEngine, _mc_key
+from engines.risk.service import NS_PER_DAY, RiskConfig, RiskEngine, _mc_key
 from protocol.records import Order, OrderSide, OrderStatus, OrderType, decode, encode
 from realtime.bus import MemoryBus, Subscription
 from realtime.clock import ManualClock
@@ -266,3 +266,83 @@ def test_config_rejects_bad_settings(tmp_path: Any) -> None:
     limits.write_text('{"paper": {"max_gros": "5000"}}')
     with pytest.raises(ValueError, match="max_gros"):
         RiskConfig(limits_path=str(limits))
+
+
+def _ratio(symbol: str, window: core.StressWindow) -> float:
+    bars = read_daily_bars(symbol, adjustment="total")
+    first = int(np.searchsorted(bars.date, window.start))
+    last = int(np.searchsorted(bars.date, window.end, side="right")) - 1
+    return float(bars.close[last] / bars.close[first - 1] - 1.0)
+
+
+def _book(spy: str) -> dict[str, Any]:
+    held = (("SPY", spy, None), ("AIG", "-2000", "36.25"), ("BTCUSDT", "1", "60000"))
+    return {
+        "account": "paper", "event_ns": START_NS,
+        "positions": [
+            {"account": "paper", "symbol": s, "quantity": q, "average_price": "1",
+             "realized_pnl": "0", "unrealized_pnl": None, "mark_price": m, "currency": "USD",
+             "event_ns": START_NS}
+            for s, q, m in held
+        ],
+    }  # fmt: skip
+
+
+def _pnl(day: int, equity: str) -> dict[str, Any]:
+    t = START_NS + day * NS_PER_DAY
+    return {"account": "paper", "currency": "USD", "starting_cash": "1000000", "cash": equity,
+            "equity": equity, "realized_pnl": "0", "unrealized_pnl": "0", "fees": "0",
+            "gross_exposure": "0", "net_exposure": "0", "event_ns": t}  # fmt: skip
+
+
+async def test_stress_scenarios_and_the_accounts_own_var_backtest(engine: RiskEngine) -> None:
+    bus = engine.bus
+    var_sub = bus.subscribe("risk.var.paper")
+    await bus.publish("trades.SPY", trade(168.5), event_ns=START_NS)
+    (flat,) = await take(var_sub, 1)
+    assert [(s["scenario"], s["pnl"]) for s in flat.payload["stress"]] == [
+        (core.LEHMAN_2008.name, 0.0), (core.COVID_2020_03.name, 0.0),
+        (core.SHOCK_DOWN_10.name, 0.0),
+    ]  # fmt: skip
+    assert flat.payload["account_backtest"]["error"]
+    days = engine.equity_days["paper"]
+    start_day = START_NS // NS_PER_DAY
+    runs = []
+    # day 0: equity 1,000,000 and a book; day 1: −100,000 (beyond any VaR of it); day 2:
+    # +5,000; day 3 still open
+    for day, equity, quantity in ((0, "1000000", "1000"), (1, "900000", "1001"),
+                             (2, "905000", "1002"), (3, "906000", "1003")):  # fmt: skip
+        await bus.publish("pnl.paper", _pnl(day, equity), event_ns=START_NS)
+        await until(lambda day=day: start_day + day in days)  # type: ignore[misc]
+        await bus.publish("positions.paper", _book(quantity), event_ns=START_NS)
+        (run,) = await take(var_sub, 1)
+        runs.append(run.payload)
+    first = runs[0]
+    stress = {s["scenario"]: s for s in first["stress"]}
+    spy, aig, btc = 168_500.0, -72_500.0, 60_000.0
+    for window in core.DEFAULT_WINDOWS:
+        got = stress[window.name]
+        assert got["pnl"] == pytest.approx(
+            spy * _ratio("SPY", window) + aig * _ratio("AIG", window), rel=1e-10
+        )
+        assert got["uncovered"] == ["BTCUSDT"] and got["positions"]["BTCUSDT"] == 0.0
+        assert got["after_as_of"] is (window is core.COVID_2020_03)  # a 2013 replay
+    shock = stress[core.SHOCK_DOWN_10.name]
+    assert shock["pnl"] == pytest.approx(-0.1 * (spy + aig + btc), rel=1e-12)
+    assert shock["positions"] == pytest.approx({"AIG": 7_250.0, "BTCUSDT": -6_000.0,
+                                                "SPY": -16_850.0})  # fmt: skip
+    # the backtest: 0 → 1 and 1 → 2 are the completed pairs with a VaR (day 3 is open)
+    assert runs[2]["account_backtest"]["error"]  # one pair: Christoffersen needs two
+    test = runs[3]["account_backtest"]
+    assert test["days"] == 3 and test["observations"] == 2 and test["error"] is None
+    for method, by_level in first["var"].items():
+        for level, cell in by_level.items():
+            # day 1's loss is beyond the VaR of day 0; day 2's gain never is
+            assert runs[1]["var"][method][level]["var"] > 0.0 and cell["var"] < 100_000.0
+            want = core.backtest(np.array([True, False]), float(level))
+            row = test["var"][method][level]
+            assert (row["observations"], row["failures"]) == (2, 1)
+            assert row["pof_p"] == pytest.approx(want.pof.p_value, rel=1e-12)
+            assert row["cc_p"] == pytest.approx(want.cc.p_value, rel=1e-12)
+            assert row["traffic_light"] == want.traffic_light.zone.value
+    assert (await engine.var_results.latest("paper")) == runs[3]
