@@ -3,28 +3,27 @@
 * ``POST /backtests`` — a ``jobs.BacktestBody``: ``{"strategy": "ma_cross", "mode":
   "event"|"vectorized", "params": {...}, "grid": {"fast": [...], "slow": [...]}, "symbols":
   ["SPY"], "bars": "1d"|"1m", "from": "1998-01-01", "to": "2021-12-31", "costs": {"fee_bps",
-  "slippage_bps", "latency_ms"}, "fill": "next_open"|"close", "cash", "seed"}`` → 202
+  "slippage_bps", "latency_ms"}, "fill": "next_open"|"close", "cash", "seed", "walk_forward":
+  {"train", "test", "step"}}`` → 202
   ``{"job": id, "channel": "backtest.<id>"}``; a 400 names the field at fault;
 * ``GET /backtests/{id}`` — status, percent, simulated time, trades, ETA, log; the result once
   done (fills, equity, statistics, grid, overfitting, hash);
 * ``DELETE /backtests/{id}`` — cancel a running job (409 once it has ended);
-* ``GET /backtests/{id}/report`` — the HTML tear sheet of the result's equity (equity,
-  drawdown, monthly returns, rolling Sharpe: ``engines.analytics.report``), with the grid's
-  Deflated Sharpe and PBO.
+* ``GET /backtests/{id}/report`` — the HTML report (``report``): the tear sheet of the
+  result's equity (equity, drawdown, monthly returns, rolling Sharpe), trades on the price
+  chart, the grid's parameter heat map, Deflated Sharpe and PBO, walk-forward windows.
 """
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import falcon
 import falcon.asgi
-import numpy as np
 
-from engines.analytics.report import render_report
 from engines.backtesting.jobs import BacktestBody, JobInputError
+from engines.backtesting.report import report_html
 from engines.shell import Route
 from engines.shell.errors import ConflictError, ValidationError
 from engines.shell.rest import read_body
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
 
 
 class BacktestsResource:
+    body_type = BacktestBody
+
     def __init__(self, engine: BacktestingEngine) -> None:
         self._engine = engine
 
@@ -73,25 +74,6 @@ class ReportResource:
             raise ConflictError(f"backtest {id} is {document.get('status')}", parameter="id")
         resp.content_type = falcon.MEDIA_HTML
         resp.text = report_html(id, result)
-
-
-def report_html(job_id: str, result: dict[str, Any]) -> str:
-    """The tear sheet of a result (its equity's returns), plus the grid's overfitting line."""
-    values = np.asarray(result["equity"]["v"], dtype=np.float64)
-    times = np.asarray(result["equity"]["t"], dtype=np.int64)
-    returns = values[1:] / values[:-1] - 1.0
-    dates = times[1:].astype("datetime64[ns]")
-    page = render_report(returns, dates, title=f"Backtest {job_id}")
-    overfit = result.get("overfitting")
-    extra = f"<h2>Fills</h2><p>{len(result['fills'])} fills; hash {html.escape(result['hash'])}</p>"
-    if overfit:
-        extra += (
-            f"<h2>Overfitting</h2><p>{overfit['trials']} trials; best point "
-            f"{html.escape(str(result['best_params']))}; Deflated Sharpe "
-            f"{overfit['deflated_sharpe']}; PBO {overfit['pbo']} over {overfit['splits']} "
-            "CSCV splits</p>"
-        )
-    return page.replace("</body>", extra + "</body>")
 
 
 def routes(engine: BacktestingEngine) -> Sequence[Route]:

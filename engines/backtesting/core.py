@@ -25,6 +25,16 @@ J. Computational Finance 20(4), section 2 (CSCV): the T×N performance matrix in
 every half of the blocks in-sample and the rest out, ``ω = rank_OOS(n*)/(N+1)`` of the
 in-sample best ``n*``, ``λ = ln(ω/(1−ω))``, PBO = share of splits with ``λ ≤ 0``. Performance
 is the per-period Sharpe ratio of each half.
+
+Walk-forward (Pardo, "The Evaluation and Optimization of Trading Strategies", 2nd ed. 2008, ch.
+11): rolling windows of ``train`` bars in sample followed by ``test`` bars out of sample, moved on
+by ``step`` bars; in each, the grid is swept over the in-sample bars, its best point (highest
+per-period Sharpe, the first on a tie) is run over in-sample + out-of-sample bars (so its
+indicators and position are those the in-sample history implies, as a deployed strategy warmed
+up on it would hold) and its returns over the test bars are kept. The out-of-sample returns of
+the windows, in order, are the walk-forward record; each window also reports its in-sample
+grid's Deflated Sharpe and PBO. Limits: rolling only (not anchored: every window has the same
+shape, so one compile serves all); the test segments may overlap when ``step < test``.
 """
 
 from __future__ import annotations
@@ -56,6 +66,8 @@ __all__ = [
     "MaCrossParams",
     "Overfitting",
     "PathResult",
+    "WalkForward",
+    "WalkForwardWindow",
     "ma_cross_path",
     "ma_cross_sweep",
     "overfitting",
@@ -64,6 +76,7 @@ __all__ = [
     "quantize",
     "sha256_hex",
     "sma_table",
+    "walk_forward",
     "wilder_atr",
 ]
 
@@ -479,6 +492,85 @@ def overfitting(summary: GridSummary, best_returns: F64) -> Overfitting:
         else (math.nan, np.empty(0))
     )
     return Overfitting(best, float(sharpes[best]), deflated, pbo, logits)
+
+
+class WalkForwardWindow(NamedTuple):
+    """One window: bar indices ``[train_from, test_from)`` in sample and ``[test_from,
+    test_to)`` out of sample, the chosen grid point and how it did on each side."""
+
+    train_from: int
+    test_from: int
+    test_to: int
+    best: int
+    in_sample_sharpe: float
+    out_of_sample_sharpe: float
+    deflated_sharpe: float
+    pbo: float
+
+
+class WalkForward(NamedTuple):
+    """The windows, and the out-of-sample returns of each window's choice, concatenated
+    (``bar``: the bar of each return)."""
+
+    windows: list[WalkForwardWindow]
+    returns: F64
+    bar: I64
+
+
+def walk_forward(
+    bars: BarArrays,
+    fast: npt.ArrayLike,
+    slow: npt.ArrayLike,
+    base: MaCrossParams,
+    *,
+    train: int,
+    test: int,
+    step: int | None = None,
+    blocks: int = 16,
+) -> WalkForward:
+    """Rolling walk-forward of the ``(fast[i], slow[i])`` grid (see the module doc)."""
+    step = test if step is None else step
+    if train < blocks or test < 2 or step < 1:
+        raise ValueError(f"need train >= {blocks} (CSCV blocks), test >= 2, step >= 1")
+    if train + test > len(bars):
+        raise ValueError(f"train + test = {train + test} bars, but only {len(bars)} in the period")
+    f = np.asarray(fast, dtype=np.int64).reshape(-1)
+    s = np.asarray(slow, dtype=np.int64).reshape(-1)
+    windows: list[WalkForwardWindow] = []
+    returns: list[F64] = []
+    index: list[I64] = []
+    for start in range(0, len(bars) - train - test + 1, step):
+        span = np.arange(len(bars))
+        inside = bars.select((span >= start) & (span < start + train))
+        summary = ma_cross_sweep(inside, f, s, base, blocks=blocks)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sharpes = np.where(summary.std > 0, summary.mean / summary.std, np.nan)
+        best = int(np.nanargmax(np.where(np.isfinite(sharpes), sharpes, -np.inf)))
+        chosen = MaCrossParams(**{**_fields(base), "fast": int(f[best]), "slow": int(s[best])})
+        both = bars.select((span >= start) & (span < start + train + test))
+        equity = ma_cross_path(both, chosen).equity
+        r = equity / np.concatenate(([base.cash], equity[:-1])) - 1.0
+        of = overfitting(summary, r[:train]) if f.size > 1 else None
+        out = r[train:]
+        windows.append(
+            WalkForwardWindow(
+                start, start + train, start + train + test, best, float(sharpes[best]),
+                _sharpe(out), of.deflated_sharpe if of else math.nan,
+                of.pbo if of else math.nan,
+            )
+        )  # fmt: skip
+        returns.append(out)
+        index.append(np.arange(start + train, start + train + test, dtype=np.int64))
+    return WalkForward(windows, np.concatenate(returns), np.concatenate(index))
+
+
+def _sharpe(r: F64) -> float:
+    std = float(np.std(r, ddof=1)) if r.size > 1 else 0.0
+    return float(np.mean(r)) / std if std > 0 else math.nan
+
+
+def _fields(p: MaCrossParams) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in MaCrossParams.__dataclass_fields__}
 
 
 def sha256_hex(chunks: list[bytes]) -> str:

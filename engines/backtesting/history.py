@@ -4,7 +4,11 @@
   default), a bar spanning ``[session date 00:00 UTC, + 1 day)``;
 * ``1m``: Lean's own SPY minute trade bars (``minute_spy_*_trade.zip``), or, for a symbol with
   tick files only (AIG, BAC), minute bars built from its ticks by
-  ``engines.marketdata.core.time_bars`` (every print counts; pre- and post-market included).
+  ``engines.marketdata.core.time_bars`` (every print counts; pre- and post-market included);
+  with ``from_ticks``, SPY's minute bars built from its ticks exactly as the MarketData engine
+  builds them live (``time_bars`` with the Lean sale-condition filter): the bars the live
+  strategies see, which are not Lean's minute files (112 of 2013-10-07's 828 bars differ in a
+  price or the volume: the files were built with other print rules).
 
 Prices are rounded to the instrument's ``price_precision`` (4 decimals: the Lean grid), the grid
 the venue and the ledger price on, so every mode and the reference library see the same numbers.
@@ -56,6 +60,7 @@ def load_bars(
     places: int = 4,
     adjustment: Adjustment = Adjustment.TOTAL,
     regular_hours: bool = True,
+    from_ticks: bool = False,
 ) -> BarArrays:
     """``symbol``'s bars of ``spec`` with ``from_ns <= start_ns < to_ns`` (minute bars of the
     regular session, 09:30–16:00 New York, unless ``regular_hours`` is false)."""
@@ -63,7 +68,11 @@ def load_bars(
         raise UnknownHistory(
             "symbols", f"no bundled {spec} bars of {symbol!r}; known: {available_symbols(spec)}"
         )
-    bars = _daily(symbol, adjustment) if spec == "1d" else _minute(symbol, from_ns, to_ns)
+    bars = (
+        _daily(symbol, adjustment)
+        if spec == "1d"
+        else _minute(symbol, from_ns, to_ns, from_ticks=from_ticks)
+    )
     keep = (bars.start_ns >= from_ns) & (bars.start_ns < to_ns)
     if spec == "1m" and regular_hours:
         keep &= _regular_session(bars.start_ns)
@@ -82,13 +91,13 @@ def _daily(symbol: str, adjustment: Adjustment) -> BarArrays:
                      daily.close, daily.volume)  # fmt: skip
 
 
-def _minute(symbol: str, from_ns: int, to_ns: int) -> BarArrays:
+def _minute(symbol: str, from_ns: int, to_ns: int, *, from_ticks: bool) -> BarArrays:
     parts: list[BarArrays] = []
     for day in feeds.lean_days(symbol.lower()):
         midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 10**9
         if midnight + DAY_NS <= from_ns - DAY_NS or midnight >= to_ns + DAY_NS:
             continue  # the local session lies well outside the period
-        parts.append(_minute_day(symbol, day))
+        parts.append(_minute_day(symbol, day, from_ticks=from_ticks))
     if not parts:
         empty_i = np.empty(0, dtype=np.int64)
         empty_f = np.empty(0)
@@ -109,14 +118,15 @@ def _regular_session(start_ns: np.ndarray[Any, np.dtype[np.int64]]) -> np.ndarra
     return keep
 
 
-def _minute_day(symbol: str, day: date) -> BarArrays:
-    if symbol == "SPY":
+def _minute_day(symbol: str, day: date, *, from_ticks: bool) -> BarArrays:
+    if symbol == "SPY" and not from_ticks:
         lean = feeds.read_lean_minute_trades(feeds.lean_minute_trade_path(day))
         start = lean.start_ns.astype(np.int64)
         return BarArrays(symbol, "1m", start, start + MINUTE_NS, lean.open, lean.high, lean.low,
                          lean.close, lean.volume)  # fmt: skip
     ticks = feeds.read_lean_trade_ticks(feeds.lean_tick_path(day, symbol.lower()), symbol=symbol)
-    bars = marketdata.time_bars(ticks, "1m")
+    live_rules = marketdata.SaleConditionFilter.lean_default() if symbol == "SPY" else None
+    bars = marketdata.time_bars(ticks, "1m", live_rules)
     column = {f: np.array([getattr(b, f) for b in bars]) for f in
               ("start_ns", "end_ns", "open", "high", "low", "close", "volume")}  # fmt: skip
     return BarArrays(symbol, "1m", column["start_ns"].astype(np.int64),

@@ -27,7 +27,9 @@ from engines.backtesting.history import UnknownHistory, load_bars
 from engines.backtesting.replay import EventResult, EventRun, Progress, run_event
 from engines.strategy.core import load_strategy_class
 
-__all__ = ["BacktestBody", "JobInputError", "JobSpec", "parse_job", "run_job"]
+__all__ = [
+    "BacktestBody", "JobInputError", "JobSpec", "WalkForwardBody", "parse_job", "run_job",
+]  # fmt: skip
 
 MA_CROSS = "engines.strategy.strategies:MovingAverageCross"
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
@@ -37,6 +39,15 @@ class Costs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fee_bps: NonNegative = 0.0
     slippage_bps: NonNegative = 0.0
     latency_ms: NonNegative = 0.0
+
+
+class WalkForwardBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Rolling walk-forward of a vectorized grid, in bars: ``train`` in sample, ``test`` out
+    of sample, windows ``step`` bars apart (default ``test``)."""
+
+    train: Annotated[int, msgspec.Meta(ge=2)]
+    test: Annotated[int, msgspec.Meta(ge=2)]
+    step: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
 class BacktestBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -55,6 +66,7 @@ class BacktestBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fill: FillRule = FillRule.NEXT_OPEN
     cash: Annotated[float, msgspec.Meta(gt=0)] = 1_000_000.0
     seed: int = 0
+    walk_forward: WalkForwardBody | None = None
 
 
 class JobInputError(ValueError):
@@ -80,7 +92,7 @@ class JobSpec:
 
 def parse_job(
     body: BacktestBody, strategies: dict[str, str], *, max_grid: int, max_event_grid: int,
-    max_event_bars: int,
+    max_event_bars: int, blocks: int = 16,
 ) -> JobSpec:  # fmt: skip
     path = strategies.get(body.strategy)
     if path is None:
@@ -139,11 +151,23 @@ def parse_job(
         if len(series) < 2:
             raise JobInputError("from", f"fewer than 2 {body.bars} bars of {symbol} in the period")
         bars.append(series)
+    if body.walk_forward is not None:
+        _check_walk_forward(body.walk_forward, body, len(bars[0]), blocks)
     total = sum(len(b) for b in bars) * len(points)
     if body.mode == "event" and total > max_event_bars:
         raise JobInputError("grid", f"{total} bar events (bars × points) is over the event "
                             f"limit of {max_event_bars}")  # fmt: skip
     return JobSpec(body=body, path=path, points=points, bars=bars)
+
+
+def _check_walk_forward(wf: WalkForwardBody, body: BacktestBody, bars: int, blocks: int) -> None:
+    if body.mode != "vectorized" or body.grid is None:
+        raise JobInputError("walk_forward", "walk-forward needs a vectorized grid job")
+    if wf.train < blocks:
+        raise JobInputError("walk_forward.train", f"train must be >= {blocks} bars (CSCV blocks)")
+    if wf.train + wf.test > bars:
+        raise JobInputError("walk_forward.test", f"train + test = {wf.train + wf.test} bars, "
+                            f"but the period has {bars}")  # fmt: skip
 
 
 def _time(value: str | int, parameter: str) -> int:
@@ -232,7 +256,7 @@ def _vectorized(spec: JobSpec, progress: Progress | None, blocks: int) -> dict[s
         base = bases[0]
         summary = core.ma_cross_sweep(
             bars, [b.fast for b in bases], [b.slow for b in bases],
-            MaCrossParams(**{**_fields(base), "fast": 1, "slow": 2}), blocks=blocks,
+            MaCrossParams(**{**core._fields(base), "fast": 1, "slow": 2}), blocks=blocks,
         )  # fmt: skip
         sharpes = _sharpes(summary)
         best = int(np.nanargmax(np.where(np.isfinite(sharpes), sharpes, -np.inf)))
@@ -267,7 +291,50 @@ def _vectorized(spec: JobSpec, progress: Progress | None, blocks: int) -> dict[s
     )
     if grid_doc is not None:
         document["grid"] = grid_doc
+    if body.walk_forward is not None:
+        document["walk_forward"] = _walk_forward_doc(spec, bases, blocks)
     return document
+
+
+def _walk_forward_doc(spec: JobSpec, bases: list[MaCrossParams], blocks: int) -> dict[str, Any]:
+    wf = spec.body.walk_forward
+    assert wf is not None
+    bars = spec.bars[0]
+    base = MaCrossParams(**{**core._fields(bases[0]), "fast": 1, "slow": 2})
+    result = core.walk_forward(
+        bars, [b.fast for b in bases], [b.slow for b in bases], base, train=wf.train,
+        test=wf.test, step=wf.step, blocks=blocks,
+    )  # fmt: skip
+    params = analytics.AnalyticsParams(period=_period(spec))
+    stats = analytics.compute_stats(result.returns, params=params)
+    in_sample = np.array([w.in_sample_sharpe for w in result.windows])
+    out_sample = np.array([w.out_of_sample_sharpe for w in result.windows])
+    equity = spec.body.cash * np.cumprod(1.0 + result.returns)
+    return {
+        "train": wf.train,
+        "test": wf.test,
+        "step": wf.step or wf.test,
+        "windows": [
+            {
+                "train_from_ns": int(bars.start_ns[w.train_from]),
+                "test_from_ns": int(bars.start_ns[w.test_from]),
+                "test_to_ns": int(bars.end_ns[w.test_to - 1]),
+                "best_params": spec.points[w.best],
+                "in_sample_sharpe": _finite(w.in_sample_sharpe),
+                "out_of_sample_sharpe": _finite(w.out_of_sample_sharpe),
+                "deflated_sharpe": _finite(w.deflated_sharpe),
+                "pbo": _finite(w.pbo),
+            }
+            for w in result.windows
+        ],
+        # mean out-of-sample over mean in-sample per-period Sharpe (Pardo's efficiency)
+        "efficiency": _finite(float(np.nanmean(out_sample) / np.nanmean(in_sample))),
+        "equity": {
+            "t": [int(bars.end_ns[i]) for i in result.bar.tolist()],
+            "v": [float(v) for v in equity],
+        },
+        "statistics": {k: _finite(v) for k, v in stats._asdict().items()},
+    }
 
 
 def _ma_params(point: dict[str, Any], body: BacktestBody) -> MaCrossParams:
@@ -279,10 +346,6 @@ def _ma_params(point: dict[str, Any], body: BacktestBody) -> MaCrossParams:
         atr_stop=p.atr_stop, allow_short=p.allow_short, fee_bps=body.costs.fee_bps,
         slippage_bps=body.costs.slippage_bps, fill=body.fill, cash=body.cash,
     )  # fmt: skip
-
-
-def _fields(p: MaCrossParams) -> dict[str, Any]:
-    return {name: getattr(p, name) for name in MaCrossParams.__dataclass_fields__}
 
 
 def _returns(equities: np.ndarray[Any, Any], cash: float) -> np.ndarray[Any, Any]:
@@ -321,8 +384,14 @@ def _single(
     returns: np.ndarray[Any, Any],
 ) -> dict[str, Any]:  # fmt: skip
     stats = analytics.compute_stats(returns, params=analytics.AnalyticsParams(period=_period(spec)))
+    priced = spec.bars[0]
     return {
         "mode": spec.body.mode,
+        "prices": {
+            "symbol": priced.symbol,
+            "t": [int(t) for t in priced.end_ns],
+            "close": [float(c) for c in priced.close],
+        },
         "period": _period(spec),
         "equity": {"t": [int(t) for t in times], "v": [float(v) for v in equity]},
         "statistics": {k: _finite(v) for k, v in stats._asdict().items()},

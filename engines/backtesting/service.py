@@ -151,6 +151,7 @@ class BacktestingEngine(Engine[BacktestingConfig]):
         spec = await self.run_in_executor(
             parse_job, body, self.strategy_paths, max_grid=cfg.max_grid,
             max_event_grid=cfg.max_event_grid, max_event_bars=cfg.max_event_bars,
+            blocks=cfg.pbo_blocks,
         )  # fmt: skip
         self._count += 1
         digest = hashlib.sha256(msgspec.json.encode(body)).hexdigest()[:10]

@@ -226,6 +226,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if status["ok"] else 1
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from engines.backtesting.cli import run_config
+
+    return run_config(args.config, out=args.out, report=args.report, environ=os.environ)
+
+
 def _run_async_value(coro_factory: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(coro_factory())
@@ -284,6 +290,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the hub (default 5)"
     )
+    backtest = sub.add_parser(
+        "backtest", help="run one backtest job from a TOML or JSON file, with a progress bar"
+    )
+    backtest.add_argument("config", help="the POST /backtests body as .toml or .json")
+    backtest.add_argument("--out", help="write the result document here (JSON)")
+    backtest.add_argument("--report", help="write the HTML report here")
     return parser
 
 
@@ -354,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_db_migrate(args)
     if args.command == "status":
         return _cmd_status(args)
+    if args.command == "backtest":
+        return _cmd_backtest(args)
     return _cmd_config(args)
 
 

@@ -4,6 +4,8 @@ never looks ahead, and a strategy that raises fails the run with its traceback."
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -13,7 +15,7 @@ from engines.backtesting.replay import EventRun, StrategyFailed, run_event
 from protocol.records import OrderSide
 
 MA = "engines.strategy.strategies:MovingAverageCross"
-PARAMS = {"fast": 3, "slow": 8, "quantity": 100, "atr_period": 5, "atr_stop": 2.0}
+PARAMS: dict[str, Any] = {"fast": 3, "slow": 8, "quantity": 100, "atr_period": 5, "atr_stop": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +58,10 @@ def test_perturbing_data_after_t_changes_nothing_before_t(minute: BarArrays) -> 
     part = minute.select(np.arange(len(minute)) < 300)
     cut = 150
     later = np.arange(len(part)) >= cut
+    o, h, lo, c = (np.where(later, np.round(a * 0.9, 4), a)
+                   for a in (part.open, part.high, part.low, part.close))  # fmt: skip
     shocked = BarArrays(
-        part.symbol, part.spec, part.start_ns, part.end_ns,
-        *(np.where(later, np.round(a * 0.9, 4), a) for a in (part.open, part.high, part.low,
-                                                             part.close)),
+        part.symbol, part.spec, part.start_ns, part.end_ns, o, h, lo, c,
         part.volume,
     )  # fmt: skip
     run = EventRun(strategy_path=MA, params=PARAMS, fee_bps=1.0)

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -133,3 +134,28 @@ def test_a_misspelt_setting_suggests_the_nearest() -> None:
 
     with pytest.raises(ConfigError, match="did you mean NAUTILUS_HUB_PORT"):
         load_settings(HubConfig, {"NAUTILUS_HUB_PROT": "1"}, "NAUTILUS_HUB_")
+
+
+def test_backtest_runs_a_toml_config_with_a_progress_bar(tmp_path: Path) -> None:
+    from engines.backtesting.core import MaCrossParams, ma_cross_path
+    from engines.backtesting.history import load_bars
+
+    config = tmp_path / "job.toml"
+    config.write_text(
+        'strategy = "ma_cross"\nmode = "vectorized"\nfrom = "1998-01-01"\nto = "2021-04-01"\n'
+        "[params]\nfast = 10\nslow = 30\n[costs]\nfee_bps = 2.5\n"
+    )
+    out, report = tmp_path / "result.json", tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "engines.shell.cli", "backtest", str(config), "--out", str(out),
+         "--report", str(report)],
+        env={"PATH": ""}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "100.0%" in proc.stderr and "[" + "#" * 30 + "]" in proc.stderr
+    result = orjson.loads(out.read_bytes())
+    # the same run in this process (the core is vectorbt's from_signals: test_core)
+    path = ma_cross_path(load_bars("SPY", "1d", 0, 2**62), MaCrossParams(fee_bps=2.5))
+    assert result["equity"]["v"] == path.equity.tolist()
+    assert len(result["fills"]) == int((path.quantity != 0).sum()) > 50
+    assert result["hash"] in proc.stdout and "svg" in report.read_text()
