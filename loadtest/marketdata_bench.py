@@ -6,8 +6,9 @@
   (normalize → 1m/5m/volume bars → bus → a draining subscriber), pinned to one core, without
   storage (the issue's pipeline) and with the memory store; best of 3. The day files are parsed
   beforehand (timed separately): "trades/s" is the pipeline, "with parse" adds the zip reading.
-* copy: the same trades as storage rows written through ``PostgresStore`` (binary COPY, batched),
-  from the first write until PostgreSQL has every row; a throw-away schema, dropped after.
+* copy: the same trades as ``Trade`` records written through ``PostgresStore`` (binary COPY,
+  batched), from the first write until PostgreSQL has every row; a throw-away schema, dropped
+  after.
 * rest: ``nautilus engine marketdata`` in its own process on core 0 after replaying one day;
   open-loop load from this process on core 1 (latency from the scheduled send time).
 """
@@ -31,7 +32,6 @@ import asyncpg
 import orjson
 
 from engines.marketdata.feeds import lean_days, lean_tick_path, read_lean_trade_ticks
-from engines.marketdata.normalize import trade_rows
 from engines.marketdata.records import TradeColumns
 from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataEngine
 from loadtest.http_load import run_load
@@ -118,7 +118,7 @@ async def bench_copy(dsn: str, days: list[str]) -> dict[str, Any]:
     rows = []
     for d in days:
         columns = read_lean_trade_ticks(lean_tick_path(dt.date.fromisoformat(d)))
-        rows.extend(trade_rows(columns, with_conditions=True))
+        rows.extend(columns.trades())
     schema = f"nautilus_bench_{secrets.token_hex(4)}"
     await migrate(dsn, schema)
     store = PostgresStore(PostgresConfig(dsn=dsn, schema=schema, max_queued_rows=len(rows) + 1))

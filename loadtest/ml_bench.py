@@ -1,6 +1,8 @@
-"""ML figures: one online update + prediction per symbol per bar, and many symbols in one step.
+"""ML figures: one online update + prediction per symbol per bar, many symbols in one step, and the
+walk-forward of 10 folds on 20 years daily for 13 symbols.
 
     .venv/bin/python -m loadtest.ml_bench [--symbols 500] [--bars 2000] [--features 10]
+        [--skip-walkforward]
 
 Per bar (the engine's per-message work, ``engines.ml.core``): resolve one label (prequential
 metrics + Page–Hinkley + ``OnlineLearner.learn``) and predict the new bar with its bet size, for a
@@ -9,6 +11,13 @@ logistic model of ``features`` features; each bar timed with ``perf_counter_ns``
 Vmapped: ``core.make_batch_step`` over ``symbols`` symbols (learn where a label resolved, then
 predict all), compiled first (compile time reported apart), then each step timed after
 ``block_until_ready``. One core: pinned, XLA single-threaded (set before JAX is imported).
+Per bar, also the tree models (``engines.ml.hoeffding``: one Hoeffding tree, Oza bagging of 10),
+same work, on a stream a tree can split (grace period 200). Walk-forward: the bundled Lean daily
+files (13 symbols, 1998–2021), ``core.daily_design`` per symbol (horizon 5) merged in time order
+as ``POST /ml/walkforward`` does, 10 purged k-fold splits (embargo 1 %) and 10 expanding
+walk-forward splits, each fold a fresh scikit-learn fit + scoring: logistic regression (the
+endpoint's default) and a random forest of 100 trees at depth ≤ 8 (at scikit-learn's defaults,
+unbounded depth, it takes minutes: reported apart if ``--forest-defaults``).
 Writes ``loadtest/results/ml_bench.json``.
 """
 
@@ -76,6 +85,80 @@ def per_bar(bars: int, dim: int) -> dict[str, Any]:
             "cpu": percentiles(cpu[100:])}  # fmt: skip
 
 
+def per_bar_tree(bars: int, dim: int, kind: str) -> dict[str, Any]:
+    from engines.ml import core, hoeffding
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(bars, dim))
+    y = ((x[:, 0] > 0.3) & (x[:, 1] > -0.5) ^ (rng.random(bars) < 0.1)).astype(float)
+    spec = hoeffding.TreeSpec(kind, hoeffding.TreeParams(), n_models=10, seed=1)  # type: ignore[arg-type]
+    learner = core.make_learner(dim, spec)
+    metrics, drift = core.Prequential("logistic"), core.PageHinkley(mode="up")
+    predictions = [0.5] * bars
+    wall: list[int] = []
+    cpu: list[int] = []
+    horizon = 5
+    for t in range(bars):
+        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        j = t - horizon
+        if j >= 0:
+            loss = metrics.update(y[j], predictions[j])
+            if loss == loss:
+                drift.update(loss)
+            learner.learn(x[j], y[j])
+        p = learner.predict(x[t])
+        if p == p:
+            core.bet_size(p)
+        predictions[t] = p
+        wall.append(time.perf_counter_ns() - w0)
+        cpu.append(time.thread_time_ns() - c0)
+    leaves = getattr(learner, "model", None)
+    return {"model": kind, "bars": bars, "features": dim, "wall": percentiles(wall[100:]),
+            "cpu": percentiles(cpu[100:]), "tree": repr(leaves.__class__.__name__)}  # fmt: skip
+
+
+def walkforward(forest_defaults: bool) -> dict[str, Any]:
+    from engines.marketdata.daily import Adjustment, daily_tickers, read_daily_bars
+    from engines.ml import core
+
+    started = time.perf_counter()
+    parts = []
+    tickers = daily_tickers()
+    for ticker in tickers:
+        bars = read_daily_bars(ticker, Adjustment.TOTAL)
+        x, y, idx = core.daily_design(bars.close, 5)
+        day = bars.date.astype("datetime64[D]").astype(np.int64)
+        parts.append((x, y, day[idx], day[idx + 5]))
+    t0 = np.concatenate([p[2] for p in parts])
+    order = np.argsort(t0, kind="stable")
+    x = np.concatenate([p[0] for p in parts])[order]
+    y = np.concatenate([p[1] for p in parts])[order]
+    t1 = np.concatenate([p[3] for p in parts])[order]
+    t0 = t0[order]
+    design_s = time.perf_counter() - started
+    schemes = {
+        "purged_kfold": core.purged_kfold_splits(t1, 10, 0.01, t0=t0),
+        "walk_forward": core.walk_forward_splits(len(y), 10, t1=t1, t0=t0),
+    }
+    estimators: list[tuple[str, dict[str, Any]]] = [
+        ("logistic", {}),
+        ("random_forest", {"n_estimators": 100, "max_depth": 8, "random_state": 0}),
+    ]
+    if forest_defaults:
+        estimators.append(("random_forest", {"n_estimators": 100, "random_state": 0}))
+    runs = []
+    for scheme, splits in schemes.items():
+        for name, params in estimators:
+            w0 = time.perf_counter()
+            folds = core.walk_forward(x, y, splits, name, params)
+            seconds = time.perf_counter() - w0
+            auc = float(np.mean([f.auc for f in folds if f.auc is not None]))
+            runs.append({"scheme": scheme, "estimator": name, "params": params,
+                         "folds": len(folds), "seconds": seconds, "mean_auc": auc})  # fmt: skip
+    return {"symbols": len(tickers), "rows": int(y.size), "years": float((t0[-1] - t0[0]) / 365.25),
+            "design_s": design_s, "runs": runs}  # fmt: skip
+
+
 def vmapped(symbols: int, dim: int, steps: int) -> dict[str, Any]:
     import jax
 
@@ -107,6 +190,8 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=2_000)
     parser.add_argument("--features", type=int, default=10)
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--skip-walkforward", action="store_true")
+    parser.add_argument("--forest-defaults", action="store_true")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -114,7 +199,12 @@ def main() -> None:
         "cpu": cpu_name(),
         "per_bar": per_bar(args.bars, args.features),
         "vmapped": vmapped(args.symbols, args.features, args.steps),
+        "per_bar_trees": [
+            per_bar_tree(args.bars, args.features, k) for k in ("hoeffding_tree", "bagging")
+        ],
     }
+    if not args.skip_walkforward:
+        result["walkforward"] = walkforward(args.forest_defaults)
     pb, vm = result["per_bar"], result["vmapped"]
     print(f"CPU: {result['cpu']} (one core)")
     print(f"{'work':<44}{'p50 µs':>10}{'p99 µs':>10}")
@@ -128,6 +218,15 @@ def main() -> None:
     )
     print(f"{f'{args.symbols} symbols, one vmapped step (wall)':<44}{vm['wall']['p50_us']:>10.1f}"
           f"{vm['wall']['p99_us']:>10.1f}   (compile {vm['compile_s']:.2f} s)")  # fmt: skip
+    for tree in result["per_bar_trees"]:
+        label = f"one symbol-bar: {tree['model']} (CPU)"
+        print(f"{label:<44}{tree['cpu']['p50_us']:>10.1f}{tree['cpu']['p99_us']:>10.1f}")
+    if "walkforward" in result:
+        wf = result["walkforward"]
+        print(f"walk-forward: {wf['symbols']} symbols, {wf['years']:.1f} years, {wf['rows']} rows")
+        for run in wf["runs"]:
+            print(f"  {run['scheme']:<14}{run['estimator']:<15}{run['folds']:>3} folds "
+                  f"{run['seconds']:>8.2f} s   {run['params']}")  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {RESULTS}")

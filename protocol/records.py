@@ -24,6 +24,7 @@ back to the trades behind it. Ids are deterministic from their inputs (``client_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -54,6 +55,7 @@ __all__ = [
     "Trade",
     "decode",
     "encode",
+    "encode_many",
     "error_path",
 ]
 
@@ -402,6 +404,15 @@ def encode(record: Record) -> dict[str, Any]:
     for name in record.LEVEL_FIELDS:
         payload[name] = [list(level) for level in payload[name]]
     return payload
+
+
+def encode_many(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """Each record as ``encode`` gives it, converted in one call (a REST page of records)."""
+    payloads: list[dict[str, Any]] = msgspec.to_builtins(records)
+    for record, payload in zip(records, payloads, strict=True):
+        for name in record.LEVEL_FIELDS:
+            payload[name] = [list(level) for level in payload[name]]
+    return payloads
 
 
 def decode(record_type: type[R], payload: Any) -> R:

@@ -184,6 +184,8 @@ def _posted_drawdown(d: core.Drawdown) -> dict[str, Any]:
 
 
 class ComputeResource:
+    body_type = ComputeBody
+
     def __init__(self, engine: AnalyticsEngine) -> None:
         self._engine = engine
 

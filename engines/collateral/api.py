@@ -127,6 +127,8 @@ class ExposureBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ExposureResource:
+    body_type = ExposureBody
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -162,6 +164,8 @@ class CallEventBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CallResource:
+    body_type = CallEventBody
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -197,6 +201,8 @@ class SimmBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class SimmResource:
+    body_type = SimmBody
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -249,6 +255,8 @@ class ScheduleBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class ScheduleImResource:
+    body_type = ScheduleBody
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -337,6 +345,8 @@ class AllocateBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class AllocateResource:
+    body_type = AllocateBody
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 

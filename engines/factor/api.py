@@ -74,6 +74,8 @@ def _arrays(name: str, posted: dict[str, Any], most: int) -> dict[str, np.ndarra
 class ExposuresResource:
     """``POST /factor/exposures``."""
 
+    body_type = ExposuresBody
+
     def __init__(self, engine: FactorEngine) -> None:
         self._engine = engine
 

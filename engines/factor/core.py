@@ -747,3 +747,102 @@ def evaluate_signal(
             "turnover": np.nanmean(turnover, axis=0),
         }
     return out
+
+
+def factor_rank_autocorrelation(signal: Array) -> Array:
+    """Per date, the Pearson correlation of the signal's per-date ranks (average ranks over the
+    finite values) with the previous date's, over the names ranked on both dates (alphalens
+    ``factor_rank_autocorrelation``, period 1: high values mean slow turnover); NaN on the first
+    date or with fewer than two common names."""
+    ranks = np.full(signal.shape, np.nan)
+    for d in range(signal.shape[0]):
+        ok = np.isfinite(signal[d])
+        ranks[d, ok] = rankdata(signal[d, ok])
+    out = np.full(signal.shape[0], np.nan)
+    for d in range(1, signal.shape[0]):
+        both = np.isfinite(ranks[d]) & np.isfinite(ranks[d - 1])
+        if both.sum() < 2:
+            continue
+        a, b = (
+            ranks[d, both] - ranks[d, both].mean(),
+            ranks[d - 1, both] - ranks[d - 1, both].mean(),
+        )
+        denom = math.sqrt(float(a @ a) * float(b @ b))
+        out[d] = float(a @ b) / denom if denom > 0 else np.nan
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class QuantileTable:
+    """alphalens ``mean_return_by_quantile`` for one horizon: the mean over dates of each
+    quantile's per-date mean forward return, its standard error (std over dates, ddof 1, / √n),
+    the same with returns demeaned per date, and alphalens' spread (``compute_mean_returns_
+    spread``: a dollar-neutral book at 100 % gross, (top − bottom)/2) per date, its mean, and
+    the standard error of the mean spread √(se_top² + se_bottom²)/2."""
+
+    mean: Array  # (q,)
+    std_error: Array  # (q,)
+    mean_demeaned: Array  # (q,)
+    std_error_demeaned: Array  # (q,)
+    spread: Array  # (D,)
+    spread_mean: float
+    spread_std_error: float
+
+
+def _mean_and_error(per_date: Array) -> tuple[Array, Array]:
+    count = np.isfinite(per_date).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(per_date, axis=0)
+        std = np.nanstd(per_date, axis=0, ddof=1)
+        return mean, std / np.sqrt(count)
+
+
+def quantile_table(labels: Array, fwd: Array, quantiles: int) -> QuantileTable:
+    """``labels`` and ``fwd`` (D, N) over the same rows (NaN where a row is not used)."""
+    per_date = quantile_returns(labels, fwd, quantiles)
+    used = np.isfinite(labels) & np.isfinite(fwd)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        day_mean = np.where(used, fwd, 0.0).sum(axis=1) / used.sum(axis=1)
+    demeaned = quantile_returns(labels, fwd - day_mean[:, None], quantiles)
+    mean, error = _mean_and_error(per_date)
+    mean_dm, error_dm = _mean_and_error(demeaned)
+    spread = (per_date[:, -1] - per_date[:, 0]) / 2.0
+    with np.errstate(invalid="ignore"):
+        spread_error = float(np.sqrt(error[-1] ** 2 + error[0] ** 2) / 2.0)
+    return QuantileTable(mean, error, mean_dm, error_dm, spread, float(np.nanmean(spread)),
+                         spread_error)  # fmt: skip
+
+
+def factor_tables(
+    signal: Array,
+    close: Array,
+    *,
+    horizons: tuple[int, ...] = DEFAULT_HORIZONS,
+    quantiles: int = 5,
+) -> dict[str, Any]:
+    """alphalens' tear-sheet tables for one signal (D, N) on closes (D, N), on alphalens' clean
+    rows (``get_clean_factor_and_forward_returns``: a row is used when the signal and the
+    forward return of *every* horizon are finite, so the last ``max(horizons)`` dates drop):
+    ``labels`` (0-based quantile per row), per horizon ``ic`` (per-date Spearman), ``ic_summary``
+    and a ``QuantileTable``; ``turnover`` (D, q) and ``rank_autocorrelation`` (D,)."""
+    fwd = {h: forward_returns(close, h) for h in horizons}
+    used = np.isfinite(signal)
+    for f in fwd.values():
+        used &= np.isfinite(f)
+    clean = np.where(used, signal, np.nan)
+    labels = quantile_labels(clean, quantiles)
+    turnover = quantile_turnover(labels, quantiles)
+    turnover[1:][~np.isfinite(labels[:-1]).any(axis=1)] = np.nan  # no previous date to turn over
+    out: dict[str, Any] = {
+        "rows": used,
+        "labels": labels,
+        "turnover": turnover,
+        "rank_autocorrelation": factor_rank_autocorrelation(clean),
+        "horizons": {},
+    }
+    for h, f in fwd.items():
+        f = np.where(used, f, np.nan)
+        ic = information_coefficient(clean, f, min_names=2)
+        out["horizons"][h] = {"ic": ic, "ic_summary": ic_summary(ic),
+                              "quantiles": quantile_table(labels, f, quantiles)}  # fmt: skip
+    return out

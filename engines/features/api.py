@@ -89,6 +89,8 @@ class CatalogResource:
 class ComputeResource:
     """``POST /features/compute``: the named functions over posted or stored bars."""
 
+    body_type = ComputeBody
+
     def __init__(self, engine: FeaturesEngine) -> None:
         self._engine = engine
         self._max_bars = engine.config.max_compute_bars

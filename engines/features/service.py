@@ -54,7 +54,7 @@ from protocol.records import BadInput, Bar
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.config import described
-from realtime.storage import MAX_PAGE_ROWS, BarRow, RecordStore, Storage, StoreUnavailable
+from realtime.storage import MAX_PAGE_ROWS, RecordStore, Storage, StoreUnavailable
 
 DAY_NS = 86_400_000_000_000
 #: Bar inputs a bar stream cannot give (bars carry no quotes).
@@ -192,7 +192,7 @@ class SymbolStream:
         self.day: int | None = None
         self.warmed = 0
 
-    def step(self, row: Bar | BarRow, offset_ns: int) -> dict[str, float | None]:
+    def step(self, row: Bar, offset_ns: int) -> dict[str, float | None]:
         """Step one bar (``FeatureInputError`` before any state changes for a bad one)."""
         day = session_day(row.start_ns, offset_ns)
         values = self.stream.update(
@@ -329,12 +329,12 @@ class FeaturesEngine(Engine[FeaturesConfig]):
         self.symbols[symbol] = state
         return state
 
-    async def warm_up_history(self, symbol: str, before_ns: int) -> list[BarRow]:
+    async def warm_up_history(self, symbol: str, before_ns: int) -> list[Bar]:
         """The last ``warm_up_bars`` stored bars of ``symbol`` starting before ``before_ns``,
         oldest first. The store pages forwards only, so windows walk backwards from
         ``before_ns``, each twice as long as the last, until enough bars or time 0."""
         wanted = self.config.warm_up_bars
-        chunks: list[list[BarRow]] = []
+        chunks: list[list[Bar]] = []
         found, hi, span = 0, before_ns, self._warm_up_span_ns
         while found < wanted and hi > 0:
             lo = max(0, hi - span)
@@ -355,11 +355,11 @@ class FeaturesEngine(Engine[FeaturesConfig]):
         *,
         keep: int | None = None,
         most: int | None = None,
-    ) -> list[BarRow]:
+    ) -> list[Bar]:
         """Stored bars with ``from_ns <= start_ns < to_ns``, oldest first. With ``keep``, only
         the newest ``keep`` of them (bounded memory however many the range holds); with
         ``most``, reading stops once more than ``most`` are found (the caller refuses those)."""
-        rows: deque[BarRow] | list[BarRow] = deque(maxlen=keep) if keep is not None else []
+        rows: deque[Bar] | list[Bar] = deque(maxlen=keep) if keep is not None else []
         cursor: str | None = None
         while True:
             page = await self.storage.store.fetch_bars(
@@ -371,7 +371,7 @@ class FeaturesEngine(Engine[FeaturesConfig]):
                 return list(rows)
 
     def bar_columns(
-        self, rows: Sequence[BarRow]
+        self, rows: Sequence[Bar]
     ) -> tuple[npt.NDArray[np.int64], dict[str, npt.NDArray[np.float64]]]:
         """Stored bars as the batch path's inputs: bar starts, OHLCV and ``session_start`` by the
         stream's session rule, so batch over them equals what the stream published."""

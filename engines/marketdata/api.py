@@ -1,5 +1,12 @@
 """MarketData REST on port 8800: instruments, history pages, the live book, the latest quote.
 
+Items are the bus records' own wire form (``protocol.records.encode``): a ``/trades`` item is
+exactly a ``trades.SYM`` payload, a ``/quotes`` item a ``quotes.SYM`` payload (``i`` ``null`` when
+read back from PostgreSQL, which does not keep a quote's sequence), a ``/bars`` item a
+``bars.<spec>.SYM`` payload; ``/quotes/latest`` answers one ``quotes.SYM`` payload and
+``/book/{symbol}`` a ``book.SYM`` payload with the book's state. Field names are
+``protocol/README.md``'s record table.
+
 History (``/trades``, ``/quotes``, ``/bars``) is read from the engine's ``Store``: stable order
 ``(event_ns, id)`` (bars: ``start_ns``), half-open ``from <= t < to``, keyset pagination with the
 store's opaque cursor returned as ``next_cursor`` (``null`` on the last page). Times are ns since
@@ -33,6 +40,7 @@ from engines.shell.params import query_enum, query_int, query_symbol
 from engines.shell.rest import TimeRange
 from protocol.channels import book
 from protocol.errors import ProtocolError
+from protocol.records import encode, encode_many
 
 if TYPE_CHECKING:
     from engines.marketdata.service import MarketDataEngine
@@ -75,7 +83,11 @@ class TicksResource:
         symbol, q = query_symbol(req, required=True), TimeRange.from_request(req)
         fetch = getattr(self._engine.store, f"fetch_{self._table}")
         page = await fetch(symbol, q.from_ns, q.to_ns, q.limit, q.cursor)
-        resp.media = {"symbol": symbol, "items": page.items, "next_cursor": page.next_cursor}
+        resp.media = {
+            "symbol": symbol,
+            "items": encode_many(page.items),
+            "next_cursor": page.next_cursor,
+        }
 
 
 class BarsResource:
@@ -101,13 +113,14 @@ class BarsResource:
             "symbol": symbol,
             "spec": spec,
             "adjustment": adjustment.value,
-            "items": page.items,
+            "items": encode_many(page.items),
             "next_cursor": page.next_cursor,
         }
 
 
 class BookResource:
-    """The live rebuilt book (not stored): top ``depth`` levels, bids best first."""
+    """The live rebuilt book (not stored): top ``depth`` levels, bids best first, as the
+    ``book.SYM`` payload (``BookTop``) plus the book's ``state`` and whether it is ``crossed``."""
 
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine
@@ -127,15 +140,10 @@ class BookResource:
         order_book = self._engine.books.get(symbol)
         if order_book is None:
             raise NotFoundError(f"no order book for {symbol}", parameter="symbol")
-        top = order_book.top(depth)
         resp.media = {
-            "symbol": symbol,
+            **encode(order_book.top(depth)),
             "state": order_book.state.value,
-            "event_ns": top.event_ns,
-            "last_update_id": top.last_update_id,
             "crossed": order_book.is_crossed(),
-            "bids": top.bids,
-            "asks": top.asks,
         }
 
 
@@ -152,4 +160,4 @@ class LatestQuoteResource:
             quote = await self._engine.store.fetch_latest_quote(symbol)
         if quote is None:
             raise NotFoundError(f"no quote for {symbol}", parameter="symbol")
-        resp.media = quote
+        resp.media = encode(quote)

@@ -196,18 +196,20 @@ class TradeColumns:
         )
 
     def trades(self) -> list[Trade]:
-        """Every row as a ``Trade`` (slow path; replay publishes from the columns)."""
-        side = [_AGGRESSOR_CODE[int(a)] for a in self.aggressor.tolist()]
+        """Every row as a ``Trade`` (what the store keeps; the bus payloads are built from the
+        columns directly, ``normalize.trade_payloads``). Whole-column conversions, then one
+        ``Trade`` per row and nothing else per row: the replay's storage hot path."""
+        symbol = self.symbol
         return [
-            Trade(self.symbol, t, r, p, q, a, _sequence_or_none(i), x.decode("ascii"), c)
+            Trade(symbol, t, r, p, q, a, None if i < 0 else i, x, c)
             for t, r, p, q, a, i, x, c in zip(
                 self.event_ns.tolist(),
                 self.receive_ns.tolist(),
                 self.price.tolist(),
                 self.size.tolist(),
-                side,
+                map(_AGGRESSOR_CODE.__getitem__, self.aggressor.tolist()),
                 self.sequence.tolist(),
-                self.exchange.tolist(),
+                self.exchange.astype("U1").tolist(),
                 self.condition.tolist(),
                 strict=True,
             )

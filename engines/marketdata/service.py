@@ -11,8 +11,9 @@ time at ``speed``; 0 = as fast as the loop can go) and, for each wake-up's slice
 
 Published envelopes carry the replay (due) time as ``event_ns``, as ``realtime.replay`` does, so
 stage latencies stay meaningful; the recorded exchange time is the payload's ``t``. Trades are
-published from columns (one payload dict per trade, no ``Trade`` objects) through the bus's
-synchronous ``publish_nowait`` when it has one.
+published from columns (one payload dict per trade, built directly) through the bus's
+synchronous ``publish_nowait`` when it has one, and stored as the ``Trade`` records the store
+keeps (``TradeColumns.trades()``; quotes and bars are stored as the records published).
 
 Live (``feed=live``): a ``live.LiveAdapter`` (Binance combined streams + REST snapshots) feeds the
 same Binance path as the replay, each record as it arrives (no pacing; the envelope's
@@ -87,13 +88,10 @@ from engines.marketdata.live import (
 from engines.marketdata.normalize import (
     BINANCE_INSTRUMENT,
     SPY_INSTRUMENT,
-    bar_row,
-    quote_row,
     sim_instrument,
     trade_payloads,
-    trade_rows,
 )
-from engines.marketdata.records import BookDelta, BookSnapshot, Quote, Trade, TradeColumns
+from engines.marketdata.records import Bar, BookDelta, BookSnapshot, Quote, Trade, TradeColumns
 from engines.shell.config import EngineConfig
 from engines.shell.lifecycle import Engine, StreamInfo
 from protocol.channels import DeliveryClass, bars, book, quotes, trades
@@ -102,11 +100,9 @@ from realtime.clock import Clock
 from realtime.config import described
 from realtime.replay import MAX_EVENTS_PER_WAKE, Pacer
 from realtime.storage import (
-    BarRow,
     InstrumentRow,
     MemoryStore,
     Page,
-    QuoteRow,
     Storage,
     Store,
     StoreUnavailable,
@@ -310,7 +306,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         )
         self.books: dict[str, OrderBook] = {}
         self.crossed: dict[str, int] = {}
-        self.latest_quotes: dict[str, QuoteRow] = {}
+        self.latest_quotes: dict[str, Quote] = {}
         self.feed_errors = FeedErrors()
         self.progress = ReplayProgress()
         self._builders: dict[str, list[ChunkBarBuilder]] = {}
@@ -469,7 +465,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             progress.load_s,
         )
 
-    def _daily_rows(self, symbol: str) -> list[BarRow]:
+    def _daily_rows(self, symbol: str) -> list[Bar]:
         bars = read_daily_bars(symbol, Adjustment.RAW)
         keep = np.ones(len(bars), dtype=bool)
         first, last = self.config.daily_dates()
@@ -479,7 +475,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
             keep &= bars.date <= np.datetime64(last, "D")
         nan = float("nan")
         return [
-            BarRow(symbol, DAILY_SPEC, start, start + DAY_NS, o, h, lo, c, v, nan, 0)
+            Bar(symbol, DAILY_SPEC, start, start + DAY_NS, o, h, lo, c, v, nan, 0)
             for start, o, h, lo, c, v in zip(
                 session_start_ns(bars.date[keep]).tolist(),
                 bars.open[keep].tolist(),
@@ -500,7 +496,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         to_ns: int,
         limit: int,
         cursor: str | None = None,
-    ) -> Page[BarRow]:
+    ) -> Page[Bar]:
         """A page of ``symbol``'s ``spec`` bars, adjusted. ``1d`` bars of a daily symbol come from
         the daily history (waiting for its load, ``StoreUnavailable`` after ``DAILY_WAIT_S``),
         every other page from the platform's store."""
@@ -614,7 +610,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
     async def _process(self, chunk: FeedChunk, i: int, end: int, due: list[int]) -> None:
         if isinstance(chunk, TradeColumns):
             part = chunk.select(slice(i, end))
-            await self._on_trades(part, due, with_conditions=True)
+            await self._on_trades(part, due)
             self.progress.position_ns = int(part.event_ns[-1])
         elif isinstance(chunk, SimulatedEvents):
             await self._on_simulated(chunk, i, end, due)
@@ -623,13 +619,11 @@ class MarketDataEngine(Engine[MarketDataConfig]):
         if self.progress.position_ns is not None:
             await self._close_time_bars(self.progress.position_ns, due[-1])
 
-    async def _on_trades(
-        self, part: TradeColumns, due: list[int], *, with_conditions: bool
-    ) -> None:
+    async def _on_trades(self, part: TradeColumns, due: list[int]) -> None:
         """One symbol's trades: publish, store, feed the bar builders."""
         await self._publish_each(trades(part.symbol), trade_payloads(part), due, "trades")
         if self._persist:
-            self.store.write_trades(trade_rows(part, with_conditions=with_conditions))
+            self.store.write_trades(part.trades())
         builders = self._builders.get(part.symbol)
         if builders is None:
             builders = self._builders[part.symbol] = [
@@ -664,7 +658,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 np.full(n, b"", dtype="S1"),
                 np.zeros(n, dtype=np.uint32),
             )
-            await self._on_trades(columns, due_array[rows].tolist(), with_conditions=False)
+            await self._on_trades(columns, due_array[rows].tolist())
         quote_rows = np.flatnonzero(~is_trade)
         if len(quote_rows):
             taken = [events.symbols[s] for s in symbol_index[quote_rows].tolist()]
@@ -705,7 +699,7 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 changed[event.symbol] = when
         for symbol, records in trades_of.items():
             columns = TradeColumns.from_trades(symbol, BINANCE_INSTRUMENT.price_precision, records)
-            await self._on_trades(columns, trade_due[symbol], with_conditions=False)
+            await self._on_trades(columns, trade_due[symbol])
         if quote_records:
             await self._on_quotes(quote_records, quote_due)
         for symbol, when in changed.items():
@@ -723,11 +717,10 @@ class MarketDataEngine(Engine[MarketDataConfig]):
     async def _on_quotes(self, records: list[Quote], due: list[int]) -> None:
         channels = [quotes(q.symbol) for q in records]
         await self._publish_each(channels, [q.to_payload() for q in records], due, "quotes")
-        rows = [quote_row(q) for q in records]
-        for row in rows:
-            self.latest_quotes[row.symbol] = row
+        for quote in records:
+            self.latest_quotes[quote.symbol] = quote
         if self._persist:
-            self.store.write_quotes(rows)
+            self.store.write_quotes(records)
 
     def _book(self, symbol: str) -> OrderBook:
         found = self.books.get(symbol)
@@ -752,13 +745,13 @@ class MarketDataEngine(Engine[MarketDataConfig]):
                 if completed := builder.flush():
                     await self._publish_bars(completed, due)
 
-    async def _publish_bars(self, completed: list[Any], due_ns: int) -> None:
+    async def _publish_bars(self, completed: list[Bar], due_ns: int) -> None:
         first = completed[0]
         channel = bars(first.spec, first.symbol)
         payloads = [bar.to_payload() for bar in completed]
         await self._publish_each(channel, payloads, [due_ns] * len(payloads), "bars")
         if self._persist:
-            self.store.write_bars(bar_row(bar) for bar in completed)
+            self.store.write_bars(completed)
 
     # ── bus ─────────────────────────────────────────────────────────────────────────────────
 
@@ -785,7 +778,7 @@ def _iso_date(name: str, text: str) -> date | None:
         raise ValueError(f"{name} must be a date YYYY-MM-DD, got {text!r}") from None
 
 
-def _adjusted(rows: list[BarRow], adjustment: Adjustment) -> list[BarRow]:
+def _adjusted(rows: list[Bar], adjustment: Adjustment) -> list[Bar]:
     """One symbol's bars with ``adjustment``'s ``Scaling`` on each bar's New York date."""
     symbol = rows[0].symbol
     end_ns = np.array([row.end_ns for row in rows], dtype=np.int64)
@@ -794,7 +787,7 @@ def _adjusted(rows: list[BarRow], adjustment: Adjustment) -> list[BarRow]:
     volume = scale.volume(np.array([row.volume for row in rows]))
     dollars = scale.dollar_volume(np.array([row.dollar_volume for row in rows]))
     return [
-        BarRow(symbol, row.spec, row.start_ns, row.end_ns, o, h, lo, c, v, dv, row.trade_count)
+        Bar(symbol, row.spec, row.start_ns, row.end_ns, o, h, lo, c, v, dv, row.trades)
         for row, (o, h, lo, c), v, dv in zip(
             rows, ohlc.tolist(), volume.tolist(), dollars.tolist(), strict=True
         )

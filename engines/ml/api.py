@@ -34,7 +34,8 @@ from engines.ml import core
 from engines.shell import Route, ValidationError
 from engines.shell.errors import NotFoundError
 from engines.shell.rest import HistoryResource, LatestResource, read_body
-from realtime.storage import MAX_PAGE_ROWS, BarRow
+from protocol.records import Bar
+from realtime.storage import MAX_PAGE_ROWS
 
 if TYPE_CHECKING:
     from engines.ml.service import MlEngine
@@ -104,6 +105,8 @@ class JobResource:
 
 class WalkForwardResource:
     """``POST /ml/walkforward``: validate, build the rows and splits, start the job."""
+
+    body_type = WalkForwardBody
 
     def __init__(self, engine: MlEngine) -> None:
         self._engine = engine
@@ -217,8 +220,8 @@ class WalkForwardResource:
         t1 = np.concatenate([p[3] for p in parts])[order]
         return x, y, t0[order], t1
 
-    async def _bars(self, symbol: str, spec: str, from_ns: int, to_ns: int) -> list[BarRow]:
-        rows: list[BarRow] = []
+    async def _bars(self, symbol: str, spec: str, from_ns: int, to_ns: int) -> list[Bar]:
+        rows: list[Bar] = []
         cursor: str | None = None
         try:
             while True:

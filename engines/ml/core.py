@@ -29,9 +29,13 @@ What is here and where each piece comes from:
 * ``make_batch_step`` — one JAX ``vmap`` step of many symbols' scaler + linear model (x64), equal
   to ``OnlineLearner`` per symbol.
 
-Limits: features are a fixed ordered vector (the service drops samples with a missing value); no
-Hoeffding tree or online forest here (the batch walk-forward offers a random forest); AUC is over a
-bounded window of the newest predictions, not the whole history.
+The online models the engine runs (``ONLINE_MODELS``): ``logistic`` and ``linear`` (above), and
+``hoeffding_tree`` and ``bagging`` (Oza bagging of Hoeffding trees) from ``engines.ml.hoeffding``,
+both equal to river's; ``make_learner`` builds any of them behind the ``Learner`` interface. ADWIN
+drift detection is ``engines.ml.adwin``.
+
+Limits: features are a fixed ordered vector (the service drops samples with a missing value); AUC
+is over a bounded window of the newest predictions, not the whole history.
 """
 
 from __future__ import annotations
@@ -40,15 +44,20 @@ import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from engines.ml.hoeffding import TREE_KINDS, TreeLearner, TreeSpec
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 ModelKind = Literal["logistic", "linear"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("logistic", "linear")
+#: Every online model the engine can run; all but ``linear`` classify the 0/1 label.
+ONLINE_MODELS: tuple[str, ...] = (*MODEL_KINDS, *TREE_KINDS)
+CLASSIFIERS: tuple[str, ...] = ("logistic", *TREE_KINDS)
 
 #: river's ``utils.math.sigmoid`` saturates beyond |x| > 30; ours does the same so both agree.
 SIGMOID_LIMIT = 30.0
@@ -194,6 +203,34 @@ class OnlineLearner:
         self.scaler = StandardScaler(self.dim)
         self.model = SgdLinearModel(self.dim, self.params)
         self.learned = 0
+
+
+class Learner(Protocol):
+    """What the engine asks of an online model: P(y = 1) (classifiers) or E[y] (``linear``)."""
+
+    @property
+    def learned(self) -> int: ...
+
+    def predict(self, x: Array) -> float: ...
+
+    def learn(self, x: Array, y: float) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+ModelSpec = SgdParams | TreeSpec
+
+
+def make_learner(dim: int, spec: ModelSpec) -> Learner:
+    """``OnlineLearner`` for SGD parameters, ``TreeLearner`` for a tree spec."""
+    if isinstance(spec, TreeSpec):
+        return TreeLearner(spec)
+    return OnlineLearner(dim, spec)
+
+
+def metrics_kind(spec: ModelSpec) -> ModelKind:
+    """``Prequential``'s kind for a model: ``linear`` (MAE) or ``logistic`` (classification)."""
+    return "linear" if isinstance(spec, SgdParams) and spec.kind == "linear" else "logistic"
 
 
 # ── labels that resolve later ───────────────────────────────────────────────────────────────
@@ -344,7 +381,10 @@ class Prequential:
 
     def update(self, y: float, prediction: float) -> float:
         """Record one (label, prediction before learning it); returns the sample's loss (log
-        loss or absolute error), the series the drift detector watches."""
+        loss or absolute error), the series the drift detector watches. A NaN prediction (a
+        model that had no answer yet) is not scored and gives a NaN loss."""
+        if math.isnan(prediction):
+            return math.nan
         self.n += 1
         if self.kind == "logistic":
             cls = int(y)
@@ -397,7 +437,7 @@ class PrequentialRun:
 
 
 def prequential_run(
-    x: Array, y: Array, resolve_at: npt.ArrayLike, params: SgdParams, *, auc: bool = False
+    x: Array, y: Array, resolve_at: npt.ArrayLike, params: ModelSpec, *, auc: bool = False
 ) -> PrequentialRun:
     """Test-then-train over a stream with label delays, as the engine runs it: at step ``t``
     every sample whose label resolves at or before ``t`` (``resolve_at[j] > j``) is scored with
@@ -407,8 +447,8 @@ def prequential_run(
     n, dim = x.shape
     if np.any(due <= np.arange(n)):
         raise ValueError("resolve_at[j] must be > j (a label comes from later bars)")
-    learner = OnlineLearner(dim, params)
-    metrics = Prequential(params.kind)
+    learner = make_learner(dim, params)
+    metrics = Prequential(metrics_kind(params))
     predictions = np.empty(n)
     order = sorted(range(n), key=lambda j: (due[j], j))
     run = PrequentialRun(predictions, [], [])

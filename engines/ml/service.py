@@ -1,13 +1,18 @@
 """ML engine (port 8400): ``features.*`` and ``bars.<spec>.*`` in, ``ml.<model>.SYM`` out.
 
-Per symbol and configured model (``logistic``: P(up) of the sign label; ``linear``: the forward
-return) one ``core.OnlineLearner`` runs test-then-train on the stream:
+Per symbol and configured model one learner runs test-then-train on the stream: ``logistic``
+(P(up) of the sign label, SGD), ``linear`` (the forward return, SGD), ``hoeffding_tree`` (P(up),
+a Hoeffding tree) and ``bagging`` (P(up), Oza bagging of ``bagging_models`` Hoeffding trees,
+seeded per symbol from ``seed`` so a replay repeats itself) — each equal to its river
+counterpart (``core``, ``hoeffding``):
 
 1. each bar of the spec advances every pending sample's label (``core.ForwardReturnLabel`` at
    ``horizon`` bars, or ``core.TripleBarrierLabel``); a resolved label first scores the prediction
-   made when the sample was seen (``core.Prequential``, the drift detector watches its loss),
-   then the model learns it; a detected drift resets the model (``reset_on_drift``) and bumps its
-   version;
+   made when the sample was seen (``core.Prequential``; the drift detector — Page–Hinkley, or
+   ADWIN with ``drift_detector=adwin`` — watches its loss, and a drift counts only when the loss
+   rose: Page–Hinkley in ``up`` mode, ADWIN when the window's mean loss after the cut is above
+   the mean before), then the model learns it; a drift resets the model (``reset_on_drift``) and
+   bumps its version;
 2. then the features message of *that same bar* (its ``end_ns``) is predicted on and published:
    ``{"model", "symbol", "version", "prediction", "probability", "bet_size", "event_ns",
    "bar_end_ns", "learned", "drifts", "drift", "metrics"}``, stored per model, and queued as a
@@ -20,14 +25,16 @@ the next bar may resolve labels, until a later bar's features message shows it w
 features); a features message for a bar already passed is counted ``late`` and skipped.
 ``bet_size`` is AFML's ``2Φ(z) − 1`` (Strategy's ML-bet strategy reads it); ``event_ns`` the
 newest input time behind the value (the bar's end). A sample with a missing (warm-up ``null``)
-or non-finite configured feature is not predicted on (counted ``warming``).
+or non-finite configured feature is not predicted on (counted ``warming``); a tree model that has
+learned nothing yet publishes nothing for the sample (counted ``untrained``) but learns it.
 
 Bad input is counted by the shell and skipped: a bar or features message of another spec
 (``wrong_spec``), a bar at or before the symbol's last (``out_of_order``), a non-positive close
 (``invalid_value``), a features message without a configured key (``missing_feature``) or
 for a bar already waiting (``duplicate_features``).
 
-Limits: the learning runs on the event loop (two linear models of ten features: tens of µs a bar);
+Limits: the learning runs on the event loop (two linear models of ten features: tens of µs a bar;
+a Hoeffding tree ~0.1 ms and ten bagged trees ~1 ms a bar in pure Python, see loadtest/ml_bench);
 the vmapped many-symbol step (``core.make_batch_step``) serves the batch and the benchmark, not
 the per-message path; models live in memory (a restart starts them afresh, version 1).
 """
@@ -35,6 +42,7 @@ the per-message path; models live in memory (a restart starts them afresh, versi
 from __future__ import annotations
 
 import math
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +52,8 @@ import numpy as np
 from prometheus_client import Counter
 
 from engines.ml import core
+from engines.ml.adwin import Adwin
+from engines.ml.hoeffding import LEAF_PREDICTIONS, TreeParams, TreeSpec
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.lifecycle import Input, on
 from protocol.channels import DeliveryClass
@@ -70,7 +80,8 @@ class MlConfig(EngineConfig):
         default=DEFAULT_FEATURES, metadata=described("feature keys the models read, in order")
     )
     models: tuple[str, ...] = field(
-        default=core.MODEL_KINDS, metadata=described("online models run: logistic, linear")
+        default=core.ONLINE_MODELS,
+        metadata=described("online models run: logistic, linear, hoeffding_tree, bagging"),
     )
     label: str = field(
         default="forward",
@@ -84,6 +95,25 @@ class MlConfig(EngineConfig):
     l2: float = field(default=1e-4, metadata=described("L2 penalty on the weights"))
     intercept_lr: float = field(default=0.01, metadata=described("SGD rate of the intercept"))
     auc_window: int = field(default=5_000, metadata=described("predictions the AUC covers"))
+    tree_grace_period: int = field(
+        default=200, metadata=described("Hoeffding tree: weight between split attempts")
+    )
+    tree_delta: float = field(
+        default=1e-7, metadata=described("Hoeffding tree: split confidence δ")
+    )
+    tree_tau: float = field(default=0.05, metadata=described("Hoeffding tree: tie threshold τ"))
+    tree_leaf_prediction: str = field(
+        default="nba", metadata=described("Hoeffding tree leaves: mc, nb or nba (adaptive)")
+    )
+    tree_max_depth: int = field(
+        default=0, metadata=described("Hoeffding tree: deepest leaf (0: unbounded)")
+    )
+    bagging_models: int = field(default=10, metadata=described("trees in the bagging model"))
+    seed: int = field(default=0, metadata=described("seed of the bagging draws (per symbol)"))
+    drift_detector: str = field(
+        default="page_hinkley", metadata=described("drift test on the loss: page_hinkley, adwin")
+    )
+    adwin_delta: float = field(default=0.002, metadata=described("ADWIN confidence δ"))
     drift_threshold: float = field(default=50.0, metadata=described("Page–Hinkley λ"))
     drift_delta: float = field(default=0.005, metadata=described("Page–Hinkley δ"))
     drift_min_instances: int = field(
@@ -108,13 +138,23 @@ class MlConfig(EngineConfig):
         EngineConfig.__post_init__(self)
         if not self.features or len(set(self.features)) != len(self.features):
             raise ValueError("features must be a non-empty list of distinct keys")
-        unknown = set(self.models) - set(core.MODEL_KINDS)
-        if not self.models or unknown:
-            raise ValueError(f"models must be among {core.MODEL_KINDS}, got {self.models}")
+        unknown = set(self.models) - set(core.ONLINE_MODELS)
+        if not self.models or unknown or len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must be among {core.ONLINE_MODELS}, got {self.models}")
+        if self.drift_detector not in ("page_hinkley", "adwin"):
+            raise ValueError(
+                f"drift_detector must be page_hinkley or adwin, got {self.drift_detector!r}"
+            )
+        if self.tree_leaf_prediction not in LEAF_PREDICTIONS:
+            raise ValueError(f"tree_leaf_prediction must be one of {LEAF_PREDICTIONS}")
+        if not 0.0 < self.adwin_delta < 1.0:
+            raise ValueError("adwin_delta must be in (0, 1)")
+        if self.tree_max_depth < 0:
+            raise ValueError("tree_max_depth must be >= 0")
         if self.label not in ("forward", "triple_barrier"):
             raise ValueError(f"label must be forward or triple_barrier, got {self.label!r}")
         for name in ("horizon", "vol_span", "auc_window", "drift_min_instances", "max_pending",
-                     "max_walkforward_rows", "max_jobs"):  # fmt: skip
+                     "max_walkforward_rows", "max_jobs", "bagging_models"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.features_wait_bars < 0:
@@ -123,7 +163,22 @@ class MlConfig(EngineConfig):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be finite and >= 0")
         for kind in self.models:
-            self.sgd(kind)  # validates the rates
+            self.model_spec(kind, "")  # validates the rates and the tree settings
+
+    def model_spec(self, kind: str, symbol: str) -> core.ModelSpec:
+        """The SGD parameters or tree spec of model ``kind`` for ``symbol`` (the bagging seed
+        mixes ``seed`` with the symbol, so symbols draw apart and a replay draws the same)."""
+        if kind in core.MODEL_KINDS:
+            return self.sgd(kind)
+        tree = TreeParams(
+            grace_period=self.tree_grace_period,
+            delta=self.tree_delta,
+            tau=self.tree_tau,
+            leaf_prediction=self.tree_leaf_prediction,  # type: ignore[arg-type]
+            max_depth=self.tree_max_depth or None,
+        )
+        seed = zlib.crc32(f"{self.seed}:{symbol}".encode())
+        return TreeSpec(kind, tree, self.bagging_models, seed)  # type: ignore[arg-type]
 
     def sgd(self, kind: str) -> core.SgdParams:
         return core.SgdParams(
@@ -149,9 +204,9 @@ class FeaturesInput(Record, frozen=True, kw_only=True):
 class ModelState:
     """One model of one symbol: learner, prequential metrics, drift detector, version."""
 
-    learner: core.OnlineLearner
+    learner: core.Learner
     metrics: core.Prequential
-    drift: core.PageHinkley
+    drift: core.PageHinkley | Adwin
     version: int = 1
     drifts: int = 0
     drift_now: bool = False
@@ -195,7 +250,7 @@ class MlEngine(Engine[MlConfig]):
         super().__init__(config, bus=bus, clock=clock, storage=storage)
         self.symbols: dict[str, SymbolState] = {}
         self.dim = len(config.features)
-        self.params = {kind: config.sgd(kind) for kind in config.models}
+        self.params = {kind: config.model_spec(kind, "") for kind in config.models}
         self.predictions: dict[str, RecordStore[Prediction]] = {
             model: self.storage.records(self.name, f"ml.{model}", dict, key=_symbol, time=_event_ns)
             for model in config.models
@@ -203,7 +258,8 @@ class MlEngine(Engine[MlConfig]):
         #: walk-forward jobs by id (``api``), oldest first
         self.jobs: dict[str, dict[str, Any]] = {}
         self._job_seq = 0
-        self.counts = {"warming": 0, "late": 0, "features_missing": 0, "pending_dropped": 0}
+        self.counts = {"warming": 0, "late": 0, "features_missing": 0, "pending_dropped": 0,
+                       "untrained": 0}  # fmt: skip
         registry = self.metrics.registry
         self.predictions_total = Counter(
             "nautilus_ml_predictions", "predictions published", ["model"], registry=registry
@@ -255,7 +311,8 @@ class MlEngine(Engine[MlConfig]):
                 {
                     "model": model,
                     "kind": model,
-                    "params": {"lr": p.lr, "l2": p.l2, "intercept_lr": p.intercept_lr},
+                    "params": _spec_payload(p),
+                    "drift_detector": self.config.drift_detector,
                     "features": list(self.config.features),
                     "label": label,
                     "symbols": {s: st.models[model].to_payload() for s, st in self.symbols.items()},
@@ -308,17 +365,20 @@ class MlEngine(Engine[MlConfig]):
         state = self.symbols.get(symbol)
         if state is None:
             c = self.config
+            models: dict[str, ModelState] = {}
+            for kind in self.params:
+                spec = c.model_spec(kind, symbol)
+                models[kind] = ModelState(
+                    core.make_learner(self.dim, spec),
+                    core.Prequential(core.metrics_kind(spec), c.auc_window),
+                    Adwin(c.adwin_delta)
+                    if c.drift_detector == "adwin"
+                    else core.PageHinkley(
+                        c.drift_min_instances, c.drift_delta, c.drift_threshold, mode="up"
+                    ),
+                )
             state = self.symbols[symbol] = SymbolState(
-                models={
-                    kind: ModelState(
-                        core.OnlineLearner(self.dim, params),
-                        core.Prequential(kind, c.auc_window),  # type: ignore[arg-type]
-                        core.PageHinkley(
-                            c.drift_min_instances, c.drift_delta, c.drift_threshold, mode="up"
-                        ),
-                    )
-                    for kind, params in self.params.items()
-                },
+                models=models,
                 vol=core.EwmaVolatility(c.vol_span),
             )
         return state
@@ -360,10 +420,10 @@ class MlEngine(Engine[MlConfig]):
         for sample, label in resolved:
             self.labels_total.inc()
             for model, ms in state.models.items():
-                target = float(label.cls) if model == "logistic" else label.ret
+                target = float(label.cls) if model in core.CLASSIFIERS else label.ret
                 loss = ms.metrics.update(target, sample.predictions[model])
                 ms.learner.learn(sample.x, target)
-                if ms.drift.update(loss):
+                if not math.isnan(loss) and _drift_rose(ms.drift, loss):
                     ms.drifts += 1
                     ms.drift_now = True
                     self.drift_total.labels(model).inc()
@@ -384,14 +444,17 @@ class MlEngine(Engine[MlConfig]):
         for model, ms in state.models.items():
             value = ms.learner.predict(x)
             predictions[model] = value
-            logistic = model == "logistic"
+            if math.isnan(value):  # a tree that has learned nothing yet: no answer to publish
+                self.counts["untrained"] += 1
+                continue
+            classifier = model in core.CLASSIFIERS
             payload: Prediction = {
                 "model": model,
                 "symbol": symbol,
                 "version": ms.version,
-                "prediction": int(value > 0.5) if logistic else value,
-                "probability": value if logistic else None,
-                "bet_size": core.bet_size(value) if logistic else None,
+                "prediction": int(value > 0.5) if classifier else value,
+                "probability": value if classifier else None,
+                "bet_size": core.bet_size(value) if classifier else None,
                 "event_ns": event_ns,
                 "bar_end_ns": message.end_ns,
                 "learned": ms.learner.learned,
@@ -451,6 +514,31 @@ class MlEngine(Engine[MlConfig]):
 
         self.spawn(run, name=f"walkforward {job_id}")
         return job
+
+
+def _drift_rose(detector: core.PageHinkley | Adwin, loss: float) -> bool:
+    """Feed the detector one loss; ``True`` on a drift toward a higher loss (Page–Hinkley runs in
+    ``up`` mode; ADWIN reports changes both ways, so its window mean must have risen)."""
+    if isinstance(detector, Adwin):
+        before = detector.estimation
+        return detector.update(loss) and detector.estimation > before
+    return detector.update(loss)
+
+
+def _spec_payload(spec: core.ModelSpec) -> dict[str, Any]:
+    if isinstance(spec, core.SgdParams):
+        return {"lr": spec.lr, "l2": spec.l2, "intercept_lr": spec.intercept_lr}
+    t = spec.tree
+    out: dict[str, Any] = {
+        "grace_period": t.grace_period,
+        "delta": t.delta,
+        "tau": t.tau,
+        "leaf_prediction": t.leaf_prediction,
+        "max_depth": t.max_depth,
+    }
+    if spec.kind == "bagging":
+        out["n_models"] = spec.n_models
+    return out
 
 
 def _symbol(p: Prediction) -> str:

@@ -130,6 +130,8 @@ class OptimizeBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class OptimizeResource:
+    body_type = OptimizeBody
+
     def __init__(self, engine: PortfolioEngine) -> None:
         self._engine = engine
 

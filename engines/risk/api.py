@@ -65,6 +65,8 @@ class AccountResource:
 
 
 class StateResource:
+    body_type = StateBody
+
     def __init__(self, engine: RiskEngine) -> None:
         self._engine = engine
 

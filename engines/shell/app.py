@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.shell.errors import DomainError
 from engines.shell.lifecycle import Engine, Route
+from engines.shell.openapi import openapi_document
 from engines.shell.registry import routes_for
 from engines.shell.rest import MAX_BODY_BYTES, payload_too_large
 from realtime.storage import InvalidQuery, StoreUnavailable
@@ -39,7 +40,7 @@ _dumps = functools.partial(
 #: Statuses /health answers 200 with; others (starting, stopping, failed) answer 503 so a
 #: load balancer or orchestrator reads the status line alone.
 _HEALTHY = frozenset({"ok", "degraded"})
-SHELL_ROUTES = ("/health", "/metrics", "/streams")
+SHELL_ROUTES = ("/health", "/metrics", "/streams", "/openapi.json")
 
 EngineApp: TypeAlias = falcon.asgi.App[falcon.asgi.Request, falcon.asgi.Response]
 
@@ -65,12 +66,17 @@ def create_app(
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = json_handler
 
-    app.add_route("/health", HealthResource(engine, version))
-    app.add_route("/metrics", MetricsResource(engine))
-    app.add_route("/streams", StreamsResource(engine))
-    for route, resource in routes:
+    served: list[Route] = [
+        ("/health", HealthResource(engine, version)),
+        ("/metrics", MetricsResource(engine)),
+        ("/streams", StreamsResource(engine)),
+    ]
+    for route, _ in routes:
         if route in SHELL_ROUTES:
             raise ValueError(f"engine {engine.name} may not override the shell route {route}")
+    served.extend(routes)
+    served.append(("/openapi.json", OpenApiResource(engine.name, version, served)))
+    for route, resource in served:
         app.add_route(route, resource)
 
     async def internal_error(
@@ -165,6 +171,28 @@ class StreamsResource:
                 for s in self._engine.streams()
             ],
         }
+
+
+class OpenApiResource:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of every route this app serves
+    (``engines.shell.openapi``), built on the first request."""
+
+    def __init__(self, engine: str, version: str, routes: Sequence[Route]) -> None:
+        self._engine = engine
+        self._version = version
+        self._routes = routes  # the app's, this one included once it is added
+        self._document: dict[str, Any] | None = None
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        if self._document is None:
+            self._document = openapi_document(
+                title=f"Nautilus Realtime {self._engine} engine",
+                version=self._version,
+                routes=self._routes,
+                description=f"REST API of the {self._engine} engine; WebSocket streams are "
+                "described by the hub's /asyncapi.json.",
+            )
+        resp.media = self._document
 
 
 async def _domain_error(

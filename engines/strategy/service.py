@@ -269,12 +269,7 @@ class StrategyEngine(Engine[StrategyConfig]):
             page = await self.storage.store.fetch_bars(
                 symbol, spec, 0, now_ns, MAX_PAGE_ROWS, cursor
             )
-            kept.extend(
-                Bar(symbol=r.symbol, spec=r.spec, start_ns=r.start_ns, end_ns=r.end_ns,
-                    open=r.open, high=r.high, low=r.low, close=r.close, volume=r.volume,
-                    dollar_volume=r.dollar_volume, trades=r.trade_count)
-                for r in page.items if r.end_ns <= now_ns
-            )  # fmt: skip
+            kept.extend(bar for bar in page.items if bar.end_ns <= now_ns)
             cursor = page.next_cursor
             if cursor is None:
                 return list(kept)

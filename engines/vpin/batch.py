@@ -18,8 +18,8 @@ import numpy.typing as npt
 
 from engines.shell import ValidationError
 from engines.shell.rest import read_body
-from protocol.records import Side, error_path
-from realtime.storage import MAX_PAGE_ROWS, Store, TradeRow
+from protocol.records import Side, Trade, error_path
+from realtime.storage import MAX_PAGE_ROWS, Store
 
 Columns = tuple[
     npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int8]
@@ -81,6 +81,8 @@ ComputeMany = Callable[[dict[str, Columns], dict[str, Any]], dict[str, Any]]
 
 class BatchResource:
     """``POST …/batch`` for VPIN and Enhanced VPIN alike (each passes its own compute)."""
+
+    body_type = BatchBody
 
     def __init__(
         self,
@@ -165,7 +167,7 @@ class BatchResource:
             if value is None:
                 raise ValidationError(f"{name} must be ns since the epoch", parameter=name)
         assert body.from_ns is not None and body.to_ns is not None
-        rows: list[TradeRow] = []
+        rows: list[Trade] = []
         cursor: str | None = None
         while True:
             page = await self._store.fetch_trades(
@@ -181,5 +183,5 @@ class BatchResource:
             np.array([r.event_ns for r in rows], dtype=np.int64),
             np.array([r.price for r in rows], dtype=np.float64),
             np.array([r.size for r in rows], dtype=np.float64),
-            np.array([r.aggressor or 0 for r in rows], dtype=np.int8),
+            np.array([r.aggressor_sign for r in rows], dtype=np.int8),
         )

@@ -36,6 +36,7 @@ from protocol.channels import parse_channel
 from protocol.codec import encode, encode_data
 from protocol.errors import CloseCode, ProtocolError
 from protocol.messages import Heartbeat, StatusState
+from protocol.schemas import asyncapi_document
 from realtime import __version__
 from realtime.bus.base import Bus, BusUnavailable, Envelope, Subscription
 from realtime.clock import Clock, SystemClock
@@ -475,6 +476,11 @@ class Hub:
             return _respond(connection, HTTPStatus.OK, body, "text/plain; version=0.0.4")
         if path == "/status":
             return _json(connection, HTTPStatus.OK, await self.status())
+        if path == "/asyncapi.json":  # the WebSocket API as data (protocol/schemas.py)
+            hosts = request.headers.get_all("Host")
+            host = hosts[0] if len(hosts) == 1 and hosts[0] else f"localhost:{self.port}"
+            document = asyncapi_document(version=__version__, host=host)
+            return _json(connection, HTTPStatus.OK, document)
         if path in self._static:
             body, ctype = self._static[path]
             return _respond(connection, HTTPStatus.OK, body, ctype)

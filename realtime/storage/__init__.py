@@ -1,7 +1,8 @@
 """Storage of market data and engine records: PostgreSQL (COPY-batched) or bounded memory.
 
 ``Storage`` (the shell-owned service: one config, opened, migrated, closed) wraps one ``Store``;
-``RecordStore`` is the typed view an engine keeps its output records in. Reads raise
+``RecordStore`` is the typed view an engine keeps its output records in. Market data goes in and
+comes out as ``protocol.records`` ``Trade``, ``Quote`` and ``Bar``. Reads raise
 ``InvalidQuery`` or ``StoreUnavailable``; no caller needs to know the driver's exceptions.
 """
 
@@ -9,16 +10,13 @@ from __future__ import annotations
 
 from realtime.storage.base import (
     MAX_PAGE_ROWS,
-    BarRow,
     InstrumentRow,
     InvalidQuery,
     Page,
-    QuoteRow,
     SignalRow,
     Store,
     StoreStats,
     StoreUnavailable,
-    TradeRow,
 )
 from realtime.storage.memory import MemoryStore
 from realtime.storage.migrations import DEFAULT_SCHEMA, MigrationError, migrate
@@ -30,7 +28,6 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "MAX_PAGE_ROWS",
     "STORAGE_PREFIX",
-    "BarRow",
     "InstrumentRow",
     "InvalidQuery",
     "MemoryStore",
@@ -38,7 +35,6 @@ __all__ = [
     "Page",
     "PostgresConfig",
     "PostgresStore",
-    "QuoteRow",
     "RecordStore",
     "SignalRow",
     "Storage",
@@ -46,6 +42,5 @@ __all__ = [
     "Store",
     "StoreStats",
     "StoreUnavailable",
-    "TradeRow",
     "migrate",
 ]

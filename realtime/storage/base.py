@@ -1,10 +1,14 @@
 """The storage interface shared by the PostgreSQL store and the bounded in-memory store.
 
-Rows are small frozen dataclasses; column names match ``infra/sql``. Reads come back in a stable
-order, ``(event_ns, id)`` where ``id`` is the row's insertion number (``start_ns`` for bars,
-unique per symbol and spec), and page with an opaque keyset cursor: the position of the last row
-served, so a page never skips or repeats a row however many rows arrive meanwhile after it
-(keyset pagination, not OFFSET). Time ranges are half-open: ``from_ns <= t < to_ns``.
+Market data is stored and read back as the bus's own records (``protocol.records`` ``Trade``,
+``Quote``, ``Bar``): one type per market event from feed through bus and store to REST, so every
+reader sees the wire's field names. PostgreSQL keeps them in the ``infra/sql`` columns (the
+conversion is ``postgres``'s); a quote's ``sequence`` has no column there, so a quote read back
+from PostgreSQL has none. Reads come back in a stable order, ``(event_ns, id)`` where ``id`` is
+the row's insertion number (``start_ns`` for bars, unique per symbol and spec), and page with an
+opaque keyset cursor: the position of the last row served, so a page never skips or repeats a
+row however many rows arrive meanwhile after it (keyset pagination, not OFFSET). Time ranges are
+half-open: ``from_ns <= t < to_ns``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
+
+from protocol.records import Bar, Quote, Trade
 
 MAX_PAGE_ROWS = 10_000
 
@@ -29,53 +35,6 @@ class InstrumentRow:
     currency: str
 
 
-# Row types are plain slots dataclasses, not frozen: one is built per stored market event and a
-# frozen dataclass costs ~1.1 µs to build against ~0.2 µs. Treat them as immutable all the same.
-
-
-@dataclass(slots=True)
-class TradeRow:
-    """One trade. ``aggressor``: 1 buyer, -1 seller, ``None`` unknown."""
-
-    symbol: str
-    event_ns: int
-    receive_ns: int
-    price: float
-    size: float
-    aggressor: int | None = None
-    trade_id: str | None = None
-    exchange: str | None = None
-    condition: str | None = None
-
-
-@dataclass(slots=True)
-class QuoteRow:
-    symbol: str
-    event_ns: int
-    receive_ns: int
-    bid: float
-    bid_size: float
-    ask: float
-    ask_size: float
-
-
-@dataclass(slots=True)
-class BarRow:
-    """One bar over ``[start_ns, end_ns)``; ``spec`` names the bar kind (``1m``, ``vol1000``)."""
-
-    symbol: str
-    spec: str
-    start_ns: int
-    end_ns: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    dollar_volume: float
-    trade_count: int
-
-
 @dataclass(slots=True)
 class SignalRow:
     """One value a compute engine published on ``channel`` (bus ``seq``), about ``key``."""
@@ -88,7 +47,8 @@ class SignalRow:
     payload: Any
 
 
-# Column order of each table as the writer COPYs it (every column but ``id``).
+# Column order of each table as the writer COPYs it (every column but ``id``). ``Quote`` and
+# ``Bar`` list their fields in this order (``bars.trade_count`` is ``Bar.trades``).
 TRADE_COLUMNS = (
     "symbol",
     "event_ns",
@@ -214,11 +174,11 @@ class Store(Protocol):
 
     def stats(self) -> StoreStats: ...
 
-    def write_trades(self, rows: Iterable[TradeRow]) -> int: ...
+    def write_trades(self, rows: Iterable[Trade]) -> int: ...
 
-    def write_quotes(self, rows: Iterable[QuoteRow]) -> int: ...
+    def write_quotes(self, rows: Iterable[Quote]) -> int: ...
 
-    def write_bars(self, rows: Iterable[BarRow]) -> int: ...
+    def write_bars(self, rows: Iterable[Bar]) -> int: ...
 
     def write_signals(self, rows: Iterable[SignalRow]) -> int: ...
 
@@ -228,11 +188,11 @@ class Store(Protocol):
 
     async def fetch_trades(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[TradeRow]: ...
+    ) -> Page[Trade]: ...
 
     async def fetch_quotes(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[QuoteRow]: ...
+    ) -> Page[Quote]: ...
 
     async def fetch_bars(
         self,
@@ -242,7 +202,7 @@ class Store(Protocol):
         to_ns: int,
         limit: int,
         cursor: str | None = None,
-    ) -> Page[BarRow]:
+    ) -> Page[Bar]:
         """Bars with ``from_ns <= start_ns < to_ns``, by ``start_ns``."""
         ...
 
@@ -250,7 +210,7 @@ class Store(Protocol):
         self, channel: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
     ) -> Page[SignalRow]: ...
 
-    async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None: ...
+    async def fetch_latest_quote(self, symbol: str) -> Quote | None: ...
 
     async def fetch_latest_signal(self, channel: str) -> SignalRow | None:
         """The newest stored value of ``channel`` by ``(event_ns, id)``."""

@@ -2,7 +2,8 @@
 
 Per key (symbol, symbol and bar spec, signal channel) a ring of the newest ``max_rows_per_key``
 rows, kept sorted by ``(event_ns, id)`` like the PostgreSQL reads, so both stores page the same
-way. Rows pushed out by newer ones are counted in ``stats().rows_evicted``.
+way. Rows pushed out by newer ones are counted in ``stats().rows_evicted``. Market data is kept
+as the records written (immutable ``protocol.records`` structs), so a read returns them as is.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ from collections.abc import Callable, Hashable, Iterable
 from operator import attrgetter
 from typing import Generic, TypeVar
 
+from protocol.records import Bar, Quote, Trade
 from realtime.storage.base import (
-    BarRow,
     InstrumentRow,
     Page,
-    QuoteRow,
     SignalRow,
     StoreStats,
-    TradeRow,
     check_range,
     decode_cursor,
     encode_cursor,
@@ -114,9 +113,9 @@ class MemoryStore:
         if max_rows_per_key < 1:
             raise ValueError("max_rows_per_key must be positive")
         self.max_rows_per_key = max_rows_per_key
-        self._trades: dict[str, SortedRing[TradeRow]] = {}
-        self._quotes: dict[str, SortedRing[QuoteRow]] = {}
-        self._bars: dict[tuple[str, str], SortedRing[BarRow]] = {}
+        self._trades: dict[str, SortedRing[Trade]] = {}
+        self._quotes: dict[str, SortedRing[Quote]] = {}
+        self._bars: dict[tuple[str, str], SortedRing[Bar]] = {}
         self._signals: dict[str, SortedRing[SignalRow]] = {}
         self._instruments: dict[str, InstrumentRow] = {}
         self._next_id = itertools.count(1)
@@ -164,16 +163,16 @@ class MemoryStore:
         self._rows_written += count
         return count
 
-    def write_trades(self, rows: Iterable[TradeRow]) -> int:
+    def write_trades(self, rows: Iterable[Trade]) -> int:
         return self._keep(self._trades, rows, _symbol, _event_ns)
 
-    def write_quotes(self, rows: Iterable[QuoteRow]) -> int:
+    def write_quotes(self, rows: Iterable[Quote]) -> int:
         return self._keep(self._quotes, rows, _symbol, _event_ns)
 
     def write_signals(self, rows: Iterable[SignalRow]) -> int:
         return self._keep(self._signals, rows, attrgetter("channel"), _event_ns)
 
-    def write_bars(self, rows: Iterable[BarRow]) -> int:
+    def write_bars(self, rows: Iterable[Bar]) -> int:
         count = 0
         for row in rows:
             ring = self._ring(self._bars, (row.symbol, row.spec))
@@ -202,12 +201,12 @@ class MemoryStore:
 
     async def fetch_trades(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[TradeRow]:
+    ) -> Page[Trade]:
         return self._page(self._trades.get(symbol), from_ns, to_ns, limit, cursor)
 
     async def fetch_quotes(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[QuoteRow]:
+    ) -> Page[Quote]:
         return self._page(self._quotes.get(symbol), from_ns, to_ns, limit, cursor)
 
     async def fetch_bars(
@@ -218,7 +217,7 @@ class MemoryStore:
         to_ns: int,
         limit: int,
         cursor: str | None = None,
-    ) -> Page[BarRow]:
+    ) -> Page[Bar]:
         return self._page(self._bars.get((symbol, spec)), from_ns, to_ns, limit, cursor)
 
     async def fetch_signals(
@@ -226,7 +225,7 @@ class MemoryStore:
     ) -> Page[SignalRow]:
         return self._page(self._signals.get(channel), from_ns, to_ns, limit, cursor)
 
-    async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None:
+    async def fetch_latest_quote(self, symbol: str) -> Quote | None:
         ring = self._quotes.get(symbol)
         return ring.last() if ring is not None else None
 

@@ -9,6 +9,12 @@ asyncpg's ``copy_records_to_table``; bars through a temp table and an upsert on
 serves its engine while PostgreSQL is down; its reads then fail and its writes queue.
 
 Reads see committed rows only, not rows still queued in the writer.
+
+Records ⇄ columns. ``Quote`` and ``Bar`` fields are the ``quotes``/``bars`` columns in order (a
+quote's ``sequence`` is not stored). A ``Trade`` maps onto ``trades`` as: ``aggressor`` ±1 (buy,
+sell) or NULL; ``sequence`` → ``trade_id`` as decimal text; ``exchange`` ``""`` → NULL;
+``condition`` (sale-condition flags) → lower-case hex text, 0 (none) → NULL. Each maps back to
+the same record, so a trade read back equals the trade written.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
+import msgspec
 import orjson
 
+from protocol.records import Bar, Quote, Side, Trade
 from realtime.clock import Clock, SystemClock
 from realtime.storage.base import (
     BAR_COLUMNS,
@@ -32,14 +40,11 @@ from realtime.storage.base import (
     QUOTE_COLUMNS,
     SIGNAL_COLUMNS,
     TRADE_COLUMNS,
-    BarRow,
     InstrumentRow,
     Page,
-    QuoteRow,
     SignalRow,
     StoreStats,
     StoreUnavailable,
-    TradeRow,
     check_range,
     decode_cursor,
     encode_cursor,
@@ -260,10 +265,43 @@ class CopySink:
         return self._connection is not None and self._connection.is_closed()
 
 
-_trade_record = operator.attrgetter(*TRADE_COLUMNS)
+_AGGRESSOR_CODE = {Side.BUY: 1, Side.SELL: -1, None: None}
+_AGGRESSOR_SIDE = {1: Side.BUY, -1: Side.SELL, None: None}
 _quote_record = operator.attrgetter(*QUOTE_COLUMNS)
-_bar_record = operator.attrgetter(*BAR_COLUMNS)
+_bar_record = msgspec.structs.astuple
 _instrument_record = operator.attrgetter(*INSTRUMENT_COLUMNS)
+
+
+def trade_to_row(trade: Trade) -> Record:
+    """The ``trades`` columns of ``trade`` (module docstring: records ⇄ columns)."""
+    sequence, condition = trade.sequence, trade.condition
+    return (
+        trade.symbol,
+        trade.event_ns,
+        trade.receive_ns,
+        trade.price,
+        trade.size,
+        _AGGRESSOR_CODE[trade.aggressor],
+        None if sequence is None else str(sequence),
+        trade.exchange or None,
+        format(condition, "x") if condition else None,
+    )
+
+
+def trade_from_row(values: tuple[Any, ...]) -> Trade:
+    """The ``Trade`` a ``trades`` row holds: the inverse of ``trade_to_row``."""
+    symbol, event_ns, receive_ns, price, size, aggressor, trade_id, exchange, condition = values
+    return Trade(
+        symbol,
+        event_ns,
+        receive_ns,
+        price,
+        size,
+        _AGGRESSOR_SIDE[aggressor],
+        None if trade_id is None else int(trade_id),
+        exchange or "",
+        int(condition, 16) if condition else 0,
+    )
 
 
 def _signal_record(row: SignalRow) -> Record:
@@ -335,13 +373,13 @@ class PostgresStore:
             last_error=writer.last_error,
         )
 
-    def write_trades(self, rows: Iterable[TradeRow]) -> int:
-        return self.writer.offer("trades", map(_trade_record, rows))
+    def write_trades(self, rows: Iterable[Trade]) -> int:
+        return self.writer.offer("trades", map(trade_to_row, rows))
 
-    def write_quotes(self, rows: Iterable[QuoteRow]) -> int:
+    def write_quotes(self, rows: Iterable[Quote]) -> int:
         return self.writer.offer("quotes", map(_quote_record, rows))
 
-    def write_bars(self, rows: Iterable[BarRow]) -> int:
+    def write_bars(self, rows: Iterable[Bar]) -> int:
         return self.writer.offer("bars", map(_bar_record, rows))
 
     def write_signals(self, rows: Iterable[SignalRow]) -> int:
@@ -417,19 +455,19 @@ class PostgresStore:
 
     async def fetch_trades(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[TradeRow]:
+    ) -> Page[Trade]:
         rows, next_cursor = await self._page(
             "trades", "symbol", symbol, from_ns, to_ns, limit, cursor
         )
-        return Page([TradeRow(*row) for row in rows], next_cursor)
+        return Page([trade_from_row(row) for row in rows], next_cursor)
 
     async def fetch_quotes(
         self, symbol: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
-    ) -> Page[QuoteRow]:
+    ) -> Page[Quote]:
         rows, next_cursor = await self._page(
             "quotes", "symbol", symbol, from_ns, to_ns, limit, cursor
         )
-        return Page([QuoteRow(*row) for row in rows], next_cursor)
+        return Page([Quote(*row) for row in rows], next_cursor)
 
     async def fetch_signals(
         self, channel: str, from_ns: int, to_ns: int, limit: int, cursor: str | None = None
@@ -448,7 +486,7 @@ class PostgresStore:
         to_ns: int,
         limit: int,
         cursor: str | None = None,
-    ) -> Page[BarRow]:
+    ) -> Page[Bar]:
         """Bars by ``start_ns`` (unique per symbol and spec); the cursor's tie is always 0."""
         check_range(from_ns, to_ns, limit)
         after = decode_cursor(cursor)[0] if cursor is not None else _MIN_KEY
@@ -464,7 +502,7 @@ class PostgresStore:
             after,
             limit + 1,
         )
-        bars = [BarRow(*record) for record in records]
+        bars = [Bar(*record) for record in records]
         if len(bars) <= limit:
             return Page(bars, None)
         return Page(bars[:limit], encode_cursor(bars[limit - 1].start_ns, 0))
@@ -480,11 +518,11 @@ class PostgresStore:
         return _signal_row(tuple(record)) if record is not None else None
 
     @_unavailable_on_outage
-    async def fetch_latest_quote(self, symbol: str) -> QuoteRow | None:
+    async def fetch_latest_quote(self, symbol: str) -> Quote | None:
         pool = await self.pool()
         record = await pool.fetchrow(
             f"SELECT {', '.join(QUOTE_COLUMNS)} FROM quotes"
             " WHERE symbol = $1 ORDER BY event_ns DESC, id DESC LIMIT 1",
             symbol,
         )
-        return QuoteRow(*record) if record is not None else None
+        return Quote(*record) if record is not None else None

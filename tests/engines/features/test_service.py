@@ -28,7 +28,7 @@ from engines.shell import load_config
 from protocol.records import Bar, encode
 from realtime.bus import MemoryBus, Subscription
 from realtime.clock import ManualClock
-from realtime.storage import BarRow, Storage, StorageConfig
+from realtime.storage import Storage, StorageConfig
 from tests.support import TEST_DSN, migrated_schema, until
 
 MIN_NS = 60_000_000_000
@@ -61,10 +61,10 @@ def bar(data: dict[str, np.ndarray], i: int, symbol: str = "SPY", **change: Any)
     return encode(Bar(**(fields | change)))
 
 
-def bar_row(data: dict[str, np.ndarray], i: int, symbol: str = "SPY") -> BarRow:
+def bar_row(data: dict[str, np.ndarray], i: int, symbol: str = "SPY") -> Bar:
     start = int(data["start_ns"][i])
     o, h, lo, c, v = (float(data[f][i]) for f in FIELDS)
-    return BarRow(symbol, "1m", start, start + MIN_NS, o, h, lo, c, v, c * v, 1)
+    return Bar(symbol, "1m", start, start + MIN_NS, o, h, lo, c, v, c * v, 1)
 
 
 def batch(
@@ -245,7 +245,7 @@ def schema() -> Iterator[str]:
         yield name
 
 
-async def store_bars(schema: str, rows: list[BarRow]) -> None:
+async def store_bars(schema: str, rows: list[Bar]) -> None:
     storage = Storage(StorageConfig(dsn=TEST_DSN, schema=schema))
     await storage.open()
     try:

@@ -7,21 +7,32 @@ from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 from falcon import testing
 
 from engines.marketdata import feeds
 from engines.marketdata.core import SaleConditionFilter, time_bars
-from engines.marketdata.records import BookDelta, Quote, TradeColumns
+from engines.marketdata.normalize import trade_payloads
+from engines.marketdata.records import Bar, BookDelta, Quote, Trade, TradeColumns
 from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataEngine
 from engines.shell import create_app
+from protocol.records import decode
+from protocol.schemas import payload_schema
 from realtime.bus import MemoryBus
 from realtime.clock import SystemClock
 
 DAY = date(2013, 10, 7)
 START_NS = 1381152600_000_000_000  # 2013-10-07 09:30 New York (EDT, UTC-4)
 END_NS = START_NS + 10 * 60 * 1_000_000_000  # 09:40
+
+
+def conforms(items: list[Any], kind: str) -> None:
+    """Every item is valid against the ``kind`` stream's documented payload schema."""
+    validator = jsonschema.Draft202012Validator(payload_schema(kind))
+    for item in items:
+        validator.validate(item)
 
 
 async def replayed(**config: Any) -> MarketDataEngine:
@@ -86,13 +97,18 @@ async def test_trades_page_through_the_window(
 ) -> None:
     items = await all_pages(spy, "/trades", symbol="SPY", limit=997)
     assert len(items) == len(window_ticks)
-    assert [r["price"] for r in items] == window_ticks.price.tolist()
-    assert [r["size"] for r in items] == window_ticks.size.tolist()
-    assert [r["event_ns"] for r in items] == window_ticks.event_ns.tolist()
-    assert [r["trade_id"] for r in items] == [str(i) for i in window_ticks.sequence.tolist()]
-    assert [r["exchange"] for r in items] == [x.decode() for x in window_ticks.exchange.tolist()]
-    assert [int(r["condition"], 16) for r in items] == window_ticks.condition.tolist()
-    assert {r["aggressor"] for r in items} == {None}
+    assert [r["p"] for r in items] == window_ticks.price.tolist()
+    assert [r["q"] for r in items] == window_ticks.size.tolist()
+    assert [r["t"] for r in items] == window_ticks.event_ns.tolist()
+    assert [r["i"] for r in items] == window_ticks.sequence.tolist()
+    assert [r["x"] for r in items] == [x.decode() for x in window_ticks.exchange.tolist()]
+    assert [r["c"] for r in items] == window_ticks.condition.tolist()
+    assert {r["a"] for r in items} == {None}
+    # One wire form: a /trades item is exactly the trades.SYM payload of that trade, decodes
+    # into that Trade, and is valid against the trades stream's documented schema.
+    assert items == trade_payloads(window_ticks)
+    assert [decode(Trade, r) for r in items] == window_ticks.trades()
+    conforms(items[:300], "trades")
 
 
 async def test_time_range_in_ns_and_iso_with_offset(
@@ -116,9 +132,12 @@ async def test_bars_are_the_minute_bars_of_the_window(
 ) -> None:
     items = await all_pages(spy, "/bars", symbol="SPY", spec="1m", limit=3)
     reference = time_bars(window_ticks, "1m", SaleConditionFilter.lean_default())
-    assert [(r["start_ns"], r["open"], r["close"], r["volume"]) for r in items] == [
+    assert [(r["t"], r["o"], r["c"], r["v"]) for r in items] == [
         (b.start_ns, b.open, b.close, b.volume) for b in reference
     ]
+    assert items == [bar.to_payload() for bar in reference]  # the bars.1m.SPY payloads
+    assert [decode(Bar, r) for r in items] == reference
+    conforms(items, "bars")
     assert len(items) == 10
 
 
@@ -192,7 +211,8 @@ async def test_book_after_a_binance_replay(
     assert bids[0] < asks[0] and body["crossed"] is False
     assert body["state"] == "live"
     last_delta = [e for e in binance_events if isinstance(e, BookDelta)][-1]
-    assert body["last_update_id"] == last_delta.last_update_id
+    assert body["u"] == last_delta.last_update_id and body["s"] == "BTCUSDT"
+    conforms([body], "book")
     # The book's top changes after the last bookTicker only through later diffs: it can only be
     # compared to a ticker at the same update id, so check the prices lie on the 0.01 grid.
     assert all(round(p * 100) == p * 100 for p in bids + asks)
@@ -207,14 +227,16 @@ async def test_latest_quote_is_the_last_book_ticker(
     result = await client.simulate_get("/quotes/latest", params={"symbol": "BTCUSDT"})
     assert result.status_code == 200
     assert result.json == {
-        "symbol": "BTCUSDT",
-        "event_ns": last.event_ns,
-        "receive_ns": last.receive_ns,
-        "bid": last.bid,
-        "bid_size": last.bid_size,
-        "ask": last.ask,
-        "ask_size": last.ask_size,
+        "s": "BTCUSDT",
+        "t": last.event_ns,
+        "r": last.receive_ns,
+        "b": last.bid,
+        "bq": last.bid_size,
+        "k": last.ask,
+        "kq": last.ask_size,
+        "i": last.sequence,
     }
     quotes = await all_pages(client, "/quotes", symbol="BTCUSDT", limit=10_000)
-    assert len(quotes) == sum(isinstance(e, Quote) for e in binance_events)
+    assert [decode(Quote, q) for q in quotes] == [e for e in binance_events if isinstance(e, Quote)]
     assert quotes[-1] == result.json
+    conforms(quotes[-300:], "quotes")

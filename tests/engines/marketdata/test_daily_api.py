@@ -78,15 +78,13 @@ async def all_pages(client: testing.ASGIConductor, **params: Any) -> tuple[list[
 
 
 def session_dates(items: list[dict[str, Any]]) -> np.ndarray:
-    return np.array([item["start_ns"] for item in items], dtype="datetime64[ns]").astype(
-        "datetime64[D]"
-    )
+    return np.array([item["t"] for item in items], dtype="datetime64[ns]").astype("datetime64[D]")
 
 
 def close_on(items: list[dict[str, Any]], when: str) -> float:
     (hits,) = np.nonzero(session_dates(items) == np.datetime64(when, "D"))
     assert len(hits) == 1, when
-    return float(items[int(hits[0])]["close"])
+    return float(items[int(hits[0])]["c"])
 
 
 # --------------------------------------------------------------------------- REST = reader
@@ -103,13 +101,14 @@ async def test_whole_aapl_history_equals_the_reader(
     expected = daily.read_daily_bars("AAPL", adjustment)
     assert len(items) == len(expected) == 5_849 and pages == 6
     assert (session_dates(items) == expected.date).all()
-    for column in ("open", "high", "low", "close", "volume"):  # bit for bit, through JSON
-        served = np.array([item[column] for item in items])
+    wire = {"open": "o", "high": "h", "low": "l", "close": "c", "volume": "v"}
+    for column, key in wire.items():  # bit for bit, through JSON
+        served = np.array([item[key] for item in items])
         assert np.array_equal(served, getattr(expected, column)), column
     assert {item["spec"] for item in items} == {"1d"}
-    assert all(item["end_ns"] - item["start_ns"] == DAY_NS for item in items)
+    assert all(item["te"] - item["t"] == DAY_NS for item in items)
     # The Lean daily files carry no trade count or dollar volume: 0 and null, not invented.
-    assert {(item["trade_count"], item["dollar_volume"]) for item in items} == {(0, None)}
+    assert {(item["n"], item["dv"]) for item in items} == {(0, None)}
 
 
 @pytest.mark.parametrize(
@@ -154,9 +153,9 @@ async def test_total_adjustment_is_split_times_the_factor_rows_price_factor(
         (await all_pages(client, **window, adjustment=mode))[0] for mode in ("raw", "total")
     ]
     row = factor_row("aapl", "20140606")  # "20140606,0.9011818,0.03571430,645.57"
-    assert float(row[3]) == raw["close"]  # the reference price is that day's raw close
-    assert total["close"] == pytest.approx(raw["close"] * float(row[1]) * float(row[2]), 1e-12)
-    assert total["volume"] == round(raw["volume"] / float(row[2]))
+    assert float(row[3]) == raw["c"]  # the reference price is that day's raw close
+    assert total["c"] == pytest.approx(raw["c"] * float(row[1]) * float(row[2]), 1e-12)
+    assert total["v"] == round(raw["v"] / float(row[2]))
 
 
 # --------------------------------------------------------------------------- paging, ranges
@@ -167,7 +166,7 @@ async def test_small_pages_return_every_row_once(
 ) -> None:
     _, client = aapl
     items, pages = await all_pages(client, symbol="AAPL", spec="1d", limit=97)
-    starts = [item["start_ns"] for item in items]
+    starts = [item["t"] for item in items]
     assert len(starts) == len(set(starts)) == 5_849 and pages == -(-5_849 // 97)
     assert starts == sorted(starts)
     whole, _ = await all_pages(client, symbol="AAPL", spec="1d", limit=10_000)
@@ -189,7 +188,7 @@ async def test_a_date_range_is_half_open_on_start_times(
         (reader >= np.datetime64("2014-06-01")) & (reader < np.datetime64("2014-07-01"))
     ]
     assert (session_dates(june) == sessions).all() and len(june) == 21  # NYSE, June 2014
-    first_ns = june[0]["start_ns"]
+    first_ns = june[0]["t"]
     exact, _ = await all_pages(
         client, symbol="AAPL", spec="1d", **{"from": first_ns, "to": first_ns}
     )
@@ -367,6 +366,6 @@ async def test_minute_bars_in_postgresql_take_the_factors_of_their_new_york_date
     assert float(row[2]) == 1.0
     price_factor = float(row[1])
     for r, t in zip(raw, total, strict=True):
-        assert t["close"] == pytest.approx(r["close"] * price_factor, rel=1e-12)
-        assert t["volume"] == r["volume"] and t["trade_count"] == r["trade_count"]
-        assert t["dollar_volume"] == pytest.approx(r["dollar_volume"] * price_factor, rel=1e-12)
+        assert t["c"] == pytest.approx(r["c"] * price_factor, rel=1e-12)
+        assert t["v"] == r["v"] and t["n"] == r["n"]
+        assert t["dv"] == pytest.approx(r["dv"] * price_factor, rel=1e-12)

@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 
 from engines.marketdata import feeds
 from engines.marketdata.core import SaleConditionFilter, time_bars
+from engines.marketdata.normalize import trade_payloads
 from engines.marketdata.records import TradeColumns
 from engines.marketdata.service import MarketDataConfig, MarketDataEngine
 from engines.shell import create_app, run_engine
@@ -54,7 +55,7 @@ def day_ticks() -> TradeColumns:
 
 
 def trade_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return (row["event_ns"], row["price"], row["size"], row["trade_id"], row["exchange"])
+    return (row["t"], row["p"], row["q"], row["i"], row["x"])
 
 
 async def test_full_day_through_postgresql_and_rest_equals_the_feed(
@@ -115,21 +116,24 @@ async def test_full_day_through_postgresql_and_rest_equals_the_feed(
             trade.event_ns,
             trade.price,
             trade.size,
-            str(trade.sequence),
+            trade.sequence,
             trade.exchange,
         )
-        assert int(row["condition"], 16) == trade.condition
-    assert sum(r["size"] for r in rows) == day_ticks.size.sum()
-    assert math.fsum(r["price"] * r["size"] for r in rows) == math.fsum(
+        assert row["c"] == trade.condition
+    assert sum(r["q"] for r in rows) == day_ticks.size.sum()
+    assert math.fsum(r["p"] * r["q"] for r in rows) == math.fsum(
         (day_ticks.price * day_ticks.size).tolist()
     )
-    assert [r["trade_id"] for r in rows] == [str(i) for i in day_ticks.sequence.tolist()]
+    assert [r["i"] for r in rows] == day_ticks.sequence.tolist()
+    # Through PostgreSQL and back, every /trades item is the trades.SPY payload of its trade.
+    assert rows == trade_payloads(day_ticks)
 
     reference = time_bars(day_ticks, "1m", SaleConditionFilter.lean_default())
-    ohlcv = ("start_ns", "open", "high", "low", "close", "volume")
+    ohlcv = ("t", "o", "h", "l", "c", "v")
     assert [tuple(b[k] for k in ohlcv) for b in bars_page.json["items"]] == [
         (b.start_ns, b.open, b.high, b.low, b.close, b.volume) for b in reference
     ]
+    assert bars_page.json["items"] == [b.to_payload() for b in reference]
 
 
 async def http_get(port: int, path: str) -> tuple[int, Any]:
@@ -196,9 +200,7 @@ async def test_embedded_run_serves_the_same_trades_over_websocket_and_rest(
             )
             assert status == 200
             ws_range = trades_seen[2000:3000]
-            assert [(r["price"], r["size"], r["trade_id"]) for r in page3["items"]] == [
-                (m["data"]["p"], m["data"]["q"], str(m["data"]["i"])) for m in ws_range
-            ]
+            assert page3["items"] == [m["data"] for m in ws_range]  # one wire form
             status, health = await http_get(running.port, "/health")
             assert (status, health["status"], health["published"]["trades"]) == (
                 200,

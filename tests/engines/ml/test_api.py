@@ -16,9 +16,9 @@ from engines.ml import core
 from engines.ml.api import routes
 from engines.ml.service import MlConfig, MlEngine
 from engines.shell import create_app
+from protocol.records import Bar
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
-from realtime.storage import BarRow
 from tests.engines.ml.test_service import KEYS, WARM, bar, feature_rows, features
 from tests.engines.ml.test_service import spy as spy
 from tests.support import TEST_DSN, migrated_schema, until
@@ -96,7 +96,7 @@ async def test_predictions_stored_and_served_per_model(
     assert unknown.status_code == 400 and unknown.json["error"]["parameter"] == "model"
     assert (await client.simulate_get("/ml/logistic/QQQ/latest")).status_code == 404
     models = (await client.simulate_get("/ml/models")).json
-    assert [m["model"] for m in models["models"]] == ["logistic", "linear"]
+    assert [m["model"] for m in models["models"]] == list(core.ONLINE_MODELS)
     spy_state = models["models"][0]["symbols"]["SPY"]
     assert spy_state["version"] == 1 and spy_state["learned"] == n - WARM - 3
     assert models["models"][0]["features"] == list(KEYS)
@@ -142,7 +142,7 @@ async def test_walkforward_over_stored_daily_bars(client: testing.ASGIConductor)
     days = 300
     t0 = 1_000 * DAY_NS
     closes = {s: 50 * np.exp(np.cumsum(rng.normal(0, 0.01, days))) for s in ("AAA", "BBB")}
-    rows = [BarRow(s, "1d", t0 + i * DAY_NS, t0 + (i + 1) * DAY_NS, c, c, c, c, 1.0, c, 1)
+    rows = [Bar(s, "1d", t0 + i * DAY_NS, t0 + (i + 1) * DAY_NS, c, c, c, c, 1.0, c, 1)
             for s, cs in closes.items() for i, c in enumerate(cs.tolist())]  # fmt: skip
     engine.storage.store.write_bars(rows)
     await until(lambda: engine.storage.store.stats().rows_queued == 0)

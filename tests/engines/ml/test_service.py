@@ -1,7 +1,8 @@
 """ML engine on a MemoryBus: real SPY minute bars and features messages in, ``ml.<model>.SYM``
-out equal to the core's prequential run (itself equal to river) bar by bar, whichever order the
-two streams interleave in; warm-up nulls skipped; drift resets bump the version; bad input
-counted; the payload is what Strategy's ML-bet strategy reads."""
+out equal to the core's prequential run (itself equal to river) bar by bar for every model
+(SGD logistic and linear, Hoeffding tree, bagged trees), whichever order the two streams
+interleave in; warm-up nulls skipped; drift resets (Page–Hinkley or ADWIN) bump the version; bad
+input counted; the payload is what Strategy's ML-bet strategy reads."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ async def collect(sub: Subscription, count: int) -> list[Envelope]:
 
 
 CONFIG = MlConfig(features=KEYS, horizon=HORIZON, lr=0.05, l2=0.01, intercept_lr=0.02,
-                  drift_threshold=1e9, features_wait_bars=1_000)  # fmt: skip
+                  drift_threshold=1e9, features_wait_bars=1_000, tree_grace_period=40,
+                  tree_delta=0.01, bagging_models=4, seed=5)  # fmt: skip
 
 
 def reference(spy: dict[str, np.ndarray], x: np.ndarray, kind: str) -> core.PrequentialRun:
@@ -89,8 +91,9 @@ def reference(spy: dict[str, np.ndarray], x: np.ndarray, kind: str) -> core.Preq
     rows = np.arange(WARM, N)
     ahead = np.minimum(rows + HORIZON, N - 1)
     ret = c[ahead] / c[rows] - 1
-    y = (ret > 0).astype(float) if kind == "logistic" else ret
-    return core.prequential_run(x[rows], y, np.arange(rows.size) + HORIZON, CONFIG.sgd(kind))
+    y = (ret > 0).astype(float) if kind in core.CLASSIFIERS else ret
+    spec = CONFIG.model_spec(kind, "SPY")
+    return core.prequential_run(x[rows], y, np.arange(rows.size) + HORIZON, spec)
 
 
 @pytest.mark.parametrize(
@@ -115,17 +118,22 @@ async def test_predictions_equal_the_prequential_reference_in_any_interleaving(
                 await bus.publish("features.SPY", features(spy, x, i), event_ns=0)
                 await bus.publish("bars.1m.SPY", bar(spy, i), event_ns=0)
         predicted = N - WARM
+        untrained = 0
+        assert set(subs) == set(core.ONLINE_MODELS)
         for model, sub in subs.items():
-            got = [e.payload for e in await collect(sub, predicted)]
             want = reference(spy, x, model)
-            values = [g["probability"] if model == "logistic" else g["prediction"] for g in got]
+            answered = np.isfinite(want.predictions)  # a tree has no answer before its 1st label
+            untrained += int((~answered).sum())
+            got = [e.payload for e in await collect(sub, int(answered.sum()))]
+            classifier = model in core.CLASSIFIERS
+            values = [g["probability"] if classifier else g["prediction"] for g in got]
             np.testing.assert_allclose(
-                values, want.predictions, rtol=1e-12, atol=1e-15, err_msg=model
+                values, want.predictions[answered], rtol=1e-12, atol=1e-15, err_msg=model
             )
             last = got[-1]
             assert last["event_ns"] == last["bar_end_ns"] == int(spy["start_ns"][N - 1]) + MIN_NS
             assert last["version"] == 1 and last["learned"] == predicted - HORIZON
-            if model == "logistic":
+            if classifier:
                 assert [g["bet_size"] for g in got] == [core.bet_size(p) for p in values]
                 assert [g["prediction"] for g in got] == [int(p > 0.5) for p in values]
                 assert last["metrics"]["accuracy"] == pytest.approx(
@@ -136,6 +144,9 @@ async def test_predictions_equal_the_prequential_reference_in_any_interleaving(
                 assert last["metrics"]["mae"] == pytest.approx(want.metrics[-1]["mae"], rel=1e-10)
         await until(lambda: engine.health()["samples"]["warming"] == WARM)  # type: ignore[index]
         assert engine.health()["samples"]["late"] == 0  # type: ignore[index]
+        assert engine.health()["samples"]["untrained"] == untrained == 2 * HORIZON  # type: ignore[index]
+        trees = engine.symbols["SPY"].models["hoeffding_tree"].learner.model  # type: ignore[attr-defined]
+        assert trees.n_leaves > 1  # the reference comparison covered splits, not only a root
 
 
 async def test_bad_input_is_counted_and_skipped(spy: dict[str, np.ndarray]) -> None:
@@ -181,11 +192,17 @@ async def test_bad_input_is_counted_and_skipped(spy: dict[str, np.ndarray]) -> N
         assert engine.health()["status"] == "ok"
 
 
-async def test_drift_resets_the_model_and_bumps_its_version(spy: dict[str, np.ndarray]) -> None:
+@pytest.mark.parametrize("detector, lr", [("page_hinkley", 0.2), ("adwin", 0.03)])
+async def test_drift_resets_the_model_and_bumps_its_version(
+    spy: dict[str, np.ndarray], detector: str, lr: float
+) -> None:
     """The label flips meaning half-way (every up bar labelled as the feature's opposite): the
-    Page–Hinkley test on the log loss fires, the model restarts at version 2."""
-    config = MlConfig(features=("signal",), horizon=1, lr=0.2, intercept_lr=0.05, models=("logistic",),
-                      drift_threshold=5.0, drift_min_instances=30)  # fmt: skip
+    drift test on the log loss (Page–Hinkley, or ADWIN: it tests every 32 values, so the model
+    learns slower here and is not already re-adapted when it looks) fires, the model restarts
+    at version 2."""
+    config = MlConfig(features=("signal",), horizon=1, lr=lr, intercept_lr=lr / 4, models=("logistic",),
+                      drift_threshold=5.0, drift_min_instances=30, drift_detector=detector,
+                      adwin_delta=0.01)  # fmt: skip
     c = spy["close"]
     up = np.r_[c[1:] > c[:-1], False]
     sign = np.where(np.arange(N) < N // 2, 1.0, -1.0)  # the feature's meaning flips half-way
@@ -230,7 +247,10 @@ def test_settings_from_the_environment_and_their_checks() -> None:
     )
     assert config.horizon == 10 and config.label == "triple_barrier"
     for bad in ({"models": ("svm",)}, {"features": ()}, {"horizon": 0}, {"lr": -1.0},
-                {"features": ("a", "a")}, {"label": "sign"}):  # fmt: skip
+                {"features": ("a", "a")}, {"label": "sign"}, {"models": ("bagging", "bagging")},
+                {"drift_detector": "ddm"}, {"tree_leaf_prediction": "x"}, {"bagging_models": 0},
+                {"tree_delta": 1.0}, {"tree_grace_period": 0}, {"adwin_delta": 0.0},
+                {"tree_max_depth": -1}):  # fmt: skip
         with pytest.raises(ValueError):
             MlConfig(**bad)
 

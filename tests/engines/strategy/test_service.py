@@ -18,7 +18,7 @@ from protocol.records import Fill, Order, OrderStatus, decode
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock, SystemClock
 from realtime.config import ConfigError
-from realtime.storage import BarRow, Storage, StorageConfig
+from realtime.storage import Storage, StorageConfig
 from tests.engines.strategy.support import (
     MA,
     STRATEGIES,
@@ -210,11 +210,7 @@ async def test_warm_up_from_stored_bars_sends_the_first_order_on_the_first_live_
     storage = Storage(StorageConfig(dsn=TEST_DSN, schema=schema), clock=clock)
     await storage.open()
     try:
-        storage.store.write_bars(
-            BarRow(b.symbol, b.spec, b.start_ns, b.end_ns, b.open, b.high, b.low, b.close,
-                   b.volume, b.dollar_volume, b.trades)
-            for b in bars  # the later ones too: warm-up must not read past the clock
-        )  # fmt: skip
+        storage.store.write_bars(bars)  # the later ones too: warm-up must not read past the clock
         for _ in range(200):
             page = await storage.store.fetch_bars("SPY", "1m", 0, 2**62, 1000)
             if len(page.items) == len(bars):

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import random
 
-from realtime.storage import MemoryStore, TradeRow
+from protocol.records import Trade
+from realtime.storage import MemoryStore
 from realtime.storage.memory import SortedRing
 
 
-def trade(event_ns: int, price: float = 1.0) -> TradeRow:
-    return TradeRow("SPY", event_ns, event_ns, price, 1.0)
+def trade(event_ns: int, price: float = 1.0) -> Trade:
+    return Trade("SPY", event_ns, event_ns, price, 1.0)
 
 
 async def test_ring_keeps_the_newest_rows_and_counts_evictions() -> None:
     store = MemoryStore(max_rows_per_key=100)
     rows = [trade(t) for t in range(250)]
     assert store.write_trades(rows) == 250
-    store.write_trades([TradeRow("QQQ", 5, 5, 1.0, 1.0)])  # another key has its own ring
+    store.write_trades([Trade("QQQ", 5, 5, 1.0, 1.0)])  # another key has its own ring
     page = await store.fetch_trades("SPY", 0, 10**6, 1000)
     assert page.items == rows[150:]
     stats = store.stats()

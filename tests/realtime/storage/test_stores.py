@@ -9,18 +9,11 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import msgspec
 import pytest
 
-from realtime.storage import (
-    BarRow,
-    InstrumentRow,
-    InvalidQuery,
-    Page,
-    QuoteRow,
-    SignalRow,
-    Store,
-    TradeRow,
-)
+from protocol.records import Bar, Quote, Side, Trade
+from realtime.storage import InstrumentRow, InvalidQuery, Page, SignalRow, Store
 from tests.realtime.storage.conftest import settled
 
 NS = 1_000_000_000
@@ -30,36 +23,37 @@ SPY_OPEN_2024 = int(dt.datetime(2024, 8, 8, 13, 30, tzinfo=dt.UTC).timestamp()) 
 FAR_PAST, FAR_FUTURE = 0, 2**62
 
 
-def make_trades(symbol: str, start_ns: int, count: int, seed: int) -> list[TradeRow]:
-    """Trades in shuffled time order with many equal timestamps (ties)."""
+def make_trades(symbol: str, start_ns: int, count: int, seed: int) -> list[Trade]:
+    """Trades in shuffled time order with many equal timestamps (ties), every optional field
+    both set and unset (sequence 0 included, condition flags up to the uint32 maximum)."""
     rng = random.Random(seed)
     rows = [
-        TradeRow(
+        Trade(
             symbol=symbol,
             event_ns=start_ns + rng.randrange(0, 40) * 1_000_000,
             receive_ns=start_ns + 10**9 + i,
             price=round(168.0 + rng.random(), 2),
             size=float(rng.randrange(1, 500) * 100),
-            aggressor=rng.choice([None, 1, -1]),
-            trade_id=str(i) if i % 3 else None,
-            exchange=rng.choice(["P", "Q", "N", None]),
-            condition=rng.choice(["@", "@F", None]),
+            aggressor=rng.choice([None, Side.BUY, Side.SELL]),
+            sequence=i - 1 if i % 3 else None,
+            exchange=rng.choice(["P", "Q", "N", ""]),
+            condition=rng.choice([0, 0x40, 0x4046, 2**32 - 1]),
         )
         for i in range(count)
     ]
     return rows
 
 
-def by_time(rows: list[TradeRow]) -> list[TradeRow]:
+def by_time(rows: list[Trade]) -> list[Trade]:
     return sorted(rows, key=lambda r: r.event_ns)
 
 
 async def all_pages(store: Store, symbol: str, from_ns: int, to_ns: int, limit: int) -> list:
-    rows: list[TradeRow] = []
+    rows: list[Trade] = []
     cursor = None
     pages = 0
     while True:
-        page: Page[TradeRow] = await store.fetch_trades(symbol, from_ns, to_ns, limit, cursor)
+        page: Page[Trade] = await store.fetch_trades(symbol, from_ns, to_ns, limit, cursor)
         assert len(page.items) <= limit
         rows.extend(page.items)
         pages += 1
@@ -113,7 +107,7 @@ async def test_cursor_stays_valid_while_rows_arrive(store: Store) -> None:
     page = await store.fetch_trades("SPY", FAR_PAST, FAR_FUTURE, 30)
     assert page.items == by_time(first)[:30]
     # Later rows, including rows at the very time of the last row served: they sort after it.
-    tie = TradeRow("SPY", page.items[-1].event_ns, 1, 1.0, 1.0)
+    tie = Trade("SPY", page.items[-1].event_ns, 1, 1.0, 1.0)
     later = make_trades("SPY", SPY_OPEN_2024, 60, seed=8)
     store.write_trades([tie, *later])
     await settled(store)
@@ -131,7 +125,7 @@ async def test_cursor_stays_valid_while_rows_arrive(store: Store) -> None:
 async def test_quotes_and_latest_quote(store: Store) -> None:
     rng = random.Random(9)
     quotes = [
-        QuoteRow(
+        Quote(
             "BTCUSDT",
             SPY_OPEN_2024 + i * 100_000_000,
             SPY_OPEN_2024 + i * 100_000_000 + 5,
@@ -145,7 +139,7 @@ async def test_quotes_and_latest_quote(store: Store) -> None:
     assert await store.fetch_latest_quote("BTCUSDT") is None
     store.write_quotes(quotes[::-1])  # newest first: order comes from event time
     await settled(store)
-    collected: list[QuoteRow] = []
+    collected: list[Quote] = []
     cursor = None
     while True:
         page = await store.fetch_quotes("BTCUSDT", FAR_PAST, FAR_FUTURE, 50, cursor)
@@ -159,7 +153,7 @@ async def test_quotes_and_latest_quote(store: Store) -> None:
 async def test_bars_page_by_start_and_a_rewritten_bar_replaces_the_old(store: Store) -> None:
     minute = 60 * NS
     bars = [
-        BarRow(
+        Bar(
             "SPY",
             "1m",
             SPY_OPEN_2013 + i * minute,
@@ -175,16 +169,16 @@ async def test_bars_page_by_start_and_a_rewritten_bar_replaces_the_old(store: St
         for i in range(25)
     ]
     other_spec = [
-        BarRow("SPY", "5m", SPY_OPEN_2013, SPY_OPEN_2013 + 5 * minute, 1, 2, 0.5, 1.5, 10, 15, 3)
+        Bar("SPY", "5m", SPY_OPEN_2013, SPY_OPEN_2013 + 5 * minute, 1, 2, 0.5, 1.5, 10, 15, 3)
     ]
     store.write_bars(bars[10:] + other_spec + bars[:10])
     await settled(store)
-    corrected = BarRow(*(getattr(bars[3], f) for f in BarRow.__slots__[:-1]), trade_count=99)
+    corrected = msgspec.structs.replace(bars[3], trades=99)
     store.write_bars([corrected])
     await settled(store)
     expected = [corrected if b is bars[3] else b for b in bars]
 
-    collected: list[BarRow] = []
+    collected: list[Bar] = []
     cursor = None
     while True:
         page = await store.fetch_bars("SPY", "1m", FAR_PAST, FAR_FUTURE, 4, cursor)
