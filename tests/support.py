@@ -7,10 +7,14 @@ Tests use the real PostgreSQL and Redis of the machine (``NAUTILUS_TEST_DSN``, d
 from __future__ import annotations
 
 import asyncio
+import collections
+import io
 import os
 import secrets
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -49,3 +53,68 @@ def migrated_schema(prefix: str = "nautilus_test") -> Iterator[str]:
                 await connection.close()
 
         asyncio.run(drop())
+
+
+def replay_environ(
+    start: str, end: str, day: str = "2013-10-07", **settings: str
+) -> dict[str, str]:
+    """Settings of an embedded run on ports 0 over ``start``–``end`` of one SPY day at max
+    speed, no loop; ``settings`` (full variable names) add to or override them."""
+    from engines.shell.registry import ENGINES
+
+    return {
+        "NAUTILUS_HUB_PORT": "0",
+        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
+        "NAUTILUS_VPIN_WARMUP_SYMBOLS": "0",
+        "NAUTILUS_MARKETDATA_SPEED": "0",
+        "NAUTILUS_MARKETDATA_DAYS": day,
+        "NAUTILUS_MARKETDATA_START": start,
+        "NAUTILUS_MARKETDATA_END": end,
+        "NAUTILUS_MARKETDATA_LOOP": "false",
+        **settings,
+    }
+
+
+@dataclass
+class EmbeddedRun:
+    """A running embedded platform: its hub, engines and every bus message so far by channel."""
+
+    hub: Any
+    engines: Any
+    on_bus: dict[str, list[Any]]
+
+
+@asynccontextmanager
+async def embedded_platform(environ: dict[str, str]) -> AsyncIterator[EmbeddedRun]:
+    """``run_embedded`` on ``environ`` with every bus message recorded from before the first
+    engine starts; on exit the platform must stop cleanly (exit 0)."""
+    from engines.shell.platform import Settings, run_embedded
+    from realtime.bus import MemoryBus
+    from realtime.clock import SystemClock
+
+    clock = SystemClock()
+    bus = MemoryBus(clock=clock)
+    on_bus: dict[str, list[Any]] = collections.defaultdict(list)
+    everything = bus.subscribe(">")  # before any engine: the complete record
+
+    async def record() -> None:
+        while batch := await everything.next_batch(10_000):
+            for envelope in batch:
+                on_bus[envelope.channel].append(envelope)
+
+    ready: asyncio.Future[tuple[Any, Any]] = asyncio.get_running_loop().create_future()
+    stop = asyncio.Event()
+    recorder = asyncio.create_task(record())
+    platform = asyncio.create_task(
+        run_embedded(
+            Settings.from_env(environ), environ, bus=bus, clock=clock, out=io.StringIO(),
+            stop=stop, on_ready=lambda hub, engines: ready.set_result((hub, engines)),
+        )
+    )  # fmt: skip
+    try:
+        hub, engines = await asyncio.wait_for(ready, 120)
+        yield EmbeddedRun(hub, engines, on_bus)
+    finally:
+        stop.set()
+        assert await asyncio.wait_for(platform, 60) == 0
+        recorder.cancel()

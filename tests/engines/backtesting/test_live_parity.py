@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 import json
 from datetime import date, datetime
 from decimal import Decimal
@@ -35,14 +34,9 @@ import numpy as np
 from engines.backtesting.history import load_bars
 from engines.backtesting.replay import EventRun, run_event
 from engines.marketdata import feeds
-from engines.shell.platform import Settings, run_embedded
-from engines.shell.registry import ENGINES
-from engines.shell.server import RunningEngines
 from protocol.records import Bar, Fill, Order, OrderStatus, decode
-from realtime.bus import Envelope, MemoryBus
-from realtime.clock import SystemClock
-from realtime.hub import Hub
-from tests.support import until
+from realtime.bus import Envelope
+from tests.support import embedded_platform, replay_environ, until
 
 MA = "engines.strategy.strategies:MovingAverageCross"
 PARAMS = {"fast": 3, "slow": 8, "quantity": 100, "atr_period": 5, "atr_stop": 1.0}
@@ -63,40 +57,14 @@ async def _live() -> dict[str, list[Envelope]]:
     """Everything published on the bus by the platform over the window."""
     strategies = [{"name": "ma_cross", "path": MA, "account": "paper", "symbols": ["SPY"],
                    "params": PARAMS}]  # fmt: skip
-    environ = {
-        "NAUTILUS_HUB_PORT": "0",
-        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
-        "NAUTILUS_VPIN_WARMUP_SYMBOLS": "0",
-        "NAUTILUS_MARKETDATA_SPEED": "0",
-        "NAUTILUS_MARKETDATA_DAYS": DAY.isoformat(),
-        "NAUTILUS_MARKETDATA_START": "09:30",
-        "NAUTILUS_MARKETDATA_END": "11:30",
-        "NAUTILUS_MARKETDATA_LOOP": "false",
-        "NAUTILUS_MARKETDATA_DAILY": "false",
-        "NAUTILUS_STRATEGY_STRATEGIES": json.dumps(strategies),
-        "NAUTILUS_STRATEGY_WARMUP_BARS": "0",
-    }
-    clock = SystemClock()
-    bus = MemoryBus(clock=clock)
-    on_bus: dict[str, list[Envelope]] = collections.defaultdict(list)
-    everything = bus.subscribe(">")
-
-    async def record() -> None:
-        while batch := await everything.next_batch(10_000):
-            for envelope in batch:
-                on_bus[envelope.channel].append(envelope)
-
-    ready: asyncio.Future[tuple[Hub, RunningEngines]] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(record())
-    platform = asyncio.create_task(
-        run_embedded(
-            Settings.from_env(environ), environ, bus=bus, clock=clock, out=io.StringIO(),
-            stop=stop, on_ready=lambda hub, engines: ready.set_result((hub, engines)),  # type: ignore[arg-type]
-        )
+    environ = replay_environ(
+        "09:30", "11:30", DAY.isoformat(),
+        NAUTILUS_MARKETDATA_DAILY="false",
+        NAUTILUS_STRATEGY_STRATEGIES=json.dumps(strategies),
+        NAUTILUS_STRATEGY_WARMUP_BARS="0",
     )  # fmt: skip
-    try:
-        _, engines = await asyncio.wait_for(ready, 120)
+    async with embedded_platform(environ) as run:
+        engines, on_bus = run.engines, run.on_bus
         marketdata: Any = engines["marketdata"].engine
         strategy: Any = engines["strategy"].engine
         await until(lambda: marketdata.progress.done, 300.0)
@@ -112,10 +80,6 @@ async def _live() -> dict[str, list[Envelope]]:
             )  # fmt: skip
 
         await until(settled, 60.0)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(platform, 60) == 0
-        recorder.cancel()
     return on_bus
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 import urllib.request
 from typing import Any
 
@@ -18,15 +17,9 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from engines.shell.platform import Settings, run_embedded
-from engines.shell.registry import ENGINES
-from engines.shell.server import RunningEngines
 from protocol.channels import kind_of
 from protocol.schemas import SERVER_MESSAGES, message_schema, payload_schema
-from realtime.bus import Envelope, MemoryBus
-from realtime.clock import SystemClock
-from realtime.hub import Hub
-from tests.support import until
+from tests.support import embedded_platform, replay_environ, until
 
 #: Kinds an hour of SPY with the default engines must produce (the test fails if one is silent:
 #: a schema never checked against real traffic is a schema nobody knows to be true).
@@ -64,38 +57,10 @@ def first_errors(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_every_published_message_matches_its_kinds_schema() -> None:
-    environ = {
-        "NAUTILUS_HUB_PORT": "0",
-        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
-        "NAUTILUS_VPIN_WARMUP_SYMBOLS": "0",
-        "NAUTILUS_MARKETDATA_SPEED": "0",
-        "NAUTILUS_MARKETDATA_DAYS": "2013-10-07",
-        "NAUTILUS_MARKETDATA_START": "09:30",
-        "NAUTILUS_MARKETDATA_END": "10:30",
-        "NAUTILUS_MARKETDATA_LOOP": "false",
-    }
-    clock = SystemClock()
-    bus = MemoryBus(clock=clock)
-    on_bus: dict[str, list[Envelope]] = collections.defaultdict(list)
-    everything = bus.subscribe(">")  # before any engine: the complete record
-
-    async def record() -> None:
-        while batch := await everything.next_batch(10_000):
-            for envelope in batch:
-                on_bus[envelope.channel].append(envelope)
-
-    ready: asyncio.Future[tuple[Hub, RunningEngines]] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(record())
-    platform = asyncio.create_task(
-        run_embedded(
-            Settings.from_env(environ), environ, bus=bus, clock=clock, out=io.StringIO(),
-            stop=stop, on_ready=lambda hub, engines: ready.set_result((hub, engines)),  # type: ignore[arg-type]
-        )
-    )  # fmt: skip
+    environ = replay_environ("09:30", "10:30")
     frames: list[dict[str, Any]] = []
-    try:
-        hub, engines = await asyncio.wait_for(ready, 120)
+    async with embedded_platform(environ) as run:
+        hub, engines, on_bus = run.hub, run.engines, run.on_bus
         marketdata: Any = engines["marketdata"].engine
         url = f"http://127.0.0.1:{hub.port}/asyncapi.json"
         raw = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
@@ -120,10 +85,6 @@ async def test_every_published_message_matches_its_kinds_schema() -> None:
             await ws.send(orjson.dumps({"op": "subscribe", "id": 6, "channels": latest}).decode())
             await until(lambda: "snapshot" in str(frames[-5:]), timeout_s=10)
             receiver.cancel()
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(platform, 60) == 0
-        recorder.cancel()
 
     assert asyncapi["asyncapi"] == "3.0.0" and asyncapi["servers"]["hub"]["protocol"] == "ws"
     by_kind = validators()

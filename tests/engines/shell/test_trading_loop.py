@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import connect
 
-from engines.shell.platform import Settings, run_embedded
-from engines.shell.registry import ENGINES
-from engines.shell.server import RunningEngines
 from protocol.records import AccountState, Fill, Order, OrderSide, OrderStatus, decode
-from realtime.bus import Envelope, MemoryBus
-from realtime.clock import SystemClock
-from realtime.hub import Hub
+from tests.support import embedded_platform, replay_environ
 
 WATCHED = (
     "features.SPY",
@@ -37,38 +31,10 @@ WATCHED = (
 
 
 async def test_the_default_strategies_trade_the_paper_account_end_to_end() -> None:
-    environ = {
-        "NAUTILUS_HUB_PORT": "0",
-        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
-        "NAUTILUS_VPIN_WARMUP_SYMBOLS": "0",
-        "NAUTILUS_MARKETDATA_SPEED": "0",
-        "NAUTILUS_MARKETDATA_DAYS": "2013-10-07",
-        "NAUTILUS_MARKETDATA_START": "09:30",
-        "NAUTILUS_MARKETDATA_END": "11:30",
-        "NAUTILUS_MARKETDATA_LOOP": "false",
-    }
-    clock = SystemClock()
-    bus = MemoryBus(clock=clock)
-    on_bus: dict[str, list[Envelope]] = collections.defaultdict(list)
-    everything = bus.subscribe(">")  # before any engine: the complete record
-
-    async def record() -> None:
-        while batch := await everything.next_batch(10_000):
-            for envelope in batch:
-                on_bus[envelope.channel].append(envelope)
-
-    ready: asyncio.Future[tuple[Hub, RunningEngines]] = asyncio.get_running_loop().create_future()
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(record())
-    platform = asyncio.create_task(
-        run_embedded(
-            Settings.from_env(environ), environ, bus=bus, clock=clock, out=io.StringIO(),
-            stop=stop, on_ready=lambda hub, engines: ready.set_result((hub, engines)),  # type: ignore[arg-type]
-        )
-    )  # fmt: skip
+    environ = replay_environ("09:30", "11:30")
     seen_by_client: collections.Counter[str] = collections.Counter()
-    try:
-        hub, engines = await asyncio.wait_for(ready, 120)
+    async with embedded_platform(environ) as run:
+        hub, engines, on_bus = run.hub, run.engines, run.on_bus
         marketdata: Any = engines["marketdata"].engine
         async with connect(f"ws://127.0.0.1:{hub.port}/ws", max_size=None) as ws:
             request = {"op": "subscribe", "id": 1, "channels": list(WATCHED)}
@@ -85,10 +51,6 @@ async def test_the_default_strategies_trade_the_paper_account_end_to_end() -> No
             name = running.engine.name
             health = running.engine.health()
             assert health["errors"] == 0 and not health["bad_input"], (name, health)
-    finally:
-        stop.set()
-        assert await asyncio.wait_for(platform, 60) == 0
-        recorder.cancel()
 
     assert set(WATCHED) <= set(seen_by_client), seen_by_client
     # ids chain: every fill's order was approved by Risk and intended by a strategy
