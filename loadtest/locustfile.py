@@ -20,7 +20,8 @@ per engine, against any deployment ``--host`` names (the hub's URL).
 
 A dropped connection reconnects and resumes every ordered-lossless channel from the last
 ``(epoch, seq)`` it holds (protocol/README.md, "Resume rules"); ``--ws-reconnect-s S`` also
-reconnects every S seconds on purpose, to load and check resume.
+reconnects every S seconds on purpose, to load and check resume, staying away
+``--ws-reconnect-pause-s P`` seconds first so that the resume has something to replay.
 
 **REST users**, one class per engine, a mix of the documented queries weighted like a UI uses
 them (latest values most, history pages less, ``/health`` everywhere): MarketData ``/bars``,
@@ -81,6 +82,13 @@ def _options(parser: Any) -> None:
         type=float,
         default=0.0,
         help="HubUser: reconnect (and resume) every S seconds; 0 = only when dropped",
+    )
+    parser.add_argument(
+        "--ws-reconnect-pause-s",
+        env_var="LOCUST_WS_RECONNECT_PAUSE_S",
+        type=float,
+        default=0.0,
+        help="HubUser: seconds to stay disconnected before each planned reconnect",
     )
     parser.add_argument("--symbol", env_var="LOCUST_SYMBOL", default="SPY", help="REST symbol")
     parser.add_argument("--account", env_var="LOCUST_ACCOUNT", default="paper", help="account")
@@ -160,6 +168,7 @@ class HubUser(User):
         channels = str(_option(environment, "ws_channels", DEFAULT_CHANNELS))
         self.channels = [c.strip() for c in channels.split(",") if c.strip()]
         self.reconnect_s = float(_option(environment, "ws_reconnect_s", 0.0) or 0.0)
+        self.reconnect_pause_s = float(_option(environment, "ws_reconnect_pause_s", 0.0) or 0.0)
         self.account = StreamAccount(self.channels)
         self.ws: websocket.WebSocket | None = None
         self.connected_at = 0.0
@@ -243,6 +252,7 @@ class HubUser(User):
             return
         if self.reconnect_s and time.monotonic() - self.connected_at > self.reconnect_s:
             self.close()
+            time.sleep(self.reconnect_pause_s)  # cooperative: Locust runs users on gevent
             self.connect()
             return
         try:

@@ -90,7 +90,8 @@ async def test_locust_runs_headless_against_the_embedded_platform(tmp_path: Path
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
             "--host", f"http://127.0.0.1:{hub.port}", "--headless", "-u", "12", "-r", "12",
-            "-t", "5s", "--csv", str(prefix), "--ws-reconnect-s", "1.5", "--stop-timeout", "2",
+            "-t", "5s", "--csv", str(prefix), "--ws-reconnect-s", "1.5",
+            "--ws-reconnect-pause-s", "0.5", "--stop-timeout", "2",
             "--only-summary", "--exit-code-on-error", "1", *USERS,
             cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
@@ -112,7 +113,8 @@ async def test_locust_runs_headless_against_the_embedded_platform(tmp_path: Path
         asked = sum(int(r["Request Count"]) for n, r in by_name.items() if n.startswith(engine))
         assert asked > 0, (engine, sorted(by_name))
     assert int(by_name["WS subscribe"]["Request Count"]) > 0
-    # reconnects every 1.5 s resumed trades.SPY from the last seq held: replayed, not lost
+    # reconnects every 1.5 s, each after 0.5 s away (15 s of the replay at 30x: SPY trades in
+    # every such gap), resumed trades.SPY from the last seq held: replayed, not lost
     assert int(by_name["WS trades.SPY (replay)"]["Request Count"]) > 0
     # live trades reached the clients with an end-to-end latency from ts.publish
     trades = by_name["WS trades.SPY"]
