@@ -1,6 +1,7 @@
 """The fan-out benchmark: each scenario runs a server process and a generator process, then reports.
 
     python -m loadtest.fanout [--quick] [--scenario NAME ...] [--library picows] [--out PATH]
+                              [--hub-env NAUTILUS_HUB_COALESCE_MAX_S=0 ...]
 
 Per scenario: start the server (hub or naive baseline) pinned to core 0, start the generator
 pinned to core 1, wait until every client is subscribed, start publishing, warm up, then measure a
@@ -26,7 +27,7 @@ import orjson
 
 from loadtest.generator import GENERATOR_BOUND_PCT
 from loadtest.report import aligned, machine, write_results
-from loadtest.scenarios import BY_NAME, SCENARIOS, SERVER_MODULES, Scenario
+from loadtest.scenarios import BY_NAME, SCENARIOS, SERVER_MODULES, Scenario, Server
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_CORE, GENERATOR_CORE = 0, 1
@@ -43,8 +44,8 @@ class Child:
         self.pid = proc.pid
 
     @classmethod
-    async def spawn(cls, module: str, *args: str) -> Child:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    async def spawn(cls, module: str, *args: str, env: dict[str, str] | None = None) -> Child:
+        env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -101,13 +102,19 @@ def rss_bytes(pid: int) -> int:
 
 
 async def run_scenario(
-    scenario: Scenario, library: str = "picows", sample_every: int = 1
+    scenario: Scenario,
+    library: str = "picows",
+    sample_every: int = 1,
+    hub_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run one scenario end to end; return its result row (see README "Output")."""
+    """Run one scenario end to end; return its result row (see README "Output"). ``hub_env``:
+    ``NAUTILUS_HUB_*`` settings for the hub under test (not the naive baseline)."""
     rate = "max" if scenario.rate is None else str(scenario.rate)
+    hub_env = hub_env if scenario.server is Server.HUB else None
     server = await Child.spawn(
         SERVER_MODULES[scenario.server],
         *("--channel", scenario.channel, "--rate", rate, "--core", str(HUB_CORE)),
+        env=hub_env,
     )
     generator: Child | None = None
     try:
@@ -130,6 +137,7 @@ async def run_scenario(
             "target": scenario.target,
             "idle": scenario.idle,
             "subscribed": subscribed,
+            "hub_env": hub_env or {},
         }
         if scenario.idle:
             await asyncio.sleep(scenario.warmup_s)
@@ -263,13 +271,16 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
 
 
 async def run_all(
-    scenarios: list[Scenario], library: str, sample_every: int = 1
+    scenarios: list[Scenario],
+    library: str,
+    sample_every: int = 1,
+    hub_env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for scenario in scenarios:
         print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
         try:
-            rows.append(await run_scenario(scenario, library, sample_every))
+            rows.append(await run_scenario(scenario, library, sample_every, hub_env))
         except (RuntimeError, TimeoutError) as exc:
             rows.append(
                 {
@@ -291,12 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sample-every", type=int, default=4, help="generator: one latency sample per N frames"
     )
+    parser.add_argument(
+        "--hub-env",
+        action="append",
+        default=[],
+        metavar="NAUTILUS_HUB_FIELD=VALUE",
+        help="a hub setting for the hub under test (repeatable): A/B runs, e.g. of the tick",
+    )
     args = parser.parse_args(argv)
+    hub_env = dict(item.split("=", 1) for item in args.hub_env)
+    if any(not name.startswith("NAUTILUS_HUB_") for name in hub_env):
+        parser.error("--hub-env takes NAUTILUS_HUB_<FIELD>=<value>")
     chosen = [BY_NAME[n] for n in args.scenario] if args.scenario else list(SCENARIOS)
     if args.quick:
         chosen = [s.quick() for s in chosen]
     started = dt.datetime.now(dt.UTC)
-    rows = asyncio.run(run_all(chosen, args.library, args.sample_every))
+    rows = asyncio.run(run_all(chosen, args.library, args.sample_every, hub_env))
     ratio = ratios(rows)
     print(table(rows, ratio))
     document = {
@@ -308,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "generator_core": GENERATOR_CORE,
         "generator_bound_pct": GENERATOR_BOUND_PCT,
         "latency_sample_every": args.sample_every,
+        "hub_env": hub_env,
         "scenarios": rows,
         "ratios": ratio,
         "ratios_per_hub_cpu_s": ratios(rows, "delivered_per_hub_cpu_s"),

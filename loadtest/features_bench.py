@@ -10,10 +10,11 @@ Batch: the TA-Lib functions of the catalog at their defaults over ``bars`` gener
 ``symbols`` symbols, three ways:
 
 * the vectorized JAX path (``engines.features.vectorized``): compiled first by ``warm_up`` for
-  the block shape (compile time reported apart), then timed on the whole block (the block runs
-  ``vectorized.GROUP`` symbols per program call, so each call's arrays stay in cache);
+  the block shape (compile time reported apart), then timed on the whole block: the five input
+  blocks checked and aligned once (``vectorized.prepare``, inside the timing), then every
+  function (one program call each, mapping the function over the symbols);
 * the Python-kernel path (``core.compute``), timed on ``batch-sample`` symbols and scaled to
-  ``symbols`` (it is linear in symbols);
+  ``symbols`` (it is linear in symbols; ``--batch-sample 0`` skips it);
 * TA-Lib's C library in a Python loop over all ``symbols``.
 
 Everything runs on one core: the process is pinned to one CPU and XLA is told to use one thread
@@ -33,6 +34,7 @@ os.environ["XLA_FLAGS"] = (
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -128,18 +130,22 @@ def bench_batch(symbols: int, bars: int, sample: int) -> dict[str, Any]:
     per_function: dict[str, float] = {}
     t0 = time.perf_counter()
     c0 = time.process_time()
+    columns = {f: vectorized.prepare(f, block[f]) for f in _FIELDS}
+    prepare_cpu = time.process_time() - c0
     for s in specs:
         f0 = time.process_time()
-        vectorized.compute_many(s.name, {k: block[_KEYS.get(k, k)] for k in s.inputs})
+        vectorized.compute_many(s.name, {k: columns[_KEYS.get(k, k)] for k in s.inputs})
         per_function[s.name] = time.process_time() - f0
     vec = time.perf_counter() - t0
     vec_cpu = time.process_time() - c0
 
-    t0 = time.perf_counter()
-    for d in data[:sample]:
-        for s in specs:
-            core.compute(s.name, {k: d[_KEYS.get(k, k)] for k in s.inputs})
-    kernels = (time.perf_counter() - t0) / sample * symbols
+    kernels = math.nan
+    if sample > 0:
+        t0 = time.perf_counter()
+        for d in data[:sample]:
+            for s in specs:
+                core.compute(s.name, {k: d[_KEYS.get(k, k)] for k in s.inputs})
+        kernels = (time.perf_counter() - t0) / sample * symbols
 
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -148,14 +154,14 @@ def bench_batch(symbols: int, bars: int, sample: int) -> dict[str, Any]:
             getattr(talib, s.name)(*(d[_KEYS.get(k, k)] for k in s.inputs))
     ref = time.perf_counter() - t0
     ref_cpu = time.process_time() - c0
-    slowest = sorted(per_function.items(), key=lambda kv: -kv[1])[:8]
+    slowest = sorted(per_function.items(), key=lambda kv: -kv[1])[:10]
     return {
         "symbols": symbols,
         "bars": bars,
         "functions": len(specs),
         "vectorized_s": vec,
         "vectorized_cpu_s": vec_cpu,
-        "vectorized_group": vectorized.GROUP,
+        "vectorized_prepare_cpu_s": prepare_cpu,
         "vectorized_compile_s": compile_s,
         "vectorized_slowest_cpu_s": dict(slowest),
         "kernels_s": kernels,
@@ -165,6 +171,7 @@ def bench_batch(symbols: int, bars: int, sample: int) -> dict[str, Any]:
         "ratio_vectorized_to_talib": vec / ref,
         "ratio_vectorized_to_talib_cpu": vec_cpu / ref_cpu,
         "ratio_kernels_to_talib": kernels / ref,
+        "vectorized_cpu_s_by_function": per_function,
     }
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+from dataclasses import replace
 from typing import Any
 
 from loadtest.publisher import RatePublisher, trade_payloads
 from loadtest.server_process import control_loop, parse_rate, prepare_process, server_arguments
 from realtime.bus.memory import MemoryBus
+from realtime.config import load_settings
 from realtime.hub.config import HubConfig
 from realtime.hub.server import Hub
 
@@ -43,7 +46,8 @@ def hub_backlog(hub: Hub, bound: int) -> int:
 
 async def serve(channel: str, rate: int | None, max_backlog: int) -> None:
     bus = MemoryBus()
-    hub = Hub(HubConfig(port=0), bus)
+    # NAUTILUS_HUB_* settings apply (``fanout --hub-env``: A/B runs of the tick spacing)
+    hub = Hub(replace(load_settings(HubConfig, os.environ, "NAUTILUS_HUB_"), port=0), bus)
     await hub.start()
     hub.declare([channel])
     publisher = RatePublisher(

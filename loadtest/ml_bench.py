@@ -2,7 +2,7 @@
 walk-forward of 10 folds on 20 years daily for 13 symbols.
 
     .venv/bin/python -m loadtest.ml_bench [--symbols 500] [--bars 2000] [--features 10]
-        [--skip-walkforward]
+        [--skip-walkforward | --walkforward-only] [--walkforward-jobs N] [--repeats 3]
 
 Per bar (the engine's per-message work, ``engines.ml.core``): resolve one label (prequential
 metrics + Page–Hinkley + ``OnlineLearner.learn``) and predict the new bar with its bet size, for a
@@ -17,7 +17,12 @@ files (13 symbols, 1998–2021), ``core.daily_design`` per symbol (horizon 5) me
 as ``POST /ml/walkforward`` does, 10 purged k-fold splits (embargo 1 %) and 10 expanding
 walk-forward splits, each fold a fresh scikit-learn fit + scoring: logistic regression (the
 endpoint's default) and a random forest of 100 trees at depth ≤ 8 (at scikit-learn's defaults,
-unbounded depth, it takes minutes: reported apart if ``--forest-defaults``).
+unbounded depth, it takes minutes: reported apart if ``--forest-defaults``). The walk-forward runs
+on every CPU the process may use (the per-bar figures on one pinned core): each estimator and
+scheme once with the folds one after another (``n_jobs`` 1) and once with ``--walkforward-jobs``
+folds at once (default: one per CPU, as the engine's ``NAUTILUS_ML_WALKFORWARD_JOBS``), the
+per-fold results checked equal; ``--repeats`` times, medians of wall and process CPU time
+reported (on a shared machine the CPU seconds say what the wall time would be with the CPUs free).
 Writes ``loadtest/results/ml_bench.json``.
 """
 
@@ -117,7 +122,7 @@ def per_bar_tree(bars: int, dim: int, kind: str) -> dict[str, Any]:
             "cpu": percentiles(cpu[100:]), "tree": repr(leaves.__class__.__name__)}  # fmt: skip
 
 
-def walkforward(forest_defaults: bool) -> dict[str, Any]:
+def walkforward(forest_defaults: bool, jobs: int, repeats: int) -> dict[str, Any]:
     from engines.marketdata.daily import Adjustment, daily_tickers, read_daily_bars
     from engines.ml import core
 
@@ -149,14 +154,25 @@ def walkforward(forest_defaults: bool) -> dict[str, Any]:
     runs = []
     for scheme, splits in schemes.items():
         for name, params in estimators:
-            w0 = time.perf_counter()
-            folds = core.walk_forward(x, y, splits, name, params)
-            seconds = time.perf_counter() - w0
-            auc = float(np.mean([f.auc for f in folds if f.auc is not None]))
-            runs.append({"scheme": scheme, "estimator": name, "params": params,
-                         "folds": len(folds), "seconds": seconds, "mean_auc": auc})  # fmt: skip
+            for n_jobs in sorted({1, jobs}):
+                seconds, cpu = [], []
+                for _ in range(repeats):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    folds = core.walk_forward(x, y, splits, name, params, n_jobs=n_jobs)
+                    seconds.append(time.perf_counter() - w0)
+                    cpu.append(time.process_time() - c0)
+                    payload = [f.to_payload() for f in folds]
+                    if n_jobs == 1:
+                        reference = payload
+                    elif payload != reference:
+                        raise AssertionError(f"{scheme} {name}: n_jobs={n_jobs} differs")
+                auc = float(np.mean([f.auc for f in folds if f.auc is not None]))
+                runs.append({"scheme": scheme, "estimator": name, "params": params,
+                             "n_jobs": n_jobs, "folds": len(folds), "seconds": seconds,
+                             "median_s": float(np.median(seconds)), "cpu_s": cpu,
+                             "median_cpu_s": float(np.median(cpu)), "mean_auc": auc})  # fmt: skip
     return {"symbols": len(tickers), "rows": int(y.size), "years": float((t0[-1] - t0[0]) / 365.25),
-            "design_s": design_s, "runs": runs}  # fmt: skip
+            "design_s": design_s, "cpus": len(os.sched_getaffinity(0)), "runs": runs}  # fmt: skip
 
 
 def vmapped(symbols: int, dim: int, steps: int) -> dict[str, Any]:
@@ -192,21 +208,44 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--skip-walkforward", action="store_true")
     parser.add_argument("--forest-defaults", action="store_true")
+    parser.add_argument("--walkforward-only", action="store_true")
+    parser.add_argument("--walkforward-jobs", type=int, default=0, help="0: one per CPU")
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    result: dict[str, Any] = {
-        "cpu": cpu_name(),
-        "per_bar": per_bar(args.bars, args.features),
-        "vmapped": vmapped(args.symbols, args.features, args.steps),
-        "per_bar_trees": [
+    from engines.ml import core
+
+    cpus = os.sched_getaffinity(0)
+    result: dict[str, Any] = {"cpu": cpu_name()}
+    if not args.walkforward_only:
+        os.sched_setaffinity(0, {min(cpus)})
+        result["per_bar"] = per_bar(args.bars, args.features)
+        result["vmapped"] = vmapped(args.symbols, args.features, args.steps)
+        result["per_bar_trees"] = [
             per_bar_tree(args.bars, args.features, k) for k in ("hoeffding_tree", "bagging")
-        ],
-    }
+        ]
+        os.sched_setaffinity(0, cpus)  # threads started from here on may use every CPU
     if not args.skip_walkforward:
-        result["walkforward"] = walkforward(args.forest_defaults)
+        jobs = args.walkforward_jobs or core.default_jobs()
+        result["walkforward"] = walkforward(args.forest_defaults, jobs, args.repeats)
+    print(f"CPU: {result['cpu']} (per bar: one core; walk-forward: {len(cpus)} CPUs)")
+    if not args.walkforward_only:
+        print_per_bar(result, args.symbols)
+    if "walkforward" in result:
+        wf = result["walkforward"]
+        print(f"walk-forward: {wf['symbols']} symbols, {wf['years']:.1f} years, {wf['rows']} rows")
+        for run in wf["runs"]:
+            runs = " ".join(f"{s:.1f}" for s in run["seconds"])
+            print(f"  {run['scheme']:<14}{run['estimator']:<15}{run['folds']:>3} folds "
+                  f"n_jobs {run['n_jobs']:>2}  median {run['median_s']:>7.2f} s ({runs}), "
+                  f"CPU {run['median_cpu_s']:.1f} s"
+                  f"   {run['params']}")  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+def print_per_bar(result: dict[str, Any], symbols: int) -> None:
     pb, vm = result["per_bar"], result["vmapped"]
-    print(f"CPU: {result['cpu']} (one core)")
     print(f"{'work':<44}{'p50 µs':>10}{'p99 µs':>10}")
     print(
         f"{'one symbol-bar: learn + predict (wall)':<44}{pb['wall']['p50_us']:>10.1f}"
@@ -216,20 +255,11 @@ def main() -> None:
         f"{'one symbol-bar: learn + predict (CPU)':<44}{pb['cpu']['p50_us']:>10.1f}"
         f"{pb['cpu']['p99_us']:>10.1f}"
     )
-    print(f"{f'{args.symbols} symbols, one vmapped step (wall)':<44}{vm['wall']['p50_us']:>10.1f}"
+    print(f"{f'{symbols} symbols, one vmapped step (wall)':<44}{vm['wall']['p50_us']:>10.1f}"
           f"{vm['wall']['p99_us']:>10.1f}   (compile {vm['compile_s']:.2f} s)")  # fmt: skip
     for tree in result["per_bar_trees"]:
         label = f"one symbol-bar: {tree['model']} (CPU)"
         print(f"{label:<44}{tree['cpu']['p50_us']:>10.1f}{tree['cpu']['p99_us']:>10.1f}")
-    if "walkforward" in result:
-        wf = result["walkforward"]
-        print(f"walk-forward: {wf['symbols']} symbols, {wf['years']:.1f} years, {wf['rows']} rows")
-        for run in wf["runs"]:
-            print(f"  {run['scheme']:<14}{run['estimator']:<15}{run['folds']:>3} folds "
-                  f"{run['seconds']:>8.2f} s   {run['params']}")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

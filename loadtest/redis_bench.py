@@ -43,6 +43,10 @@ RATE = 10_000
 FANOUT_CONNECTIONS = 50
 WARMUP_S, WINDOW_S = 1.0, 4.0
 P99_TARGET_MS = 2.0
+#: The hub's own per-message stages reported beside the end-to-end figure: publish → hub
+#: receive (publisher queue, Redis, pub/sub read, decode), hub receive → last socket write of
+#: the tick (fan-out, tick spacing); what remains of the end-to-end figure is the client's.
+HUB_STAGES = ("publish_to_hub", "receive_to_send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,10 @@ async def serve_hub(url: str, prefix: str, channel: str) -> None:
     emit("ready", port=hub.port)
     try:
         while line := await commands.readline():
-            if line.strip() == b"exit":
+            command = line.strip()
+            if command == b"stages":
+                emit("stages", **{name: hub.stats.stage_counts(name) for name in HUB_STAGES})
+            elif command == b"exit":
                 break
     finally:
         await hub.stop()
@@ -149,6 +156,8 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
         await publisher.expect("started")
         await asyncio.sleep(WARMUP_S)
         cpu0 = [cpu_seconds(h.pid) for h in hubs]
+        publisher_cpu0 = cpu_seconds(publisher.pid)
+        stages0 = await _stage_counts(hubs[0]) if scenario.bus == "redis" else None
         for generator in generators:
             await generator.send("mark")
         for generator in generators:
@@ -159,6 +168,8 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
         for generator in generators:
             await generator.expect("ended")
         cpu1 = [cpu_seconds(h.pid) for h in hubs]
+        publisher_cpu1 = cpu_seconds(publisher.pid)
+        stages1 = await _stage_counts(hubs[0]) if scenario.bus == "redis" else None
         await publisher.send("stop")
         last_seq = (await publisher.expect("stopped"))["last_seq"]
         reports = []
@@ -181,12 +192,40 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
             "hub_cpu_pct": [
                 round(100 * (b - a) / WINDOW_S, 1) for a, b in zip(cpu0, cpu1, strict=True)
             ],
+            "publisher_cpu_pct": round(100 * (publisher_cpu1 - publisher_cpu0) / WINDOW_S, 1),
+            "generator_cpu_pct": [r.get("cpu_pct") for r in reports],
+            "hub_stages_ms": _stage_quantiles(stages0, stages1),
             "generators": reports,
         }
     finally:
         for child in reversed(children):
             await child.close()
         await delete_keys(url, prefix)
+
+
+async def _stage_counts(hub: Child) -> dict[str, list[int]]:
+    await hub.send("stages")
+    answer = await hub.expect("stages")
+    return {name: list(answer[name]) for name in HUB_STAGES}
+
+
+def _stage_quantiles(
+    before: dict[str, list[int]] | None, after: dict[str, list[int]] | None
+) -> dict[str, dict[str, float | None]] | None:
+    """p50/p99 of each hub stage over the window (bucket counts after minus before), in ms."""
+    from realtime.hub.metrics import LATENCY_BUCKETS
+    from realtime.latency import histogram_quantile
+
+    if before is None or after is None:
+        return None
+    out: dict[str, dict[str, float | None]] = {}
+    for name in HUB_STAGES:
+        counts = [b - a for a, b in zip(before[name], after[name], strict=True)]
+        out[name] = {}
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            value = histogram_quantile(q, LATENCY_BUCKETS, counts)
+            out[name][label] = None if value is None else round(value * 1e3, 3)
+    return out
 
 
 async def delete_keys(url: str, prefix: str) -> None:
@@ -206,15 +245,23 @@ def _ms(latency: dict[str, float | None], key: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _stage(quantiles: dict[str, float | None] | None) -> str:
+    if not quantiles:
+        return "-"
+    return "/".join("-" if quantiles[k] is None else f"{quantiles[k]:.2f}" for k in ("p50", "p99"))
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head: tuple[str, ...] = ("scenario", "hubs", "conns/hub", "rate/s", "delivered/s", "lost")
-    head += ("p50 ms", "p99 ms", "p99.9 ms", "max ms", "hub CPU%")
+    head += ("p50 ms", "p99 ms", "p99.9 ms", "max ms", "hub CPU%", "pub CPU%", "gen CPU%")
+    head += ("to-hub p50/p99", "in-hub p50/p99")
     lines = []
     for r in rows:
         if "failed" in r:
-            lines.append((r["scenario"], *(["-"] * 9), r["failed"][:40]))
+            lines.append((r["scenario"], *(["-"] * 13), r["failed"][:40]))
             continue
         lat = r["latency_publish_ms"]
+        stages = r.get("hub_stages_ms") or {}
         lines.append(
             (
                 r["scenario"],
@@ -228,9 +275,18 @@ def table(rows: list[dict[str, Any]]) -> str:
                 _ms(lat, "p999"),
                 _ms(lat, "max"),
                 "/".join(str(c) for c in r["hub_cpu_pct"]),
+                str(r["publisher_cpu_pct"]),
+                "/".join(str(c) for c in r["generator_cpu_pct"]),
+                _stage(stages.get("publish_to_hub")),
+                _stage(stages.get("receive_to_send")),
             )
         )
-    text = [aligned(head, lines), "latency: ts.publish (engine publish) -> client receipt"]
+    text = [
+        aligned(head, lines),
+        "latency: ts.publish (engine publish) -> client receipt; to-hub: ts.publish -> hub "
+        "receive (publisher queue, Redis, pub/sub read); in-hub: hub receive -> socket write "
+        "(first hub; from its histograms, bucket-interpolated); memory-1c: pub CPU is the hub's",
+    ]
     by = {r["scenario"]: r for r in rows if "failed" not in r}
     if "redis-1c" in by:
         p99 = by["redis-1c"]["latency_publish_ms"]["p99"]
@@ -259,9 +315,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(text)
 
 
-async def run_all(url: str) -> list[dict[str, Any]]:
+async def run_all(url: str, only: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for scenario in SCENARIOS:
+        if only and scenario.name not in only:
+            continue
         print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
         try:
             async with asyncio.timeout(25):
@@ -283,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         child.add_argument("--core", type=int, default=None)
     parser.add_argument("--url", default=REDIS_URL, help="Redis for the redis scenarios")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default: results/)")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[s.name for s in SCENARIOS],
+        help="run only this scenario (repeatable; default: all)",
+    )
     args = parser.parse_args(argv)
     if args.role == "hub":
         prepare_process(args.core)
@@ -293,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(serve_publisher(args.url, args.prefix, args.channel, args.rate))
         return 0
     started = dt.datetime.now(dt.UTC)
-    rows = asyncio.run(run_all(args.url))
+    rows = asyncio.run(run_all(args.url, args.scenario))
     print(table(rows))
     document = {
         "started": started.isoformat(),

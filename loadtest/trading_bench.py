@@ -28,7 +28,13 @@
      ``engines.shell.driver.DeterministicDriver`` and routed as ``engines/backtesting/replay.py``
      routes (each published message to every engine whose inputs match, breadth first): decode,
      checks, every published transition and fill, Portfolio's ``positions``/``pnl`` per fill,
-     Risk re-reading the positions. The intents enter on ``intents.bench``.
+     Risk re-reading the positions. The intents enter on ``intents.bench``. Each message is
+     its own batch (one handler call, then the engine's ``after_batch``): the worst case, a
+     consumer woken for every message;
+   * ``engines, batched``: the same engines, fed ``--block`` orders at a time (their intents
+     as one batch, then their prints), each hop's messages handed to each engine as one batch
+     — what a consumer takes in one wake-up when messages queue up under load. Portfolio then
+     publishes the book once per batch of fills (latest-value streams), not once per fill.
 
    Reported as orders per second of wall time and of the process's CPU time (``--pin N`` pins
    the process to core N first).
@@ -325,9 +331,32 @@ class _Routed:
                 self.fills += sum(out.channel.startswith("fills.") for out in produced)
                 queue.extend(produced)
 
+    async def deliver_batch(self, envelopes: list[Envelope]) -> None:
+        """``envelopes`` as one batch per engine, then what they publish, hop by hop: each
+        engine gets the messages of a hop routed to it in one ``run`` (one consumer batch)."""
+        hop = envelopes
+        while hop:
+            batches: dict[int, tuple[DeterministicDriver, list[Envelope]]] = {}
+            for message in hop:
+                for driver in self.routes(message.channel):
+                    batches.setdefault(id(driver), (driver, []))[1].append(message)
+            hop = []
+            for driver, _ in self.drivers:
+                found = batches.get(id(driver))
+                if found is None:
+                    continue
+                began = time.thread_time_ns()
+                produced = await driver.run(found[1])
+                where = (driver.engine.name.removeprefix("bench-"), "batch")
+                self.spent_ns[where] = self.spent_ns.get(where, 0) + time.thread_time_ns() - began
+                self.fills += sum(out.channel.startswith("fills.") for out in produced)
+                hop.extend(produced)
 
-async def through_engines(batch: list[Order]) -> tuple[float, float, _Routed]:
-    """(wall s, CPU s, pipeline) of ``batch`` as ``intents.bench`` messages through the engines."""
+
+async def through_engines(batch: list[Order], block: int = 1) -> tuple[float, float, _Routed]:
+    """(wall s, CPU s, pipeline) of ``batch`` as ``intents.bench`` messages through the engines:
+    one message per consumer batch (``block`` 1), or ``block`` orders' intents as one batch,
+    then their prints as one."""
     pipeline = _Routed()
     first = Trade(symbol="SPY", event_ns=START_NS - 1, receive_ns=START_NS - 1, price=PRICE,
                   size=1.0)  # fmt: skip
@@ -336,9 +365,21 @@ async def through_engines(batch: list[Order]) -> tuple[float, float, _Routed]:
     for order in batch:
         messages.append(_envelope(f"intents.{BENCH}", order))
         messages.append(_envelope("trades.SPY", print_after(order)))
+    blocks = [
+        (
+            [_envelope(f"intents.{BENCH}", o) for o in batch[i : i + block]],
+            [_envelope("trades.SPY", print_after(o)) for o in batch[i : i + block]],
+        )
+        for i in range(0, len(batch), block)
+    ]
     wall, cpu = time.perf_counter(), time.process_time()
-    for envelope in messages:
-        await pipeline.deliver(envelope)
+    if block == 1:
+        for envelope in messages:
+            await pipeline.deliver(envelope)
+    else:
+        for intents_block, prints in blocks:
+            await pipeline.deliver_batch(intents_block)
+            await pipeline.deliver_batch(prints)
     return time.perf_counter() - wall, time.process_time() - cpu, pipeline
 
 
@@ -346,8 +387,11 @@ def _envelope(channel: str, record: Order | Trade) -> Envelope:
     return Envelope(channel, 0, "bench", record.event_ns, record.event_ns, encode(record))
 
 
-def throughput(orders: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Both ways' rates, and the engines' CPU time per order by (engine, input) in µs."""
+def throughput(
+    orders: int, block: int = 64
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """The three ways' rates, and the engines' CPU time per order by (engine, input) in µs
+    (one message per batch)."""
     batch = intents(orders)
     through_cores(intents(min(orders, 2_000)))  # warm caches
     wall, cpu, ledger = through_cores(batch)
@@ -360,6 +404,10 @@ def throughput(orders: int) -> tuple[dict[str, dict[str, float]], dict[str, floa
     rows["engines (DeterministicDriver)"] = _rate(orders, wall, cpu)
     spent = sorted(pipeline.spent_ns.items(), key=lambda item: -item[1])
     breakdown = {f"{engine} ← {kind}": ns / orders / 1e3 for (engine, kind), ns in spent}
+    wall, cpu, batched = run_loop(lambda: through_engines(batch, block))
+    if batched.fills != orders or batched.portfolio.ledgers["paper"].fills != orders:
+        raise RuntimeError(f"engines, batched: {batched.fills} fills for {orders} orders")
+    rows[f"engines, batched ({block} orders a batch)"] = _rate(orders, wall, cpu)
     return rows, breakdown
 
 
@@ -429,6 +477,7 @@ def main() -> None:
     parser.add_argument("--signals", type=int, default=2_000, help="timed signals")
     parser.add_argument("--warmup", type=int, default=200, help="signals before timing")
     parser.add_argument("--orders", type=int, default=10_000, help="orders per throughput run")
+    parser.add_argument("--block", type=int, default=64, help="orders per batch, batched way")
     parser.add_argument("--pin", type=int, default=None, help="pin the process to this core")
     parser.add_argument("--out", type=Path, default=RESULTS / "trading_bench.json")
     args = parser.parse_args()
@@ -436,7 +485,7 @@ def main() -> None:
         os.sched_setaffinity(0, {args.pin})
     started = dt.datetime.now(dt.UTC)
     latency = run_loop(lambda: signal_to_order(args.signals, args.warmup))
-    doc = document(latency, *throughput(args.orders))
+    doc = document(latency, *throughput(args.orders, args.block))
     print(table(doc))
     print("engines, CPU µs per order by (engine ← input):")
     print(

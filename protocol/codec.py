@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import orjson
 
-from protocol.channels import parse_channel
+from protocol.channels import MAX_CHANNEL_LENGTH, parse_channel
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
     Ack,
@@ -153,6 +153,34 @@ def _resume(obj: Mapping[str, Any], channels: tuple[str, ...], rid: RequestId) -
     return out
 
 
+def peek_request_id(frame: bytes | str) -> RequestId | None:
+    """The ``id`` of a request that will not be processed (``rate_limited``), so its error can
+    still name it: one JSON parse, nothing else validated. None when no valid id can be read."""
+    try:
+        obj = orjson.loads(frame)
+        return _request_id(obj) if isinstance(obj, dict) else None
+    except (orjson.JSONDecodeError, ProtocolError):
+        return None
+
+
+def _list(obj: Mapping[str, Any], rid: RequestId) -> ListChannels:
+    """``list`` with its optional page: ``after`` (a name cursor), ``limit`` (>= 1)."""
+    after = obj.get("after")
+    if after is not None and (not isinstance(after, str) or len(after) > MAX_CHANNEL_LENGTH):
+        raise _fail(
+            ErrorCode.BAD_MESSAGE,
+            f"'after' must be a string of at most {MAX_CHANNEL_LENGTH} chars (a channel name)",
+            "after",
+            rid,
+        )
+    limit = obj.get("limit")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= _INT64_MAX
+    ):
+        raise _fail(ErrorCode.BAD_MESSAGE, "'limit' must be a positive integer", "limit", rid)
+    return ListChannels(rid, after, limit)
+
+
 def decode_client(frame: bytes | str) -> ClientMessage:
     """Decode one client text frame. Raises only ``ProtocolError``."""
     try:
@@ -172,7 +200,7 @@ def decode_client(frame: bytes | str) -> ClientMessage:
     if op == "unsubscribe":
         return Unsubscribe(rid, _channels(obj, rid))
     if op == "list":
-        return ListChannels(rid)
+        return _list(obj, rid)
     if op == "ping":
         return Ping(rid)
     if not isinstance(op, str):
@@ -194,7 +222,8 @@ def encode_client(msg: ClientMessage) -> bytes:
     if isinstance(msg, Unsubscribe):
         return orjson.dumps({"op": "unsubscribe", "id": msg.id, "channels": list(msg.channels)})
     if isinstance(msg, ListChannels):
-        return orjson.dumps({"op": "list", "id": msg.id})
+        page = {"after": msg.after, "limit": msg.limit}
+        return orjson.dumps(_drop_none({"op": "list", "id": msg.id, **page}))
     return orjson.dumps({"op": "ping", "id": msg.id})
 
 
@@ -265,6 +294,8 @@ def encode(msg: ServerMessage) -> bytes:
             body["recovery"] = {k: _drop_none(asdict(v)) for k, v in msg.recovery.items()}
         if msg.available is not None:
             body["available"] = [asdict(c) for c in msg.available]
+        if msg.next is not None:
+            body["next"] = msg.next
         return orjson.dumps(body)
     if isinstance(msg, Error):
         return orjson.dumps(_drop_none({"type": "error", **asdict(msg)}))
@@ -309,7 +340,15 @@ def decode_server_obj(obj: dict[str, Any]) -> ServerMessage:
             available = (
                 tuple(ChannelInfo(**c) for c in obj["available"]) if "available" in obj else None
             )
-            return Ack(obj["id"], obj["op"], tuple(obj["channels"]), limits, recovery, available)
+            return Ack(
+                obj["id"],
+                obj["op"],
+                tuple(obj["channels"]),
+                limits,
+                recovery,
+                available,
+                obj.get("next"),
+            )
         if kind == "error":
             return Error(
                 obj.get("id"), obj["code"], obj["message"], obj.get("field"), obj.get("channel")

@@ -40,7 +40,12 @@ class Unsubscribe:
 
 @dataclass(frozen=True, slots=True)
 class ListChannels:
+    """One page of the channels the hub carries: names after ``after`` (a cursor: the previous
+    page's ``next``), at most ``limit`` (the hub caps it at its ``max_list_channels``)."""
+
     id: RequestId
+    after: str | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +155,8 @@ class ChannelInfo:
 class Ack:
     """Reply to a request: echoes ``id`` and ``op``; ``channels`` is the effective subscription set.
 
-    ``limits`` and ``recovery`` come with subscribe, ``available`` with list.
+    ``limits`` and ``recovery`` come with subscribe, ``available`` with list, and ``next`` with
+    a list page that has more after it (the ``after`` of the next page).
     """
 
     id: RequestId
@@ -159,6 +165,7 @@ class Ack:
     limits: Limits | None = None
     recovery: Mapping[str, Recovery] | None = None
     available: tuple[ChannelInfo, ...] | None = None
+    next: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ price/size, ``a`` aggressor, ``i`` id, ``x`` exchange, ``c`` condition flags, ``
 ``kq`` bid/size/ask/size, ``U``/``u`` update ids, ``spec``, ``te`` bar end, ``o h l c v dv n``).
 Trading records (signal, intent, order, fill, position) use full words: they are few per second
 and read by people. Quantities and prices of the trading records are ``Decimal`` (sent as
-strings): the ledger is exact; floats are for analytics only (DESIGN.md, "The trading pipeline").
+strings): the ledger is exact; floats are for analytics only (docs/architecture.md, "The
+trading pipeline").
 
 Lineage. Every trading record carries the event time of the market data that caused it and the
 ids of what it came from (signal → intent → order → fill), so a number on a screen can be traced
@@ -51,6 +52,7 @@ __all__ = [
     "Record",
     "Side",
     "Signal",
+    "StrategyPnl",
     "TimeInForce",
     "Trade",
     "decode",
@@ -361,11 +363,31 @@ class AccountPositions(Record, frozen=True, kw_only=True, gc=False):
     positions: tuple[Position, ...]
 
 
+class StrategyPnl(Record, frozen=True, kw_only=True, gc=False):
+    """One strategy's share of an account (``AccountState.strategies``), from the fills that
+    carry its name, in the account currency. ``cash_flow`` is the net cash of its fills and
+    fees, ``market_value`` its positions at the account's marks (at cost when unpriceable); its
+    identity is ``realized_pnl + unrealized_pnl - fees == cash_flow + market_value``, and the
+    strategies' ``cash_flow + market_value`` sum to the account's ``equity - starting_cash``."""
+
+    KIND: ClassVar[str] = "strategy_pnl"
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    fees: Decimal
+    cash_flow: Decimal
+    market_value: Decimal
+    gross_exposure: Decimal
+    net_exposure: Decimal
+    unpriceable: tuple[str, ...] = ()
+
+
 class AccountState(Record, frozen=True, kw_only=True, gc=False):
     """An account's money after an event (``pnl.<account>``, latest-value): the ledger's
     identity ``realized_pnl + unrealized_pnl - fees == equity - starting_cash`` holds in it.
     Amounts in the account currency; ``unpriceable`` names instruments without a mark (their
-    unrealized PnL is left out and flagged, never guessed)."""
+    unrealized PnL is left out and flagged, never guessed). ``leverage`` is gross exposure /
+    equity (6 decimals, half-even), ``None`` when equity ≤ 0 (no meaningful ratio);
+    ``strategies`` is the per-strategy attribution by strategy name (each identity holds)."""
 
     KIND: ClassVar[str] = "account"
     account: str
@@ -380,6 +402,8 @@ class AccountState(Record, frozen=True, kw_only=True, gc=False):
     net_exposure: Decimal
     event_ns: int
     unpriceable: tuple[str, ...] = ()
+    leverage: Decimal | None = None
+    strategies: dict[str, StrategyPnl] = {}
 
 
 # ── the codec ────────────────────────────────────────────────────────────────────────────────

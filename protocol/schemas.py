@@ -523,7 +523,15 @@ CLIENT_MESSAGES: dict[str, Schema] = {
         "subscribe (all or nothing), optionally resuming from (epoch, seq)",
     ),
     "unsubscribe": _request("unsubscribe", {"channels": {**_CHANNELS, "minItems": 1}}),
-    "list": _request("list", {}, description="the channels the hub carries"),
+    "list": _request(
+        "list",
+        {},
+        {
+            "after": {**_STR, "maxLength": 128, "description": "the previous page's 'next'"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": _INT64_MAX},
+        },
+        "one page of the channels the hub carries, by name (the hub caps 'limit')",
+    ),
     "ping": _request("ping", {}),
 }
 
@@ -540,8 +548,10 @@ SERVER_MESSAGES: dict[str, Schema] = {
             "limits": _struct_schema(Limits),
             "recovery": {"type": "object", "additionalProperties": _struct_schema(Recovery)},
             "available": {"type": "array", "items": _struct_schema(ChannelInfo)},
+            "next": {**_STR, "description": "list: more channels follow; send as 'after'"},
         },
-        "reply to a request; limits and recovery come with subscribe, available with list",
+        "reply to a request; limits and recovery come with subscribe, available (and next, "
+        "when more follow) with list",
     ),
     "error": _message(
         "error",

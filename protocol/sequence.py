@@ -21,6 +21,8 @@ class NotRecoveredReason(StrEnum):
     AHEAD = "ahead_of_stream"
     #: the hub had to read the bus's history and the bus did not answer (error or time bound)
     BUS_UNAVAILABLE = "bus_unavailable"
+    #: the replay would exceed the hub's cap per request or the connection's replay budget
+    REPLAY_LIMIT = "replay_limit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@ What it owns so that an application does not have to:
   position already held is a duplicate and is dropped; a jump in ``seq`` on an ordered-lossless
   channel that the hub did not announce with a ``gap`` status becomes a ``Gap`` event.
 * **reconnect and resume** — on any loss (close 1001 going-away, 4008 slow consumer, a network
-  fault, the heartbeat watchdog) it reconnects with jittered exponential backoff and subscribes
-  again to every channel with ``resume`` from the last ``(epoch, seq)`` it holds; the hub answers
-  each with a ``status`` ``recovered`` (the missed messages came first) or ``not_recovered``
-  (nothing replayed; the jump that follows is reported as a ``Gap``). Both are events.
+  fault, the heartbeat watchdog) it reconnects with full-jitter exponential backoff
+  (``realtime.backoff``) and subscribes again to every channel with ``resume`` from the last
+  ``(epoch, seq)`` it holds; the hub answers each with a ``status`` ``recovered`` (the missed
+  messages came first) or ``not_recovered`` (nothing replayed; the jump that follows is reported
+  as a ``Gap``). Both are events.
 * **heartbeat watchdog** — silence (no frame at all) for ``missed_heartbeats`` heartbeat periods
   drops the connection and reconnects. Time spent waiting for the application to take events
   does not count as silence.
@@ -40,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import random
 import sys
@@ -75,6 +77,7 @@ from protocol.messages import (
     Update,
 )
 from protocol.sequence import SeqTracker
+from realtime.backoff import Backoff, BackoffPolicy, Rng
 from realtime.config import described
 
 #: Characters of an offending frame kept in a ``ClientError``.
@@ -94,8 +97,12 @@ class ClientConfig:
     missed_heartbeats: int = field(
         default=3, metadata=described("heartbeat periods of silence before reconnecting")
     )
-    reconnect_min_s: float = field(default=0.25, metadata=described("first reconnect delay"))
-    reconnect_max_s: float = field(default=10.0, metadata=described("longest reconnect delay"))
+    reconnect_min_s: float = field(
+        default=0.25, metadata=described("the first reconnect delay is drawn from [0, this]")
+    )
+    reconnect_max_s: float = field(
+        default=10.0, metadata=described("longest reconnect delay (full jitter)")
+    )
     open_timeout_s: float = field(default=5.0, metadata=described("bound on one handshake"))
     request_timeout_s: float = field(
         default=10.0, metadata=described("bound on a request and its reply, reconnects included")
@@ -121,6 +128,11 @@ class ClientConfig:
             raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
         if self.max_queue < 1:
             raise ValueError("max_queue must be >= 1")
+
+    @property
+    def reconnect_backoff(self) -> BackoffPolicy:
+        """Waits between reconnects: the platform's shared full-jitter policy."""
+        return BackoffPolicy(self.reconnect_min_s, self.reconnect_max_s)
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -283,12 +295,12 @@ class HubClient:
         config: ClientConfig | str,
         *,
         validate: Validator | None = None,
-        rng: random.Random | None = None,
+        rng: Rng | None = None,
     ) -> None:
         self.config = ClientConfig(url=config) if isinstance(config, str) else config
         self.stats = ClientStats()
         self._validate = validate
-        self._rng = rng or random.Random()
+        self._rng: Rng = rng if rng is not None else random.Random()
         self._ids = itertools.count(1)
         self._channels: dict[str, _Channel] = {}
         self._pending: dict[int | str, _Pending] = {}
@@ -432,9 +444,17 @@ class HubClient:
         return cast(Ack, reply)
 
     async def list_channels(self) -> tuple[ChannelInfo, ...]:
-        """Every channel the hub carries, with delivery class, position and subscribers."""
-        ack = cast(Ack, await self._request(ListChannels))
-        return ack.available or ()
+        """Every channel the hub carries (that the token grants), with delivery class, position
+        and subscribers: every page of ``list``, following the ack's ``next`` cursor."""
+        channels: list[ChannelInfo] = []
+        after: str | None = None
+        while True:
+            request = functools.partial(ListChannels, after=after)
+            ack = cast(Ack, await self._request(request))
+            channels.extend(ack.available or ())
+            if not ack.next:
+                return tuple(channels)
+            after = ack.next
 
     async def ping(self) -> float:
         """Round trip of one ``ping``, in seconds."""
@@ -496,7 +516,7 @@ class HubClient:
 
     async def _run(self) -> None:
         cfg = self.config
-        failures = 0
+        backoff = Backoff(cfg.reconnect_backoff, self._rng)
         while not self._closed:
             try:
                 ws = await connect(
@@ -508,23 +528,17 @@ class HubClient:
                     compression="deflate" if cfg.compression else None,
                 )
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-                delay = self._backoff(failures)
-                failures += 1
+                delay = backoff.next_s()
                 await self._emit([Disconnected(None, f"connect failed: {exc}", delay)])
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            backoff.reset()
             code, reason = await self._serve(ws)
             if self._closed:
                 return
-            delay = self._backoff(0)
+            delay = backoff.next_s()  # the first wait after a lost connection: [0, min_s]
             await self._emit([Disconnected(code, reason, delay)])
             await asyncio.sleep(delay)
-
-    def _backoff(self, failures: int) -> float:
-        cfg = self.config
-        base = min(cfg.reconnect_max_s, cfg.reconnect_min_s * 2.0**failures)
-        return base * self._rng.uniform(0.8, 1.2)
 
     async def _serve(self, ws: ClientConnection) -> tuple[int | None, str]:
         """One connection: resubscribe with resume, read until it ends; its close code/reason."""

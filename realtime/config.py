@@ -79,6 +79,8 @@ def load_settings(
             raise ConfigError(variable, f"{exc} (got {raw!r})") from None
     try:
         return cls(**values)
+    except ConfigError:
+        raise  # the class's own checks already named the variable
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{prefix}*", str(exc)) from None
 

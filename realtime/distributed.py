@@ -6,6 +6,9 @@ supervisor): ``NAUTILUS_BUS_URL`` unset or ``memory`` is the in-process ``Memory
 ``RedisBusConfig`` read from ``NAUTILUS_BUS_*`` (``NAUTILUS_BUS_KEY_PREFIX``,
 ``NAUTILUS_BUS_STREAM_MAXLEN``, ...). Redis unreachable at start is ``BusUnavailable`` naming the
 URL within ``NAUTILUS_BUS_CONNECT_TIMEOUT_S``: the process prints it and exits 1, never hangs.
+``NAUTILUS_BUS_CLUSTER=true`` makes it a Redis Cluster client (the URL names any one master;
+sharded pub/sub, each channel's keys in one slot: ``realtime.bus.redis.RedisKeys``); a plain bus
+pointed at a cluster node, or the reverse, is refused at start the same way.
 
 **The layout** ``nautilus up --distributed [--hubs N] [--engines a,b]`` supervises
 (``realtime.supervisor``), all on one Redis; it is composed above both layers, in

@@ -7,15 +7,18 @@ child, no threads:
 * **start**: children in ascending ``rank``; a rank counts as up once every child with a port
   answers ``/health`` with 200 (or ``start_timeout_s`` passed, logged), so consumers are subscribed
   before the producers of the next rank begin.
-* **restart**: a child that exits while the supervisor runs is started again after
-  ``restart_min_s * 2**n`` seconds (capped at ``restart_max_s``), ``n`` the crashes in a row; a
-  child that stayed up ``healthy_after_s`` resets ``n``. Exit code 2 (usage or configuration
-  error, see the CLI) is not retried: restarting cannot fix it; the child shows ``failed``.
+* **restart**: a child that exits while the supervisor runs is started again after a full-jitter
+  draw from [0, min(``restart_max_s``, ``restart_min_s * 2**(n-1)``)] seconds
+  (``realtime.backoff``), ``n`` the crashes in a row; a child that stayed up ``healthy_after_s``
+  resets ``n``. Exit code 2 (usage or configuration error, see the CLI) is not retried:
+  restarting cannot fix it; the child shows ``failed``.
 * **stop** (SIGTERM/SIGINT to the supervisor, or ``stop`` set): children in *descending* rank,
   SIGTERM to each child's process group, ``stop_timeout_s`` for the rank to exit, then SIGKILL.
   Each child runs in its own session, so a terminal's Ctrl-C reaches only the supervisor, which
   forwards it in order; on Linux a child also gets SIGKILL if the supervisor itself dies.
-* **/health** on ``host:port``: JSON with every child's pid, state, restarts and last exit code.
+* **/health** on ``host:port``: JSON with every child's pid, state, restarts and last exit code;
+  **/metrics** there too: restarts per child, each child's state, the last backoff, the crashes in
+  a row (``nautilus_supervisor_*``, label ``child``), and the supervisor's ``process_*``.
 """
 
 from __future__ import annotations
@@ -25,20 +28,27 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import sys
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from realtime import __version__
+from realtime.backoff import BackoffPolicy, Rng
 from realtime.clock import Clock, SystemClock
 from realtime.config import described
 from realtime.http import get_json
+from realtime.metrics import port_registry
+from realtime.shutdown import stop_then_force
 
 log = logging.getLogger("nautilus.supervisor")
 
@@ -59,9 +69,11 @@ class SupervisorConfig:
         default=8599, metadata=described("supervisor /health port (0 = any free port)")
     )
     restart_min_s: float = field(
-        default=0.5, metadata=described("first restart delay after a crash")
+        default=0.5, metadata=described("the first restart delay is drawn from [0, this]")
     )
-    restart_max_s: float = field(default=30.0, metadata=described("largest restart delay"))
+    restart_max_s: float = field(
+        default=30.0, metadata=described("largest restart delay (full jitter)")
+    )
     healthy_after_s: float = field(
         default=10.0, metadata=described("uptime after which a child's crash count resets")
     )
@@ -78,9 +90,14 @@ class SupervisorConfig:
         if min(self.healthy_after_s, self.start_timeout_s, self.stop_timeout_s) <= 0:
             raise ValueError("healthy_after_s, start_timeout_s and stop_timeout_s must be > 0")
 
-    def restart_delay_s(self, crashes: int) -> float:
+    @property
+    def restart_backoff(self) -> BackoffPolicy:
+        """Restart delays: the platform's shared full-jitter policy."""
+        return BackoffPolicy(self.restart_min_s, self.restart_max_s)
+
+    def restart_delay_s(self, crashes: int, rng: Rng) -> float:
         """Delay before restart number ``crashes`` (1 = first crash in a row)."""
-        return min(self.restart_max_s, self.restart_min_s * 2.0 ** max(0, crashes - 1))
+        return self.restart_backoff.delay_s(max(0, crashes - 1), rng)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +167,7 @@ class Supervisor:
         *,
         clock: Clock | None = None,
         describe: Mapping[str, Any] | None = None,
+        rng: Rng | None = None,
     ) -> None:
         names = [spec.name for spec in children]
         if len(set(names)) != len(names):
@@ -157,11 +175,14 @@ class Supervisor:
         self.config = config
         self.children = [Child(spec) for spec in children]
         self._clock = clock or SystemClock()
+        self._rng: Rng = rng if rng is not None else random.Random()
         self._describe = dict(describe or {})
         self._stopping = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._server: asyncio.Server | None = None
         self._started_ns = 0
+        self.registry = port_registry()
+        self.registry.register(SupervisorCollector(self.children))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -174,8 +195,9 @@ class Supervisor:
         """Start everything, supervise until ``stop`` (or SIGTERM/SIGINT), stop in order; 0."""
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
+        on_signal = stop_then_force(stop)  # a second signal while children stop: exit at once
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             self._started_ns = self._clock.now_ns()
             self._server = await asyncio.start_server(
@@ -189,9 +211,13 @@ class Supervisor:
             await stop.wait()
             return 0
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await self.stop()
+            try:
+                await self.stop()
+            finally:
+                # only now: a signal during the stop above must reach ``on_signal``, not
+                # Python's default handler (a KeyboardInterrupt traceback)
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
 
     async def _start_rank(self, rank: int, stop: asyncio.Event) -> None:
         group = [c for c in self.children if c.spec.rank == rank]
@@ -279,7 +305,7 @@ class Supervisor:
             if self._clock.now_ns() - started >= cfg.healthy_after_s * 1e9:
                 child.crashes_in_a_row = 0
             child.crashes_in_a_row += 1
-            delay = cfg.restart_delay_s(child.crashes_in_a_row)
+            delay = cfg.restart_delay_s(child.crashes_in_a_row, self._rng)
             child.backoffs.append(delay)
             child.state = ChildState.BACKOFF
             log.warning("%s exited with %s; restart in %.3g s", child.spec.name, exit_code, delay)
@@ -345,13 +371,16 @@ class Supervisor:
                     pass
             parts = request.decode("latin-1").split()
             path = parts[1].split("?")[0] if len(parts) >= 2 else ""
+            ctype = "application/json"
             if path == "/health":
                 status, body = "200 OK", orjson.dumps(self.health())
+            elif path == "/metrics":
+                status, body, ctype = "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
             else:
                 status = "404 Not Found"
                 body = orjson.dumps({"error": {"code": "not_found", "message": f"no route {path}"}})
             writer.write(
-                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                 + body
             )
@@ -362,6 +391,44 @@ class Supervisor:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+class SupervisorCollector(Collector):
+    """The children as metrics, read at scrape time; label ``child`` (the layout's names)."""
+
+    def __init__(self, children: Sequence[Child]) -> None:
+        self._children = children
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "nautilus_supervisor_restarts",
+            "restarts of each child after it exited",
+            labels=["child"],
+        )
+        state = GaugeMetricFamily(
+            "nautilus_supervisor_child_state",
+            "1 for the state each child is in, 0 for the others",
+            labels=["child", "state"],
+        )
+        crashes = GaugeMetricFamily(
+            "nautilus_supervisor_crashes_in_a_row",
+            "exits of each child without healthy_after_s of uptime between them",
+            labels=["child"],
+        )
+        backoff = GaugeMetricFamily(
+            "nautilus_supervisor_last_backoff_seconds",
+            "the restart delay last decided for each child (absent before its first exit)",
+            labels=["child"],
+        )
+        for child in self._children:
+            name = child.spec.name
+            restarts.add_metric([name], child.restarts)
+            for each in ChildState:
+                state.add_metric([name, each.value], 1.0 if child.state is each else 0.0)
+            crashes.add_metric([name], child.crashes_in_a_row)
+            if child.backoffs:
+                backoff.add_metric([name], child.backoffs[-1])
+        yield from (restarts, state, crashes, backoff)
 
 
 async def _all_ready(group: Sequence[Child]) -> None:

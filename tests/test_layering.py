@@ -8,8 +8,8 @@
   an engine may read another's pure ``core``, ``config`` or declared bodies). One exception:
   ``engines/backtesting/replay.py`` is the composition root of a backtest (as
   ``engines/shell/platform.py`` is of the live platform) and imports the ``service`` modules of
-  Strategy, Risk and Portfolio, so a backtest runs the live engines' own objects (DESIGN.md,
-  "Live and backtest are one code path"); never their ``api``.
+  Strategy, Risk and Portfolio, so a backtest runs the live engines' own objects
+  (docs/architecture.md, "Live and backtest are one code path"); never their ``api``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,11 @@
 """Backtesting core, pure: bar arrays, the O→H→L→C print path, the vectorized MA-crossover
-sweep (``jax.vmap`` over the parameter grid, ``lax.scan`` over time), and the overfitting
+sweep (the path's ``lax.scan`` over time batched over the parameter grid, as ``jax.vmap``
+would, in padded chunks that a ``ChunkMap`` runs here or on a cluster), and the overfitting
 statistics of a grid (Deflated Sharpe, PBO by CSCV).
+
+Sweep cost: each distinct window's average is computed once (``sma_table``: W rows, not one
+per point) and gathered per point inside the scan; the scan keeps O(points) state (the
+returns are summed per CSCV block as it goes, Kahan-compensated), so a chunk stays in cache.
 
 The vectorized sweep is the event-driven run of ``engines.strategy.strategies.MovingAverageCross``
 written as arrays, so the two modes agree trade for trade (``tests/engines/backtesting``):
@@ -42,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
@@ -61,21 +67,26 @@ I64 = npt.NDArray[np.int64]
 
 __all__ = [
     "BarArrays",
+    "ChunkMap",
     "FillRule",
     "GridSummary",
     "MaCrossParams",
     "Overfitting",
     "PathResult",
+    "SweepInputs",
     "WalkForward",
     "WalkForwardWindow",
     "ma_cross_path",
     "ma_cross_sweep",
+    "map_in_process",
     "overfitting",
     "pbo_cscv",
     "print_path",
     "quantize",
     "sha256_hex",
     "sma_table",
+    "sweep_chunk",
+    "sweep_inputs",
     "walk_forward",
     "wilder_atr",
 ]
@@ -252,9 +263,9 @@ def _step(
         fee = jnp.where(done, fee, 0.0)
         return cash - q * paid - fee, position + q, paid, fee
 
-    # an order of the previous bar fills at this bar's open
-    cash, position, price0, fee0 = fill(pending, open_, cash, position)
-    filled0 = pending
+    if not close_fill:  # an order of the previous bar fills at this bar's open
+        cash, position, price0, fee0 = fill(pending, open_, cash, position)
+        filled0 = pending
 
     valid = jnp.isfinite(fast) & jnp.isfinite(slow)
     new = jnp.where(fast > slow, 1, jnp.where(fast < slow, -1, regime))
@@ -273,10 +284,9 @@ def _step(
     target = jnp.where(asks, wanted, target)
     order = jnp.where(asks, wanted - position, 0.0)
 
-    if close_fill:
+    if close_fill:  # a market-on-close order: nothing is ever pending
         cash, position, price1, fee1 = fill(order, close, cash, position)
         quantity_out, price_out, fee_out = order, price1, fee1
-        pending = jnp.zeros_like(order)
     else:
         quantity_out, price_out, fee_out = filled0, price0, fee0
         pending = order
@@ -318,40 +328,6 @@ def _path(*args: jax.Array, close_fill: bool) -> tuple[jax.Array, ...]:
     return _run(*args, close_fill=close_fill)
 
 
-@partial(jax.jit, static_argnames=("close_fill", "blocks"))
-def _sweep(
-    open_: jax.Array,
-    close: jax.Array,
-    table: jax.Array,
-    fast_row: jax.Array,
-    slow_row: jax.Array,
-    atr: jax.Array,
-    scalars: jax.Array,
-    allow_short: jax.Array,
-    *,
-    close_fill: bool,
-    blocks: int,
-) -> tuple[jax.Array, ...]:
-    quantity, atr_stop, fee_rate, slip, cash = (scalars[i] for i in range(5))
-    t = close.shape[0]
-    block_of = jnp.minimum(jnp.arange(t) * blocks // t, blocks - 1)
-
-    def one(fi: jax.Array, si: jax.Array) -> tuple[jax.Array, ...]:
-        q, _, _, _, _, equity = _run(
-            open_, close, table[fi], table[si], atr, quantity, atr_stop, allow_short,
-            fee_rate, slip, cash, close_fill=close_fill,
-        )  # fmt: skip
-        previous = jnp.concatenate((cash[None], equity[:-1]))
-        r = equity / previous - 1.0
-        mean = jnp.mean(r)
-        std = jnp.std(r, ddof=1)
-        bsum = jax.ops.segment_sum(r, block_of, num_segments=blocks)
-        bsq = jax.ops.segment_sum(r * r, block_of, num_segments=blocks)
-        return equity[-1], jnp.sum(q != 0), mean, std, bsum, bsq
-
-    return jax.vmap(one)(fast_row, slow_row)
-
-
 def _atr_for(high: F64, low: F64, close: F64, period: int) -> F64:
     return wilder_atr(high, low, close, period)
 
@@ -371,6 +347,160 @@ def ma_cross_path(bars: BarArrays, params: MaCrossParams) -> PathResult:
     return PathResult(*(np.asarray(a, dtype=np.float64) for a in out))
 
 
+class SweepInputs(NamedTuple):
+    """What every chunk of a sweep shares (plain arrays: it pickles to a cluster's workers):
+    the bars, the moving averages of each distinct window, time-major (``(T, windows)``), the
+    ATR, each bar's CSCV block, and ``base``'s scalars."""
+
+    open: F64
+    close: F64
+    averages: F64
+    atr: F64
+    block_of: I64
+    scalars: F64  # quantity, atr_stop, fee rate, slippage rate, cash
+    allow_short: bool
+    close_fill: bool
+    blocks: int
+
+
+def _kahan(total: jax.Array, compensation: jax.Array, x: jax.Array) -> tuple[jax.Array, ...]:
+    """One step of Kahan's compensated sum (``total`` is the sum, ``compensation`` the low
+    part it lost, to subtract from the next term)."""
+    y = x - compensation
+    t = total + y
+    return t, (t - total) - y
+
+
+@partial(jax.jit, static_argnames=("close_fill", "blocks"))
+def _sweep(
+    open_: jax.Array,
+    close: jax.Array,
+    averages: jax.Array,
+    atr: jax.Array,
+    block_of: jax.Array,
+    fast_col: jax.Array,
+    slow_col: jax.Array,
+    scalars: jax.Array,
+    allow_short: jax.Array,
+    *,
+    close_fill: bool,
+    blocks: int,
+) -> tuple[jax.Array, ...]:
+    """Every point of a chunk at once: one ``lax.scan`` over the bars whose state is a vector
+    over the points (the bar inputs shared, each point's averages gathered from the table).
+    Nothing per bar is kept: fills are counted and the returns summed per CSCV block
+    (compensated) as the scan goes, so memory is O(points), not O(points × T).
+
+    The step is ``_step`` with what cannot change a number taken out (the float operations
+    that make a fill, the equity and a return are ``_step``'s, in its order): ``target`` and
+    ``asks`` go, since after the first valid bar the position at decision time *is* the last
+    target (orders fill in full), so ``wanted − position`` is the order, 0 when nothing
+    changed; ``valid`` and ``has_atr`` go, since a NaN average or ATR makes every comparison
+    false; a fill of 0 costs ``q · paid = 0`` without the masks. ``test_core`` checks it is
+    ``ma_cross_path`` bit for bit at every point of a grid, both fill rules, stops hit."""
+    quantity, atr_stop, fee_rate, slip, cash = (scalars[i] for i in range(5))
+    up, down = 1.0 + slip, 1.0 - slip
+    points = fast_col.shape[0]
+    zero = jnp.zeros(points, dtype=jnp.float64)
+    # regime (−1, 0, 1), entry, entry ATR, stopped, position, cash, pending order
+    state = (zero, zero, jnp.full(points, jnp.nan), jnp.zeros(points, dtype=bool), zero,
+             jnp.full(points, cash), zero)  # fmt: skip
+    sums = jnp.zeros((4, blocks, points), dtype=jnp.float64)  # Σr, its error, Σr², its error
+
+    def fill(q: jax.Array, price: jax.Array, cash: jax.Array) -> jax.Array:
+        paid = jnp.where(q > 0, price * up, price * down)
+        fee = jnp.abs(q) * paid * fee_rate
+        return cash - q * paid - fee
+
+    def bar(carry: tuple[Any, ...], inputs: tuple[jax.Array, ...]) -> tuple[tuple[Any, ...], None]:
+        (regime, entry, entry_atr, stopped, position, cash, pending), previous, fills, sums = carry
+        o, c, row, a, b = inputs
+        fast, slow = row[fast_col], row[slow_col]
+        if not close_fill:  # the order of the previous bar, at this bar's open
+            cash = fill(pending, o, cash)
+            position = position + pending
+            fills = fills + (pending != 0)
+        new = jnp.where(fast > slow, 1.0, jnp.where(fast < slow, -1.0, regime))
+        new = jnp.where((new < 0) & ~allow_short, 0.0, new)
+        changed = new != regime
+        distance = atr_stop * entry_atr
+        hit = jnp.where(regime > 0, c <= entry - distance, c >= entry + distance)
+        stopped = ~changed & (stopped | ((regime != 0) & hit))
+        entry = jnp.where(changed, c, entry)
+        entry_atr = jnp.where(changed, a, entry_atr)
+        regime = new
+        order = jnp.where(stopped, 0.0, regime * quantity) - position
+        if close_fill:  # market on close
+            cash = fill(order, c, cash)
+            position = position + order
+            fills = fills + (order != 0)
+        else:
+            pending = order
+        equity = cash + position * c
+        r = equity / previous - 1.0
+        now = jax.lax.dynamic_index_in_dim(sums, b, axis=1, keepdims=False)
+        total, lost = _kahan(now[0], now[1], r)
+        squares, squares_lost = _kahan(now[2], now[3], r * r)
+        now = jnp.stack((total, lost, squares, squares_lost))
+        sums = jax.lax.dynamic_update_index_in_dim(sums, now, b, axis=1)
+        state = (regime, entry, entry_atr, stopped, position, cash, pending)
+        return (state, equity, fills, sums), None
+
+    init = (state, jnp.full(points, cash), jnp.zeros(points, dtype=jnp.int64), sums)
+    xs = (open_, close, averages, atr, block_of)
+    (_, equity, fills, sums), _ = jax.lax.scan(bar, init, xs)
+    return equity, fills, sums[0] - sums[1], sums[2] - sums[3]
+
+
+def sweep_inputs(
+    bars: BarArrays, windows: npt.ArrayLike, base: MaCrossParams, *, blocks: int
+) -> SweepInputs:
+    """The shared inputs of a sweep over ``windows`` (ascending, distinct): each moving average
+    once (``sma_table``), not once per point."""
+    t = len(bars)
+    scalars = [float(base.quantity), base.atr_stop, base.fee_bps / 10_000.0,
+               base.slippage_bps / 10_000.0, base.cash]  # fmt: skip
+    return SweepInputs(
+        open=np.ascontiguousarray(bars.open, dtype=np.float64),
+        close=np.ascontiguousarray(bars.close, dtype=np.float64),
+        averages=np.ascontiguousarray(sma_table(bars.close, windows).T),
+        atr=_atr_for(bars.high, bars.low, bars.close, base.atr_period),
+        block_of=np.minimum(np.arange(t) * blocks // t, blocks - 1).astype(np.int64),
+        scalars=np.array(scalars, dtype=np.float64),
+        allow_short=bool(base.allow_short),
+        close_fill=base.fill is FillRule.CLOSE,
+        blocks=blocks,
+    )
+
+
+ChunkResult = tuple[F64, I64, F64, F64]
+ChunkFn = Callable[[SweepInputs, I64, I64], ChunkResult]
+# runs ``fn(inputs, fast_cols[k], slow_cols[k])`` for every k and returns the results in order
+ChunkMap = Callable[[ChunkFn, SweepInputs, list[I64], list[I64]], list[ChunkResult]]
+
+
+def sweep_chunk(inputs: SweepInputs, fast_col: I64, slow_col: I64) -> ChunkResult:
+    """One chunk of points (columns of ``inputs.averages``): final equity, fills, and the
+    per-block sums of the returns and of their squares (``(points, blocks)``). A point's
+    numbers do not depend on the chunk it is in (every operation is per point)."""
+    equity, fills, bsum, bsq = _sweep(
+        inputs.open, inputs.close, inputs.averages, inputs.atr, inputs.block_of,
+        jnp.asarray(fast_col), jnp.asarray(slow_col), inputs.scalars,
+        jnp.asarray(inputs.allow_short), close_fill=inputs.close_fill, blocks=inputs.blocks,
+    )  # fmt: skip
+    return (
+        np.asarray(equity), np.asarray(fills, dtype=np.int64), np.asarray(bsum).T.copy(),
+        np.asarray(bsq).T.copy(),
+    )  # fmt: skip
+
+
+def map_in_process(
+    fn: ChunkFn, inputs: SweepInputs, fast_cols: list[I64], slow_cols: list[I64]
+) -> list[ChunkResult]:
+    """The chunks one after another in this process (``ma_cross_sweep``'s default)."""
+    return [fn(inputs, f, s) for f, s in zip(fast_cols, slow_cols, strict=True)]
+
+
 def ma_cross_sweep(
     bars: BarArrays,
     fast: npt.ArrayLike,
@@ -378,10 +508,13 @@ def ma_cross_sweep(
     base: MaCrossParams,
     *,
     blocks: int = 16,
-    chunk: int = 2_048,
+    chunk: int = 4_096,
+    map_chunks: ChunkMap = map_in_process,
 ) -> GridSummary:
-    """Every ``(fast[i], slow[i])`` pair with ``base``'s other settings: ``vmap`` over the
-    points (in fixed-size padded chunks, one compile), ``lax.scan`` over the bars."""
+    """Every ``(fast[i], slow[i])`` pair with ``base``'s other settings: the points in
+    fixed-size padded chunks (one compile), each chunk one ``lax.scan`` over the bars with the
+    points as a vector (``_sweep``). ``map_chunks`` runs the chunks: in this process, or on a
+    cluster (``engines.backtesting.cluster``); the result is the same bit for bit."""
     f = np.asarray(fast, dtype=np.int64).reshape(-1)
     s = np.asarray(slow, dtype=np.int64).reshape(-1)
     if f.size != s.size or f.size == 0:
@@ -390,31 +523,33 @@ def ma_cross_sweep(
         _check(a, b)
     if len(bars) < blocks:
         raise ValueError(f"need at least {blocks} bars for {blocks} CSCV blocks")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     windows = np.unique(np.concatenate((f, s)))
-    table = jnp.asarray(sma_table(bars.close, windows))
+    inputs = sweep_inputs(bars, windows, base, blocks=blocks)
     fi = np.searchsorted(windows, f)
     si = np.searchsorted(windows, s)
-    atr = jnp.asarray(_atr_for(bars.high, bars.low, bars.close, base.atr_period))
-    scalars = jnp.asarray([float(base.quantity), base.atr_stop, base.fee_bps / 10_000.0,
-                           base.slippage_bps / 10_000.0, base.cash])  # fmt: skip
-    size = min(chunk, f.size)
-    parts: list[tuple[np.ndarray[Any, Any], ...]] = []
+    # equal chunks, rounded up to a multiple of 256 points (few shapes, so few compiles)
+    size = min(chunk, math.ceil(f.size / math.ceil(f.size / chunk) / 256) * 256)
+    fast_cols: list[I64] = []
+    slow_cols: list[I64] = []
     for start in range(0, f.size, size):
-        idx_f = np.zeros(size, dtype=np.int64)
-        idx_s = np.zeros(size, dtype=np.int64)
         n = min(size, f.size - start)
+        idx_f = np.full(size, fi[0], dtype=np.int64)  # padding: a repeated valid point,
+        idx_s = np.full(size, si[0], dtype=np.int64)  # dropped below
         idx_f[:n], idx_s[:n] = fi[start : start + n], si[start : start + n]
-        idx_f[n:], idx_s[n:] = fi[0], si[0]  # padding: a repeated valid point, dropped below
-        out = _sweep(
-            jnp.asarray(bars.open), jnp.asarray(bars.close), table, jnp.asarray(idx_f),
-            jnp.asarray(idx_s), atr, scalars, jnp.asarray(base.allow_short),
-            close_fill=base.fill is FillRule.CLOSE, blocks=blocks,
-        )  # fmt: skip
-        parts.append(tuple(np.asarray(a)[:n] for a in out))
-    final, fills, mean, std, bsum, bsq = (np.concatenate(p) for p in zip(*parts, strict=True))
+        fast_cols.append(idx_f)
+        slow_cols.append(idx_s)
+    parts = map_chunks(sweep_chunk, inputs, fast_cols, slow_cols)
+    final, fills, bsum, bsq = (
+        np.concatenate(p)[: f.size] for p in zip(*parts, strict=True)
+    )  # fmt: skip
     t = len(bars)
-    counts = np.bincount(np.minimum(np.arange(t) * blocks // t, blocks - 1), minlength=blocks)
-    return GridSummary(final, fills.astype(np.int64), mean, std, bsum, bsq, counts)
+    total = bsum.sum(axis=1)
+    mean = total / t
+    variance = np.maximum(bsq.sum(axis=1) - total * mean, 0.0) / (t - 1)
+    counts = np.bincount(inputs.block_of, minlength=blocks)
+    return GridSummary(final, fills, mean, np.sqrt(variance), bsum, bsq, counts)
 
 
 def _check(fast: int, slow: int) -> None:
@@ -527,6 +662,7 @@ def walk_forward(
     test: int,
     step: int | None = None,
     blocks: int = 16,
+    map_chunks: ChunkMap = map_in_process,
 ) -> WalkForward:
     """Rolling walk-forward of the ``(fast[i], slow[i])`` grid (see the module doc)."""
     step = test if step is None else step
@@ -542,7 +678,7 @@ def walk_forward(
     for start in range(0, len(bars) - train - test + 1, step):
         span = np.arange(len(bars))
         inside = bars.select((span >= start) & (span < start + train))
-        summary = ma_cross_sweep(inside, f, s, base, blocks=blocks)
+        summary = ma_cross_sweep(inside, f, s, base, blocks=blocks, map_chunks=map_chunks)
         with np.errstate(divide="ignore", invalid="ignore"):
             sharpes = np.where(summary.std > 0, summary.mean / summary.std, np.nan)
         best = int(np.nanargmax(np.where(np.isfinite(sharpes), sharpes, -np.inf)))

@@ -192,11 +192,13 @@ def run_job(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     blocks: int = 16,
+    map_chunks: core.ChunkMap = core.map_in_process,
 ) -> dict[str, Any]:
     """The result document of a job (JSON-ready): fills, equity, statistics, hash, and for a
-    grid the per-point summary, the Deflated Sharpe ratio and PBO."""
+    grid the per-point summary, the Deflated Sharpe ratio and PBO. ``map_chunks`` runs a
+    vectorized grid's chunks (in this process, or ``cluster.DaskGrid``: the same result)."""
     if spec.body.mode == "vectorized":
-        return _vectorized(spec, progress, blocks)
+        return _vectorized(spec, progress, blocks, map_chunks)
     return _event(spec, job_id, progress, cancel, blocks)
 
 
@@ -245,7 +247,9 @@ def _event(
     return document
 
 
-def _vectorized(spec: JobSpec, progress: Progress | None, blocks: int) -> dict[str, Any]:
+def _vectorized(
+    spec: JobSpec, progress: Progress | None, blocks: int, map_chunks: core.ChunkMap
+) -> dict[str, Any]:
     body = spec.body
     bars = spec.bars[0]
     bases = [_ma_params(p, body) for p in spec.points]
@@ -257,6 +261,7 @@ def _vectorized(spec: JobSpec, progress: Progress | None, blocks: int) -> dict[s
         summary = core.ma_cross_sweep(
             bars, [b.fast for b in bases], [b.slow for b in bases],
             MaCrossParams(**{**core._fields(base), "fast": 1, "slow": 2}), blocks=blocks,
+            map_chunks=map_chunks,
         )  # fmt: skip
         sharpes = _sharpes(summary)
         best = int(np.nanargmax(np.where(np.isfinite(sharpes), sharpes, -np.inf)))
@@ -292,18 +297,20 @@ def _vectorized(spec: JobSpec, progress: Progress | None, blocks: int) -> dict[s
     if grid_doc is not None:
         document["grid"] = grid_doc
     if body.walk_forward is not None:
-        document["walk_forward"] = _walk_forward_doc(spec, bases, blocks)
+        document["walk_forward"] = _walk_forward_doc(spec, bases, blocks, map_chunks)
     return document
 
 
-def _walk_forward_doc(spec: JobSpec, bases: list[MaCrossParams], blocks: int) -> dict[str, Any]:
+def _walk_forward_doc(
+    spec: JobSpec, bases: list[MaCrossParams], blocks: int, map_chunks: core.ChunkMap
+) -> dict[str, Any]:
     wf = spec.body.walk_forward
     assert wf is not None
     bars = spec.bars[0]
     base = MaCrossParams(**{**core._fields(bases[0]), "fast": 1, "slow": 2})
     result = core.walk_forward(
         bars, [b.fast for b in bases], [b.slow for b in bases], base, train=wf.train,
-        test=wf.test, step=wf.step, blocks=blocks,
+        test=wf.test, step=wf.step, blocks=blocks, map_chunks=map_chunks,
     )  # fmt: skip
     params = analytics.AnalyticsParams(period=_period(spec))
     stats = analytics.compute_stats(result.returns, params=params)

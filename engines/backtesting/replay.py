@@ -10,7 +10,9 @@ backtest, as ``engines/shell/platform.py`` is of the live platform, so it import
 Routing: a message goes to every engine whose ``inputs()`` match its channel, in a fixed order
 (Risk, Portfolio, Strategy); what each publishes is routed the same way, breadth first, until
 nothing is left; then the next recorded message. So an intent reaches Risk, its approval reaches
-Strategy's execution (and Risk's pending book), fills reach Portfolio, before the next print.
+Strategy's execution (and Risk's pending book), fills reach Portfolio, before the next print —
+an execution algorithm's children too (``EventRun.algo``): each is an intent Risk checks before
+the venue sees it, as live.
 
 Market data: each bar becomes four trade prints on ``trades.<SYM>`` (``core.print_path``:
 O→H→L→C, or O→L→H→C when the open is nearer the low; each carries a quarter of the bar's volume)
@@ -95,6 +97,9 @@ class EventRun:
     latency_ms: float = 0.0
     fee_decimals: int = 12
     run_id: str = "run"
+    #: the strategy's execution algorithm (``{"kind": "twap"|"pov", ...}``, ``AlgoSpec``'s
+    #: fields), ``None`` for plain orders; its children go through Risk as live
+    algo: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -162,7 +167,7 @@ class _Pipeline:
         self.clock = ManualClock(start_ns)
         strategies = json.dumps([{
             "name": run.strategy_name, "path": run.strategy_path, "account": run.account,
-            "symbols": symbols, "params": run.params, "bar_spec": spec,
+            "symbols": symbols, "params": run.params, "bar_spec": spec, "algo": run.algo,
         }])  # fmt: skip
         prefix = f"bt-{run.run_id}"
         self.strategy = StrategyEngine(

@@ -14,22 +14,45 @@
   start;
 * ``GET /factor/ic?signal=&horizon=&from=&to=&limit=&cursor=`` — the running IC summary of the
   evaluated signal at that horizon (n, mean, std, IR, t) and the stored per-date ICs (400 for a
-  signal or horizon the engine does not evaluate).
+  signal or horizon the engine does not evaluate);
+* ``GET /factor/tables?signal=&horizons=1,5,20&quantiles=5&from=&to=`` — alphalens' tear-sheet
+  tables (``core.factor_tables``, equal to alphalens-reloaded) of the evaluated signal on the
+  engine's panel of closes and signal values: per horizon the IC summary and the mean return by
+  quantile (raw and demeaned, with standard errors) and the top-minus-bottom spread; the mean
+  turnover per quantile and the mean rank autocorrelation. 400 naming ``signal``, ``horizons``
+  (not 1..``MAX_TABLE_HORIZON`` integers), ``quantiles`` (2..``MAX_QUANTILES``), ``from``/``to``;
+  a panel without a usable row answers ``rows: 0`` and nulls;
+* ``POST /factor/traded`` — ``{"portfolios": {"AAPL": [...], ...}, "factors": {"SPY": [...]},
+  "cov_type": "robust"|"kernel", "debiased": true, "bandwidth": null}``: linearmodels'
+  ``TradedFactorModel`` (``traded_factor.traded_factor_model``): alphas, betas with standard
+  errors and t-stats per portfolio, risk premia with theirs, the J test of zero alphas, R², the
+  kernel bandwidth (the full covariance is not returned). 400 naming ``portfolios.AAPL[3]`` (not
+  finite), ``factors.QQQ`` (misaligned), ``portfolios.AAPL`` (too short: more than factors + 1
+  rows needed, or too few for the automatic bandwidth), ``bandwidth``, ``cov_type``.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import falcon.asgi
 import msgspec
 import numpy as np
 
 from engines.factor import core
+from engines.factor.traded_factor import TradedFactorFit, traded_factor_model
 from engines.shell import Route, ValidationError
-from engines.shell.params import query_int
-from engines.shell.rest import HistoryResource, LatestResource, TimeRange, read_body
+from engines.shell.params import query_int, query_time_ns
+from engines.shell.rest import (
+    END_OF_TIME_NS,
+    HistoryResource,
+    LatestResource,
+    TimeRange,
+    read_body,
+)
 from protocol.records import error_path
 
 if TYPE_CHECKING:
@@ -37,18 +60,18 @@ if TYPE_CHECKING:
 
 
 class ExposuresBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``returns`` and ``factors`` stay raw here so a 400 can name the series
-    (``returns.AAPL[3]``): each list is validated on its own."""
+    """``returns`` and ``factors`` stay raw JSON here so a 400 can name the series
+    (``returns.AAPL[3]``): each list is decoded on its own."""
 
-    returns: dict[str, Any]
-    factors: dict[str, Any]
+    returns: dict[str, msgspec.Raw]
+    factors: dict[str, msgspec.Raw]
     window: int = 60
     decay: float = 1.0
     min_obs: int = 0
     hac_lags: int | None = None
 
 
-def _arrays(name: str, posted: dict[str, Any], most: int) -> dict[str, np.ndarray]:
+def _arrays(name: str, posted: dict[str, msgspec.Raw], most: int) -> dict[str, np.ndarray]:
     """Each posted series as a float array; 400 naming the series or the value at fault."""
     if not posted:
         raise ValidationError(f"{name} must name at least one series", parameter=name)
@@ -57,10 +80,12 @@ def _arrays(name: str, posted: dict[str, Any], most: int) -> dict[str, np.ndarra
         if not key:
             raise ValidationError("a series name must be non-empty", parameter=name)
         try:
-            values = msgspec.convert(raw, list[float])
-        except msgspec.ValidationError as exc:
+            values = msgspec.json.decode(raw, type=list[float])
+        except msgspec.ValidationError as exc:  # a DecodeError too: caught first
             path = (error_path(exc) or "$").removeprefix("$")
             raise ValidationError(str(exc), parameter=f"{name}.{key}{path}") from None
+        except msgspec.DecodeError as exc:
+            raise ValidationError(str(exc), parameter=f"{name}.{key}") from None
         if len(values) > most:
             raise ValidationError(f"at most {most} rows per series", parameter=f"{name}.{key}")
         array = np.asarray(values, dtype=np.float64)
@@ -142,6 +167,15 @@ class ModelResource:
         await self._inner.on_get(req, resp, symbol=symbol)
 
 
+def _evaluated_signal(req: falcon.asgi.Request, engine: FactorEngine) -> str:
+    """The ``signal`` parameter, which must name the signal this engine evaluates."""
+    signal = req.get_param("signal") or ""
+    if not engine.signal or signal != engine.signal:
+        known = engine.signal or "none configured"
+        raise ValidationError(f"unknown signal {signal!r} (evaluated: {known})", parameter="signal")
+    return signal
+
+
 class IcResource:
     """``GET /factor/ic?signal=&horizon=``."""
 
@@ -150,12 +184,7 @@ class IcResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         engine = self._engine
-        signal = req.get_param("signal") or ""
-        if not engine.signal or signal != engine.signal:
-            known = engine.signal or "none configured"
-            raise ValidationError(
-                f"unknown signal {signal!r} (evaluated: {known})", parameter="signal"
-            )
+        signal = _evaluated_signal(req, engine)
         horizon = query_int(req, "horizon", default=engine.horizons[0], minimum=1)
         if horizon not in engine.running_ic:
             raise ValidationError(
@@ -179,11 +208,199 @@ class IcResource:
         }
 
 
+MAX_QUANTILES = 20
+MAX_TABLE_HORIZON = 1_000
+
+
+def _horizons(req: falcon.asgi.Request, default: tuple[int, ...]) -> tuple[int, ...]:
+    """``horizons=1,5,20``: distinct integers in 1..MAX_TABLE_HORIZON, sorted."""
+    raw = req.get_param("horizons")
+    if not raw:
+        return default
+    try:
+        values = sorted({int(part) for part in raw.split(",")})
+    except ValueError:
+        raise ValidationError(
+            f"horizons must be comma-separated integers, got {raw!r}", parameter="horizons"
+        ) from None
+    if values[0] < 1 or values[-1] > MAX_TABLE_HORIZON:
+        raise ValidationError(
+            f"horizons must be in 1..{MAX_TABLE_HORIZON}, got {raw!r}", parameter="horizons"
+        )
+    return tuple(values)
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values.tolist()]
+
+
+def tables_payload(
+    dates: np.ndarray,
+    symbols: list[str],
+    signal: np.ndarray,
+    close: np.ndarray,
+    horizons: tuple[int, ...],
+    quantiles: int,
+) -> dict[str, Any]:
+    """``core.factor_tables`` on the panel, as JSON (NaN → null)."""
+    with warnings.catch_warnings():  # "mean of empty slice": an all-NaN column is a null
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tables = core.factor_tables(signal, close, horizons=horizons, quantiles=quantiles)
+        turnover = np.nanmean(tables["turnover"], axis=0)
+        autocorrelation = float(np.nanmean(tables["rank_autocorrelation"]))
+    used = tables["rows"]
+    by_horizon: dict[str, Any] = {}
+    for h, table in tables["horizons"].items():
+        q: core.QuantileTable = table["quantiles"]
+        by_horizon[str(h)] = {
+            "ic": table["ic_summary"].to_payload(),
+            "quantiles": {
+                "mean": _floats(q.mean),
+                "std_error": _floats(q.std_error),
+                "mean_demeaned": _floats(q.mean_demeaned),
+                "std_error_demeaned": _floats(q.std_error_demeaned),
+                "spread_mean": core.finite_or_none(q.spread_mean),
+                "spread_std_error": core.finite_or_none(q.spread_std_error),
+            },
+        }
+    on = np.flatnonzero(used.any(axis=1))
+    return {
+        "dates": int(dates.size),
+        "symbols": symbols,
+        "rows": int(used.sum()),
+        "first_ns": int(dates[on[0]]) if on.size else None,
+        "last_ns": int(dates[on[-1]]) if on.size else None,
+        "quantiles": quantiles,
+        "horizons": by_horizon,
+        "turnover": _floats(turnover),
+        "rank_autocorrelation": core.finite_or_none(autocorrelation),
+    }
+
+
+class TablesResource:
+    """``GET /factor/tables?signal=&horizons=&quantiles=&from=&to=``."""
+
+    def __init__(self, engine: FactorEngine) -> None:
+        self._engine = engine
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        engine = self._engine
+        signal = _evaluated_signal(req, engine)
+        horizons = _horizons(req, engine.horizons)
+        quantiles = query_int(req, "quantiles", default=5, minimum=2, maximum=MAX_QUANTILES)
+        from_ns = query_time_ns(req, "from", default=0)
+        to_ns = query_time_ns(req, "to", default=END_OF_TIME_NS)
+        assert from_ns is not None and to_ns is not None
+        if to_ns <= from_ns:
+            raise ValidationError("to must be after from", parameter="to")
+        dates, symbols, values, close = engine.tables_panel(from_ns, to_ns)
+        answer = await engine.run_in_executor(
+            tables_payload, dates, symbols, values, close, horizons, quantiles
+        )
+        resp.media = {"signal": signal, "source": engine.config.ic_signal, **answer}
+
+
+class TradedBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``portfolios`` and ``factors`` stay raw JSON so a 400 can name the series."""
+
+    portfolios: dict[str, msgspec.Raw]
+    factors: dict[str, msgspec.Raw]
+    cov_type: Literal["robust", "kernel"] = "robust"
+    debiased: bool = True
+    bandwidth: float | None = None
+
+
+def traded_payload(fit: TradedFactorFit, portfolios: list[str], factors: list[str]) -> Any:
+    """The fit as JSON: per portfolio alpha/betas with standard errors and t-stats."""
+
+    def named(row: np.ndarray) -> dict[str, Any]:
+        values = _floats(row)
+        return {"alpha": values[0], "betas": dict(zip(factors, values[1:], strict=True))}
+
+    return {
+        "factors": factors,
+        "nobs": fit.nobs,
+        "portfolios": {
+            name: {
+                "estimate": named(fit.params[i]),
+                "std_error": named(fit.std_errors[i]),
+                "t": named(fit.tstats[i]),
+            }
+            for i, name in enumerate(portfolios)
+        },
+        "risk_premia": {
+            f: {
+                "estimate": core.finite_or_none(float(fit.risk_premia[j])),
+                "std_error": core.finite_or_none(float(fit.risk_premia_se[j])),
+                "t": core.finite_or_none(float(fit.risk_premia_tstats[j])),
+            }
+            for j, f in enumerate(factors)
+        },
+        "j_stat": core.finite_or_none(fit.j_stat),
+        "j_pvalue": core.finite_or_none(fit.j_pvalue),
+        "rsquared": core.finite_or_none(fit.rsquared),
+        "bandwidth": fit.bandwidth,
+    }
+
+
+class TradedResource:
+    """``POST /factor/traded``: linearmodels' ``TradedFactorModel`` on posted returns."""
+
+    body_type = TradedBody
+
+    def __init__(self, engine: FactorEngine) -> None:
+        self._engine = engine
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_body(req, TradedBody)
+        config = self._engine.config
+        if len(body.portfolios) > config.max_batch_symbols:
+            raise ValidationError(
+                f"at most {config.max_batch_symbols} portfolios per request",
+                parameter="portfolios",
+            )
+        portfolios = _arrays("portfolios", body.portfolios, config.max_batch_bars)
+        factors = _arrays("factors", body.factors, config.max_batch_bars)
+        first = f"portfolios.{next(iter(portfolios))}"
+        rows = len(next(iter(portfolios.values())))
+        for name, series in (("portfolios", portfolios), ("factors", factors)):
+            for key, array in series.items():
+                if len(array) != rows:
+                    raise ValidationError(
+                        f"{len(array)} rows, the first series has {rows}",
+                        parameter=f"{name}.{key}",
+                    )
+        least = len(factors) + 2
+        if rows < least:
+            raise ValidationError(f"{rows} rows, fewer than factors + 2 = {least}", parameter=first)
+        if body.bandwidth is not None:
+            if body.cov_type != "kernel":
+                raise ValidationError("bandwidth needs cov_type 'kernel'", parameter="bandwidth")
+            if not (math.isfinite(body.bandwidth) and 0 <= body.bandwidth < rows):
+                raise ValidationError(f"bandwidth must be in [0, {rows})", parameter="bandwidth")
+        p = np.column_stack(list(portfolios.values()))
+        f = np.column_stack(list(factors.values()))
+
+        def fit() -> Any:
+            try:
+                result = traded_factor_model(
+                    p, f, cov_type=body.cov_type, debiased=body.debiased,
+                    bandwidth=body.bandwidth,
+                )  # fmt: skip
+            except ValueError as exc:  # the automatic bandwidth: too few rows or no variance
+                raise ValidationError(str(exc), parameter=first) from None
+            return traded_payload(result, list(portfolios), list(factors))
+
+        resp.media = await self._engine.run_in_executor(fit)
+
+
 def routes(engine: FactorEngine) -> Sequence[Route]:
     model = engine.config.model
     return (
         ("/factor/exposures", ExposuresResource(engine)),
         ("/factor/ic", IcResource(engine)),
+        ("/factor/tables", TablesResource(engine)),
+        ("/factor/traded", TradedResource(engine)),
         ("/factor/{model}/{symbol}/latest", ModelResource(model, LatestResource(engine.exposures))),
         (
             "/factor/{model}/{symbol}/history",

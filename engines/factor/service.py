@@ -20,6 +20,13 @@ end. A date (bar start) is closed for horizon h once a later date resolves; with
 (``GET /factor/ic``), stamped with the end of the newest bar behind it (``event_ns``). A pair
 resolving for a date already closed is counted (``late``).
 
+Tables. With a signal, the engine also keeps a panel of the last ``tables_dates`` dates: per date
+(bar start) and symbol the bar's close and the signal the IC pairs with it (the newest value with
+event time ≤ the bar's end, read when the symbol's next bar arrives — when its 1-bar forward
+return resolves). ``GET /factor/tables`` runs ``core.factor_tables`` (alphalens' tear-sheet
+tables) on it: forward returns are row-based on that date grid, as alphalens computes them from
+its price table.
+
 Bad input is counted by the shell and skipped, never fatal: a bar of another spec
 (``wrong_spec``), out of order or duplicate (``out_of_order``, ``duplicate_bar``), a close that is
 not finite and positive (``invalid_value``); a signal payload without a symbol or with a
@@ -27,8 +34,9 @@ non-numeric field (``invalid_signal``; ``null`` during a signal's warm-up is sim
 
 Limits: one model (one factor set) and one signal per engine; the cross-sectional IC needs
 several symbols on the bus (the SPY-only replay publishes exposures but no IC); no warm-up from
-stored bars (exposures start after ``min_obs`` live bars); per-symbol updates run on the event
-loop (~50 µs a bar), the batch on the compute threads, compiled at start.
+stored bars (exposures start after ``min_obs`` live bars) and the tables' panel lives in memory (a
+restart starts it empty); per-symbol updates run on the event loop (~50 µs a bar), the batch, the
+tables and the traded-factor fit on the compute threads, compiled at start.
 """
 
 from __future__ import annotations
@@ -104,6 +112,9 @@ class FactorConfig(EngineConfig):
     max_batch_symbols: int = field(
         default=512, metadata=described("most symbols one POST may carry")
     )
+    tables_dates: int = field(
+        default=5_000, metadata=described("dates of closes and signal GET /factor/tables keeps")
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -130,7 +141,7 @@ class FactorConfig(EngineConfig):
             raise ValueError(f"ic_horizons must be >= 1, got {self.ic_horizons!r}")
         if self.ic_min_symbols < 2:
             raise ValueError(f"ic_min_symbols must be >= 2, got {self.ic_min_symbols}")
-        for name in ("max_pending", "max_batch_bars", "max_batch_symbols"):
+        for name in ("max_pending", "max_batch_bars", "max_batch_symbols", "tables_dates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.warmup_bars < 0 or self.warmup_symbols < 0:
@@ -211,6 +222,8 @@ class FactorEngine(Engine[FactorConfig]):
             h: {} for h in self.horizons
         }
         self._closed_through = dict.fromkeys(self.horizons, -1)
+        #: date (bar start) → symbol → [close, signal at the bar's end] (the tables' panel)
+        self.panel: OrderedDict[int, dict[str, list[float]]] = OrderedDict()
         self.exposures: RecordStore[Payload] = self.storage.records(
             self.name, "exposures", dict, key=lambda p: p["symbol"], time=lambda p: p["start_ns"]
         )
@@ -306,6 +319,7 @@ class FactorEngine(Engine[FactorConfig]):
         state.last_start, state.last_close = bar.start_ns, bar.close
         state.closes.append((bar.start_ns, bar.end_ns, bar.close))
         if self.signal:
+            self._record_panel(bar, state)
             await self._resolve_ic(bar.symbol, state)
         if math.isnan(previous):
             return
@@ -380,6 +394,34 @@ class FactorEngine(Engine[FactorConfig]):
             )
         if math.isfinite(float(value)):
             state.signals.append((event_ns, float(value)))
+
+    def _record_panel(self, bar: Bar, state: SymbolState) -> None:
+        """The bar's close into the panel; the symbol's previous bar gets its signal now (its
+        1-bar forward return resolves with this bar, as the IC reads it)."""
+        row = self.panel.get(bar.start_ns)
+        if row is None:
+            row = self.panel[bar.start_ns] = {}
+            while len(self.panel) > self.config.tables_dates:
+                self.panel.popitem(last=False)
+        row[bar.symbol] = [bar.close, math.nan]
+        if len(state.closes) >= 2:
+            start, end, _ = state.closes[-2]
+            previous = self.panel.get(start, {}).get(bar.symbol)
+            if previous is not None:
+                previous[1] = state.signal_at(end)
+
+    def tables_panel(self, from_ns: int, to_ns: int) -> tuple[np.ndarray, list[str], Any, Any]:
+        """The panel's dates in ``[from_ns, to_ns)`` (sorted), its symbols, and the signal and
+        close matrices (dates × symbols, NaN where a symbol has no bar or no signal)."""
+        dates = sorted(d for d in self.panel if from_ns <= d < to_ns)
+        symbols = sorted({s for d in dates for s in self.panel[d]})
+        column = {s: j for j, s in enumerate(symbols)}
+        close = np.full((len(dates), len(symbols)), np.nan)
+        signal = np.full_like(close, np.nan)
+        for i, d in enumerate(dates):
+            for s, (c, v) in self.panel[d].items():
+                close[i, column[s]], signal[i, column[s]] = c, v
+        return np.array(dates, dtype=np.int64), symbols, signal, close
 
     async def _resolve_ic(self, symbol: str, state: SymbolState) -> None:
         closes = state.closes

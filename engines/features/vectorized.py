@@ -8,19 +8,22 @@ on the last axis, so the same text runs as
   sums from cumulative sums, rolling extremes and weighted sums from shifted slices — strided
   views of the block), and the recursive filters (EMA, Wilder smoothing, KAMA, T3, SAR, ADX, …)
   as a time loop whose every step updates all symbols at once;
-* the **JAX path** (``backend="jax"``, the default): the same function traced on a
-  ``(GROUP, bars)`` block (64 symbols by default), the recursions as ``jax.lax.scan`` over the
-  bars of a ``(bars, symbols)`` transpose (each step one contiguous row; running sums too, as a
-  sequential scan: XLA's CPU ``cumsum`` is a slow log-depth scan), float64 (``jax_enable_x64``,
-  set on import), ``jax.jit``-compiled once per (function, parameters, group shape).
-  :func:`compute_many` runs a block ``GROUP`` symbols at a time, so every intermediate array of
-  one call stays in cache (one 500-symbol program streamed each through memory and cost ~2×
-  more per element). Chained recursions share one scan where TA-Lib's loop does (T3's six
-  EMAs; ADX's DM smoothing and DX average; DX's DM smoothing and carry-over).
+* the **JAX path** (``backend="jax"``, the default): one compiled program per (function,
+  parameters, block shape) that maps the function over the symbols (``lax.map``), each symbol's
+  row traced as 1-D ``(bars,)`` arrays: the recursions are ``jax.lax.scan`` over scalars, which
+  XLA compiles into one native loop each (``xla_cpu_small_call``), and a row's intermediates
+  (80 kB at 10,000 bars) stay in the core's cache. float64 (``jax_enable_x64``, set on import).
+  Batching symbols inside the scans (``(64, bars)`` groups, a ``(bars, symbols)`` transpose per
+  scan) ran each scan step as a loop of kernels and streamed every intermediate through memory:
+  3–6× slower per function on one core (measured, ``loadtest/features_bench.py``). Rolling
+  extremes are XLA's ``reduce_window``. Chained recursions share one scan where TA-Lib's loop
+  does or where the chain allows (T3's six EMAs; DEMA/TEMA/TRIX's EMA chains; RSI/CMO's gains
+  and losses; ADX's DM smoothing and DX average; DX's DM smoothing and carry-over).
   :func:`warm_up` compiles a set ahead of use (an engine calls it in ``on_start``, so no request
   pays a compile); :func:`compute_many` pads a block up to the smallest warmed shape that holds
   it (repeating each row's last bar — every function is causal, so the bars that matter are
-  untouched) and cuts the result back.
+  untouched) and cuts the result back. Inputs are read in place when 64-byte aligned (else
+  copied once); :func:`prepare` checks and aligns a block once for many functions.
 
 Both paths follow the streaming kernels of ``core`` (TA-Lib 0.8 seeding, lookbacks, zero guards);
 they are checked against TA-Lib and against each other in ``tests/engines/features``. Where a
@@ -50,7 +53,7 @@ from engines.features import core
 
 jax.config.update("jax_enable_x64", True)  # type: ignore[no-untyped-call]
 
-__all__ = ["GROUP", "VECTORIZED", "compute_many", "warm_up", "warmed_shapes"]
+__all__ = ["VECTORIZED", "Column", "compute_many", "prepare", "warm_up", "warmed_shapes"]
 
 Array = npt.NDArray[np.float64]
 _EPS = 1e-14
@@ -68,6 +71,7 @@ class _Ops:
     xp: Any
     scan: Callable[..., tuple[Any, ...]]
     cumsum: Callable[[Any], Any]
+    extreme: Callable[[Any, int, bool], Any]
 
 
 def _numpy_scan(
@@ -116,8 +120,28 @@ def _jax_cumsum(v: Any) -> Any:
     return jnp.moveaxis(ys, 0, -1)
 
 
-_NP = _Ops(np, _numpy_scan, partial(np.cumsum, axis=-1))
-_JAX = _Ops(jnp, _jax_scan, _jax_cumsum)
+def _numpy_extreme(v: Array, n: int, maximum: bool) -> Array:
+    """Rolling max/min over the last ``n`` values (valid from index ``n − 1``): ``n`` shifted
+    slices."""
+    f = np.maximum if maximum else np.minimum
+    slices = _win_slices(v, n)
+    acc: Array = slices[0]
+    for sl in slices[1:]:
+        acc = f(acc, sl)
+    return acc
+
+
+def _jax_extreme(v: Any, n: int, maximum: bool) -> Any:
+    """Rolling max/min as XLA's ``reduce_window`` (one tight loop; the same values as the
+    slices, max/min being exact)."""
+    init = -jnp.inf if maximum else jnp.inf
+    op = jax.lax.max if maximum else jax.lax.min
+    dims = (1,) * (v.ndim - 1) + (n,)
+    return jax.lax.reduce_window(v, init, op, dims, (1,) * v.ndim, "VALID")
+
+
+_NP = _Ops(np, _numpy_scan, partial(np.cumsum, axis=-1), _numpy_extreme)
+_JAX = _Ops(jnp, _jax_scan, _jax_cumsum, _jax_extreme)
 
 
 # --------------------------------------------------------------------------- series helpers
@@ -171,11 +195,9 @@ def _win_sum(o: _Ops, s: _S, n: int, direct: bool = False) -> _S:
 
 def _win_extreme(o: _Ops, s: _S, n: int, maximum: bool) -> _S:
     v, s0 = s
-    f = o.xp.maximum if maximum else o.xp.minimum
-    acc = None
-    for sl in _win_slices(v, n):
-        acc = sl if acc is None else f(acc, sl)
-    return acc, s0 + n - 1
+    if n == 1:
+        return v, s0
+    return o.extreme(v, n, maximum), s0 + n - 1
 
 
 def _lag(o: _Ops, s: _S, n: int) -> tuple[Any, Any, int]:
@@ -230,18 +252,39 @@ def _wma(o: _Ops, s: _S, n: int) -> _S:
     return _seq_sum_list(weighted) / (n * (n + 1) / 2.0), s0 + n - 1
 
 
+def _ema_chain(o: _Ops, s: _S, n: int, depth: int) -> tuple[list[Any], int]:
+    """``depth`` chained EMAs (each the EMA of the one before, TA-Lib's DEMA/TEMA/TRIX), all
+    from the bar where the last is seeded: the stages are seeded one after another over the
+    first ``depth·(n − 1) + 1`` bars (short scans on that prefix), then one scan steps them all
+    together — one pass over the bars instead of ``depth``."""
+    v, s0 = s
+    k = 2.0 / (n + 1)
+    st = s0 + depth * (n - 1)
+    stages = [(v[..., : st - s0 + 1], s0)]
+    for _ in range(depth):
+        stages.append(_ema(o, stages[-1], n))
+    first = [stages[j][0][..., -1] for j in range(1, depth + 1)]
+
+    def step(c: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        out = []
+        e = x[0]
+        for prev in c:
+            e = ((e - prev) * k) + prev
+            out.append(e)
+        return tuple(out), tuple(out)
+
+    rest = o.scan(step, tuple(first), (v[..., st - s0 + 1 :],))
+    return [_cat(o, a, r) for a, r in zip(first, rest, strict=True)], st
+
+
 def _dema(o: _Ops, s: _S, n: int) -> _S:
-    e1 = _ema(o, s, n)
-    e2 = _ema(o, e1, n)
-    return 2.0 * _at(o, e1, e2[1]) - e2[0], e2[1]
+    (e1, e2), st = _ema_chain(o, s, n, 2)
+    return 2.0 * e1 - e2, st
 
 
 def _tema(o: _Ops, s: _S, n: int) -> _S:
-    e1 = _ema(o, s, n)
-    e2 = _ema(o, e1, n)
-    e3 = _ema(o, e2, n)
-    st = e3[1]
-    return e3[0] + ((3.0 * _at(o, e1, st)) - (3.0 * _at(o, e2, st))), st
+    (e1, e2, e3), st = _ema_chain(o, s, n, 3)
+    return e3 + ((3.0 * e1) - (3.0 * e2)), st
 
 
 def _trima(o: _Ops, s: _S, n: int) -> _S:
@@ -446,8 +489,7 @@ def _rsi(o: _Ops, s: _S, n: int, cmo: bool = False) -> _S:
     d = v[..., 1:] - v[..., :-1]
     gains = xp.where(d < 0, 0.0, d)
     losses = xp.where(d < 0, -d, 0.0)
-    g, st = _wilder_rsi(o, gains, s0 + 1, n)
-    lo, _ = _wilder_rsi(o, losses, s0 + 1, n)
+    (g, lo), st = _wilder_means(o, (gains, losses), s0 + 1, n)
     tot = g + lo
     z = _zero(o, tot)
     safe = xp.where(z, 1.0, tot)
@@ -455,9 +497,17 @@ def _rsi(o: _Ops, s: _S, n: int, cmo: bool = False) -> _S:
     return xp.where(z, 0.0, out), st
 
 
-def _wilder_rsi(o: _Ops, terms: Any, s0: int, n: int) -> _S:
-    """RSI's Wilder average: the kernel multiplies, adds, then divides (``(m·(n−1) + x)/n``)."""
-    return _wilder_mean(o, terms, s0, n)
+def _wilder_means(o: _Ops, terms: tuple[Any, ...], s0: int, n: int) -> tuple[tuple[Any, ...], int]:
+    """``_wilder_mean`` of several term series in one scan (RSI's gains and losses: the kernel
+    multiplies, adds, then divides, ``(m·(n−1) + x)/n``)."""
+    seeds = tuple(_seq_sum(o, t, n) / n for t in terms)
+
+    def step(c: tuple[Any, ...], x: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        m = tuple(((a * (n - 1)) + v) / n for a, v in zip(c, x, strict=True))
+        return m, m
+
+    rest = o.scan(step, seeds, tuple(t[..., n:] for t in terms))
+    return tuple(_cat(o, a, r) for a, r in zip(seeds, rest, strict=True)), s0 + n - 1
 
 
 def _dm_terms(o: _Ops, h: Any, lo: Any, c: Any, n: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -887,9 +937,13 @@ def f_rocp(o: _Ops, real: Any, timeperiod: int) -> Any:
 
 def f_trix(o: _Ops, real: Any, timeperiod: int) -> Any:
     n = timeperiod
-    e = (real, 0)
-    for _ in range(3):
-        e = _ema(o, e, n)
+    if n == 1:
+        e: _S = (real, 0)
+        for _ in range(3):
+            e = _ema(o, e, n)
+    else:
+        (_, _, e3), st3 = _ema_chain(o, (real, 0), n, 3)
+        e = (e3, st3)
     cur, old, st = _lag(o, e, 1)
     return ((_roc_like(o, cur, old, True), st),)
 
@@ -1059,95 +1113,115 @@ def _run(o: _Ops, name: str, params: Mapping[str, Any], cols: Sequence[Any]) -> 
     return tuple(full)
 
 
+@dataclass(frozen=True)
+class Column:
+    """One input block, checked once (``prepare``) and held as a 64-byte-aligned float64 array
+    that the JAX path reads in place. Pass it to ``compute_many`` in place of an array when one
+    block feeds many functions: each call then skips the checks and the copy."""
+
+    array: Array
+    non_negative: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+def _aligned_copy(arr: Array) -> Array:
+    """``arr`` in a fresh 64-byte-aligned buffer (XLA reads such a buffer in place; from any
+    other it copies the block itself, ~4× slower than this copy)."""
+    raw = np.empty(arr.size + 8, dtype=np.float64)
+    offset = (-raw.ctypes.data % 64) // 8
+    out = raw[offset : offset + arr.size].reshape(arr.shape)
+    out[...] = arr
+    return out
+
+
+def _check(key: str, value: Any, ndim: int) -> tuple[Array, bool]:
+    """``value`` as a float64 array of ``ndim`` dimensions, finite, and non-negative where
+    ``key`` is a price or size; ``FeatureInputError`` naming ``key`` otherwise. Two reductions
+    (min, max) find a bad value without a temporary array; the message is worked out only then."""
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise core.FeatureInputError(key, "must be an array of numbers") from exc
+    if arr.ndim != ndim:
+        raise core.FeatureInputError(
+            key, "must be two-dimensional (symbols, bars)" if ndim == 2 else "wrong shape"
+        )
+    non_negative = key in core._NON_NEGATIVE
+    if arr.size:
+        lo = float(arr.min())
+        hi = float(arr.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise core.FeatureInputError(key, "contains a non-finite value")
+        if non_negative and lo < 0:
+            raise core.FeatureInputError(key, "contains a negative value")
+    return arr, non_negative
+
+
+def prepare(key: str, value: Any) -> Column:
+    """A ``(symbols, bars)`` block checked as input ``key`` (finite; non-negative for prices and
+    sizes) and aligned for the JAX path, to be passed to many ``compute_many`` calls."""
+    arr, non_negative = _check(key, value, 2)
+    if arr.ctypes.data % 64 or not arr.flags.c_contiguous:
+        arr = _aligned_copy(arr)
+    return Column(arr, non_negative)
+
+
 def _block(name: str, inputs: Mapping[str, Any]) -> list[Array]:
     """The function's inputs as equal-shape ``(symbols, bars)`` float64 blocks, checked as
-    ``core.validate_inputs`` checks one symbol's."""
+    ``core.validate_inputs`` checks one symbol's (a ``Column`` was checked by ``prepare``; it
+    is re-checked only when this input must be non-negative and it was not checked so)."""
     spec = core.CATALOG[name]
     out: list[Array] = []
     shape: tuple[int, ...] | None = None
     for key in spec.inputs:
         if key not in inputs:
             raise core.FeatureInputError(key, f"{spec.name} needs input {key!r}")
-        try:
-            arr = np.asarray(inputs[key], dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise core.FeatureInputError(key, "must be an array of numbers") from exc
-        if arr.ndim != 2:
-            raise core.FeatureInputError(key, "must be two-dimensional (symbols, bars)")
+        value = inputs[key]
+        if isinstance(value, Column) and (value.non_negative or key not in core._NON_NEGATIVE):
+            arr = value.array
+        else:
+            arr, _ = _check(key, value.array if isinstance(value, Column) else value, 2)
         if shape is None:
             shape = arr.shape
         elif arr.shape != shape:
             raise core.FeatureInputError(key, f"shape {arr.shape} != {shape} (misaligned)")
-        if not np.isfinite(arr).all():
-            raise core.FeatureInputError(key, "contains a non-finite value")
-        if key in core._NON_NEGATIVE and (arr < 0).any():
-            raise core.FeatureInputError(key, "contains a negative value")
         out.append(arr)
     return out
 
 
 _Key = tuple[str, tuple[tuple[str, Any], ...], int, int]
-_COMPILED: dict[_Key, Callable[..., tuple[Array, ...]]] = {}
-_PROGRAMS: dict[_Key, Callable[..., Any]] = {}
-#: Symbols per compiled program run. A ``(64, 10_000)`` float64 array is 5 MB, so a function's
-#: inputs, intermediates and outputs stay in cache; a 500-symbol block in one program streams
-#: every intermediate through memory and costs ~2× more per element.
-GROUP = 64
+_COMPILED: dict[_Key, Any] = {}
 
 
-def _program(name: str, params: tuple[tuple[str, Any], ...], group: int, bars: int) -> Any:
-    """The compiled program of ``name`` for a ``(group, bars)`` block (shared by every warmed
-    shape whose symbols split into groups of that size)."""
-    key = (name, params, group, bars)
-    fn = _PROGRAMS.get(key)
-    if fn is None:
-        spec = core.CATALOG[name]
-        one = partial(_run_one, name, dict(params))
-        shapes = [
-            jax.ShapeDtypeStruct((group, bars), jnp.float64)  # type: ignore[no-untyped-call]
-            for _ in spec.inputs
-        ]
-        fn = jax.jit(one).lower(*shapes).compile()
-        # one run on a flat block: the first execution of a program pays one-time set-up
-        # (~0.1 s for a 64×10,000 block), which belongs to the warm-up, not to a request
-        for out in fn(*(np.ones((group, bars)) for _ in spec.inputs)):
-            np.asarray(out)
-        _PROGRAMS[key] = fn
-    return fn
+def _run_rows(name: str, params: Mapping[str, Any], *cols: Any) -> tuple[Any, ...]:
+    """``name`` over a ``(symbols, bars)`` block, one symbol at a time: ``lax.map`` over the
+    rows, each row's function traced on 1-D ``(bars,)`` arrays. A row's intermediates (80 kB at
+    10,000 bars) stay in the core's cache, and its recursions are scans over scalars, which XLA
+    compiles into one native loop each (``xla_cpu_small_call``) instead of stepping a loop of
+    kernels; batching symbols inside the scans (``vmap``) was 3–6× slower on CPU (measured)."""
+    return tuple(jax.lax.map(lambda row: _run(_JAX, name, params, row), cols))
 
 
-def _jitted(
-    name: str, params: Mapping[str, Any], symbols: int, bars: int
-) -> Callable[..., tuple[Array, ...]]:
+def _program(name: str, params: Mapping[str, Any], symbols: int, bars: int) -> Any:
+    """The compiled program of ``name`` for a ``(symbols, bars)`` block."""
     key = (name, tuple(sorted(params.items())), symbols, bars)
     fn = _COMPILED.get(key)
     if fn is None:
-        group = max(1, min(symbols, GROUP))
-        fn = partial(_run_groups, _program(name, key[1], group, bars), group)
+        spec = core.CATALOG[name]
+        shapes = [
+            jax.ShapeDtypeStruct((symbols, bars), jnp.float64)  # type: ignore[no-untyped-call]
+            for _ in spec.inputs
+        ]
+        fn = jax.jit(partial(_run_rows, name, dict(params))).lower(*shapes).compile()
+        # one run on a flat block: the first execution of a program pays one-time set-up,
+        # which belongs to the warm-up, not to a request
+        for out in fn(*(np.ones((symbols, bars)) for _ in spec.inputs)):
+            np.asarray(out)
         _COMPILED[key] = fn
     return fn
-
-
-def _run_groups(program: Any, group: int, *cols: Array) -> tuple[Array, ...]:
-    """Run ``program`` over ``cols`` ``group`` symbols at a time (the last group padded with
-    its last row, then cut)."""
-    symbols = cols[0].shape[0]
-    outs: list[Array] | None = None
-    for lo in range(0, symbols, group):
-        part = [c[lo : lo + group] for c in cols]
-        rows = part[0].shape[0]
-        if rows < group:
-            part = [np.pad(c, ((0, group - rows), (0, 0)), mode="edge") for c in part]
-        res = program(*part)
-        if outs is None:
-            outs = [np.empty(cols[0].shape) for _ in res]
-        for out, r in zip(outs, res, strict=True):
-            out[lo : lo + rows] = np.asarray(r)[:rows]
-    return tuple(outs or ())
-
-
-def _run_one(name: str, params: Mapping[str, Any], *cols: Any) -> tuple[Any, ...]:
-    return _run(_JAX, name, params, cols)
 
 
 def warm_up(
@@ -1155,7 +1229,7 @@ def warm_up(
 ) -> int:
     """Compile the JAX path for ``(symbols, bars)`` blocks (every vectorized function at its
     defaults unless ``functions`` names some, with parameters through ``FeatureRequest``).
-    Returns the number of programs compiled. Call it at start-up: a compile takes ~0.1–1 s."""
+    Returns the number of programs compiled. Call it at start-up: a compile takes ~0.2–1 s."""
     requests = [
         f if isinstance(f, core.FeatureRequest) else core.FeatureRequest(f)
         for f in (sorted(VECTORIZED) if functions is None else functions)
@@ -1165,8 +1239,7 @@ def warm_up(
         name = req.function.upper()
         if name not in _FUNCTIONS:
             raise core.FeatureInputError("function", f"{name} is not vectorized")
-        params = core.validate_params(name, req.params)
-        _jitted(name, params, symbols, bars)
+        _program(name, core.validate_params(name, req.params), symbols, bars)
     return len(_COMPILED) - before
 
 
@@ -1179,12 +1252,13 @@ def warmed_shapes(name: str, **params: Any) -> list[tuple[int, int]]:
 def compute_many(
     name: str, inputs: Mapping[str, Any], backend: str = "jax", **params: Any
 ) -> tuple[Array, ...]:
-    """Run ``name`` over ``(symbols, bars)`` input blocks: one ``(symbols, bars)`` float64 array
-    per output, row ``i`` equal to ``core.compute`` on symbol ``i`` (NaN over the warm-up).
+    """Run ``name`` over ``(symbols, bars)`` input blocks (arrays, or ``Column``s from
+    ``prepare``): one ``(symbols, bars)`` float64 array per output, row ``i`` equal to
+    ``core.compute`` on symbol ``i`` (NaN over the warm-up).
 
     ``backend="jax"`` runs the compiled program of the smallest warmed shape that holds the
-    block (padding it), compiling one for the exact shape if none was warmed;
-    ``backend="numpy"`` runs the numpy path."""
+    block (padding it), compiling one for the exact shape if none was warmed; its outputs are
+    read-only views of the program's buffers. ``backend="numpy"`` runs the numpy path."""
     spec = core.CATALOG.get(name.upper())
     if spec is None or spec.name not in _FUNCTIONS:
         raise core.FeatureInputError("function", f"{name!r} is not vectorized")
@@ -1195,11 +1269,12 @@ def compute_many(
         return tuple(np.asarray(a) for a in _run(_NP, spec.name, resolved, cols))
     if backend != "jax":
         raise core.FeatureInputError("backend", f"unknown backend {backend!r}")
-    shapes = [s for s in warmed_shapes(spec.name, **resolved) if s[0] >= symbols and s[1] >= bars]
-    ps, pb = min(shapes, key=lambda s: s[0] * s[1]) if shapes else (symbols, bars)
     if symbols == 0 or bars == 0:
         return tuple(np.full((symbols, bars), _NAN) for _ in spec.outputs)
+    shapes = [s for s in warmed_shapes(spec.name, **resolved) if s[0] >= symbols and s[1] >= bars]
+    ps, pb = min(shapes, key=lambda s: s[0] * s[1]) if shapes else (symbols, bars)
     if (ps, pb) != (symbols, bars):
         cols = [np.pad(c, ((0, ps - symbols), (0, pb - bars)), mode="edge") for c in cols]
-    outs = _jitted(spec.name, resolved, ps, pb)(*cols)
+    cols = [c if c.ctypes.data % 64 == 0 else _aligned_copy(c) for c in cols]
+    outs = _program(spec.name, resolved, ps, pb)(*cols)
     return tuple(np.asarray(a)[:symbols, :bars] for a in outs)

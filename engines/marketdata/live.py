@@ -13,7 +13,8 @@ Streams docs): open the combined stream ``<url>?streams=<sym>@trade/<sym>@bookTi
 hand over the snapshot followed by the buffered diffs (the book drops those with
 ``u <= lastUpdateId``). Every frame goes through ``feeds.binance_event``, the parser of the
 recorded feed, so live and replay produce equal records. A lost connection reconnects with
-bounded exponential backoff and takes a new snapshot; malformed frames are counted and skipped.
+capped exponential backoff and full jitter (``realtime.backoff``) and takes a new snapshot;
+malformed frames are counted and skipped.
 Pings are answered by ``websockets`` (client keepalive left at its default).
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import urllib.request
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -34,6 +36,7 @@ from websockets.exceptions import WebSocketException
 
 from engines.marketdata.feeds import BinanceEvent, FeedErrors, binance_event
 from engines.marketdata.records import BookDelta, BookSnapshot
+from realtime.backoff import Backoff, BackoffPolicy, Rng
 from realtime.clock import Clock
 
 __all__ = [
@@ -84,8 +87,8 @@ class BinanceAdapterConfig:
     rest_url: str = BINANCE_DEPTH_URL
     symbols: tuple[str, ...] = ("BTCUSDT",)
     depth_limit: int = 1000  # snapshot levels per side (Binance: 5 … 5000)
-    backoff_initial_s: float = 0.1
-    backoff_max_s: float = 10.0
+    backoff_initial_s: float = 0.1  # the first reconnect/snapshot wait is drawn from [0, this]
+    backoff_max_s: float = 10.0  # no wait is longer
     open_timeout_s: float = 10.0
     snapshot_timeout_s: float = 10.0
     queue_events: int = 10_000  # records waiting for the consumer (the reader waits beyond)
@@ -108,9 +111,10 @@ class BinanceAdapterConfig:
         query = urlencode({"symbol": symbol.upper(), "limit": self.depth_limit})
         return f"{self.rest_url}?{query}"
 
-    def backoff_s(self, attempt: int) -> float:
-        """Wait before reconnect ``attempt`` (0-based): initial · 2^attempt, capped."""
-        return min(self.backoff_max_s, self.backoff_initial_s * 2.0 ** min(attempt, 32))
+    @property
+    def backoff(self) -> BackoffPolicy:
+        """Waits before reconnects and snapshot retries: the shared full-jitter policy."""
+        return BackoffPolicy(self.backoff_initial_s, self.backoff_max_s)
 
 
 @dataclass(slots=True)
@@ -168,8 +172,10 @@ class BinanceAdapter:
         connect: Connect = websockets.asyncio.client.connect,
         fetch_snapshot: FetchSnapshot | None = None,
         errors: FeedErrors | None = None,
+        rng: Rng | None = None,
     ) -> None:
         self.config = config
+        self._rng: Rng = rng if rng is not None else random.Random()
         self.stats = AdapterStats()
         self.errors = errors if errors is not None else FeedErrors()
         self._clock = clock
@@ -241,7 +247,7 @@ class BinanceAdapter:
             self._end(_Closed(exc))
 
     async def _connect_forever(self) -> None:
-        attempt = 0
+        backoff = Backoff(self.config.backoff, self._rng)
         while not self._closed:
             read_before = self.stats.messages
             try:
@@ -260,9 +266,8 @@ class BinanceAdapter:
             if self._closed:
                 return
             if self.stats.messages > read_before:
-                attempt = 0  # the connection worked: start the backoff afresh
-            delay = self.config.backoff_s(attempt)
-            attempt += 1
+                backoff.reset()  # the connection worked: start the backoff afresh
+            delay = backoff.next_s()
             self.stats.reconnects += 1
             log.warning("binance stream lost (%s): reconnecting in %.2g s", reason, delay)
             await asyncio.sleep(delay)
@@ -304,7 +309,7 @@ class BinanceAdapter:
     async def _deliver_snapshot(self, symbol: str) -> None:
         """Fetch (retrying with backoff), then queue the snapshot and the diffs held since."""
         url = self.config.snapshot_url(symbol)
-        attempt = 0
+        backoff = Backoff(self.config.backoff, self._rng)
         while True:
             try:
                 body = await asyncio.wait_for(self._fetch(url), self.config.snapshot_timeout_s)
@@ -315,8 +320,7 @@ class BinanceAdapter:
             except (*_RETRYABLE, *_MALFORMED) as exc:
                 self.stats.snapshot_failures += 1
                 self.stats.last_error = f"snapshot {symbol}: {type(exc).__name__}: {exc}"[:200]
-                delay = self.config.backoff_s(attempt)
-                attempt += 1
+                delay = backoff.next_s()
                 log.warning("%s; retrying in %.2g s", self.stats.last_error, delay)
                 await asyncio.sleep(delay)
         self.stats.snapshots += 1

@@ -14,7 +14,9 @@
   ``walk_forward`` (expanding; ``max_train_size`` rolls it, ``test_size`` = refit every k rows,
   ``gap``); ``purge: false`` ignores label spans (the leaky baseline). Answers 202 with the job;
 * ``GET /ml/jobs/{job}`` — ``status`` (running, done, failed), ``progress`` (folds done/total),
-  ``result`` (per-fold and mean accuracy, log loss, AUC) or ``error``.
+  ``result`` (per-fold and mean accuracy, log loss, AUC) or ``error``. A job fits
+  ``walkforward_jobs`` folds at once on threads (``NAUTILUS_ML_WALKFORWARD_JOBS``, default one
+  per CPU); its result is the sequential run's.
 
 A 400 names the field at fault: ``x`` (ragged, non-finite, too many rows), ``y`` (length, not
 0/1), ``t1``, ``estimator``, ``params``, ``n_splits`` (more splits than the rows allow),
@@ -148,7 +150,8 @@ class WalkForwardResource:
                 )
         description = {"estimator": body.estimator, "scheme": body.scheme, "rows": int(y.size),
                        "purge": body.purge, "embargo": body.embargo}  # fmt: skip
-        work = _work(x, y, splits, body.estimator, body.params)
+        jobs = self._engine.config.fold_jobs()
+        work = _work(x, y, splits, body.estimator, body.params, jobs)
         job = self._engine.submit_job(description, work, total=len(splits))
         resp.status = falcon.HTTP_202
         resp.media = dict(job)
@@ -237,10 +240,15 @@ class WalkForwardResource:
 
 
 def _work(
-    x: Any, y: Any, splits: list[core.Split], estimator: str, params: dict[str, Any]
+    x: Any,
+    y: Any,
+    splits: list[core.Split],
+    estimator: str,
+    params: dict[str, Any],
+    n_jobs: int,
 ) -> Callable[[Callable[[int], None]], dict[str, Any]]:
     def run(progress: Callable[[int], None]) -> dict[str, Any]:
-        folds = core.walk_forward(x, y, splits, estimator, params, progress)
+        folds = core.walk_forward(x, y, splits, estimator, params, progress, n_jobs=n_jobs)
         aucs = [f.auc for f in folds if f.auc is not None]
         return {
             "folds": [f.to_payload() for f in folds],

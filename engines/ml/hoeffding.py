@@ -64,31 +64,42 @@ def _argmax(dist: Distribution) -> int:
 
 
 class Gaussian:
-    """river ``proba.Gaussian``: weighted Welford mean and variance (ddof 1)."""
+    """river ``proba.Gaussian``: weighted Welford mean and variance (ddof 1).
 
-    __slots__ = ("mean", "n", "s")
+    ``log_pdf`` is read far more often than the Gaussian changes (naive Bayes reads every class
+    of every feature at each prediction and each ``nba`` learn; a learn updates one class), so
+    its two terms of the variance, ``−2σ²`` and ``½·log σ²``, are kept until the next
+    ``update`` — the same operations in the same order as river, so the same floats."""
+
+    __slots__ = ("_half_log_var", "_neg_two_var", "mean", "n", "s")
 
     def __init__(self) -> None:
         self.n = 0.0
         self.mean = 0.0
         self.s = 0.0
+        self._neg_two_var: float | None = None  # None: to compute; 0.0: no density (−∞)
+        self._half_log_var = 0.0
 
     def update(self, x: float, w: float) -> None:
         old = self.mean
         self.n += w
         self.mean += (w / self.n) * (x - self.mean)
         self.s += w * (x - old) * (x - self.mean)
+        self._neg_two_var = None
 
     def log_pdf(self, x: float) -> float:
-        if self.n > 1:
-            variance = self.s / (self.n - 1)
-            if variance > 0.0:
-                return (
-                    (x - self.mean) ** 2 / (-2.0 * variance)
-                    - _HALF_LOG_TAU
-                    - 0.5 * math.log(variance)
-                )
-        return -math.inf
+        neg_two_var = self._neg_two_var
+        if neg_two_var is None:
+            neg_two_var = 0.0
+            if self.n > 1:
+                variance = self.s / (self.n - 1)
+                if variance > 0.0:
+                    neg_two_var = -2.0 * variance
+                    self._half_log_var = 0.5 * math.log(variance)
+            self._neg_two_var = neg_two_var
+        if neg_two_var == 0.0:
+            return -math.inf
+        return (x - self.mean) ** 2 / neg_two_var - _HALF_LOG_TAU - self._half_log_var
 
     def cdf(self, x: float) -> float:
         sigma = (self.s / (self.n - 1) if self.n > 1 else 0.0) ** 0.5
@@ -232,16 +243,20 @@ class Leaf:
             return {}
         splitters = self.splitters or []
         votes: Distribution = {}
+        minus_inf = -math.inf
         for cls, weight in self.stats.items():
-            if weight > 0:
-                votes[cls] = math.log(weight / total)
-            else:
+            if weight <= 0:
                 votes[cls] = 0.0
                 continue
-            for feature, splitter in enumerate(splitters):
-                lp = splitter.log_proba(x[feature], cls)
-                if lp > -math.inf:
-                    votes[cls] += lp
+            vote = math.log(weight / total)
+            # splitter.log_proba, inlined; no splitters yet (nothing learned) or a full set
+            for splitter, value in zip(splitters, x, strict=False):
+                dist = splitter.dists.get(cls)
+                if dist is not None:
+                    lp = dist.log_pdf(value)
+                    if lp > minus_inf:
+                        vote += lp
+            votes[cls] = vote
         top = max(votes.values())
         lse = top + math.log(sum(math.exp(v - top) for v in votes.values()))
         return {cls: math.exp(v - lse) for cls, v in votes.items()}

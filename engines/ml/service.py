@@ -34,9 +34,10 @@ Bad input is counted by the shell and skipped: a bar or features message of anot
 for a bar already waiting (``duplicate_features``).
 
 Limits: the learning runs on the event loop (two linear models of ten features: tens of µs a bar;
-a Hoeffding tree ~0.1 ms and ten bagged trees ~1 ms a bar in pure Python, see loadtest/ml_bench);
-the vmapped many-symbol step (``core.make_batch_step``) serves the batch and the benchmark, not
-the per-message path; models live in memory (a restart starts them afresh, version 1).
+a Hoeffding tree ~0.1 ms and ten bagged trees ~0.3 ms, p99 ~0.9 ms, a bar in pure Python, see
+loadtest/ml_bench); the vmapped many-symbol step (``core.make_batch_step``) serves the batch and
+the benchmark, not the per-message path; models live in memory (a restart starts them afresh,
+version 1).
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class MlConfig(EngineConfig):
         default=500_000, metadata=described("most rows one POST /ml/walkforward may use")
     )
     max_jobs: int = field(default=32, metadata=described("walk-forward jobs remembered"))
+    walkforward_jobs: int = field(
+        default=0,
+        metadata=described("folds a walk-forward job fits at once, on threads (0 = the CPUs)"),
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -157,6 +162,8 @@ class MlConfig(EngineConfig):
                      "max_walkforward_rows", "max_jobs", "bagging_models"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.walkforward_jobs < 0:
+            raise ValueError("walkforward_jobs must be >= 0 (0: one per CPU)")
         if self.features_wait_bars < 0:
             raise ValueError("features_wait_bars must be >= 0")
         for name in ("barrier_pt", "barrier_sl", "drift_threshold", "drift_delta"):
@@ -179,6 +186,10 @@ class MlConfig(EngineConfig):
         )
         seed = zlib.crc32(f"{self.seed}:{symbol}".encode())
         return TreeSpec(kind, tree, self.bagging_models, seed)  # type: ignore[arg-type]
+
+    def fold_jobs(self) -> int:
+        """``walkforward_jobs``, 0 resolved to the CPUs this process may use."""
+        return self.walkforward_jobs or core.default_jobs()
 
     def sgd(self, kind: str) -> core.SgdParams:
         return core.SgdParams(

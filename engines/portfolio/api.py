@@ -2,10 +2,11 @@
 
 * ``GET /portfolio/{account}/positions`` — the ``AccountPositions`` now (marked at the newest
   prices the engine holds);
-* ``GET /portfolio/{account}/pnl`` — the ``AccountState`` now, plus ``leverage`` (gross exposure
-  / equity, ``null`` when equity ≤ 0), ``currencies`` (the same numbers per currency held, with
-  ``total_pnl``) and ``strategies`` (per-strategy attribution per currency; their ``total_pnl``
-  sum to the account's);
+* ``GET /portfolio/{account}/pnl`` — the ``AccountState`` now (what ``pnl.<account>`` carries:
+  ``leverage``, gross exposure / equity, ``null`` when equity ≤ 0, and ``strategies``, the
+  per-strategy attribution in the account currency), plus ``currencies`` (the same numbers per
+  currency held, with ``total_pnl``, ``leverage`` and that currency's ``strategies``; their
+  ``total_pnl`` sum to the currency's);
 * ``GET /portfolio/{account}/fills?from=&to=&limit=&cursor=`` — stored fills by event time
   (the shell's ``HistoryResource``);
 * ``POST /portfolio/optimize`` — weights for ``symbols`` (the bundled daily history, split- and
@@ -85,14 +86,18 @@ class PnlResource:
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, account: str
     ) -> None:
         _, state, valuation = self._engine.snapshot(known_account(self._engine, account))
-        leverage = valuation.currencies[state.currency].leverage()
         resp.media = {
             **media(state),
-            "leverage": None if leverage is None else str(leverage),
-            "currencies": {c: totals_payload(t) for c, t in valuation.currencies.items()},
-            "strategies": {
-                name: {c: totals_payload(t) for c, t in per_currency.items()}
-                for name, per_currency in valuation.strategies.items()
+            "currencies": {
+                currency: {
+                    **totals_payload(totals),
+                    "strategies": {
+                        name: totals_payload(per_currency[currency])
+                        for name, per_currency in valuation.strategies.items()
+                        if currency in per_currency
+                    },
+                }
+                for currency, totals in valuation.currencies.items()
             },
         }
 

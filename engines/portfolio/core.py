@@ -31,7 +31,10 @@ marked value. The average price shown is display-only (rounded to ``AVERAGE_PLAC
 
 Per-strategy attribution: each strategy's fills are also kept in a book of their own, marked at
 the account's price for the instrument, so the strategies' total PnLs (realized + unrealized −
-fees) sum exactly to the account's.
+fees) sum exactly to the account's, and each strategy's own identity holds (realized +
+unrealized − fees == its net cash flow + the value it holds). Published with the account's state
+(``AccountState.strategies``, the account currency) with ``leverage`` = gross exposure / equity,
+6 decimals half-even, ``None`` when equity ≤ 0 (a ratio to a non-positive equity means nothing).
 
 Limits: no FX conversion, no margin model (cash accounts: leverage is gross exposure / equity),
 no funding/borrow fees, no corporate actions. Pure: no clock, no I/O.
@@ -52,7 +55,15 @@ from decimal import (
 )
 from decimal import Decimal as D
 
-from protocol.records import AccountPositions, AccountState, Fill, Instrument, OrderSide, Position
+from protocol.records import (
+    AccountPositions,
+    AccountState,
+    Fill,
+    Instrument,
+    OrderSide,
+    Position,
+    StrategyPnl,
+)
 
 __all__ = [
     "AVERAGE_PLACES",
@@ -64,6 +75,7 @@ __all__ = [
     "Valuation",
     "mark_price",
     "parse_account",
+    "strategy_pnl",
     "trimmed",
 ]
 
@@ -339,6 +351,22 @@ class CurrencyTotals:
             return (self.gross_exposure / self.equity).quantize(D(1).scaleb(-LEVERAGE_PLACES))
 
 
+def strategy_pnl(totals: CurrencyTotals) -> StrategyPnl:
+    """A strategy's totals (a book with no starting cash) as the published ``StrategyPnl``:
+    its cash is its net cash flow, the rest of its equity the value of what it holds."""
+    with localcontext(EXACT):
+        return StrategyPnl(
+            realized_pnl=totals.realized_pnl,
+            unrealized_pnl=totals.unrealized_pnl,
+            fees=totals.fees,
+            cash_flow=totals.cash,
+            market_value=totals.equity - totals.cash,
+            gross_exposure=totals.gross_exposure,
+            net_exposure=totals.net_exposure,
+            unpriceable=totals.unpriceable,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Valuation:
     """An account marked: per-currency totals, and per strategy per currency."""
@@ -451,9 +479,10 @@ class Ledger:
             for _, p in self._open_positions()
             if p.instrument.currency != self.spec.currency
         }
+        currency = self.spec.currency
         return AccountState(
             account=self.spec.name,
-            currency=self.spec.currency,
+            currency=currency,
             starting_cash=own.starting_cash,
             cash=own.cash,
             equity=own.equity,
@@ -464,6 +493,12 @@ class Ledger:
             net_exposure=own.net_exposure,
             event_ns=event_ns,
             unpriceable=tuple(sorted({*own.unpriceable, *foreign})),
+            leverage=own.leverage(),
+            strategies={
+                name: strategy_pnl(per_currency[currency])
+                for name, per_currency in sorted(valued.strategies.items())
+                if currency in per_currency
+            },
         )
 
     def positions(self, marks: MarkBook, event_ns: int) -> AccountPositions:

@@ -2,12 +2,15 @@
 
 One ``Ledger`` (engines.portfolio.core) per configured account (``NAUTILUS_PORTFOLIO_ACCOUNTS``,
 default ``paper:1000000:USD``). A fill (``protocol.records.Fill``) is folded into its account's
-ledger, stored, and the whole book (``AccountPositions``) and the money (``AccountState``) are
-published and stored as snapshots — after every fill. Marks come from ``quotes.*`` (bid for a
-long, ask for a short), ``trades.*`` and ``bars.1m.*``; a mark on a held symbol republishes the
-account at most once per ``mark_throttle_ms`` of *event* time (a skipped update is published
-with the next event past the window, or the next fill). Fills are idempotent by ``fill_id``: a
-duplicate changes nothing and is counted (``nautilus_portfolio_duplicate_fills_total``).
+ledger and stored; the whole book (``AccountPositions``) and the money (``AccountState``, with
+leverage and the per-strategy attribution) are published and stored as snapshots once per batch
+of input that changed the account (``after_batch``: both streams are latest-value, so a burst of
+fills the consumer takes at once publishes the book once, as of its last fill; a batch of one
+fill publishes after that fill). Marks come from ``quotes.*`` (bid for a long, ask for a short),
+``trades.*`` and ``bars.1m.*``; a mark on a held symbol republishes the account at most once per
+``mark_throttle_ms`` of *event* time (a skipped update is published with the next event past the
+window, or the next fill). Fills are idempotent by ``fill_id``: a duplicate changes nothing and
+is counted (``nautilus_portfolio_duplicate_fills_total``).
 
 Bad input never crashes it: a payload that is not a fill is counted by the shell; a fill for an
 unknown account or instrument, a non-positive or off-lot quantity is refused with its reason
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
@@ -119,6 +123,10 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self.event_ns: dict[str, int] = dict.fromkeys(self.ledgers, 0)
         self._published_ns: dict[str, int] = {}
         self._pending: set[str] = set()
+        #: accounts changed by the batch being handled: published once in ``after_batch``
+        self._due: set[str] = set()
+        #: per symbol, the last market-data float and the mark it made (prices repeat)
+        self._mark_cache: dict[str, tuple[float, Decimal | None]] = {}
         self._throttle_ns = config.mark_throttle_ms * 1_000_000
         self.fills: RecordStore[Fill] = self.storage.records(
             self.name, "fills", Fill, key=attrgetter("account"), time=attrgetter("event_ns")
@@ -207,28 +215,40 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self.fills_total.inc()
         self.fills.append([fill], seqs=[envelope.seq])
         self.event_ns[fill.account] = max(self.event_ns[fill.account], fill.event_ns)
-        await self.publish_account(fill.account)
+        self._due.add(fill.account)
+
+    async def after_batch(self) -> None:
+        """Publish every account the batch changed, once, in name order."""
+        if self._due:
+            due, self._due = sorted(self._due), set()
+            for account in due:
+                await self.publish_account(account)
 
     async def on_quote(self, quote: Quote, envelope: Envelope) -> None:
         places = self._places(quote.symbol)
         if places is not None:
             bid, ask = core.mark_price(quote.bid, places), core.mark_price(quote.ask, places)
             self.marks.quote(quote.symbol, bid, ask)
-        await self._marked(quote.symbol, quote.event_ns)
+        self._marked(quote.symbol, quote.event_ns)
 
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
-        places = self._places(trade.symbol)
-        price = None if places is None else core.mark_price(trade.price, places)
+        cached = self._mark_cache.get(trade.symbol)
+        if cached is not None and cached[0] == trade.price:
+            price = cached[1]
+        else:
+            places = self._places(trade.symbol)
+            price = None if places is None else core.mark_price(trade.price, places)
+            self._mark_cache[trade.symbol] = (trade.price, price)
         if price is not None:
             self.marks.trade(trade.symbol, price)
-        await self._marked(trade.symbol, trade.event_ns)
+        self._marked(trade.symbol, trade.event_ns)
 
     async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
         places = self._places(bar.symbol)
         price = None if places is None else core.mark_price(bar.close, places)
         if price is not None:
             self.marks.bar(bar.symbol, price)
-        await self._marked(bar.symbol, bar.end_ns)
+        self._marked(bar.symbol, bar.end_ns)
 
     def _places(self, symbol: str) -> int | None:
         try:
@@ -236,9 +256,10 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         except UnknownInstrument:  # market data of an instrument no account can hold
             return None
 
-    async def _marked(self, symbol: str, event_ns: int) -> None:
-        """A mark moved: republish the accounts holding ``symbol`` (and any whose throttled
-        update is pending) whose last publish is at least the throttle window old."""
+    def _marked(self, symbol: str, event_ns: int) -> None:
+        """A mark moved: republish (at the batch's end) the accounts holding ``symbol`` (and any
+        whose throttled update is pending) whose last publish is at least the throttle window
+        old."""
         for name, ledger in self.ledgers.items():
             if ledger.holds(symbol):
                 self._pending.add(name)
@@ -249,7 +270,7 @@ class PortfolioEngine(Engine[PortfolioConfig]):
             if newest - self._published_ns.get(name, newest - self._throttle_ns) >= (
                 self._throttle_ns
             ):
-                await self.publish_account(name)
+                self._due.add(name)
 
     # ── output ─────────────────────────────────────────────────────────────────────────────
 

@@ -37,6 +37,15 @@ still apply. An order is reducing when it moves the position toward zero without
 counting the pending orders on its side: a buy with ``position + pending buys + q ≤ 0`` on a
 short, a sell with ``position − pending sells − q ≥ 0`` on a long.
 
+An execution algorithm's child (``parent_order_id`` set: a slice of an approved TWAP/POV parent)
+gets the checks that apply to one order reaching the venue — 1, 2, 3, 4 and the per-order
+``max_quantity``/``max_notional`` of 6 — and skips 5 and the position and exposure limits: the
+parent's approval covered those, and its unfilled remainder is already pending (so the child is
+*not* added to the pending orders again, and its own transitions on ``orders.<account>`` are
+ignored; ``reducing`` for a child is read from the position and the pending orders as they are,
+the child inside its parent). An approved child takes a rate-limit slot
+(``AccountBook.record_child``).
+
 Pending orders (submitted, not yet filled, canceled, rejected or expired) count toward the
 position and exposure limits, each side at its worst: with ``hi = position + pending buys`` and
 ``lo = position − pending sells`` per instrument (the order added to its side), the position is
@@ -332,9 +341,17 @@ class AccountBook:
         self.approved_price[symbol] = price
         self._add_pending(client_order_id, PendingOrder(symbol, side, quantity, price))
 
+    def record_child(self, symbol: str, price: Decimal, event_ns: int) -> None:
+        """Commit an algorithm child's approval: the rate slot only (its parent is pending)."""
+        self.rate.take(event_ns)
+        self.approved_price[symbol] = price
+
     def on_order(self, order: Order) -> None:
         """An order transition from ``orders.<account>``: pending = quantity − filled while the
-        order is live, nothing once it is terminal. Idempotent (echoes of our own are fine)."""
+        order is live, nothing once it is terminal. Idempotent (echoes of our own are fine).
+        An algorithm's children are skipped: their parent's remainder counts for them."""
+        if order.parent_order_id is not None:
+            return
         if order.status in TERMINAL:
             self._drop_pending(order.client_order_id)
             return
@@ -425,12 +442,14 @@ def check(order: Order, book: AccountBook) -> Decision:
             return Denied(DenialCode.OFF_TICK, f"{name} price {value} is off tick {tick}")
 
     buy = order.side is OrderSide.BUY
+    child = order.parent_order_id is not None
+    own_quantity = _ZERO if child else quantity  # a child is pending inside its parent
     position = book.positions.get(symbol, _ZERO)
     if buy:
-        projected = position + book.pending_buy.get(symbol, _ZERO) + quantity
+        projected = position + book.pending_buy.get(symbol, _ZERO) + own_quantity
         reducing = position < 0 and projected <= 0
     else:
-        projected = position - book.pending_sell.get(symbol, _ZERO) - quantity
+        projected = position - book.pending_sell.get(symbol, _ZERO) - own_quantity
         reducing = position > 0 and projected >= 0
 
     state = book.state
@@ -478,7 +497,7 @@ def check(order: Order, book: AccountBook) -> Decision:
         )
 
     scaled_by = ""
-    if not reducing and symbol in book.market.vpin_alert:
+    if not reducing and not child and symbol in book.market.vpin_alert:
         throttle = limits.vpin_throttle
         if throttle is VpinThrottle.REDUCE_ONLY:
             return Denied(DenialCode.VPIN_ALERT, f"VPIN alert on {symbol}: reducing orders only")
@@ -501,7 +520,7 @@ def check(order: Order, book: AccountBook) -> Decision:
         return Denied(
             DenialCode.MAX_NOTIONAL, f"notional {notional} > max {own.max_order_notional}"
         )
-    if reducing:
+    if reducing or child:
         return Approved(quantity, price, scaled_by)
 
     if own.max_position is not None and abs(projected) > own.max_position:

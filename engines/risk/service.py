@@ -1,8 +1,10 @@
 """Risk engine (port 8200): pre-trade checks on every intent, portfolio VaR/ES per account.
 
-Inputs and outputs (docs: ``/work/shared/DESIGN.md``, "The trading pipeline"):
+Inputs and outputs (``docs/architecture.md``, "The trading pipeline"):
 
-* ``intents.*`` (``Order``, status ``initialized``) → ``engines.risk.pretrade.check`` → the order
+* ``intents.*`` (``Order``, status ``initialized``; strategies' orders and the children of
+  their TWAP/POV parents, which get a child's checks: ``engines.risk.pretrade``) →
+  ``engines.risk.pretrade.check`` → the order
   on ``orders.<account>`` with status ``submitted`` (approved; its quantity may be scaled down by
   the VPIN throttle), or ``denied`` with the stable reason code as ``reason``, also on
   ``risk.denials.<account>``, stored (``GET /risk/{account}/denials``) and counted
@@ -343,6 +345,8 @@ class RiskEngine(Engine[RiskConfig]):
             ["account"],
             registry=self.metrics.registry,
         )
+        #: the approval counter's child per account, looked up once (the hot path)
+        self._approved = {a: self._approved_total.labels(a) for a in self.books}
         self._check_seconds = Histogram(
             "nautilus_risk_check_seconds",
             "time of one pre-trade check",
@@ -442,10 +446,13 @@ class RiskEngine(Engine[RiskConfig]):
         self._check_seconds.observe(time.perf_counter() - started)
         if isinstance(decision, Approved):
             assert book is not None
-            book.record_submitted(
-                order.client_order_id, order.symbol, order.side, decision.quantity,
-                decision.price, order.event_ns,
-            )  # fmt: skip
+            if order.parent_order_id is None:
+                book.record_submitted(
+                    order.client_order_id, order.symbol, order.side, decision.quantity,
+                    decision.price, order.event_ns,
+                )  # fmt: skip
+            else:  # an algorithm's child: its parent is pending already
+                book.record_child(order.symbol, decision.price, order.event_ns)
             submitted = msgspec.structs.replace(
                 order,
                 status=OrderStatus.SUBMITTED,
@@ -453,7 +460,7 @@ class RiskEngine(Engine[RiskConfig]):
                 reason=decision.scaled_by,
             )
             self.approved_counts[order.account] += 1
-            self._approved_total.labels(order.account).inc()
+            self._approved[order.account].inc()
             await self.publish(
                 f"orders.{order.account}", encode(submitted), event_ns=envelope.event_ns
             )

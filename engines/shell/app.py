@@ -60,7 +60,11 @@ def create_app(
         routes = routes_for(engine)
     if max_body_bytes is None:
         max_body_bytes = int(getattr(engine.config, "max_body_bytes", MAX_BODY_BYTES))
-    middleware: list[Any] = [BodyLimit(max_body_bytes), RequestTiming(engine)]
+    middleware: list[Any] = [
+        BodyLimit(max_body_bytes),
+        RequestTiming(engine),
+        ReadableCrossOrigin(),
+    ]
     app = falcon.asgi.App(middleware=middleware)
     json_handler = falcon.media.JSONHandler(dumps=_dumps, loads=orjson.loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -112,6 +116,19 @@ class BodyLimit:
         req.context.max_body_bytes = self._limit
         if req.content_length is not None and req.content_length > self._limit:
             raise payload_too_large(self._limit)
+
+
+class ReadableCrossOrigin:
+    """``Access-Control-Allow-Origin: *`` on GET answers, so a page of another origin (the hub's
+    trading UI on its own port) may read REST history. A preflight gets no such header, so a
+    script of another origin still cannot send a JSON body, nor read what any other method
+    answers."""
+
+    async def process_response(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: object, ok: bool
+    ) -> None:
+        if req.method == "GET":
+            resp.set_header("Access-Control-Allow-Origin", "*")
 
 
 class RequestTiming:

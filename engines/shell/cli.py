@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import os
 import sys
@@ -55,6 +56,8 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
     except ConfigError as exc:
         print(f"nautilus: {exc}", file=sys.stderr)
         return 2
+    if hub_only:
+        _warn_if_alone(environ, choice.shared, "nautilus hub", "receives from no other process")
 
     async def run() -> int:
         clock = SystemClock()
@@ -75,8 +78,26 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
         except PortInUse as exc:
             print(f"nautilus {args.command}: {exc}", file=sys.stderr)
             return 1
+        except ConfigError as exc:  # an engine's own settings, read as the engines are built
+            print(f"nautilus: {exc}", file=sys.stderr)
+            return 2
 
     return _run_async(run)
+
+
+def _warn_if_alone(environ: Mapping[str, str], shared: bool, command: str, what: str) -> None:
+    """One line on stderr when a single component runs on an in-process bus it was not told to
+    use: it is alone. ``NAUTILUS_BUS_URL=memory`` says so on purpose (and silences this)."""
+    from realtime.distributed import BUS_URL_VARIABLE, MEMORY
+
+    if shared or environ.get(BUS_URL_VARIABLE, "").strip() == MEMORY:
+        return
+    print(
+        f"{command}: warning: {BUS_URL_VARIABLE} is unset, so it runs on its own in-process bus"
+        f" and {what}; set {BUS_URL_VARIABLE}=redis://HOST:6379/0 to share one"
+        f" ({BUS_URL_VARIABLE}={MEMORY} to run alone on purpose)",
+        file=sys.stderr,
+    )
 
 
 def _cmd_up_distributed(args: argparse.Namespace, environ: dict[str, str]) -> int:
@@ -103,26 +124,110 @@ def _cmd_engine(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"nautilus engine {args.name}: {exc}", file=sys.stderr)
         return 2
+    _warn_if_alone(
+        os.environ, choice.shared, f"nautilus engine {args.name}", "talks to no other process"
+    )
     return main_engine(args.name, args.rest, bus_factory=lambda clock: open_bus(choice, clock))
 
 
-def _cmd_db_migrate(args: argparse.Namespace) -> int:
-    from realtime.storage.migrations import migrate
+#: ``nautilus db`` exit codes besides 0: a failure (a file's SQL failed, PostgreSQL cannot be
+#: reached), a usage error, and (``status``) files pending or changed since they were applied.
+DB_EXIT_FAILED = 1
+DB_EXIT_USAGE = 2
+DB_EXIT_PENDING = 3
+#: A CLI run gives up on an unreachable PostgreSQL after this long (asyncpg's default is 60 s).
+DB_CONNECT_TIMEOUT_S = 10.0
 
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    """``nautilus db migrate|status``: every failure is one line (the file and PostgreSQL's
+    error, or why the database could not be reached), never a traceback."""
+    import asyncpg
+
+    from realtime.bus.redis import redacted_url
+    from realtime.storage.migrations import MigrationError
+
+    command = f"nautilus db {args.db_command}"
     dsn = args.dsn or os.environ.get(DEFAULT_DSN_VAR)
     if not dsn:
-        print(f"nautilus db migrate: set {DEFAULT_DSN_VAR} or pass --dsn", file=sys.stderr)
-        return 2
+        print(f"{command}: set {DEFAULT_DSN_VAR} or pass --dsn", file=sys.stderr)
+        return DB_EXIT_USAGE
+    where = f"{redacted_url(dsn)} schema {args.schema}"
+    try:
+        if args.db_command == "migrate":
+            return _run_async(lambda: _db_migrate(dsn, args.schema, where))
+        return _run_async(lambda: _db_status(dsn, args.schema, where, as_json=args.json))
+    except MigrationError as exc:
+        error = str(exc)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        error = f"PostgreSQL {where}: {type(exc).__name__}: {detail}"
+    print(f"{command}: {error}", file=sys.stderr)
+    if args.db_command == "status" and args.json:
+        import orjson
 
-    async def run() -> int:
-        applied = await migrate(dsn, args.schema)
-        print(f"applied {len(applied)} migration(s): {applied}" if applied else "up to date")
-        return 0
+        print(orjson.dumps({"database": where, "up_to_date": False, "error": error}).decode())
+    return DB_EXIT_FAILED
 
-    return _run_async(run)
+
+async def _db_connect(dsn: str) -> Any:
+    import asyncpg
+
+    return await asyncpg.connect(dsn, timeout=DB_CONNECT_TIMEOUT_S)
+
+
+async def _db_migrate(dsn: str, schema: str, where: str) -> int:
+    from realtime.storage.migrations import migrate
+
+    applied = await migrate(dsn, schema, connect=lambda: _db_connect(dsn))
+    if applied:
+        print(f"{where}: applied {', '.join(f'{v:03d}' for v in applied)}")
+    else:
+        print(f"{where}: up to date")
+    return 0
+
+
+async def _db_status(dsn: str, schema: str, where: str, *, as_json: bool) -> int:
+    import orjson
+
+    from realtime.storage.migrations import migration_status
+
+    states = await migration_status(dsn, schema, connect=lambda: _db_connect(dsn))
+    up_to_date = all(s.state == "applied" for s in states if s.state != "unknown")
+    if as_json:
+        document = {
+            "database": where,
+            "up_to_date": up_to_date,
+            "migrations": [
+                {
+                    "version": s.version,
+                    "file": s.file_name,
+                    "state": s.state,
+                    "applied_at": s.applied_at.isoformat() if s.applied_at else None,
+                }
+                for s in states
+            ],
+        }
+        print(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(where)
+        width = max((len(s.file_name) for s in states), default=0)
+        for s in states:
+            when = s.applied_at.isoformat(timespec="seconds") if s.applied_at else ""
+            print(f"  {s.file_name:<{width}}  {s.state:<8} {when}".rstrip())
+        pending = sum(s.state == "pending" for s in states)
+        changed = sum(s.state == "changed" for s in states)
+        if up_to_date:
+            print("up to date")
+        if pending:
+            print(f"{pending} pending: nautilus db migrate applies them")
+        if changed:
+            print(f"{changed} changed after being applied: add a new migration instead")
+    return 0 if up_to_date else DB_EXIT_PENDING
 
 
 #: Settings read outside any settings class (the CLI itself, and the bus choice).
+LOG_PREFIX = "NAUTILUS_LOG_"
 PROCESS_SETTINGS = (
     ("NAUTILUS_LOG_LEVEL", "str", "info", "debug, info, warning or error (any case)"),
     ("NAUTILUS_LOG_FORMAT", "str", "text", "text, or json (one object per line)"),
@@ -134,7 +239,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
     default); ``--json`` for tools. ``NAUTILUS_BUS_URL`` unset means the in-process bus."""
     import orjson
 
-    from engines.shell.config import describe_config
+    from engines.shell.config import describe_config, env_prefix
     from engines.shell.registry import ENGINES, start_order
     from engines.shell.status import STATUS_PREFIX, StatusConfig
     from realtime.bus.redis import RedisBusConfig
@@ -158,6 +263,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
     for spec in (ENGINES[name] for name in start_order(ENGINES)):
         rows += describe_config(spec.load().config_type, defaults=spec.config_defaults())
     environ = os.environ
+    known = sorted(r.variable for r in rows)
+    prefixes = (LOG_PREFIX, HUB_PREFIX, STORAGE_PREFIX, BUS_PREFIX, SUPERVISOR_PREFIX,
+                STATUS_PREFIX, *(env_prefix(name) for name in ENGINES))  # fmt: skip
+    for variable in sorted(environ):  # a typo under a known prefix, as every component refuses
+        if variable.startswith(prefixes) and variable not in known:
+            near = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            print(f"nautilus config: {variable}: unknown setting{hint}", file=sys.stderr)
+            return 2
     table = [
         {
             "variable": r.variable,
@@ -274,9 +388,18 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("rest", nargs=argparse.REMAINDER)
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    migrate = db_sub.add_parser("migrate", help="apply pending SQL migrations (infra/sql)")
-    migrate.add_argument("--dsn", help=f"PostgreSQL DSN (default ${DEFAULT_DSN_VAR})")
-    migrate.add_argument("--schema", default="nautilus")
+    migrate = db_sub.add_parser(
+        "migrate", help="apply pending SQL migrations (shipped in realtime/storage/sql)"
+    )
+    db_status = db_sub.add_parser(
+        "status",
+        help="each migration applied / pending / changed; exit 0 up to date, 3 pending or "
+        "changed, 1 PostgreSQL unreachable",
+    )
+    db_status.add_argument("--json", action="store_true", help="as JSON (for tools)")
+    for db_command in (migrate, db_status):
+        db_command.add_argument("--dsn", help=f"PostgreSQL DSN (default ${DEFAULT_DSN_VAR})")
+        db_command.add_argument("--schema", default="nautilus", help="default nautilus")
     config = sub.add_parser(
         "config", help="every configuration variable: type, effective value and its source"
     )
@@ -353,6 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"nautilus: {exc}", file=sys.stderr)
         return 2
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        # Ctrl-C outside a running platform's own handler (imports, start, the event loop's
+        # close): the exit code of an interrupt, without a traceback
+        return EXIT_INTERRUPTED
+
+
+#: 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "version":
         print(f"nautilus-realtime {__version__}")
         return 0
@@ -363,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "engine":
         return _cmd_engine(args)
     if args.command == "db":
-        return _cmd_db_migrate(args)
+        return _cmd_db(args)
     if args.command == "status":
         return _cmd_status(args)
     if args.command == "backtest":

@@ -4,7 +4,7 @@ The live engine consumes the bus on one task per input; here the same ``Engine.d
 same decoding, handlers and bad-input rules — is called for each recorded message in the order
 given, in one thread, with the engine's ``ManualClock`` set to each message's publish time. What
 the engine publishes is collected in order. Same input ⇒ the same outputs as the live run, byte
-for byte (DESIGN.md, "Live and backtest are one code path"; the Backtesting engine drives
+for byte (docs/architecture.md, "Live and backtest are one code path"; Backtesting drives
 Strategy, Risk and Portfolio this way).
 
 The engine is not started (no consumer tasks, no producers): call ``await engine.on_start()``
@@ -55,16 +55,23 @@ class DeterministicDriver:
             return found
 
     async def run(self, envelopes: Iterable[Envelope]) -> list[Envelope]:
-        """Handle ``envelopes`` in order; return every envelope the engine published."""
+        """Handle ``envelopes`` in order as one batch (then the engine's ``after_batch``, as a
+        live consumer calls it after each batch); return every envelope the engine published."""
         if self._published is None:  # one subscription for the driver's life, not one a call
             self._published = self.engine.bus.subscribe(">")
         published = self._published
         outputs: list[Envelope] = []
+        handled = False
         for envelope in envelopes:
             route = self.route(envelope.channel)
             if route is not None:
                 self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
                 await self.engine.dispatch(envelope, *route)
+                handled = True
+            while published.pending:
+                outputs += await published.next_batch(1 << 16)
+        if handled:
+            await self.engine.after_batch()
             while published.pending:
                 outputs += await published.next_batch(1 << 16)
         return outputs

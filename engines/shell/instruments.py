@@ -13,12 +13,19 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 from protocol.records import Instrument
 
-__all__ = ["InstrumentTable", "UnknownInstrument", "load_instruments", "on_grid"]
+__all__ = [
+    "InstrumentTable",
+    "UnknownInstrument",
+    "load_instruments",
+    "on_grid",
+    "reference_volumes",
+]
 
 
 class UnknownInstrument(LookupError):
@@ -29,6 +36,15 @@ class UnknownInstrument(LookupError):
 
 class _File(msgspec.Struct, forbid_unknown_fields=False):
     instruments: list[Instrument]
+
+
+class _Volume(msgspec.Struct, forbid_unknown_fields=False):
+    symbol: str = msgspec.field(name="s")
+    adv: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class _Volumes(msgspec.Struct, forbid_unknown_fields=False):
+    instruments: list[_Volume]
 
 
 class InstrumentTable(Mapping[str, Instrument]):
@@ -58,14 +74,16 @@ class InstrumentTable(Mapping[str, Instrument]):
         return len(self._by_symbol)
 
 
+def _read(path: str | Path) -> bytes:
+    if path:
+        return Path(path).read_bytes()
+    return resources.files("engines.shell").joinpath("data/instruments.json").read_bytes()
+
+
 def load_instruments(path: str | Path = "") -> InstrumentTable:
     """The table in ``path`` (``""``: the bundled one). A malformed file raises ``ValueError``
     naming the field at fault."""
-    raw = (
-        Path(path).read_bytes()
-        if path
-        else resources.files("engines.shell").joinpath("data/instruments.json").read_bytes()
-    )
+    raw = _read(path)
     try:
         parsed = msgspec.json.decode(raw, type=_File)
     except msgspec.ValidationError as exc:
@@ -76,3 +94,14 @@ def load_instruments(path: str | Path = "") -> InstrumentTable:
 def on_grid(value: Decimal, step: Decimal) -> bool:
     """``value`` is a whole number of ``step``s."""
     return (value % step) == 0
+
+
+def reference_volumes(path: str | Path = "") -> dict[str, float]:
+    """Each instrument's reference average daily volume (``adv``, in size units), where the file
+    gives one: reference data, fixed before any replay (the bundled file documents how each was
+    computed). ``ValueError`` names the field at fault (``adv`` must be > 0)."""
+    try:
+        parsed = msgspec.json.decode(_read(path), type=_Volumes)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"instrument file {path or '(bundled)'}: {exc}") from None
+    return {row.symbol: row.adv for row in parsed.instruments if row.adv is not None}

@@ -117,6 +117,7 @@ class Engine(Generic[ConfigT]):
         self.state = EngineState.CREATED
         self.metrics = EngineMetrics(config.name)
         self.metrics.track_backlog(self.backlog)
+        self.metrics.track_health(self.status, lambda: self.storage.store.stats())
         #: REST request durations of the last minute (``/health`` ``rest_latency``)
         self.rest_latency = RecentDurations()
         self.log = logging.getLogger(f"engines.{config.name}")

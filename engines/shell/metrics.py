@@ -1,15 +1,26 @@
 """The standard metrics every engine exports on ``GET /metrics``.
 
 Each engine owns its ``CollectorRegistry`` (never the process-global one), so many engines can
-live in one process in embedded mode without name collisions. Engines add their own collectors
+live in one process in embedded mode without name collisions; it carries the process's
+``process_*`` metrics too (``realtime.metrics.port_registry``). Engines add their own collectors
 to ``EngineMetrics.registry``.
+
+Levels that already live elsewhere are read at scrape time, never copied per message: the bus
+backlog, whether ``/health`` says ``degraded``, and the storage counters (``StoreStats``: the
+PostgreSQL write queue, rows written and dropped). Engines sharing one store (``nautilus up``)
+report the same store's figures, each under its own ``engine`` label.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from realtime.metrics import port_registry
+from realtime.storage.base import StoreStats
 
 #: Sub-millisecond resolution: most per-batch compute on the hot path is microseconds.
 COMPUTE_BUCKETS_S = (
@@ -22,7 +33,7 @@ class EngineMetrics:
     """Collectors for one engine, all labelled ``engine=<name>``."""
 
     def __init__(self, engine: str) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = port_registry(auto_describe=True)
         labels = ("engine",)
         self.inputs = Counter(
             "nautilus_engine_inputs",
@@ -88,6 +99,78 @@ class EngineMetrics:
             registry=self.registry,
         ).labels(engine=engine)
 
+        self._degraded = Gauge(
+            "nautilus_engine_degraded",
+            "1 while the engine runs with issues (its /health status is 'degraded'), else 0.",
+            labels,
+            registry=self.registry,
+        ).labels(engine=engine)
+
     def track_backlog(self, read_backlog: Callable[[], float]) -> None:
         """Read the backlog at scrape time rather than updating it per message."""
         self._backlog.set_function(read_backlog)
+
+    def track_health(
+        self, read_status: Callable[[], str], read_store: Callable[[], StoreStats]
+    ) -> None:
+        """Read ``/health``'s status and the store's counters at scrape time."""
+        self._degraded.set_function(lambda: 1.0 if read_status() == "degraded" else 0.0)
+        self.registry.register(StorageCollector(self.engine, read_store))
+
+
+#: ``nautilus_storage_dropped_rows_total`` reasons → ``StoreStats`` fields.
+DROPPED_ROWS = {
+    "overflow": "rows_dropped_overflow",
+    "rejected": "rows_rejected",
+    "shutdown": "rows_dropped_shutdown",
+    "evicted": "rows_evicted",
+}
+
+
+class StorageCollector(Collector):
+    """The engine's store (``memory`` or ``postgres``, label ``store``) as metrics: the write
+    queue's level and bound (PostgreSQL; what an alert on a filling queue divides), rows
+    written, rows not kept by reason, failed batches, retries, and whether it is connected."""
+
+    def __init__(self, engine: str, read_store: Callable[[], StoreStats]) -> None:
+        self._engine = engine
+        self._read = read_store
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._read()
+        labels, values = ["engine", "store"], [self._engine, stats.kind]
+        gauges = (
+            (
+                "queued_rows",
+                "rows accepted and not yet written (the PostgreSQL write queue; 0 in memory)",
+                stats.rows_queued,
+            ),
+            (
+                "queue_bound_rows",
+                "the write queue's row bound (postgres) or the per-key ring size (memory)",
+                stats.bound,
+            ),
+            ("connected", "1 while the store can write (memory: always)", int(stats.connected)),
+        )
+        for name, doc, value in gauges:
+            gauge = GaugeMetricFamily(f"nautilus_storage_{name}", doc, labels=labels)
+            gauge.add_metric(values, value)
+            yield gauge
+        counters = (
+            ("written_rows", "rows written", stats.rows_written),
+            ("failed_batches", "failed write attempts", stats.batches_failed),
+            ("write_retries", "write attempts made after a failure", stats.retries),
+        )
+        for name, doc, value in counters:
+            counter = CounterMetricFamily(f"nautilus_storage_{name}", doc, labels=labels)
+            counter.add_metric(values, value)
+            yield counter
+        dropped = CounterMetricFamily(
+            "nautilus_storage_dropped_rows",
+            "rows the store did not keep, by reason (overflow: write queue full; rejected: "
+            "refused by PostgreSQL; shutdown: still queued at close; evicted: memory ring)",
+            labels=[*labels, "reason"],
+        )
+        for reason, field_name in DROPPED_ROWS.items():
+            dropped.add_metric([*values, reason], getattr(stats, field_name))
+        yield dropped

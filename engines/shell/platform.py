@@ -43,6 +43,7 @@ from realtime.distributed import (
     distributed_bus,
 )
 from realtime.hub import Hub, HubConfig
+from realtime.shutdown import stop_then_force
 from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
 from realtime.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
@@ -53,6 +54,7 @@ __all__ = [
     "distributed_children",
     "run_distributed",
     "run_embedded",
+    "stop_then_force",
 ]
 
 #: Supervisor start ranks (stop runs them backwards): hubs, then engines by registry order.
@@ -120,8 +122,9 @@ async def run_embedded(
     hub = Hub(settings.hub, bus, clock=clock, status=platform_status)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    on_signal = stop_then_force(stop)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     engines: RunningEngines | None = None
     overrides = engine_overrides or {}
     try:
@@ -165,13 +168,17 @@ async def run_embedded(
         await stop.wait()
         return 0
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if engines is not None:
-            await engines.stop()
-        await hub.stop()
-        await storage.close()
-        await bus.close()
+        try:
+            if engines is not None:
+                await engines.stop()
+            await hub.stop()
+            await storage.close()
+            await bus.close()
+        finally:
+            # only now: a signal during the shutdown above must reach ``on_signal``, not
+            # Python's default handler (a KeyboardInterrupt traceback)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
 
 def feed_symbols(declared: Sequence[str]) -> list[str]:

@@ -83,7 +83,7 @@ class EngineSpec:
 
     @property
     def port(self) -> int:
-        """The default port (DESIGN.md table)."""
+        """The default port (docs/architecture.md, "Processes and ports")."""
         return ENGINE_PORTS[self.name]
 
     @property

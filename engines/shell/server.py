@@ -34,6 +34,7 @@ from realtime.bus import Bus, BusUnavailable, MemoryBus
 from realtime.clock import Clock, SystemClock
 from realtime.config import load_settings
 from realtime.ports import PortInUse, is_port_in_use
+from realtime.shutdown import stop_then_force
 from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
 
 log = logging.getLogger(__name__)
@@ -315,8 +316,9 @@ def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 async def _serve_until_signalled(engine: Engine[Any], bus: Bus, routes: Sequence[Route]) -> int:
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+    on_signal = stop_then_force(stop_requested)  # a second signal during the stop exits at once
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop_requested.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         try:
             running = await run_engine(engine, routes=routes)

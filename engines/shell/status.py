@@ -158,12 +158,23 @@ async def prometheus_section(config: StatusConfig) -> dict[str, Any]:
     if answer.error is not None:
         return {"configured": True, "state": "down", "reason": answer.error}
     try:
-        targets = answer.body["data"]["activeTargets"]
-        up = sum(1 for t in targets if t.get("health") == "up")
-    except (KeyError, TypeError):
+        return {"configured": True, **scrape_state(answer.body["data"]["activeTargets"])}
+    except (KeyError, TypeError, AttributeError):
         return {"configured": True, "state": "down", "reason": "malformed targets answer"}
+
+
+def scrape_state(active_targets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Prometheus's scrape state from its active targets. The supervisor's target
+    (``role=supervisor``, infra/prometheus/prometheus.yml) is down by design in embedded mode:
+    it counts when it is up, never against the state."""
+    targets = [
+        t
+        for t in active_targets
+        if t.get("health") == "up" or t.get("labels", {}).get("role") != "supervisor"
+    ]
+    up = sum(1 for t in targets if t.get("health") == "up")
     state = "running" if targets and up == len(targets) else ("degraded" if up else "down")
-    return {"configured": True, "state": state, "targets": len(targets), "targets_up": up}
+    return {"state": state, "targets": len(targets), "targets_up": up}
 
 
 def _hub_state(hub: Mapping[str, Any] | None) -> str:

@@ -3,7 +3,7 @@ machine, deterministic ids and the incremental indicators the shipped strategies
 
 Nothing here reads a clock or does I/O: the engine (``service.py``) passes every time in, so the
 same objects run live on the bus and under ``engines.shell.driver.DeterministicDriver``
-(DESIGN.md, "Live and backtest are one code path").
+(docs/architecture.md, "Live and backtest are one code path").
 
 * **State machine** (issue 11): ``initialized → submitted → accepted → partially_filled →
   filled``, or ``denied`` (pre-trade risk, from initialized), ``rejected`` / ``canceled`` /
@@ -423,7 +423,10 @@ class StrategyState:
         )
 
     def track(self, order: Order) -> None:
-        """Keep the strategy's view of one of its orders current (dropped once terminal)."""
+        """Keep the strategy's view of one of its orders current (dropped once terminal). An
+        algorithm's child is execution's, not the strategy's: its parent counts for it."""
+        if order.parent_order_id is not None:
+            return
         if order.status in TERMINAL:
             self.open_orders.pop(order.client_order_id, None)
         elif order.client_order_id in self.open_orders or order.status is S.INITIALIZED:

@@ -7,16 +7,29 @@ path) get callbacks with a ``StrategyContext``; the orders they make are publish
 ``Order(status=initialized)`` on ``intents.<strategy>`` for Risk. Risk's ``submitted`` orders on
 ``orders.<account>`` go to the ``Execution`` (TWAP/POV parents, the simulated venue), whose
 transitions are published on ``orders.<account>`` and fills on ``fills.<account>``; ``denied``
-orders close the strategy's open order. The engine ignores the transitions it publishes itself
-and a ``submitted`` order it already took (idempotent).
+orders close the strategy's open order. An algorithm's children are intents too: published on
+``intents.<strategy>`` (``parent_order_id`` set), checked by Risk, sent to the venue on approval;
+a denied child cancels its parent's remainder (``child_denied``). The engine ignores the
+transitions it publishes itself and a ``submitted`` order it already took (idempotent).
 
 Time: market event time drives everything (order event times, venue latency, timers, DAY
 expiry); ``self.clock`` only stamps ``ctx.now_ns``. So the engine runs the same live and under
 ``DeterministicDriver``. At start each strategy warms up on the newest ``warmup_bars`` stored
 bars of its symbols before the clock's now (an empty or unreachable store is tolerated).
 
-Limits: one process owns each account's execution (the venue's working orders are in memory and
-not rebuilt on restart); timers fire on the next market event of a strategy's symbols.
+Crash-only restart: every order transition the engine applies is stored (``orders.<account>``;
+fills are Portfolio's to store, and each fill is also its order's ``partially_filled``/``filled``
+transition). ``on_start`` rebuilds from them before warming up: the newest state of each order
+(REST's book), each strategy's position (its orders' filled quantities), open orders, order and
+fill counts and its order sequence (the next id goes on from the highest stored, so a restart
+never reuses an id), and the execution's working orders (``Execution.restore``: resting orders
+back at the venue with their fill counts, algorithm parents with their workers and children);
+orders Risk approved that never reached the venue are submitted again. Then the strategies warm
+up on stored bars as at any start. Limits: one process owns each account's execution; an intent
+whose answer from Risk came while the engine was down stays ``initialized`` (the bus does not
+replay it); ``targets`` are not stored (the first target after a restart is compared with the
+position plus open orders, so an unchanged one still sends nothing); timers fire on the next
+market event of a strategy's symbols.
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ from prometheus_client import Counter
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.instruments import load_instruments
 from engines.shell.lifecycle import Input, on
+from engines.shell.rest import END_OF_TIME_NS
 from engines.strategy.algos import Execution
 from engines.strategy.core import (
     TERMINAL,
@@ -43,6 +57,7 @@ from engines.strategy.core import (
     StrategyState,
     load_strategy_class,
     parse_strategy_specs,
+    signed,
 )
 from engines.strategy.venue import FillOn, SimulatedVenue, VenueConfig, VenueEvent, known
 from protocol.channels import DeliveryClass
@@ -55,6 +70,7 @@ from protocol.records import (
     Quote,
     Signal,
     Trade,
+    decode,
     encode,
 )
 from realtime.bus import Bus, Envelope
@@ -188,9 +204,6 @@ class StrategyEngine(Engine[StrategyConfig]):
         self.order_records: RecordStore[Order] = self.storage.records(
             self.name, "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
         )
-        self.fill_records: RecordStore[Fill] = self.storage.records(
-            self.name, "fills", Fill, key=lambda f: f.account, time=lambda f: f.event_ns
-        )
         registry = self.metrics.registry
         self.intents_total = Counter(
             "nautilus_strategy_intents", "orders strategies asked for", ["strategy"],
@@ -203,6 +216,10 @@ class StrategyEngine(Engine[StrategyConfig]):
         self.fills_total = Counter(
             "nautilus_strategy_fills", "fills published", ["account"], registry=registry
         )
+        #: the counters' labelled children, looked up once per label value (a hot path)
+        self._transitions: dict[str, Any] = {}
+        self._fills: dict[str, Any] = {}
+        self._intents: dict[str, Any] = {}
         self.warmed_bars: dict[str, int] = {}
 
     # ── hooks ────────────────────────────────────────────────────────────────────────────────
@@ -217,7 +234,7 @@ class StrategyEngine(Engine[StrategyConfig]):
             found[f"vpin.{symbol}"] = on(dict, self.on_vpin)
             found[f"ml.*.{symbol}"] = on(dict, self.on_ml)
         for account in self.accounts:
-            found[f"orders.{account}"] = on(Order, self.on_order)
+            found[f"orders.{account}"] = on(dict, self.on_order_payload)
         return found
 
     def streams(self) -> list[StreamInfo]:
@@ -239,7 +256,69 @@ class StrategyEngine(Engine[StrategyConfig]):
         }
 
     async def on_start(self) -> None:
+        await self.recover()
         await self.warm_up()
+
+    # ── crash-only restart ───────────────────────────────────────────────────────────────────
+
+    async def recover(self) -> None:
+        """Rebuild orders, strategy states and working orders from the stored transitions
+        (see the module docstring); then resubmit what Risk approved but the venue never saw."""
+        newest: dict[str, Order] = {}
+        first_ns: dict[str, int] = {}
+        filled_at: dict[str, set[Decimal]] = {}
+        for account in self.accounts:
+            cursor: str | None = None
+            while True:
+                page = await self.order_records.query(
+                    account, 0, END_OF_TIME_NS, MAX_PAGE_ROWS, cursor
+                )
+                for order in page.items:
+                    if order.strategy not in self.strategies:
+                        continue
+                    coid = order.client_order_id
+                    before = newest.get(coid)
+                    first_ns.setdefault(coid, order.event_ns)
+                    if order.status in _FILL_STATES:  # each fill moved the filled quantity
+                        filled_at.setdefault(coid, set()).add(order.filled_quantity)
+                    if before is None or _later(order, before):
+                        newest[coid] = order
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+        if not newest:
+            return
+        fills = {coid: len(quantities) for coid, quantities in filled_at.items()}
+        parents = {o.parent_order_id for o in newest.values() if o.parent_order_id is not None}
+        for order in newest.values():
+            self.orders[order.client_order_id] = order
+            state = self.strategies[order.strategy].state
+            if order.parent_order_id is None:
+                state.sequence = max(state.sequence, _sequence_of(order.client_order_id))
+                state.orders_sent += 1
+                if order.filled_quantity:
+                    state.positions[order.symbol] = state.position(order.symbol) + signed(
+                        order.side, order.filled_quantity
+                    )
+                if order.status not in TERMINAL:
+                    state.open_orders[order.client_order_id] = order
+            if order.client_order_id not in parents:  # fills are published for leaves only
+                state.fills += fills.get(order.client_order_id, 0)
+        while len(self.orders) > self.config.max_orders:
+            oldest = next((k for k, o in self.orders.items() if o.status in TERMINAL), None)
+            if oldest is None:
+                break
+            del self.orders[oldest]
+        again = self.execution.restore(
+            list(newest.values()), fills, first_ns, lambda o: self.strategies[o.strategy].spec.algo
+        )
+        self.log.info(
+            "recovered %d orders (%d open) from storage",
+            len(newest), sum(len(r.state.open_orders) for r in self.strategies.values()),
+        )  # fmt: skip
+        for order in again:
+            algo = None if order.parent_order_id else self.strategies[order.strategy].spec.algo
+            await self._handle_events(self.execution.submit(order, algo), None)
 
     # ── warm-up ──────────────────────────────────────────────────────────────────────────────
 
@@ -308,6 +387,15 @@ class StrategyEngine(Engine[StrategyConfig]):
 
     # ── orders ───────────────────────────────────────────────────────────────────────────────
 
+    async def on_order_payload(self, payload: dict[str, Any], envelope: Envelope) -> None:
+        """``orders.<account>``: only Risk's answers (``submitted``, ``denied``) concern the
+        engine; every other status is a transition it published itself, skipped undecoded
+        (two of the three messages an order sends here). Anything else is decoded, so bad
+        input is counted."""
+        if isinstance(payload, dict) and payload.get("status") in _ECHOES:
+            return
+        await self.on_order(decode(Order, payload), envelope)
+
     async def on_order(self, order: Order, envelope: Envelope) -> None:
         """Risk's answers: ``submitted`` goes to execution, ``denied`` closes the intent; the
         transitions this engine publishes itself come back here and are ignored."""
@@ -315,11 +403,13 @@ class StrategyEngine(Engine[StrategyConfig]):
         if order.status is OrderStatus.DENIED:
             if known is None or known.status is OrderStatus.INITIALIZED:
                 await self._apply(order)
+                if order.parent_order_id is not None:  # an algorithm's child: end its parent
+                    await self._handle_events(self.execution.deny(order), envelope)
             return
         if order.status is not OrderStatus.SUBMITTED:
             return
         if known is not None and known.status is not OrderStatus.INITIALIZED:
-            return  # already taken (a redelivery, or a child of ours)
+            return  # already taken (a redelivery)
         running = self.strategies.get(order.strategy)
         if known is not None:
             # the venue's latency runs from the signal time of the intent
@@ -340,10 +430,13 @@ class StrategyEngine(Engine[StrategyConfig]):
             if isinstance(event, Fill):
                 await self._publish_fill(event, envelope)
                 fills.append(event)
+            elif event.status is OrderStatus.INITIALIZED:  # an algorithm's child: to Risk
+                await self._apply(event)
+                await self._publish(f"intents.{event.strategy}", event, envelope)
             else:
                 await self._apply(event)
                 await self._publish(f"orders.{event.account}", event, envelope)
-                self.transitions_total.labels(event.status.value).inc()
+                _child(self._transitions, self.transitions_total, event.status.value).inc()
         for fill in fills:  # after every state change of the batch (a parent moves after its child)
             running = self.strategies.get(fill.strategy)
             if running is not None:
@@ -351,8 +444,7 @@ class StrategyEngine(Engine[StrategyConfig]):
 
     async def _publish_fill(self, fill: Fill, envelope: Envelope | None) -> None:
         await self._publish(f"fills.{fill.account}", fill, envelope)
-        self.fill_records.append([fill])
-        self.fills_total.labels(fill.account).inc()
+        _child(self._fills, self.fills_total, fill.account).inc()
         running = self.strategies.get(fill.strategy)
         if running is not None:
             running.state.add_fill(fill)
@@ -413,7 +505,7 @@ class StrategyEngine(Engine[StrategyConfig]):
         for order in ctx.orders:
             await self._apply(order)
             await self._publish(f"intents.{order.strategy}", order, envelope)
-            self.intents_total.labels(order.strategy).inc()
+            _child(self._intents, self.intents_total, order.strategy).inc()
 
     def _set_price(self, symbol: str, price: float) -> None:
         if known(self.instruments, symbol) and price > 0:
@@ -446,8 +538,35 @@ class StrategyEngine(Engine[StrategyConfig]):
         ]
 
 
+def _child(children: dict[str, Any], counter: Counter, label: str) -> Any:
+    """``counter.labels(label)``, remembered in ``children``."""
+    found = children.get(label)
+    if found is None:
+        found = children[label] = counter.labels(label)
+    return found
+
+
 def _with_event_ns(order: Order, event_ns: int) -> Order:
     return msgspec.structs.replace(order, event_ns=event_ns)
+
+
+_FILL_STATES = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED})
+#: statuses on ``orders.<account>`` that only this engine publishes (its own transitions)
+_ECHOES = frozenset(s.value for s in OrderStatus) - {"submitted", "denied"}
+
+
+def _later(order: Order, before: Order) -> bool:
+    """Whether stored transition ``order`` supersedes ``before`` (the same order's): a terminal
+    state is final, a fill never goes back, otherwise the later stored wins."""
+    if before.status in TERMINAL:
+        return False
+    return order.filled_quantity >= before.filled_quantity
+
+
+def _sequence_of(client_order_id: str) -> int:
+    """The sequence number of a strategy's order id (``<strategy>-<signal ns>-<seq>``)."""
+    tail = client_order_id.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 _SCALAR = (int, float, bool)

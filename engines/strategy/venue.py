@@ -3,7 +3,8 @@
 Execution hands a venue ``submitted`` orders and the market data of their symbols; the venue
 answers with order transitions (``accepted``, ``partially_filled``, ``filled``, ``canceled``,
 ``expired``, ``rejected``) and ``Fill``s. A live adapter (a broker's API) would implement the
-same four calls; only the simulated one exists.
+same four calls (and ``restore``, taking back the working orders of a previous run at restart);
+only the simulated one exists.
 
 The simulated venue fills against the stream, in one of two modes (``VenueConfig.fill_on``):
 
@@ -83,6 +84,10 @@ class VenueAdapter(Protocol):
         """Cancel a working order (nothing when it is not working)."""
         ...
 
+    def restore(self, order: Order, fills: int) -> None:
+        """Take back a working order of a previous run (newest state, fills so far)."""
+        ...
+
     def on_trade(self, trade: Trade) -> list[VenueEvent]: ...
 
     def on_quote(self, quote: Quote) -> list[VenueEvent]: ...
@@ -152,11 +157,25 @@ class SimulatedVenue:
         )
         return [accepted]
 
+    def restore(self, order: Order, fills: int) -> None:
+        """Take back a working (``accepted``/``partially_filled``) order of a previous run, its
+        newest state and the number of fills it had (fill ids go on from there). It is live
+        from its newest event time and has had its first chance (later fills are maker for a
+        resting limit); a stop counts as triggered once it has filled (limit: a stop-limit that
+        triggered but never filled before the restart waits for its trigger again)."""
+        stop = order.type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        triggered = not stop or order.filled_quantity > 0
+        self.working.setdefault(order.symbol, []).append(
+            _Working(order, order.event_ns, triggered=triggered, tried=True, fills=fills)
+        )
+
     def cancel(self, client_order_id: str, event_ns: int) -> list[VenueEvent]:
-        for orders in self.working.values():
+        for symbol, orders in self.working.items():
             for w in orders:
                 if w.order.client_order_id == client_order_id:
                     orders.remove(w)
+                    if not orders:
+                        del self.working[symbol]
                     done = transition(w.order, OrderStatus.CANCELED, event_ns=event_ns)
                     return [done]
         return []

@@ -6,7 +6,11 @@
 * ``POST /vpin/batch`` — ``{"trades": [{"t": ns, "p": price, "q": size}, ...], "params": {...}}``,
   or ``{"symbol", "from", "to", "params"}`` over trades in the store, or many symbols at once
   ``{"symbols": {"SPY": [...], "QQQ": [...]}, "params": {...}}`` (one vectorized call, same
-  parameters for all). Answers the numbers the realtime stream gives for the same trades. Limits
+  parameters for all). Answers the numbers the realtime stream gives for the same trades: V is
+  ``params.bucket_volume`` if given, else the symbol's (the engine's rule; a posted list without
+  a symbol, or a symbol without a V or reference ADV: the probe over the posted trades), and
+  ``params`` says which (``bucket_volume_source``); a many-symbol answer carries each symbol's
+  ``params`` and, at the top, those common to all (``bucket_volume`` null when V differ). Limits
   (config): ``max_batch_symbols`` symbols and ``max_batch_trades`` trades over all symbols; a 400
   names the field at fault (``trades[3].q``, ``symbols.SPY[1].q``, ``params``).
 """

@@ -75,7 +75,8 @@ class BadBody(ValueError):
         self.parameter = parameter
 
 
-Compute = Callable[[Columns, dict[str, Any]], dict[str, Any]]
+#: ``(columns, params overrides, symbol or None)``: the symbol picks its bucket volume.
+Compute = Callable[[Columns, dict[str, Any], str | None], dict[str, Any]]
 ComputeMany = Callable[[dict[str, Columns], dict[str, Any]], dict[str, Any]]
 
 
@@ -136,7 +137,7 @@ class BatchResource:
                 columns = trade_columns(body.trades)
             else:
                 columns = await self._stored(body)
-            resp.media = await self._run(self._compute, columns, dict(body.params))
+            resp.media = await self._run(self._compute, columns, dict(body.params), body.symbol)
         except BadBody as exc:
             raise ValidationError(str(exc), parameter=exc.parameter) from None
         except ValueError as exc:  # the parameters did not validate

@@ -47,7 +47,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -642,6 +642,69 @@ class VpinCalculator:
         return bucket
 
 
+# ── bucket size from a symbol's first bars (the default rule without reference data) ────────
+
+
+def probed_bucket_volume(probe_volume: float, params: VpinParams, probe_bars: int) -> float:
+    """ELO's V = ADV / ``buckets_per_day`` with the ADV estimated ex ante from a symbol's first
+    ``probe_bars`` time bars: their volume per unit of time × one 24-hour day (a market that
+    trades around the clock: crypto, the simulator; a symbol with a shorter session belongs in
+    the reference data or the per-symbol table)."""
+    span_ns = probe_bars * params.bar_ns
+    return probe_volume * (NS_PER_DAY / span_ns) / params.buckets_per_day
+
+
+class BucketVolumeProbe:
+    """A symbol's first ``probe_bars`` time bars, watched trade by trade until they are over.
+
+    The probe opens at the bar of the first trade the realtime rules could accept (size and
+    price finite and > 0) and sums the sizes of such trades in bars ``[b0, b0 + probe_bars)``.
+    ``add`` answers the bucket volume (``probed_bucket_volume``) at the first acceptable trade
+    of a later bar, that trade not included; ``None`` before. ``probe_bucket_volume`` is the same
+    over columns (batch).
+    """
+
+    __slots__ = ("_first_bar", "_params", "_probe_bars", "_volume")
+
+    def __init__(self, params: VpinParams, probe_bars: int) -> None:
+        if probe_bars < 1:
+            raise ValueError(f"probe_bars must be >= 1, got {probe_bars}")
+        self._params = params
+        self._probe_bars = probe_bars
+        self._first_bar: int | None = None
+        self._volume = 0.0
+
+    def add(self, event_ns: int, price: float, size: float) -> float | None:
+        if not (math.isfinite(size) and size > 0.0 and math.isfinite(price) and price > 0.0):
+            return None
+        bar = event_ns // self._params.bar_ns
+        if self._first_bar is None:
+            self._first_bar = bar
+        elif bar >= self._first_bar + self._probe_bars:
+            return probed_bucket_volume(self._volume, self._params, self._probe_bars)
+        if bar >= self._first_bar:
+            self._volume += size
+        return None
+
+
+def probe_bucket_volume(
+    event_ns: I64, price: F64, size: F64, params: VpinParams, probe_bars: int
+) -> float | None:
+    """``BucketVolumeProbe`` over trades in arrival order: the bucket volume, or ``None`` when the
+    trades end before the probe is over (realtime would not have cut a bucket yet)."""
+    probe = BucketVolumeProbe(params, probe_bars)
+    for t, p, q in zip(
+        np.asarray(event_ns).tolist(),
+        np.asarray(price).tolist(),
+        np.asarray(size).tolist(),
+        strict=True,
+    ):
+        volume = probe.add(t, p, q)
+        if volume is not None:
+            return volume
+    return None
+
+
 # ── batch ────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -783,19 +846,26 @@ def classify_many(
     return out
 
 
-def warm_up(max_bars: int = 1 << 14, max_symbols: int = 0) -> None:
+def warm_up(
+    max_bars: int = 1 << 14, max_symbols: int = 0, stop: Callable[[], bool] = lambda: False
+) -> bool:
     """Compile the batch classifier for every padded shape up to ``max_bars`` (engine start),
     and, if ``max_symbols`` > 0, the vmapped one for every padded symbol count up to
     ``min(max_symbols, MAX_PADDED_SYMBOLS)`` × those bar shapes: log2(max_bars / 1024) + 1
     bar shapes × log2(symbols) + 1 symbol counts (5 × 7 = 35 compiles with the engine's
-    defaults, 16 384 bars × 64 symbols)."""
+    defaults, 16 384 bars × 64 symbols). ``stop()`` is asked before each compile (an engine
+    stopping mid-way); returns whether every shape was compiled."""
     size = MIN_PADDED_BARS
     while size <= max_bars:
+        if stop():
+            return False
         _classify_bars_jax(
             jnp.zeros(size), jnp.zeros(size, dtype=bool), jnp.asarray(0.0), jnp.asarray(0.9)
         )
         rows = 1
         while rows <= min(max_symbols, MAX_PADDED_SYMBOLS):
+            if stop():
+                return False
             _classify_many_jax(
                 jnp.zeros((rows, size)),
                 jnp.zeros((rows, size), dtype=bool),
@@ -804,6 +874,7 @@ def warm_up(max_bars: int = 1 << 14, max_symbols: int = 0) -> None:
             )
             rows *= 2
         size *= 2
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import zlib
 from collections import deque
@@ -36,12 +37,20 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import (
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from protocol.channels import ChannelPattern, parse_channel
 from protocol.errors import ProtocolError
+from realtime.backoff import Backoff, BackoffPolicy, Rng
 from realtime.bus.base import BusClosed, BusUnavailable, Envelope
 from realtime.bus.inbox import Inbox
 from realtime.clock import Clock, SystemClock
@@ -127,11 +136,20 @@ class RedisBusConfig:
     max_pending: int = field(
         default=1_000_000, metadata=described("per-subscription buffer (drop-oldest, counted)")
     )
-    reconnect_min_s: float = field(default=0.05, metadata=described("first reconnect backoff"))
-    reconnect_max_s: float = field(default=2.0, metadata=described("largest reconnect backoff"))
+    reconnect_min_s: float = field(
+        default=0.05,
+        metadata=described("reconnect/publish retry: the first wait is drawn from [0, this]"),
+    )
+    reconnect_max_s: float = field(
+        default=2.0, metadata=described("reconnect/publish retry: longest wait (full jitter)")
+    )
     recover_batch: int = field(default=1_000, metadata=described("stream entries read per XRANGE"))
     sharded_pubsub: bool = field(
         default=False, metadata=described("SPUBLISH/SSUBSCRIBE (Redis >= 7; for Redis Cluster)")
+    )
+    cluster: bool = field(
+        default=False,
+        metadata=described("Redis Cluster: url names any one node (db 0); implies sharded pub/sub"),
     )
     pubsub_shards: int = field(
         default=16, metadata=described("sharded mode: shard channels that channels hash onto")
@@ -142,6 +160,20 @@ class RedisBusConfig:
             raise ValueError("stream_maxlen, publish_batch and pubsub_shards must be >= 1")
         if self.connect_timeout_s <= 0 or self.health_check_interval_s <= 0:
             raise ValueError("connect_timeout_s and health_check_interval_s must be > 0")
+        if self.cluster and urlsplit(self.url).path.strip("/") not in ("", "0"):
+            raise ValueError("Redis Cluster has database 0 only: drop the /N from the url")
+        if not 0 < self.reconnect_min_s <= self.reconnect_max_s:
+            raise ValueError("need 0 < reconnect_min_s <= reconnect_max_s")
+
+    @property
+    def reconnect_backoff(self) -> BackoffPolicy:
+        """Waits between reconnects and publish retries: the shared full-jitter policy."""
+        return BackoffPolicy(self.reconnect_min_s, self.reconnect_max_s)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether channels hash onto shard channels (SPUBLISH/SSUBSCRIBE): asked, or a cluster."""
+        return self.sharded_pubsub or self.cluster
 
 
 def redacted_url(url: str) -> str:
@@ -224,6 +256,39 @@ class _Publish:
     future: asyncio.Future[Envelope] | None
 
 
+#: ``gets`` of the hiredis reader behind a pub/sub connection, and its "no whole reply yet" value.
+BufferedReplies = tuple[Callable[[], Any], object]
+
+
+def _buffered_replies(pubsub: PubSub) -> BufferedReplies | None:
+    """The hiredis reader of ``pubsub``'s connection (redis-py's ``_AsyncHiredisParser``), to take
+    the replies already received in one go; None with redis-py's pure-Python parser (then every
+    message goes through ``get_message``). Private redis-py attributes, checked here:
+    ``tests/realtime/bus/test_redis.py`` fails if a redis-py upgrade moves them."""
+    parser = getattr(pubsub.connection, "_parser", None)
+    gets = getattr(getattr(parser, "_reader", None), "gets", None)
+    if gets is None:
+        return None
+    try:
+        from redis._parsers.hiredis import NOT_ENOUGH_DATA
+    except ImportError:
+        return None
+    return gets, NOT_ENOUGH_DATA
+
+
+@dataclass(slots=True)
+class ClusterPubSubs:
+    """The pub/sub connections of one subscription on a Redis Cluster: one per master serving
+    some of the shard channels (each node delivers only the shard channels of its own slots)."""
+
+    nodes: list[PubSub] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for pubsub in self.nodes:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
 class RedisSubscription(Inbox):
     """Live messages of one pattern, with recovery from the streams after a reconnect.
 
@@ -280,11 +345,10 @@ class RedisSubscription(Inbox):
     # --- reader ---------------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        cfg = self._bus.config
-        backoff = cfg.reconnect_min_s
+        backoff = Backoff(self._bus.config.reconnect_backoff, self._bus.rng)
         first = True
         while True:
-            pubsub = self._bus._pubsub_client.pubsub()
+            pubsub = self._bus._open_pubsub()
             try:
                 await self._subscribe(pubsub)
                 if not first:
@@ -292,32 +356,49 @@ class RedisSubscription(Inbox):
                 first = False
                 self._ready.set()
                 self.connected = True
-                backoff = cfg.reconnect_min_s
+                backoff.reset()
                 await self._pump(pubsub)
             except (RedisError, OSError) as exc:
                 self.connected = False
                 self.last_error = str(exc) or type(exc).__name__
                 self.reconnects += 1
+                delay = backoff.next_s()
                 log.warning(
                     "redis bus: subscription %r lost (%s); reconnecting in %.2f s",
                     self.pattern,
                     exc,
-                    backoff,
+                    delay,
                 )
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, cfg.reconnect_max_s)
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
 
-    async def _subscribe(self, pubsub: PubSub) -> None:
+    async def _subscribe(self, pubsub: PubSub | ClusterPubSubs) -> None:
         keys = self._bus.keys
+        if isinstance(pubsub, ClusterPubSubs):
+            await self._subscribe_nodes(pubsub)
+            return
         if keys.shards is None:
             await pubsub.psubscribe(keys.pubsub_glob(self.matcher))
             expected = 1
         else:
             await pubsub.ssubscribe(*keys.shard_channels())
             expected = keys.shards
+        await self._confirmed(pubsub, expected)
+
+    async def _subscribe_nodes(self, pubsubs: ClusterPubSubs) -> None:
+        """SSUBSCRIBE each shard channel on the master serving its slot (a cluster node refuses
+        shard channels of other slots, and one SSUBSCRIBE may name only channels of one slot)."""
+        bus = self._bus
+        for (host, port), channels in (await bus._shard_channels_by_node()).items():
+            pubsub = bus._node_pubsub_client(host, port).pubsub()
+            pubsubs.nodes.append(pubsub)
+            for channel in channels:
+                await pubsub.ssubscribe(channel)
+            await self._confirmed(pubsub, len(channels))
+
+    async def _confirmed(self, pubsub: PubSub, expected: int) -> None:
         confirmed = 0
         while confirmed < expected:  # confirmations come before any message
             msg = await pubsub.get_message(timeout=self._bus.config.connect_timeout_s)
@@ -326,12 +407,35 @@ class RedisSubscription(Inbox):
             if msg["type"] in ("psubscribe", "ssubscribe"):
                 confirmed += 1
 
-    async def _pump(self, pubsub: PubSub) -> None:
+    async def _pump(self, pubsub: PubSub | ClusterPubSubs) -> None:
+        if isinstance(pubsub, ClusterPubSubs):
+            await self._pump_nodes(pubsub.nodes)
+        else:
+            await self._pump_one(pubsub)
+
+    async def _pump_nodes(self, nodes: list[PubSub]) -> None:
+        """One pump per node; the first to fail ends them all and the reader reconnects every
+        node. Each channel lives on one node, so its order is kept."""
+        pumps = [asyncio.create_task(self._pump_one(pubsub)) for pubsub in nodes]
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for pump in done:
+                pump.result()  # raises the node's error
+            raise ConnectionError("a node's pub/sub ended")
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump_one(self, pubsub: PubSub) -> None:
         interval = self._bus.config.health_check_interval_s
         loop = asyncio.get_running_loop()
         last_rx = loop.time()
         pinged = False
+        buffered = _buffered_replies(pubsub)
         while True:
+            if buffered is not None:
+                await self._drain(buffered)
             msg = await pubsub.get_message(timeout=interval)
             now = loop.time()
             if msg is None:
@@ -348,6 +452,25 @@ class RedisSubscription(Inbox):
                 await self._on_live(msg["data"])
             elif kind in ("punsubscribe", "sunsubscribe"):
                 raise ConnectionError("Redis unsubscribed us")
+
+    async def _drain(self, buffered: BufferedReplies) -> None:
+        """Handle every reply already read off the socket, without redis-py's per-message path
+        (``get_message``: retry wrapper, timeout context, push handling; ~70 % of the hub's
+        CPU at 10k msg/s, issue 16). Pub/sub replies are ``[kind, (pattern,) channel, data]``."""
+        gets, not_enough_data = buffered
+        while (reply := gets()) is not not_enough_data:
+            if isinstance(reply, Exception):
+                raise RedisConnectionError(f"pub/sub reply: {reply}")
+            if not isinstance(reply, list) or not reply:
+                continue
+            kind = reply[0]
+            if kind in (b"smessage", b"message") and len(reply) == 3:
+                await self._on_live(reply[2])
+            elif kind == b"pmessage" and len(reply) == 4:
+                await self._on_live(reply[3])
+            elif kind in (b"punsubscribe", b"sunsubscribe", b"unsubscribe"):
+                raise ConnectionError("Redis unsubscribed us")
+            # b"pong" (our liveness PING) and anything else: nothing to do
 
     def _decode(self, data: bytes) -> Envelope | None:
         try:
@@ -385,6 +508,12 @@ class RedisSubscription(Inbox):
             await self._recover(channel, until_seq=None)
 
     async def _recover(self, channel: str, *, until_seq: int | None) -> None:
+        try:
+            await self._recover_stream(channel, until_seq=until_seq)
+        except RedisClusterException as exc:  # not a RedisError: the reader would end on it
+            raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
+
+    async def _recover_stream(self, channel: str, *, until_seq: int | None) -> None:
         """Deliver what the stream holds after the last seen message of ``channel``.
 
         Same epoch: entries after the last seq. New epoch (the channel's data was lost and
@@ -418,14 +547,19 @@ class RedisSubscription(Inbox):
 class RedisBus:
     """The distributed bus: ``await RedisBus.connect(config)``; then the ``Bus`` interface."""
 
-    def __init__(self, config: RedisBusConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, config: RedisBusConfig, *, clock: Clock | None = None, rng: Rng | None = None
+    ) -> None:
         self.config = config
-        self.keys = RedisKeys(
-            config.key_prefix, config.pubsub_shards if config.sharded_pubsub else None
-        )
+        #: the jitter of reconnect and publish-retry waits (injectable: tests replay exactly)
+        self.rng: Rng = rng if rng is not None else random.Random()
+        self.keys = RedisKeys(config.key_prefix, config.pubsub_shards if config.sharded else None)
         self._clock = clock or SystemClock()
         self.writer_id = secrets.token_hex(6)
-        self._client = Redis.from_url(
+        # Cluster: commands go to the master of their slot (a channel's keys share one, see
+        # ``RedisKeys``); MOVED/ASK redirects are followed by redis-py, not retried blindly.
+        client_type: type[Redis] | type[RedisCluster] = RedisCluster if config.cluster else Redis
+        self._client: Redis | RedisCluster = client_type.from_url(
             config.url,
             socket_timeout=config.socket_timeout_s,
             socket_connect_timeout=config.connect_timeout_s,
@@ -434,16 +568,10 @@ class RedisBus:
             client_name=f"nautilus-bus:{self.writer_id}",
         )
         # Pub/sub waits indefinitely for traffic: no socket timeout (redis-py 8's 5 s would cut
-        # an idle subscription); liveness is our own PING in ``RedisSubscription._pump``.
-        self._pubsub_client = Redis.from_url(
-            config.url,
-            socket_timeout=None,
-            socket_connect_timeout=config.connect_timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            socket_keepalive=True,
-            health_check_interval=0,
-            client_name=f"nautilus-bus-sub:{self.writer_id}",
-        )
+        # an idle subscription); liveness is our own PING in ``RedisSubscription._pump``. On a
+        # cluster, one such client per master (``_node_pubsub_client``).
+        self._pubsub_clients: dict[tuple[str, int], Redis] = {}
+        self._pubsub_client = None if config.cluster else self._new_pubsub_client(config.url)
         self._script_sha = ""
         self._numbers = 0
         self._queue: deque[_Publish] = deque()
@@ -463,21 +591,71 @@ class RedisBus:
     def url(self) -> str:
         return redacted_url(self.config.url)
 
+    def _new_pubsub_client(self, url: str) -> Redis:
+        return Redis.from_url(
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=self.config.connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            socket_keepalive=True,
+            health_check_interval=0,
+            client_name=f"nautilus-bus-sub:{self.writer_id}",
+        )
+
+    def _open_pubsub(self) -> PubSub | ClusterPubSubs:
+        """A new pub/sub connection (on a cluster: a set, one per master, opened on subscribe)."""
+        if self._pubsub_client is None:
+            return ClusterPubSubs()
+        return self._pubsub_client.pubsub()
+
+    def _node_pubsub_client(self, host: str, port: int) -> Redis:
+        """The pub/sub client of one cluster node: the configured URL with its host and port."""
+        client = self._pubsub_clients.get((host, port))
+        if client is None:
+            parts = urlsplit(self.config.url)
+            userinfo = parts.netloc.rpartition("@")[0]
+            netloc = (f"{userinfo}@" if userinfo else "") + f"{host}:{port}"
+            client = self._new_pubsub_client(urlunsplit(parts._replace(netloc=netloc)))
+            self._pubsub_clients[(host, port)] = client
+        return client
+
+    async def _shard_channels_by_node(self) -> dict[tuple[str, int], list[str]]:
+        """The shard channels grouped by the master serving their slot, from the cluster's slot
+        map read now (after a failover or a slot move the old map would be wrong)."""
+        cluster = self._client
+        assert isinstance(cluster, RedisCluster)
+        try:
+            await cluster.nodes_manager.initialize()
+        except RedisClusterException as exc:  # not a RedisError: the reader would end on it
+            raise RedisConnectionError(f"Redis Cluster slot map: {exc}") from exc
+        by_node: dict[tuple[str, int], list[str]] = {}
+        for channel in self.keys.shard_channels():
+            node = cluster.get_node_from_key(channel)
+            if node is None:
+                raise ConnectionError(f"no Redis Cluster node serves {channel}")
+            by_node.setdefault((node.host, int(node.port)), []).append(channel)
+        return by_node
+
     @classmethod
-    async def connect(cls, config: RedisBusConfig, *, clock: Clock | None = None) -> RedisBus:
+    async def connect(
+        cls, config: RedisBusConfig, *, clock: Clock | None = None, rng: Rng | None = None
+    ) -> RedisBus:
         """Connect and load the script; raise ``BusUnavailable`` within ``connect_timeout_s``."""
-        bus = cls(config, clock=clock)
+        bus = cls(config, clock=clock, rng=rng)
         try:
             await asyncio.wait_for(bus._start(), config.connect_timeout_s)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             await bus._close_clients()
             raise BusUnavailable(bus.url, str(exc) or type(exc).__name__) from exc
         return bus
 
     async def _start(self) -> None:
         await self._client.ping()
-        if self.config.sharded_pubsub:
-            info = await self._client.info("server")
+        info = await self._client.info("server")
+        mode = str(info.get("redis_mode", "standalone"))
+        if not self.config.cluster and mode == "cluster":  # (the reverse fails in RedisCluster)
+            raise ResponseError("Redis is a cluster node: set cluster (NAUTILUS_BUS_CLUSTER=true)")
+        if self.config.sharded:
             major = int(str(info["redis_version"]).split(".")[0])
             if major < 7:
                 raise ResponseError(f"sharded pub/sub needs Redis >= 7, found {major}")
@@ -587,18 +765,20 @@ class RedisBus:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout_s
-        backoff = self.config.reconnect_min_s
+        backoff = Backoff(self.config.reconnect_backoff, self.rng)
         while True:
             try:
                 return await self._pipeline(batch)
             except NoScriptError:
                 self._script_sha = await self._client.script_load(PUBLISH_SCRIPT)
             except (ConnectionError, TimeoutError, OSError, RedisError) as exc:
-                if isinstance(exc, ResponseError) or loop.time() + backoff > deadline:
+                if isinstance(exc, ResponseError):
+                    raise
+                delay = backoff.next_s()
+                if loop.time() + delay > deadline:
                     raise
                 self.publish_retries += len(batch)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.config.reconnect_max_s)
+                await asyncio.sleep(delay)
 
     async def _pipeline(self, batch: list[_Publish]) -> list[Any]:
         keys = self.keys
@@ -606,9 +786,12 @@ class RedisBus:
         command = "SPUBLISH" if keys.shards is not None else "PUBLISH"
         writer = self.writer_id
         pipe = self._client.pipeline(transaction=False)
-        for item in batch:
+        # a fresh epoch per call, used only by a channel that has none: one urandom for the batch
+        epochs = secrets.token_hex(4 * len(batch))
+        for i, item in enumerate(batch):
             channel = item.channel
-            pipe.evalsha(
+            pipe.execute_command(  # not pipe.evalsha: redis-py blocks it on cluster pipelines
+                "EVALSHA",
                 self._script_sha,
                 2,
                 keys.meta(channel),
@@ -619,12 +802,15 @@ class RedisBus:
                 str(item.event_ns),
                 str(item.publish_ns),
                 maxlen,
-                secrets.token_hex(4),
+                epochs[8 * i : 8 * i + 8],
                 writer,
                 str(item.number),
                 command,
             )
-        results: list[Any] = await pipe.execute(raise_on_error=False)
+        try:
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        except RedisClusterException as exc:  # e.g. a slot no master serves (mid-failover)
+            raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
         for result in results:
             if isinstance(result, NoScriptError):
                 raise result
@@ -673,7 +859,7 @@ class RedisBus:
             pipe.xrange(self.keys.stream(channel), f"({after_seq}-0", "+", count=limit)
         try:
             replies: list[Any] = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise BusUnavailable(self.url, f"history of {channel} failed: {exc}") from exc
         epoch = replies[0].decode() if replies[0] is not None else ""
         entries: list[tuple[bytes, dict[bytes, bytes]]] = replies[1] if limit > 0 else []
@@ -720,6 +906,9 @@ class RedisBus:
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        for client in (self._client, self._pubsub_client):
+        clients: list[Redis | RedisCluster] = [self._client, *self._pubsub_clients.values()]
+        if self._pubsub_client is not None:
+            clients.append(self._pubsub_client)
+        for client in clients:
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()

@@ -1,9 +1,18 @@
 """Per-channel state in the hub: numbering, history ring, latest value, subscribers; resume
-from the ring or the bus's history (``BusRead``); the registry of every channel the hub knows."""
+from the ring or the bus's history (``BusRead``); the registry of every channel the hub knows.
+
+History is bounded by memory (``HistoryBudget``): each ring keeps at most ``channel_messages``
+frames and ``channel_bytes`` bytes, and all rings together at most ``total_bytes``; the oldest
+frames go first. A ring holds the encoded update frames themselves, compacted: ``orjson.dumps``
+returns ``bytes`` whose allocation keeps its whole working buffer (4 KiB for a 300-byte
+message, orjson >= 3.12), so a frame kept for resume is copied to its exact size once.
+"""
 
 from __future__ import annotations
 
 import heapq
+import itertools
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
@@ -17,6 +26,18 @@ if TYPE_CHECKING:
     from protocol.messages import ResumePosition
     from realtime.bus.base import Envelope
     from realtime.hub.connection import ClientConnection
+
+
+#: What one kept frame costs besides its bytes: the ``bytes`` header and its slot in the ring.
+FRAME_OVERHEAD = sys.getsizeof(b"") + 8
+DEFAULT_HISTORY_MESSAGES = 10_000
+DEFAULT_HISTORY_BYTES = 4 * 1024 * 1024
+DEFAULT_HISTORY_TOTAL_BYTES = 128 * 1024 * 1024
+
+
+def compact(frame: bytes) -> bytes:
+    """``frame`` in an allocation of its own size (see the module's docstring)."""
+    return bytes(memoryview(frame))
 
 
 def _not_recovered(reason: NotRecoveredReason, last_seq: int) -> ResumePlan:
@@ -82,20 +103,78 @@ class BusRead:
         self.complete = start + taken == len(envelopes)
 
 
+class HistoryBudget:
+    """The bounds on the hub's resume history, and what all rings hold now.
+
+    A ring over ``channel_messages`` frames or ``channel_bytes`` bytes drops its oldest. Over
+    ``total_bytes`` across rings, the ring that just grew drops its oldest when it holds at least
+    the average, else the largest ring does: busy channels share the budget, a quiet channel's
+    few messages stay. A ring always keeps its newest frame, so the total can pass the budget by
+    at most one frame per channel.
+    """
+
+    __slots__ = (
+        "channel_bytes",
+        "channel_messages",
+        "holding",
+        "largest",
+        "rings",
+        "total_bytes",
+        "used_bytes",
+    )
+
+    def __init__(
+        self,
+        channel_messages: int = DEFAULT_HISTORY_MESSAGES,
+        channel_bytes: int = DEFAULT_HISTORY_BYTES,
+        total_bytes: int = DEFAULT_HISTORY_TOTAL_BYTES,
+    ) -> None:
+        if channel_messages < 1 or channel_bytes < 1 or total_bytes < 1:
+            raise ValueError("history bounds must be positive")
+        self.channel_messages = channel_messages
+        self.channel_bytes = channel_bytes
+        self.total_bytes = total_bytes
+        #: bytes held by every ring (frames plus ``FRAME_OVERHEAD`` each)
+        self.used_bytes = 0
+        #: rings holding at least one frame
+        self.holding = 0
+        #: every ring under this budget (the registry's channels), scanned for the largest
+        self.rings: Mapping[str, ChannelState] = {}
+        #: the ring found largest by the last scan (rescanned once it falls to the average)
+        self.largest: ChannelState | None = None
+
+    def enforce(self, grown: ChannelState) -> None:
+        """Bring the total back under ``total_bytes`` after ``grown`` received a frame."""
+        while self.used_bytes > self.total_bytes:
+            average = self.used_bytes / max(1, self.holding)
+            victim = grown if grown.history_bytes >= average else self.largest
+            if victim is None or len(victim.frames) < 2 or victim.history_bytes < average:
+                victim = self.largest = max(self.rings.values(), key=_evictable_bytes, default=None)
+            if victim is None or not victim.drop_oldest():
+                return
+
+
+def _evictable_bytes(ch: ChannelState) -> int:
+    return ch.history_bytes if len(ch.frames) > 1 else -1
+
+
 class ChannelState:
     """One channel as the hub holds it.
 
-    ``history`` keeps the last ``history_size`` encoded updates for resume (``seq`` ascending,
-    contiguous). ``latest`` keeps the newest envelope of a latest-value channel so a snapshot can
-    be encoded on subscribe.
+    ``frames`` keeps the newest encoded updates for resume (``seq`` ascending and contiguous from
+    ``first_kept_seq``), within ``budget``. ``latest`` keeps the newest envelope of a latest-value
+    channel so a snapshot can be encoded on subscribe.
     """
 
     __slots__ = (
         "active_ns",
+        "budget",
         "declared",
         "delivery",
         "epoch",
-        "history",
+        "first_seq",
+        "frames",
+        "history_bytes",
         "last_publish_ns",
         "last_seq",
         "latest",
@@ -104,12 +183,17 @@ class ChannelState:
         "subscribers",
     )
 
-    def __init__(self, name: str, history_size: int) -> None:
+    def __init__(self, name: str, history_size: int, budget: HistoryBudget | None = None) -> None:
         self.name = name
         self.delivery = delivery_of(name)
         self.epoch = ""
         self.last_seq = 0
-        self.history: deque[tuple[int, bytes]] = deque(maxlen=history_size)
+        self.budget = budget or HistoryBudget(channel_messages=history_size)
+        self.frames: deque[bytes] = deque()
+        #: ``seq`` of ``frames[0]``
+        self.first_seq = 0
+        #: what ``frames`` holds, as the budget counts it
+        self.history_bytes = 0
         self.latest: Envelope | None = None
         self.subscribers: set[ClientConnection] = set()
         self.last_publish_ns = 0
@@ -125,7 +209,49 @@ class ChannelState:
 
     @property
     def first_kept_seq(self) -> int:
-        return self.history[0][0] if self.history else self.last_seq + 1
+        return self.first_seq if self.frames else self.last_seq + 1
+
+    @property
+    def history(self) -> list[tuple[int, bytes]]:
+        """The kept frames with their ``seq`` (a copy: for inspection, not the hot path)."""
+        return list(zip(itertools.count(self.first_seq), self.frames))
+
+    def clear_history(self) -> None:
+        budget = self.budget
+        if self.frames:
+            budget.holding -= 1
+        budget.used_bytes -= self.history_bytes
+        self.history_bytes = 0
+        self.frames.clear()
+
+    def keep(self, seq: int, frame: bytes) -> None:
+        """Keep ``frame`` (compacted by the caller) as ``seq``, the successor of the newest
+        kept; drop the oldest frames past the budget."""
+        frames, budget = self.frames, self.budget
+        if not frames:
+            self.first_seq = seq
+            budget.holding += 1
+        frames.append(frame)
+        size = len(frame) + FRAME_OVERHEAD
+        self.history_bytes += size
+        budget.used_bytes += size
+        while len(frames) > 1 and (
+            len(frames) > budget.channel_messages or self.history_bytes > budget.channel_bytes
+        ):
+            self.drop_oldest()
+        if budget.used_bytes > budget.total_bytes:
+            budget.enforce(self)
+
+    def drop_oldest(self) -> bool:
+        """Drop the oldest kept frame unless it is the newest; whether one was dropped."""
+        frames = self.frames
+        if len(frames) < 2:
+            return False
+        size = len(frames.popleft()) + FRAME_OVERHEAD
+        self.first_seq += 1
+        self.history_bytes -= size
+        self.budget.used_bytes -= size
+        return True
 
     def accept(self, envelope: Envelope, hub_ns: int) -> tuple[bytes, int]:
         """Record one bus message; return its encoded update and the count of skipped seqs.
@@ -138,16 +264,16 @@ class ChannelState:
         skipped = 0
         if envelope.epoch != self.epoch:
             self.epoch = envelope.epoch
-            self.history.clear()
+            self.clear_history()
         elif envelope.seq != self.last_seq + 1:
             if envelope.seq <= self.last_seq:
                 return b"", -1
             skipped = envelope.seq - self.last_seq - 1
-            self.history.clear()
+            self.clear_history()
         self.last_seq = envelope.seq
         self.last_publish_ns = envelope.publish_ns
-        encoded = self._encode(envelope, hub_ns)
-        self.history.append((envelope.seq, encoded))
+        encoded = compact(self._encode(envelope, hub_ns))
+        self.keep(envelope.seq, encoded)
         if not self.lossless:
             self.latest = envelope
         return encoded, skipped
@@ -186,7 +312,7 @@ class ChannelState:
         if not plan.recovered or plan.replay_count == 0:
             return []
         start = plan.replay_from - self.first_kept_seq
-        return [encoded for _, encoded in list(self.history)[start:]]
+        return list(itertools.islice(self.frames, start, None))
 
     def needs_bus(self, plan: ResumePlan) -> bool:
         """Whether the bus's history might answer a resume this hub's ring cannot: the ring no
@@ -238,17 +364,19 @@ class ChannelState:
         if not plan.recovered:
             return []
         if self.epoch == "":
-            encoded = [self._encode(env, hub_ns) for env in read.run]
+            encoded = [compact(self._encode(env, hub_ns)) for env in read.run]
             self.epoch, self.last_seq = read.epoch, read.last_seq
-            self.history.clear()
-            self.history.extend(zip((env.seq for env in read.run), encoded, strict=True))
+            self.clear_history()
+            for env, frame in zip(read.run, encoded, strict=True):
+                self.keep(env.seq, frame)
             if read.run:
                 self.last_publish_ns = read.run[-1].publish_ns
                 if not self.lossless:
                     self.latest = read.run[-1]
             return encoded
         replayed = [self._encode(env, hub_ns) for env in read.run if env.seq <= plan.last_seq]
-        replayed.extend(encoded for seq, encoded in self.history if seq > read.last_seq)
+        kept_after = max(0, read.last_seq + 1 - self.first_kept_seq)
+        replayed.extend(itertools.islice(self.frames, kept_after, None))
         return replayed
 
     def info(self) -> ChannelInfo:
@@ -264,11 +392,17 @@ class ChannelRegistry:
     everything else goes through ``get`` and ``open``.
     """
 
-    __slots__ = ("by_name", "history_size")
+    __slots__ = ("budget", "by_name")
 
-    def __init__(self, history_size: int) -> None:
-        self.history_size = history_size
+    def __init__(
+        self,
+        history_size: int = DEFAULT_HISTORY_MESSAGES,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        history_total_bytes: int = DEFAULT_HISTORY_TOTAL_BYTES,
+    ) -> None:
         self.by_name: dict[str, ChannelState] = {}
+        self.budget = HistoryBudget(history_size, history_bytes, history_total_bytes)
+        self.budget.rings = self.by_name
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -283,7 +417,7 @@ class ChannelRegistry:
         """The channel named ``name`` (already validated), created empty if unknown."""
         ch = self.by_name.get(name)
         if ch is None:
-            ch = self.by_name[name] = ChannelState(name, self.history_size)
+            ch = self.by_name[name] = ChannelState(name, self.budget.channel_messages, self.budget)
         return ch
 
     def infos(self, allows: Callable[[str], bool], limit: int) -> tuple[ChannelInfo, ...]:
@@ -306,7 +440,9 @@ class ChannelRegistry:
             and now_ns - ch.active_ns > idle_ns
         ]
         for name in idle:
-            del self.by_name[name]
+            self.by_name.pop(name).clear_history()
+        if self.budget.largest is not None and self.budget.largest.name in idle:
+            self.budget.largest = None
         return len(idle)
 
 

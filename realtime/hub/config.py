@@ -40,6 +40,13 @@ class HubConfig:
     slow_write_buffer_bytes: int = field(
         default=4 * 1024 * 1024, metadata=described("socket write buffer that marks a client slow")
     )
+    outbound_budget_bytes: int = field(
+        default=256 * 1024 * 1024,
+        metadata=described(
+            "bytes queued for all slow clients together (socket buffers + backlogs); past it "
+            "the largest are closed with 4008 (0 = no global budget)"
+        ),
+    )
     lossless_overflow: LosslessOverflow = field(
         default=LosslessOverflow.DISCONNECT,
         metadata=described(
@@ -75,6 +82,37 @@ class HubConfig:
     )
     history_size: int = field(
         default=10_000, metadata=described("messages kept per channel for resume")
+    )
+    history_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata=described("bytes of encoded messages kept per channel for resume (oldest go)"),
+    )
+    history_total_bytes: int = field(
+        default=128 * 1024 * 1024,
+        metadata=described(
+            "bytes kept for resume across all channels (the busiest channels give way first)"
+        ),
+    )
+    max_replay_messages: int = field(
+        default=10_000,
+        metadata=described(
+            "messages one subscribe may replay (its resumed channels together); a resume "
+            "needing more is not_recovered, reason replay_limit"
+        ),
+    )
+    max_replay_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=described("bytes one subscribe may replay (as max_replay_messages)"),
+    )
+    replay_messages_per_second: int = field(
+        default=10_000,
+        metadata=described(
+            "replay budget of one connection, messages/s (burst max_replay_messages)"
+        ),
+    )
+    replay_bytes_per_second: int = field(
+        default=8 * 1024 * 1024,
+        metadata=described("replay budget of one connection, bytes/s (burst max_replay_bytes)"),
     )
     history_read_timeout_s: float = field(
         default=2.0,

@@ -38,13 +38,15 @@ class ClientConnection:
     up, data goes straight to the transport. Once its write buffer passes the slow threshold the
     connection is *slow* (``SlowConsumers``): ordered-lossless messages queue in ``backlog``
     (bounded), latest-value messages keep only the newest per channel in ``latest`` and count
-    what they replaced in ``conflated``. Both drain when the socket does.
+    what they replaced in ``conflated``. Both drain when the socket does; ``held`` is their size
+    in bytes (the hub's share of what the connection queues; the socket holds the rest).
     """
 
     __slots__ = (
         "backlog",
         "conflated",
         "gaps",
+        "held",
         "id",
         "latest",
         "raw_frames",
@@ -67,6 +69,8 @@ class ClientConnection:
         self.latest: dict[ChannelState, bytes] = {}
         self.conflated: dict[ChannelState, int] = {}
         self.gaps: dict[ChannelState, tuple[int, int]] = {}
+        #: Bytes of ``backlog`` and ``latest`` together.
+        self.held = 0
         #: Channels with data for this connection in the current fan-out tick.
         self.tick: list[ChannelState] = []
 
@@ -81,6 +85,17 @@ class ClientConnection:
     @property
     def pending(self) -> int:
         return len(self.backlog) + len(self.latest)
+
+    @property
+    def queued_bytes(self) -> int:
+        """What this connection holds unsent: its socket's write buffer and the hub's backlog."""
+        return self.write_buffer_size + self.held
+
+    def forget_queued(self) -> None:
+        """Drop everything the hub holds for this connection (it is closed)."""
+        self.backlog.clear()
+        self.latest.clear()
+        self.held = 0
 
     def write(self, payload: bytes, frame: bytes | None = None) -> int:
         """Write one text frame now, ahead of any backlog. Returns bytes handed to the socket."""
@@ -111,6 +126,9 @@ class ClientConnection:
             kept = [item for item in self.backlog if item[0] not in dropped]
             self.backlog.clear()
             self.backlog.extend(kept)
+        if dropped:
+            backlog = sum(len(p) for _, _, p in self.backlog)
+            self.held = backlog + sum(map(len, self.latest.values()))
 
 
 class SlowConsumers:
@@ -123,14 +141,22 @@ class SlowConsumers:
     in a ``gap`` status. ``drain`` empties the queue one bounded frame at a time once the buffer
     is down to a quarter of the threshold (hysteresis, so a connection does not flap). The hub
     owns the timer that calls ``service``.
+
+    Across all of them, ``outbound_budget_bytes`` bounds what they hold together (socket buffers
+    plus backlogs): each ``service`` poll that finds the sum over the budget returns the largest
+    connections, biggest first, until the rest fit; the hub drops them (``over_budget``).
+    A client of latest-value channels only holds one message per channel in the hub and is
+    rarely among them; an ordered-lossless backlog is what grows.
     """
 
-    __slots__ = ("_config", "_stats", "connections")
+    __slots__ = ("_config", "_stats", "connections", "queued_bytes")
 
     def __init__(self, config: HubConfig, stats: HubStats) -> None:
         self._config = config
         self._stats = stats
         self.connections: set[ClientConnection] = set()
+        #: bytes the slow connections held at the last ``service`` poll (after any drop)
+        self.queued_bytes = 0
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -148,16 +174,21 @@ class SlowConsumers:
             self.connections.add(conn)
             for ch in channels:  # told once, behind what the socket already holds
                 conn.write(status(ch.name, StatusState.LAGGING))
+        held = conn.held
         for ch in channels:
             parts = tick[ch]
             if ch.lossless:
                 conn.backlog.extend((ch, seq, p) for seq, p in parts)
+                held += sum(len(p) for _, p in parts)
             else:
-                replaced = len(parts) - 1 + (1 if ch in conn.latest else 0)
-                conn.latest[ch] = parts[-1][1]
+                previous = conn.latest.get(ch)
+                replaced = len(parts) - 1 + (previous is not None)
+                newest = conn.latest[ch] = parts[-1][1]
+                held += len(newest) - (0 if previous is None else len(previous))
                 if replaced:
                     conn.conflated[ch] = conn.conflated.get(ch, 0) + replaced
                     self._stats.conflated += replaced
+        conn.held = held
         if len(conn.backlog) > self._config.max_pending_messages:
             return self._overflow(conn)
         return True
@@ -173,16 +204,39 @@ class SlowConsumers:
             conn.gaps[ch] = (first, seq)
             self._stats.gap_dropped += 1
         conn.backlog.clear()
+        conn.held = sum(map(len, conn.latest.values()))
         return True
 
-    def service(self) -> None:
-        """One poll: forget closed connections, drain those whose socket has room again."""
+    def service(self) -> list[ClientConnection]:
+        """One poll: forget closed connections, drain those whose socket has room again.
+        Returns the connections to drop because together they hold more than
+        ``outbound_budget_bytes`` (``over_budget``); they are no longer tracked here."""
         low_water = self._config.slow_write_buffer_bytes // 4
         for conn in list(self.connections):
             if not conn.open:
                 self.connections.discard(conn)
             elif conn.write_buffer_size <= low_water:
                 self.drain(conn)
+        return self.over_budget()
+
+    def over_budget(self) -> list[ClientConnection]:
+        """The largest slow connections, biggest first, whose dropping brings what all of them
+        queue (``ClientConnection.queued_bytes``) back within ``outbound_budget_bytes``."""
+        budget = self._config.outbound_budget_bytes
+        sized = [(conn.queued_bytes, conn.id, conn) for conn in self.connections]
+        total = sum(size for size, _, _ in sized)
+        victims: list[ClientConnection] = []
+        if budget and total > budget:
+            sized.sort(key=lambda item: (-item[0], item[1]))
+            for size, _, conn in sized:
+                if total <= budget:
+                    break
+                victims.append(conn)
+                self.connections.discard(conn)
+                total -= size
+            self._stats.budget_disconnects += len(victims)
+        self.queued_bytes = total
+        return victims
 
     def drain(self, conn: ClientConnection) -> None:
         """Write a congested connection's backlog, one bounded frame per poll: first what was
@@ -206,6 +260,7 @@ class SlowConsumers:
             parts.append(status(ch.name, StatusState.CONFLATED, count=count))
         conn.conflated.clear()
         parts.extend(conn.latest.values())
+        conn.held -= sum(map(len, conn.latest.values()))
         conn.latest.clear()
         budget = self._config.max_batch_bytes
         size = sum(map(len, parts))
@@ -214,6 +269,7 @@ class SlowConsumers:
             part = backlog.popleft()[2]
             parts.append(part)
             size += len(part)
+            conn.held -= len(part)
         frames = batch_payloads(parts, budget) if parts else []
         for payload in frames:
             stats.bytes_sent += conn.write(payload)

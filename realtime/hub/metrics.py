@@ -2,6 +2,11 @@
 
 A prometheus_client ``Counter.inc()`` per delivery would cost more than the delivery; instead the
 hub bumps ints and a custom collector reads them when ``/metrics`` is scraped.
+
+The per-message stage histograms carry a ``kind`` label: the channel's stream kind
+(``trades``, ``quotes``, ``bars``, ``vpin``, ``orders``…, ``protocol.channels.STREAM_KINDS``) or
+``other``, so trade latency can be told from quote latency. The set is fixed by the protocol,
+never by traffic; a kind is exported once the hub has seen a message of it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from protocol.channels import STREAM_KINDS, kind_of
 from protocol.errors import ErrorCode
 from protocol.sequence import NotRecoveredReason
 
@@ -49,7 +55,19 @@ GAUGE_HELP: dict[str, str] = {
     "subscriptions": "channel subscriptions over all connections",
     "bus_pending_messages": "bus messages waiting for the hub",
     "outbound_bytes": "bytes waiting in client sockets' write buffers, over all connections",
+    "degraded": "1 while the hub's /health says degraded (bus unreachable or lagging), else 0",
 }
+
+#: Values of the ``kind`` label of the per-message stage histograms.
+LATENCY_KINDS: tuple[str, ...] = (*STREAM_KINDS, "other")
+#: Channel names whose kind ``StageLatency`` remembers before it starts over (bounds memory).
+KIND_CACHE_CHANNELS = 8192
+
+
+def latency_kind(channel: str) -> str:
+    """The ``kind`` label of ``channel``: its stream kind, or ``other``."""
+    kind = kind_of(channel)
+    return kind if kind in STREAM_KINDS else "other"
 
 
 class Histogram:
@@ -75,14 +93,68 @@ class Histogram:
         self.count += times
         self.sum_ns += value_ns * times
 
-    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+    def cumulative(self) -> list[tuple[str, float]]:
+        """``(le, observations ≤ le)`` per bucket, ``+Inf`` last, as Prometheus exposes them."""
         cumulative, running = [], 0
         for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
             running += n
-            cumulative.append((repr(bound) if bound != float("inf") else "+Inf", running))
+            cumulative.append((repr(bound) if bound != float("inf") else "+Inf", float(running)))
+        return cumulative
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         return HistogramMetricFamily(
-            name, documentation, buckets=cumulative, sum_value=self.sum_ns / 1e9
+            name, documentation, buckets=self.cumulative(), sum_value=self.sum_ns / 1e9
         )
+
+
+class KindLatency:
+    """The per-message stage histograms of one stream kind."""
+
+    __slots__ = ("event_to_publish", "event_to_send", "publish_to_hub", "receive_to_send")
+
+    def __init__(self) -> None:
+        self.event_to_publish = Histogram()
+        self.publish_to_hub = Histogram()
+        self.receive_to_send = Histogram()
+        self.event_to_send = Histogram()
+
+
+class StageLatency:
+    """Stage histograms by ``kind``; ``of(channel)`` is a dict lookup on the hot path."""
+
+    __slots__ = ("by_channel", "by_kind")
+
+    def __init__(self) -> None:
+        self.by_kind: dict[str, KindLatency] = {}
+        #: channel name → its kind's histograms: what ``of`` found (the hub reads it inline)
+        self.by_channel: dict[str, KindLatency] = {}
+
+    def of(self, channel: str) -> KindLatency:
+        found = self.by_channel.get(channel)
+        if found is None:
+            if len(self.by_channel) >= KIND_CACHE_CHANNELS:
+                self.by_channel.clear()
+            kind = latency_kind(channel)
+            found = self.by_kind.get(kind)
+            if found is None:
+                found = self.by_kind[kind] = KindLatency()
+            self.by_channel[channel] = found
+        return found
+
+    def counts(self, stage: str) -> list[int]:
+        """Bucket counts of ``stage`` over every kind (the status view's quantiles)."""
+        total = [0] * (len(LATENCY_BUCKETS) + 1)
+        for latency in self.by_kind.values():
+            for i, n in enumerate(getattr(latency, stage).counts):
+                total[i] += n
+        return total
+
+    def family(self, stage: str, name: str, documentation: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, documentation, labels=["kind"])
+        for kind in sorted(self.by_kind):
+            histogram: Histogram = getattr(self.by_kind[kind], stage)
+            family.add_metric([kind], histogram.cumulative(), histogram.sum_ns / 1e9)
+        return family
 
 
 @dataclass(slots=True)
@@ -103,13 +175,51 @@ class HubStats:
     connections_refused: int = 0
     channels_expired: int = 0
     epoch_changes: int = 0
+    #: slow clients closed with 4008 because all of them together passed outbound_budget_bytes
+    budget_disconnects: int = 0
+    #: messages and bytes replayed for resumes (the replay work the per-connection budget bounds)
+    replayed_messages: int = 0
+    replayed_bytes: int = 0
+    #: resumed channels answered not_recovered (replay_limit): over the request's or budget's cap
+    replays_refused: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     #: resumes the ring could not answer, by how the bus's history answered them
     bus_resumes: Counter[str] = field(default_factory=Counter)
-    publish_to_hub: Histogram = field(default_factory=Histogram)
-    event_to_publish: Histogram = field(default_factory=Histogram)
+    #: per-message stages by kind: event_to_publish, publish_to_hub, receive_to_send,
+    #: event_to_send (the three together, per delivered message)
+    latency: StageLatency = field(default_factory=StageLatency)
+    #: one observation per fan-out tick (a tick mixes kinds)
     broadcast: Histogram = field(default_factory=Histogram)
-    receive_to_send: Histogram = field(default_factory=Histogram)
+
+    def stage_counts(self, stage: str) -> list[int]:
+        """Bucket counts of one stage (``STAGES`` of the hub) over every kind."""
+        return self.broadcast.counts if stage == "broadcast" else self.latency.counts(stage)
+
+
+#: The per-message stage histograms: (``KindLatency`` attribute, metric name, help).
+STAGE_FAMILIES: tuple[tuple[str, str, str], ...] = (
+    (
+        "event_to_publish",
+        "nautilus_stage_event_to_publish_seconds",
+        "market event to engine publish, by stream kind",
+    ),
+    (
+        "publish_to_hub",
+        "nautilus_stage_publish_to_hub_seconds",
+        "engine publish to hub receive, by stream kind",
+    ),
+    (
+        "receive_to_send",
+        "nautilus_stage_hub_receive_to_send_seconds",
+        "hub receive to the last socket write of its fan-out tick, per message, by stream kind",
+    ),
+    (
+        "event_to_send",
+        "nautilus_stage_event_to_send_seconds",
+        "end to end: market event to the hub's last socket write, per delivered message, "
+        "by stream kind",
+    ),
+)
 
 
 class HubCollector(Collector):
@@ -159,6 +269,18 @@ class HubCollector(Collector):
                 "epoch_changes",
                 "channels whose numbering restarted mid-stream (bus restarted empty)",
                 s.epoch_changes,
+            ),
+            (
+                "budget_disconnects",
+                "slow clients closed with 4008 over the hub's outbound_budget_bytes",
+                s.budget_disconnects,
+            ),
+            ("replayed_messages", "messages replayed for resumes", s.replayed_messages),
+            ("replayed_bytes", "bytes replayed for resumes", s.replayed_bytes),
+            (
+                "replays_refused",
+                "resumed channels answered not_recovered (replay_limit)",
+                s.replays_refused,
             ),
         )
         for name, doc, value in counters:
@@ -211,16 +333,8 @@ class HubCollector(Collector):
         for gauge, level in self._gauges().items():
             doc = GAUGE_HELP.get(gauge, gauge.replace("_", " "))
             yield GaugeMetricFamily(f"nautilus_hub_{gauge}", doc, value=level)
-        yield s.event_to_publish.family(
-            "nautilus_stage_event_to_publish_seconds", "market event to engine publish"
-        )
-        yield s.publish_to_hub.family(
-            "nautilus_stage_publish_to_hub_seconds", "engine publish to hub receive"
-        )
-        yield s.receive_to_send.family(
-            "nautilus_stage_hub_receive_to_send_seconds",
-            "hub receive to the last socket write of its fan-out tick, per message",
-        )
+        for stage, name, doc in STAGE_FAMILIES:
+            yield s.latency.family(stage, name, doc)
         yield s.broadcast.family(
             "nautilus_hub_broadcast_seconds", "hub receive to last socket write of one fan-out"
         )

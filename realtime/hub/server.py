@@ -45,7 +45,13 @@ from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undeci
 from realtime.hub.config import HubConfig
 from realtime.hub.connection import ClientConnection, Parts, SlowConsumers, text_frame
 from realtime.hub.framing import batch_payloads, epoch_changed, status
-from realtime.hub.metrics import LATENCY_BUCKETS, HubCollector, HubStats, metrics_text
+from realtime.hub.metrics import (
+    LATENCY_BUCKETS,
+    HubCollector,
+    HubStats,
+    KindLatency,
+    metrics_text,
+)
 from realtime.hub.session import (
     Action,
     Attach,
@@ -58,6 +64,7 @@ from realtime.hub.session import (
     admit,
 )
 from realtime.latency import HistogramWindow, LatencySummary
+from realtime.metrics import port_registry
 from realtime.ports import PortInUse, is_port_in_use
 
 log = logging.getLogger("nautilus.hub")
@@ -74,9 +81,15 @@ _HTML = "text/html; charset=utf-8"
 STATIC_FILES: dict[str, tuple[str, str]] = {
     "/": ("index.html", _HTML),
     "/index.html": ("index.html", _HTML),
+    "/explorer": ("explorer.html", _HTML),
     "/status.html": ("status.html", _HTML),
     "/client.js": ("client.js", "text/javascript; charset=utf-8"),
 }
+#: Third-party files: every file directly in ``static/vendor/`` (its NOTICE names each one's
+#: version and source) at ``/vendor/<name>``. Names carry the version, so they are cached long.
+VENDOR_PREFIX = "/vendor/"
+VENDOR_CACHE_CONTROL = "public, max-age=31536000, immutable"
+_VENDOR_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 #: ``GET /status``: the platform's status, built above this layer (engines/shell/status.py)
 #: and handed to the hub; without one the hub answers its own part only.
@@ -101,13 +114,15 @@ class Hub:
         self.config = config
         self._bus = bus
         self._clock = clock or SystemClock()
-        self._channels = ChannelRegistry(config.history_size)
+        self._channels = ChannelRegistry(
+            config.history_size, config.history_bytes, config.history_total_bytes
+        )
         self._connections: set[ClientConnection] = set()
         self.stats = HubStats()
         self._slow = SlowConsumers(config, self.stats)
         self._ids = itertools.count(1)
         self._closing: set[asyncio.Task[None]] = set()
-        self.registry = CollectorRegistry()
+        self.registry: CollectorRegistry = port_registry()
         self.registry.register(HubCollector(self.stats, self._gauges, self._bus_counters))
         self._server: Server | None = None
         self._subscription: Subscription | None = None
@@ -124,6 +139,12 @@ class Hub:
             for path, (name, ctype) in STATIC_FILES.items()
             if (static / name).is_file()
         }
+        vendor = static / "vendor"
+        for item in vendor.iterdir() if vendor.is_dir() else ():
+            if item.is_file():
+                suffix = item.name[item.name.rfind(".") :] if "." in item.name else ""
+                ctype = _VENDOR_TYPES.get(suffix, "text/plain; charset=utf-8")
+                self._static[VENDOR_PREFIX + item.name] = (item.read_bytes(), ctype)
         self._status_provider = status
         self._stage_windows = {name: HistogramWindow(LATENCY_BUCKETS) for name in STAGES}
         self._delivery_samples: list[tuple[int, int]] = []
@@ -225,7 +246,10 @@ class Hub:
         stats = self.stats
         self._last_input_ns = now
         channels = self._channels.by_name
+        by_channel = stats.latency.by_channel
         tick: dict[ChannelState, Parts] = {}
+        #: event times of the messages this tick delivers, by kind (end-to-end latency)
+        delivered: dict[KindLatency, list[int]] = {}
         for env in batch:
             ch = channels.get(env.channel)
             if ch is None:
@@ -235,8 +259,9 @@ class Hub:
                     stats.foreign_messages += 1
                     continue
             stats.messages_in += 1
-            stats.publish_to_hub.observe_ns(max(0, now - env.publish_ns))
-            stats.event_to_publish.observe_ns(max(0, env.publish_ns - env.event_ns))
+            latency = by_channel.get(env.channel) or stats.latency.of(env.channel)
+            latency.publish_to_hub.observe_ns(max(0, now - env.publish_ns))
+            latency.event_to_publish.observe_ns(max(0, env.publish_ns - env.event_ns))
             if ch.stale:
                 ch.stale = False
                 tick.setdefault(ch, []).append((0, status(ch.name, StatusState.LIVE)))
@@ -267,11 +292,21 @@ class Hub:
                     tick[ch] = [(env.seq, encoded)]
                 else:
                     parts.append((env.seq, encoded))
+                events = delivered.get(latency)
+                if events is None:
+                    delivered[latency] = [env.event_ns]
+                else:
+                    events.append(env.event_ns)
         if tick:
             self._fan_out(tick)
-            elapsed = self._clock.now_ns() - now
+            sent = self._clock.now_ns()
+            elapsed = sent - now
             stats.broadcast.observe_ns(elapsed)
-            stats.receive_to_send.observe_many_ns(elapsed, sum(map(len, tick.values())))
+            for latency, events in delivered.items():
+                latency.receive_to_send.observe_many_ns(elapsed, len(events))
+                end_to_end = latency.event_to_send
+                for event_ns in events:
+                    end_to_end.observe_ns(max(0, sent - event_ns))
 
     def _fan_out(self, tick: dict[ChannelState, Parts]) -> None:
         stats = self.stats
@@ -321,7 +356,8 @@ class Hub:
 
     def _service_slow(self) -> None:
         self._slow_timer = None
-        self._slow.service()
+        for conn in self._slow.service():  # over the hub-wide outbound budget, largest first
+            self._drop(conn, CloseCode.SLOW_CONSUMER, "outbound budget exceeded")
         self._schedule_slow_poll()
 
     def _close(self, conn: ClientConnection, code: CloseCode, reason: str) -> None:
@@ -330,12 +366,21 @@ class Hub:
         task.add_done_callback(self._closing.discard)
         self._forget(conn)
 
+    def _drop(self, conn: ClientConnection, code: CloseCode, reason: str) -> None:
+        """Close ``conn`` and free what it queues now: its close frame is written, then the TCP
+        connection aborted (the frame cannot overtake what the socket still holds, so a client
+        that is behind sees an abnormal close)."""
+        if conn.open:
+            conn.ws.protocol.send_close(code, reason)
+            conn.ws.send_data()
+        conn.transport.abort()
+        self._forget(conn)
+
     def _forget(self, conn: ClientConnection) -> None:
         self._connections.discard(conn)
         self._slow.discard(conn)
         self._perform(conn, conn.session.close())
-        conn.backlog.clear()
-        conn.latest.clear()
+        conn.forget_queued()
 
     # --- heartbeat and staleness (one timer for every connection) -------------------------------
 
@@ -437,7 +482,10 @@ class Hub:
         if conn not in self._connections:
             return
         now = self._clock.now_ns()
-        self._perform(conn, conn.session.attach(action.request, action.channels, action.reads, now))
+        attached = conn.session.attach(
+            action.request, action.channels, action.reads, now, action.refused
+        )
+        self._perform(conn, attached)
 
     # --- HTTP on the same port -----------------------------------------------------------------
 
@@ -483,7 +531,10 @@ class Hub:
             return _json(connection, HTTPStatus.OK, document)
         if path in self._static:
             body, ctype = self._static[path]
-            return _respond(connection, HTTPStatus.OK, body, ctype)
+            response = _respond(connection, HTTPStatus.OK, body, ctype)
+            if path.startswith(VENDOR_PREFIX):
+                response.headers["Cache-Control"] = VENDOR_CACHE_CONTROL
+            return response
         return _json(
             connection,
             HTTPStatus.NOT_FOUND,
@@ -506,6 +557,7 @@ class Hub:
                 "bus_pending": pending,
                 "slow_connections": len(self._slow),
                 "outbound_bytes": self._outbound_bytes(),
+                "slow_queued_bytes": self._slow.queued_bytes,
             },
             "connections": len(self._connections),
             "channels": len(self._channels),
@@ -550,13 +602,12 @@ class Hub:
         }
 
     def _stage_summary(self, name: str, now: int) -> LatencySummary:
-        histogram = getattr(self.stats, name)
-        return self._stage_windows[name].summary(now, histogram.counts)
+        return self._stage_windows[name].summary(now, self.stats.stage_counts(name))
 
     def _sample_windows(self, now: int) -> None:
         """Sample the counters the status view reports per minute (every heartbeat)."""
         for name, window in self._stage_windows.items():
-            window.sample(now, getattr(self.stats, name).counts)
+            window.sample(now, self.stats.stage_counts(name))
         samples = self._delivery_samples
         samples.append((now, self.stats.deliveries))
         cutoff = now - 60_000_000_000
@@ -581,6 +632,7 @@ class Hub:
             "subscriptions": sum(len(c.session.subscriptions) for c in self._connections),
             "bus_pending_messages": getattr(self._subscription, "pending", 0),
             "outbound_bytes": self._outbound_bytes(),
+            "degraded": 1.0 if self.issues() else 0.0,
         }
 
 

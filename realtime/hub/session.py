@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from protocol.codec import decode_client, encode, error_from
+from protocol.codec import decode_client, encode, error_from, peek_request_id
 from protocol.errors import CloseCode, ErrorCode, ProtocolError
 from protocol.messages import (
     Ack,
@@ -34,7 +34,7 @@ from protocol.messages import (
     Subscribe,
     Unsubscribe,
 )
-from protocol.sequence import ResumePlan
+from protocol.sequence import NotRecoveredReason, ResumePlan
 from realtime.hub.auth import AuthError, Grant, token_from_request, verify_token
 from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState
 from realtime.hub.framing import batch_payloads, status
@@ -74,12 +74,15 @@ class Detach:
 class ReadHistory:
     """Fill ``reads`` from the bus's history (``Bus.history``, driven by ``BusRead.next_read``
     until ``channels.undecided`` is empty; a failed or timed-out read sets ``failed``), then
-    call ``Session.attach(request, channels, reads, now_ns)``. The channels already count as
-    subscribed (limits, ack lists, unsubscribe) but receive nothing until then."""
+    call ``Session.attach(request, channels, reads, now_ns, refused=refused)``. The channels
+    already count as subscribed (limits, ack lists, unsubscribe) but receive nothing until then.
+    ``refused``: channels whose resume needed the bus while the connection's replay budget was
+    spent; they are not read and answer ``not_recovered`` (``replay_limit``)."""
 
     request: Subscribe
     channels: tuple[ChannelState, ...]
     reads: Mapping[ChannelState, BusRead]
+    refused: frozenset[ChannelState] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,24 +120,67 @@ def admit(secret: str, path: str, authorization: str | None, now_ns: int) -> Gra
 
 
 class TokenBucket:
-    """Inbound request budget: ``rate`` per second, bursts up to ``2 * rate``."""
+    """A budget of ``rate`` per second, bursts up to ``capacity`` (default ``2 * rate``):
+    inbound requests, and the replay work of a connection (messages, bytes)."""
 
     __slots__ = ("_capacity", "_last_ns", "_rate", "_tokens")
 
-    def __init__(self, rate: int, now_ns: int) -> None:
+    def __init__(self, rate: int, now_ns: int, capacity: int | None = None) -> None:
         self._rate = float(rate)
-        self._capacity = float(2 * rate)
+        self._capacity = float(2 * rate if capacity is None else capacity)
         self._tokens = self._capacity
         self._last_ns = now_ns
 
-    def take(self, now_ns: int) -> bool:
+    def available(self, now_ns: int) -> float:
+        """What may be taken at ``now_ns`` (refilled for the time since the last call)."""
         elapsed = max(0, now_ns - self._last_ns) / 1e9
         self._last_ns = now_ns
         self._tokens = min(self._capacity, self._tokens + elapsed * self._rate)
-        if self._tokens >= 1.0:
+        return self._tokens
+
+    def spend(self, amount: float) -> None:
+        """Take ``amount`` checked against ``available`` just before."""
+        self._tokens -= amount
+
+    def take(self, now_ns: int) -> bool:
+        if self.available(now_ns) >= 1.0:
             self._tokens -= 1.0
             return True
         return False
+
+
+class ReplayBudget:
+    """The replay work one connection may cause: messages and bytes, each a ``TokenBucket``
+    of ``replay_*_per_second`` with a burst of ``max_replay_*``, which is also the most one
+    subscribe may replay. A resumed channel is replayed whole or not at all (``not_recovered``,
+    ``replay_limit``): never a partial replay."""
+
+    __slots__ = ("bytes", "messages")
+
+    def __init__(self, config: HubConfig, now_ns: int) -> None:
+        self.messages = TokenBucket(
+            config.replay_messages_per_second, now_ns, config.max_replay_messages
+        )
+        self.bytes = TokenBucket(config.replay_bytes_per_second, now_ns, config.max_replay_bytes)
+
+    def allows(self, messages: int, now_ns: int) -> bool:
+        """Whether ``messages`` more may be replayed (checked before the replay is built)."""
+        return messages <= self.messages.available(now_ns)
+
+    def take(self, replay: list[bytes], now_ns: int) -> bool:
+        """Spend the budget on ``replay`` if it fits in messages and in bytes; else spend
+        nothing and return ``False``."""
+        size = sum(map(len, replay))
+        if len(replay) > self.messages.available(now_ns) or size > self.bytes.available(now_ns):
+            return False
+        self.messages.spend(len(replay))
+        self.bytes.spend(size)
+        return True
+
+
+def _over_replay_limit(ch: ChannelState) -> ResumePlan:
+    """A resume refused for the replay work it would cost (``ReplayBudget``)."""
+    return ResumePlan(False, ch.last_seq + 1, ch.last_seq, NotRecoveredReason.REPLAY_LIMIT)
 
 
 # --- the session --------------------------------------------------------------------------------
@@ -156,6 +202,7 @@ class Session:
         "grant",
         "live",
         "rate",
+        "replay",
         "strikes",
         "subscriptions",
     )
@@ -174,6 +221,7 @@ class Session:
         self._closed = False
         self.grant = grant
         self.rate = TokenBucket(config.max_messages_per_second, now_ns)
+        self.replay = ReplayBudget(config, now_ns)
         #: rate-limited requests in a row
         self.strikes = 0
         self.subscriptions: set[ChannelState] = set()
@@ -202,7 +250,12 @@ class Session:
                 self._closed = True
                 return [Close(CloseCode.RATE_LIMIT, "message rate limit exceeded")]
             limit = cfg.max_messages_per_second
-            return [self._error(ProtocolError(ErrorCode.RATE_LIMITED, f"over {limit} requests/s"))]
+            dropped = ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"over {limit} requests/s",
+                request_id=peek_request_id(frame),  # the request is dropped, its id still named
+            )
+            return [self._error(dropped)]
         self.strikes = 0
         try:
             if isinstance(frame, bytes):
@@ -226,8 +279,7 @@ class Session:
             if isinstance(msg, Unsubscribe):
                 return self._unsubscribe(msg)
             if isinstance(msg, ListChannels):
-                available = self._channels.infos(self.grant.allows, self._config.max_list_channels)
-                return [Reply(encode(Ack(msg.id, "list", self.names, None, None, available)))]
+                return [Reply(encode(self._list(msg)))]
             return [Reply(encode(Pong(msg.id, now_ns)))]
         except ProtocolError as exc:
             return [self._error(exc)]
@@ -241,13 +293,14 @@ class Session:
         channels: tuple[ChannelState, ...],
         reads: Mapping[ChannelState, BusRead],
         now_ns: int,
+        refused: frozenset[ChannelState] = frozenset(),
     ) -> list[Action]:
         """Finish a subscribe that waited for ``ReadHistory``: the reads are filled (or failed).
         Channels unsubscribed meanwhile are skipped, as are those attached again meanwhile."""
         if self._closed:
             return []
         try:
-            return self._attach(request, channels, reads, now_ns)
+            return self._attach(request, channels, reads, now_ns, refused)
         except Exception:  # as in ``request``, with the request's id
             log.exception("hub: subscribe from the bus's history failed")
             return [self._internal(request.id)]
@@ -321,14 +374,18 @@ class Session:
         for ch in new:
             ch.active_ns = now_ns
         reads: dict[ChannelState, BusRead] = {}
+        refused: set[ChannelState] = set()
         for ch in new:
             position = msg.resume.get(ch.name)
             if position is not None and ch.needs_bus(ch.plan_resume(position)):
-                reads[ch] = BusRead(position, cfg.max_pending_messages)
+                if self.replay.allows(1, now_ns):
+                    reads[ch] = BusRead(position, cfg.max_pending_messages)
+                else:  # the replay budget is spent: not worth a read of the bus
+                    refused.add(ch)
         self.subscriptions.update(new)
         if not reads:
-            return self._attach(msg, tuple(new), reads, now_ns)
-        return [ReadHistory(msg, tuple(new), reads)]
+            return self._attach(msg, tuple(new), reads, now_ns, frozenset(refused))
+        return [ReadHistory(msg, tuple(new), reads, frozenset(refused))]
 
     def _attach(
         self,
@@ -336,8 +393,11 @@ class Session:
         channels: tuple[ChannelState, ...],
         reads: Mapping[ChannelState, BusRead],
         now_ns: int,
+        refused: frozenset[ChannelState] = frozenset(),
     ) -> list[Action]:
-        """Ack, then per channel its replay and status (or a snapshot), as one ordered reply."""
+        """Ack, then per channel its replay and status (or a snapshot), as one ordered reply.
+        A replay past the connection's ``ReplayBudget`` is not sent: ``not_recovered``,
+        ``replay_limit`` (as for ``refused`` channels, whose bus history was not read)."""
         stats = self._stats
         recovery: dict[str, Recovery] = {}
         data: list[bytes] = []
@@ -350,14 +410,26 @@ class Session:
             if position is not None:
                 read = reads.get(ch)
                 plan: ResumePlan | None
-                if read is None:
+                replayed: list[bytes] | None = []
+                if ch in refused:
+                    plan = _over_replay_limit(ch)
+                elif read is None:
                     plan = ch.plan_resume(position)
-                    replayed = ch.replay(plan)
+                    allowed = self.replay.allows(plan.replay_count, now_ns)
+                    replayed = ch.replay(plan) if allowed else None
                 else:
                     plan = ch.plan_bus_resume(read, final=True)
                     assert plan is not None, "a final plan is always decided"
-                    replayed = ch.replay_from_bus(read, plan, now_ns)
+                    allowed = self.replay.allows(plan.replay_count, now_ns)
+                    replayed = ch.replay_from_bus(read, plan, now_ns) if allowed else None
+                if replayed is None or not self.replay.take(replayed, now_ns):
+                    plan, replayed = _over_replay_limit(ch), []
+                if read is not None:
                     stats.bus_resumes["recovered" if plan.recovered else str(plan.reason)] += 1
+                if plan.reason is NotRecoveredReason.REPLAY_LIMIT:
+                    stats.replays_refused += 1
+                stats.replayed_messages += len(replayed)
+                stats.replayed_bytes += sum(map(len, replayed))
                 reason = plan.reason.value if plan.reason else None
                 epoch = ch.epoch or (read.epoch if read is not None else "")
                 recovery[ch.name] = Recovery(
@@ -387,6 +459,23 @@ class Session:
             actions.extend(map(Reply, batch_payloads(data, self._config.max_batch_bytes)))
         stats.deliveries += len(data)
         return actions
+
+    def _list(self, msg: ListChannels) -> Ack:
+        """One page of the granted channels by name: after ``msg.after``, at most ``msg.limit``
+        (capped at ``max_list_channels``); ``next`` names the page's last channel when more
+        follow."""
+        cap = self._config.max_list_channels
+        limit = cap if msg.limit is None else min(msg.limit, cap)
+        allows, after = self.grant.allows, msg.after
+
+        def wanted(name: str) -> bool:
+            return (after is None or name > after) and allows(name)
+
+        page = self._channels.infos(wanted, limit + 1)  # one more: whether a next page exists
+        more = len(page) > limit
+        page = page[:limit]
+        following = page[-1].name if more and page else None
+        return Ack(msg.id, "list", self.names, None, None, page, following)
 
     def _unsubscribe(self, msg: Unsubscribe) -> list[Action]:
         dropped = {ch for name in msg.channels if (ch := self._channels.get(name)) is not None}

@@ -2,7 +2,7 @@
 
 Market data is stored and read back as the bus's own records (``protocol.records`` ``Trade``,
 ``Quote``, ``Bar``): one type per market event from feed through bus and store to REST, so every
-reader sees the wire's field names. PostgreSQL keeps them in the ``infra/sql`` columns (the
+reader sees the wire's field names. PostgreSQL keeps them in the ``storage/sql`` columns (the
 conversion is ``postgres``'s); a quote's ``sequence`` has no column there, so a quote read back
 from PostgreSQL has none. Reads come back in a stable order, ``(event_ns, id)`` where ``id`` is
 the row's insertion number (``start_ns`` for bars, unique per symbol and spec), and page with an

@@ -2,7 +2,7 @@
 
 Writes go through :class:`~realtime.storage.writer.BatchWriter` into :class:`CopySink`, which
 holds one dedicated connection: per batch it makes sure the daily partitions of the days in the
-batch exist (``ensure_partitions`` from ``infra/sql/001``; cached per day), then, in one
+batch exist (``ensure_partitions`` from ``realtime/storage/sql/001``; cached per day), then, in one
 transaction, records the batch id in ``write_batches`` and COPYs the rows (binary COPY via
 asyncpg's ``copy_records_to_table``; bars through a temp table and an upsert on
 ``(symbol, spec, start_ns)``). Reads use a small pool created on first use, so a store starts and
@@ -113,7 +113,8 @@ class PostgresConfig:
     """Storage settings. Sizing: COPY batches of 5k–50k rows reach ≥ 200k rows/s on one core.
 
     ``max_queued_rows`` bounds memory during an outage (about 100 B a trade row: 1M ≈ 100 MB).
-    Retries back off as ``min(retry_max_s, retry_base_s * 2**failures)``.
+    A failed batch waits a full-jitter draw from [0, ``min(retry_max_s, retry_base_s *
+    2**failures)``] (``realtime.backoff``) before it is written again.
     """
 
     dsn: str

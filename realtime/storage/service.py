@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import asyncpg
 
+from realtime.backoff import Backoff, BackoffPolicy, Rng
 from realtime.clock import Clock, SystemClock
 from realtime.config import described
 from realtime.storage.base import Store
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 
 #: The one prefix of the platform-wide storage settings (``NAUTILUS_DB_DSN``, ...).
 STORAGE_PREFIX = "NAUTILUS_DB_"
-MIGRATION_RETRY_MAX_S = 10.0
+#: Waits between migration attempts while PostgreSQL is unreachable (full jitter, ≤ 10 s).
+MIGRATION_RETRY = BackoffPolicy(initial_s=0.5, max_s=10.0)
 #: Errors that mean "PostgreSQL is not reachable now": retried, never fatal.
 UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
 
@@ -52,6 +54,13 @@ class StorageConfig:
     memory_rows: int = field(
         default=100_000, metadata=described("memory store: newest rows kept per key and table")
     )
+    memory_bytes: int = field(
+        default=128 * 1024 * 1024,
+        metadata=described(
+            "memory store: bytes of rows kept across every key (oldest rows of the busiest "
+            "keys go first)"
+        ),
+    )
     queue_rows: int = field(
         default=1_000_000, metadata=described("PostgreSQL: most rows queued during an outage")
     )
@@ -60,8 +69,8 @@ class StorageConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.memory_rows < 1 or self.queue_rows < 1 or self.batch_rows < 1:
-            raise ValueError("memory_rows, queue_rows and batch_rows must be >= 1")
+        if min(self.memory_rows, self.memory_bytes, self.queue_rows, self.batch_rows) < 1:
+            raise ValueError("memory_rows, memory_bytes, queue_rows and batch_rows must be >= 1")
 
     @property
     def kind(self) -> str:
@@ -72,9 +81,16 @@ class Storage:
     """One store (PostgreSQL or memory) with its lifecycle; shared by every engine of a process
     unless an engine names its own DSN."""
 
-    def __init__(self, config: StorageConfig | None = None, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: StorageConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+    ) -> None:
         self.config = config or StorageConfig()
         self.clock = clock or SystemClock()
+        self._rng: Rng = rng if rng is not None else random.Random()
         self.store: Store = (
             PostgresStore(
                 PostgresConfig(
@@ -86,7 +102,7 @@ class Storage:
                 clock=self.clock,
             )
             if self.config.dsn
-            else MemoryStore(self.config.memory_rows)
+            else MemoryStore(self.config.memory_rows, self.config.memory_bytes)
         )
         self.ready = asyncio.Event()
         self.migration_error: str | None = None
@@ -162,8 +178,9 @@ class Storage:
     async def _migrate_when_reachable(self) -> None:
         """Rows queue meanwhile (the writer is not started: nothing is written into a schema
         that does not exist yet)."""
-        for attempt in itertools.count():
-            await asyncio.sleep(min(MIGRATION_RETRY_MAX_S, 0.5 * 2**attempt))
+        backoff = Backoff(MIGRATION_RETRY, self._rng)
+        while True:
+            await asyncio.sleep(backoff.next_s())
             try:
                 await migrate(self.config.dsn, self.config.schema)
             except UNREACHABLE as exc:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from realtime.backoff import Backoff, BackoffPolicy, Rng
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,23 @@ class BatchSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class WriterSettings:
+    """``retry_base_s``/``retry_max_s``: a failed batch waits a full-jitter draw from
+    [0, min(retry_max_s, retry_base_s · 2^failures)] before it is written again."""
+
     batch_rows: int
     flush_interval_s: float
     max_queued_rows: int
     retry_base_s: float
     retry_max_s: float
     write_timeout_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_base_s <= self.retry_max_s:
+            raise ValueError("need 0 < retry_base_s <= retry_max_s")
+
+    @property
+    def retry_backoff(self) -> BackoffPolicy:
+        return BackoffPolicy(self.retry_base_s, self.retry_max_s)
 
 
 class BatchWriter:
@@ -70,9 +84,11 @@ class BatchWriter:
         settings: WriterSettings,
         *,
         new_batch_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        rng: Rng | None = None,
     ) -> None:
         self._sink = sink
         self._settings = settings
+        self._rng: Rng = rng if rng is not None else random.Random()
         self._new_batch_id = new_batch_id
         self._pending: dict[str, deque[Record]] = {table: deque() for table in tables}
         self._wake = asyncio.Event()
@@ -163,7 +179,7 @@ class BatchWriter:
 
     async def _write(self, batch: Batch) -> None:
         settings = self._settings
-        failures = 0
+        backoff = Backoff(settings.retry_backoff, self._rng)
         while True:
             try:
                 fresh = await asyncio.wait_for(self._sink.write(batch), settings.write_timeout_s)
@@ -182,8 +198,7 @@ class BatchWriter:
                         self.last_error,
                     )
                     return
-                delay = min(settings.retry_max_s, settings.retry_base_s * 2**failures)
-                failures += 1
+                delay = backoff.next_s()
                 log.warning("write to %s failed (%s), retry in %.3fs", batch.table, error, delay)
                 await asyncio.sleep(delay)
                 self.retries += 1

@@ -1,4 +1,5 @@
-"""Reading ``infra/``: the dashboards' queries and the Prometheus scrape jobs, for the tests."""
+"""Reading ``infra/``: the dashboards' queries, the Prometheus scrape jobs and the alert rules,
+for the tests."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import yaml
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 DASHBOARDS = INFRA / "grafana" / "dashboards"
 PROMETHEUS_YML = INFRA / "prometheus" / "prometheus.yml"
+RULES_YML = INFRA / "prometheus" / "rules.yml"
+RULES_TEST_YML = INFRA / "prometheus" / "rules_test.yml"
 DATASOURCES = INFRA / "grafana" / "provisioning" / "datasources"
 
 #: What the test puts in for Grafana's variables: a window of several 1 s scrapes, every value.
@@ -98,15 +101,24 @@ def scrape_jobs() -> dict[str, tuple[str, int, dict[str, str]]]:
     return jobs
 
 
+def alert_rules() -> list[dict[str, Any]]:
+    """Every alerting rule of infra/prometheus/rules.yml, in file order."""
+    groups = load_yaml(RULES_YML)["groups"]
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
 def scrape_config_for(ports: dict[str, int], interval_s: int = 1) -> dict[str, Any]:
     """infra/prometheus/prometheus.yml pointed at 127.0.0.1 and ``ports`` (job → port), scraping
-    every ``interval_s``: the same jobs and labels the dashboards select on."""
+    and evaluating its rules every ``interval_s``: the same jobs and labels the dashboards and the
+    alert rules select on (jobs not in ``ports`` left out), the rule files by absolute path."""
     config: dict[str, Any] = load_yaml(PROMETHEUS_YML)
     config["global"] = {
         "scrape_interval": f"{interval_s}s",
         "scrape_timeout": f"{interval_s}s",
         "evaluation_interval": f"{interval_s}s",
     }
+    config["rule_files"] = [str(PROMETHEUS_YML.parent / f) for f in config["rule_files"]]
+    config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] in ports]
     for job in config["scrape_configs"]:
         for static in job["static_configs"]:
             static["targets"] = [f"127.0.0.1:{ports[job['job_name']]}"]

@@ -62,6 +62,7 @@ def test_every_range_uses_the_rate_interval_and_every_variable_is_defined() -> N
 
 def test_latency_panels_show_p50_p99_and_p99_9_of_every_stage() -> None:
     stage_histograms = (
+        "nautilus_stage_event_to_send_seconds",
         "nautilus_stage_event_to_publish_seconds",
         "nautilus_stage_publish_to_hub_seconds",
         "nautilus_stage_hub_receive_to_send_seconds",
@@ -75,3 +76,21 @@ def test_latency_panels_show_p50_p99_and_p99_9_of_every_stage() -> None:
                 e.startswith(f"histogram_quantile({quantile},") and f"{histogram}_bucket" in e
                 for e in exprs
             ), (histogram, quantile)
+
+
+def test_latency_shows_end_to_end_by_kind_and_as_a_heatmap() -> None:
+    board = load_dashboards()["latency-per-stage"]
+    end_to_end = "nautilus_stage_event_to_send_seconds_bucket"
+    (heatmap,) = [p for p in panels(board) if p["type"] == "heatmap"]
+    (target,) = heatmap["targets"]
+    assert end_to_end in target["expr"] and target["format"] == "heatmap"
+    assert target["expr"].startswith("sum by (le) (increase(")  # counts per bucket, not rates
+    assert heatmap["options"]["calculate"] is False  # Prometheus's buckets, not Grafana's
+    assert heatmap["options"]["yAxis"]["unit"] == "s"
+    by_kind = [
+        q.expr
+        for q in panel_queries()
+        if q.dashboard == "latency-per-stage" and end_to_end in q.expr and "kind" in q.expr
+    ]
+    assert any("sum by (le, kind)" in e for e in by_kind)
+    assert panels(board)[0]["title"].startswith("End to end")  # what a user feels, first

@@ -121,7 +121,8 @@ def test_a_two_segment_kind_wins_over_its_first_segment() -> None:
 
 
 def test_every_lossless_trading_stream_is_lossless() -> None:
-    # DESIGN.md: orders, fills and denials are ordered-lossless; states are latest-value
+    # docs/architecture.md, "Channels and delivery classes": orders, fills and denials are
+    # ordered-lossless; states are latest-value
     for kind in ("orders", "fills", "intents", "risk.denials", "collateral.calls", "trades"):
         assert STREAM_KINDS[kind].delivery is DeliveryClass.ORDERED_LOSSLESS
     for kind in ("positions", "pnl", "analytics", "collateral", "features", "backtest"):

@@ -437,3 +437,13 @@ def test_config_rejects_what_cannot_work() -> None:
         ClientConfig(reconnect_min_s=2.0, reconnect_max_s=1.0)
     with pytest.raises(ValueError, match="missed_heartbeats"):
         ClientConfig(missed_heartbeats=0)
+
+
+async def test_list_channels_follows_every_page() -> None:
+    bus = MemoryBus(epoch=EPOCH)
+    names = [f"trades.S{n:03d}" for n in range(25)]
+    async with running_hub(bus, max_list_channels=10) as hub, hub_client(hub.port) as client:
+        hub.declare(names)
+        listed = [i.name for i in await client.list_channels()]
+        # three pages of at most 10, in name order, nothing twice, nothing left out
+        assert listed == sorted({*names, TRADES, QUOTES})

@@ -43,3 +43,14 @@ def test_histogram_window_reports_only_what_happened_within_it() -> None:
     summary = window.summary(100 * S, (1000, 10, 0))
     assert summary["count"] == 10
     assert summary["p50_ms"] == pytest.approx((0.001 + 0.009 * 5 / 10) * 1e3)
+
+
+def test_recent_durations_keep_only_the_newest_max_samples() -> None:
+    recent = RecentDurations(window_s=60, max_samples=8)
+    for i in range(20):  # the ring wraps twice and a half
+        recent.observe(i * S, float(i))
+    summary = recent.summary(20 * S)
+    newest = np.arange(12, 20, dtype=float)
+    assert summary["count"] == 8
+    assert summary["p50_ms"] == pytest.approx(np.quantile(newest, 0.5) * 1e3)
+    assert summary["p99_ms"] == pytest.approx(np.quantile(newest, 0.99) * 1e3)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import signal
 import socket
 import sys
@@ -111,37 +112,56 @@ async def get(port: int, path: str) -> tuple[str, bytes]:
     return head.decode().split("\r\n")[0], body
 
 
-def test_restart_delay_doubles_up_to_the_cap() -> None:
+class TopDraw:
+    """Backoff randomness that always draws 1.0: every delay is its window's ceiling."""
+
+    def random(self) -> float:
+        return 1.0
+
+
+def test_restart_delay_is_full_jitter_under_a_ceiling_that_doubles_up_to_the_cap() -> None:
     cfg = SupervisorConfig(restart_min_s=0.5, restart_max_s=30.0)
-    assert [cfg.restart_delay_s(n) for n in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    ceilings = [cfg.restart_delay_s(n, TopDraw()) for n in range(1, 9)]
+    assert ceilings == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    rng = random.Random(1)
+    drawn = [cfg.restart_delay_s(n, rng) for n in range(1, 9)]
+    assert all(0 <= d <= c for d, c in zip(drawn, ceilings, strict=True))
+    assert drawn != ceilings
     with pytest.raises(ValueError):
         SupervisorConfig(restart_min_s=2.0, restart_max_s=1.0)
 
 
 async def test_crashing_child_restarts_with_growing_bounded_backoff(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    supervisor = Supervisor(config(), [child("crash", log, RUN_S="0", CODE="3")])
+    cfg = config()
+    supervisor = Supervisor(cfg, [child("crash", log, RUN_S="0", CODE="3")], rng=random.Random(3))
     async with running(supervisor):
         await until(lambda: len(events(log)) >= 6)
         health = supervisor.health()["children"][0]
-    # the policy's decisions, not the machine's scheduling: 0.1, 0.2, 0.4 (the cap), 0.4, 0.4
-    assert list(supervisor.children[0].backoffs)[:5] == [0.1, 0.2, 0.4, 0.4, 0.4]
+    # the policy's decisions, not the machine's scheduling: full-jitter draws under the
+    # ceilings 0.1, 0.2, 0.4 (the cap), 0.4, 0.4 -- the same draws a same-seeded rng gives
+    reference = random.Random(3)
+    expected = [cfg.restart_delay_s(n, reference) for n in range(1, 6)]
+    backoffs = list(supervisor.children[0].backoffs)
+    assert backoffs[:5] == expected
+    assert all(d <= c for d, c in zip(expected, [0.1, 0.2, 0.4, 0.4, 0.4], strict=True))
     # and each was honoured: no restart came sooner than its delay after the previous start
     starts = [at for _, what, at in events(log) if what == "start"]
     gaps = [b - a for a, b in itertools.pairwise(starts)][:5]
-    assert all(gap >= delay for gap, delay in zip(gaps, [0.1, 0.2, 0.4, 0.4, 0.4], strict=True))
-    assert health["last_backoff_s"] == 0.4
+    assert all(gap >= delay for gap, delay in zip(gaps, expected, strict=True))
+    assert health["last_backoff_s"] == backoffs[-1]
     assert health["restarts"] >= 5 and health["last_exit_code"] == 3
 
 
 async def test_a_healthy_period_resets_the_backoff(tmp_path: Path) -> None:
     log = tmp_path / "log"
     cfg = config(restart_min_s=0.05, restart_max_s=5.0, healthy_after_s=0.3)
-    supervisor = Supervisor(cfg, [child("flaky", log, RUN_S="0.4", CODE="1")])
+    supervisor = Supervisor(cfg, [child("flaky", log, RUN_S="0.4", CODE="1")], rng=TopDraw())
     async with running(supervisor):
         await until(lambda: len(events(log)) >= 4)
-    # every run lasted 0.4 s ≥ healthy_after_s: the backoff was reset each time (else 0.05, 0.1,
-    # 0.2, ...); checked on the policy's decisions, not on scheduling
+    # every run lasted 0.4 s ≥ healthy_after_s: the backoff was reset each time, so every delay
+    # came from the first window (else its ceiling would grow 0.05, 0.1, 0.2, ...); checked on
+    # the policy's decisions, not on scheduling
     backoffs = list(supervisor.children[0].backoffs)
     assert len(backoffs) >= 3 and set(backoffs) == {0.05}
 
@@ -160,7 +180,8 @@ async def test_health_endpoint_lists_every_child(tmp_path: Path) -> None:
     log = tmp_path / "log"
     specs = [child("a", log), child("b", log, rank=1, RUN_S="0", CODE="5")]
     cfg = config(restart_min_s=2.0, restart_max_s=2.0)
-    supervisor = Supervisor(cfg, specs, describe={"bus": "redis://x"})
+    # the delay is exactly 2 s (the ceiling): b stays in backoff while /health is read
+    supervisor = Supervisor(cfg, specs, describe={"bus": "redis://x"}, rng=TopDraw())
     async with running(supervisor):
         await until(lambda: supervisor.children[1].state is ChildState.BACKOFF)
         status, body = await get(supervisor.port, "/health")

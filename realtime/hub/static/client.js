@@ -288,8 +288,19 @@ export class HubClient extends EventTarget {
     }
   }
 
-  /** Every channel the hub carries: [{name, delivery, epoch, seq, subscribers}]. */
-  async list() { return (await this._request(() => ({op: "list"}))).available || []; }
+  /** Every channel the hub carries (that the token grants): [{name, delivery, epoch, seq,
+   * subscribers}], by name, read page by page (`after` = the previous page's `next`). */
+  async list() {
+    const channels = [];
+    let after = null;
+    do {
+      const body = after === null ? {op: "list"} : {op: "list", after};
+      const ack = await this._request(() => body);
+      channels.push(...(ack.available || []));
+      after = typeof ack.next === "string" ? ack.next : null;
+    } while (after !== null);
+    return channels;
+  }
 
   /** Round trip of one ping, ms. */
   async ping() {

@@ -4,6 +4,7 @@ PBO against a literal transcription of Bailey et al. (2017) §2 plus its limitin
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -105,6 +106,36 @@ def test_the_sweep_is_the_path_at_every_point(spy) -> None:  # type: ignore[no-u
     filled = np.nonzero(path.quantity)[0]
     ratio = path.fill_price[filled] / spy.open[filled]
     np.testing.assert_allclose(ratio, np.where(path.quantity[filled] > 0, 1.001, 0.999))
+
+
+@pytest.mark.parametrize("fill", [FillRule.NEXT_OPEN, FillRule.CLOSE])
+@pytest.mark.parametrize("allow_short", [True, False])
+def test_the_sweep_kernel_is_the_path_bit_for_bit_over_a_grid(spy, fill, allow_short) -> None:  # type: ignore[no-untyped-def]
+    """The sweep's scan is a leaner transcription of the path's step (no target, no masks):
+    every point's fills and final equity are the path's exactly, its block sums those of the
+    path's returns, with tight ATR stops that fire and padding in the last chunk."""
+    base = MaCrossParams(quantity=100, atr_stop=2.0, fee_bps=1.5, slippage_bps=3.0,
+                         fill=fill, allow_short=allow_short)  # fmt: skip
+    fast = [2, 3, 5, 8, 13, 21, 2, 10, 40]
+    slow = [5, 30, 9, 100, 50, 34, 250, 11, 41]
+    blocks = 8
+    summary = ma_cross_sweep(spy, fast, slow, base, blocks=blocks, chunk=4)
+    block_of = np.minimum(np.arange(len(spy)) * blocks // len(spy), blocks - 1)
+    for i, (f, s) in enumerate(zip(fast, slow, strict=True)):
+        path = ma_cross_path(spy, dataclasses.replace(base, fast=f, slow=s))
+        assert summary.final_equity[i] == path.equity[-1]
+        assert summary.fills[i] == np.count_nonzero(path.quantity)
+        r = path.equity / np.concatenate(([base.cash], path.equity[:-1])) - 1.0
+        exact = [math.fsum(r[block_of == b]) for b in range(blocks)]
+        np.testing.assert_allclose(summary.block_sum[i], exact, rtol=1e-13, atol=1e-18)
+        squares = [math.fsum(r[block_of == b] ** 2) for b in range(blocks)]
+        np.testing.assert_allclose(summary.block_sumsq[i], squares, rtol=1e-13, atol=1e-20)
+        np.testing.assert_allclose(summary.mean[i], r.mean(), rtol=1e-12)
+        np.testing.assert_allclose(summary.std[i], r.std(ddof=1), rtol=1e-12)
+    # the stops fire: without them the same grid trades differently
+    unstopped = ma_cross_sweep(spy, fast, slow, dataclasses.replace(base, atr_stop=1e12),
+                               blocks=blocks)  # fmt: skip
+    assert np.any(unstopped.final_equity != summary.final_equity)
 
 
 def _pbo_literal(m: np.ndarray, s: int) -> float:

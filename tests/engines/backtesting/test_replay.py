@@ -12,7 +12,8 @@ import pytest
 from engines.backtesting.core import BarArrays, FillRule, MaCrossParams, ma_cross_path
 from engines.backtesting.history import load_bars
 from engines.backtesting.replay import EventRun, StrategyFailed, run_event
-from protocol.records import OrderSide
+from protocol.records import OrderSide, OrderStatus
+from tests.engines.strategy.support import TARGET_ONCE
 
 MA = "engines.strategy.strategies:MovingAverageCross"
 PARAMS: dict[str, Any] = {"fast": 3, "slow": 8, "quantity": 100, "atr_period": 5, "atr_stop": 2.0}
@@ -77,3 +78,41 @@ def test_a_strategy_that_raises_fails_the_run_with_its_traceback(minute: BarArra
     with pytest.raises(StrategyFailed, match="boom in on_bar") as failed:
         run_event(run, [minute.select(np.arange(len(minute)) < 20)])
     assert "Traceback" in str(failed.value)
+
+
+def test_algorithm_children_pass_risk_in_the_backtest_and_a_denied_one_ends_its_parent(
+    minute: BarArrays,
+) -> None:
+    part = minute.select(np.arange(len(minute)) < 10)
+    # TWAP of 900 in three slices a minute apart: each child is an intent Risk approves before
+    # the venue sees it; they fill on later prints and sum to the parent
+    run = EventRun(strategy_path=TARGET_ONCE, params={"quantity": 900},
+                   algo={"kind": "twap", "slices": 3, "interval_s": 60})  # fmt: skip
+    result = run_event(run, [part])
+    intents = [o for o in result.orders if o.status is OrderStatus.INITIALIZED]
+    (parent,) = [o for o in intents if o.parent_order_id is None]
+    children = [o for o in intents if o.parent_order_id == parent.client_order_id]
+    assert [c.quantity for c in children] == [300, 300, 300]
+    for child in children:
+        steps = [o.status for o in result.orders if o.client_order_id == child.client_order_id]
+        assert steps == [OrderStatus.INITIALIZED, OrderStatus.SUBMITTED, OrderStatus.ACCEPTED,
+                         OrderStatus.FILLED]  # fmt: skip
+    assert sum(f.quantity for f in result.fills) == 900
+    assert {f.client_order_id for f in result.fills} == {c.client_order_id for c in children}
+    # 30 slices at once (interval 0): Risk's order rate (50/s, burst 20; the parent took one
+    # slot) approves 19 children and denies the 20th; the parent's remainder is canceled
+    burst = EventRun(strategy_path=TARGET_ONCE, params={"quantity": 900},
+                     algo={"kind": "twap", "slices": 30, "interval_s": 0})  # fmt: skip
+    result = run_event(burst, [part])
+    denials = [o for o in result.orders if o.status is OrderStatus.DENIED]
+    assert denials and {o.reason for o in denials} == {"rate_limit"}
+    assert denials[0].client_order_id.endswith("-c20") and len(denials) == 11
+    (ended,) = [o for o in result.orders if o.parent_order_id is None
+                and o.status is OrderStatus.CANCELED]  # fmt: skip
+    assert ended.reason == "child_denied"
+    approved = {o.client_order_id for o in result.orders if o.status is OrderStatus.SUBMITTED
+                and o.parent_order_id is not None}  # fmt: skip
+    canceled = {o.client_order_id for o in result.orders if o.status is OrderStatus.CANCELED
+                and o.parent_order_id is not None}  # fmt: skip
+    assert len(approved) == 19 and canceled == approved  # no child left working
+    assert result.fills == []  # the denial came before the next print

@@ -1,5 +1,5 @@
-"""Features vectorized path: the JAX path (``lax.scan`` + ``vmap``, x64, compiled for a padded
-shape) equals the numpy path to 1e-12 and every row equals TA-Lib (0.8, the installed C library)
+"""Features vectorized path: the JAX path (``lax.map`` over symbols, ``lax.scan`` per row, x64,
+compiled for a padded shape) equals the numpy path to 1e-12 and every row equals TA-Lib (0.8, the installed C library)
 to 1e-9 with an identical NaN mask — on SPY minute bars (one row per day, and the whole run), the
 bundled Lean daily files (13 tickers), and the edge cases of ``test_core`` (constant prices, gaps,
 zero volume, a single bar, shorter than the lookback).
@@ -170,6 +170,26 @@ def test_warm_up_compiles_once_and_blocks_pad_into_it() -> None:
     assert vectorized.warm_up(*WARM, ["SMA", core.FeatureRequest("EMA", {"timeperiod": 9})]) == 0
     assert WARM in vectorized.warmed_shapes("SMA")
     assert WARM in vectorized.warmed_shapes("EMA", timeperiod=9)
+
+
+def test_prepared_columns_equal_arrays_and_are_rechecked_where_stricter() -> None:
+    block = BLOCKS["spy_minute_days"]
+    columns = {f: vectorized.prepare(f, block[f]) for f in FIELDS}
+    assert all(c.array.ctypes.data % 64 == 0 for c in columns.values())
+    for name in ("ADOSC", "CORREL", "BBANDS"):
+        spec = core.CATALOG[name]
+        from_arrays = vectorized.compute_many(name, _inputs(name, block))
+        prepared = {k: columns[DATA_KEYS.get(k, k)] for k in spec.inputs}
+        for a, b in zip(vectorized.compute_many(name, prepared), from_arrays, strict=True):
+            np.testing.assert_array_equal(a, b)
+    # prepared as a real (negatives allowed), then passed where a volume must be non-negative
+    negative = vectorized.prepare("real", -np.ones((2, 40)))
+    with pytest.raises(core.FeatureInputError) as err:
+        vectorized.compute_many("OBV", {"real": np.ones((2, 40)), "volume": negative})
+    assert err.value.parameter == "volume"
+    with pytest.raises(core.FeatureInputError) as err:
+        vectorized.prepare("close", np.full((2, 40), np.inf))
+    assert err.value.parameter == "close"
 
 
 def test_empty_block() -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gzip
+import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from engines.marketdata.live import AdapterStats, BinanceAdapter, BinanceAdapter
 from engines.marketdata.records import BookDelta, BookSnapshot, Quote, Trade
 from engines.marketdata.service import FeedSource, MarketDataConfig, MarketDataEngine
 from engines.shell import load_config
+from realtime.backoff import BackoffPolicy
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock, SystemClock
 from tests.support import until
@@ -205,6 +207,16 @@ class FakeBinance:
         writer.close()
 
 
+class DrawCounter(random.Random):
+    """A seeded ``random.Random`` that counts the backoff draws made from it."""
+
+    count = 0
+
+    def random(self) -> float:
+        self.count += 1
+        return super().random()
+
+
 def adapter_config(fake: FakeBinance) -> BinanceAdapterConfig:
     return BinanceAdapterConfig(url=fake.ws_url, rest_url=fake.rest_url, backoff_initial_s=0.05)
 
@@ -286,10 +298,11 @@ async def test_malformed_frames_are_counted_and_skipped(capture: Capture) -> Non
     assert trade_ids == [row["t"] for row in capture.trade_rows()]
 
 
-def test_backoff_doubles_and_is_bounded() -> None:
+def test_backoff_is_the_shared_policy_with_the_configured_bounds() -> None:
     config = BinanceAdapterConfig(backoff_initial_s=0.1, backoff_max_s=1.0)
-    assert [config.backoff_s(k) for k in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    assert config.backoff_s(10_000) == 1.0
+    assert config.backoff == BackoffPolicy(initial_s=0.1, max_s=1.0, multiplier=2.0)
+    assert [config.backoff.ceiling_s(k) for k in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert config.backoff.ceiling_s(10_000) == 1.0
     two = BinanceAdapterConfig(url="wss://x/stream", symbols=("BTCUSDT", "ethusdt"))
     assert two.stream_url() == (
         "wss://x/stream?streams=btcusdt@trade/btcusdt@bookTicker/btcusdt@depth@100ms"
@@ -309,7 +322,8 @@ async def test_unreachable_server_is_retried_with_backoff() -> None:
         backoff_initial_s=0.01,
         backoff_max_s=0.04,
     )
-    adapter = BinanceAdapter(config, clock=SystemClock())
+    draws = DrawCounter(5)
+    adapter = BinanceAdapter(config, clock=SystemClock(), rng=draws)
 
     async def first() -> feeds.BinanceEvent:
         return await anext(adapter.events())
@@ -317,6 +331,8 @@ async def test_unreachable_server_is_retried_with_backoff() -> None:
     consumer = asyncio.create_task(first())
     await until(lambda: adapter.stats.reconnects >= 4, 5.0)
     assert not adapter.stats.connected and adapter.stats.connects == 0
+    # every reconnect waited a delay drawn from the shared policy (one draw per wait)
+    assert draws.count == adapter.stats.reconnects
     assert "ConnectionRefused" in adapter.stats.last_error or "OSError" in adapter.stats.last_error
     await adapter.close()
     with pytest.raises(StopAsyncIteration):

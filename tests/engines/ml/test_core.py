@@ -443,6 +443,64 @@ def test_walk_forward_folds_equal_a_direct_scikit_learn_fit() -> None:
         core.make_estimator("logistic", {"nope": 1})
 
 
+def daily_rows(tickers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The bundled daily closes of the first ``tickers`` symbols as ``POST /ml/walkforward``
+    builds them: ``core.daily_design`` (horizon 5) per symbol, rows merged in time order."""
+    from engines.marketdata.daily import Adjustment, daily_tickers, read_daily_bars
+
+    parts = []
+    for ticker in daily_tickers()[:tickers]:
+        bars = read_daily_bars(ticker, Adjustment.TOTAL)
+        x, y, idx = core.daily_design(bars.close, 5)
+        day = bars.date.astype("datetime64[D]").astype(np.int64)
+        parts.append((x, y, day[idx], day[idx + 5]))
+    t0 = np.concatenate([p[2] for p in parts])
+    order = np.argsort(t0, kind="stable")
+    x = np.concatenate([p[0] for p in parts])[order]
+    y = np.concatenate([p[1] for p in parts])[order]
+    t1 = np.concatenate([p[3] for p in parts])[order]
+    return x, y, t0[order], t1
+
+
+@pytest.mark.parametrize("scheme", ["purged_kfold", "walk_forward"])
+def test_folds_in_parallel_equal_the_sequential_run(scheme: str) -> None:
+    """A seeded random forest over 10 folds of bundled daily rows: folds fitted four at a time
+    on threads give the sequential run's predictions and per-fold metrics exactly, in fold
+    order; progress counts every fold once. The forest's own ``n_jobs`` matches to rounding."""
+    x, y, t0, t1 = daily_rows(3)
+    assert len(y) > 10_000
+    if scheme == "purged_kfold":
+        splits = core.purged_kfold_splits(t1, 10, 0.01, t0=t0)
+    else:
+        splits = core.walk_forward_splits(len(y), 10, t1=t1, t0=t0)
+    params = {"n_estimators": 12, "max_depth": 6, "random_state": 0}
+    sequential = core.walk_forward(x, y, splits, "random_forest", params)
+    progress: list[int] = []
+    threaded = core.walk_forward(x, y, splits, "random_forest", params, progress.append, n_jobs=4)
+    forest_jobs = core.walk_forward(x, y, splits, "random_forest", {**params, "n_jobs": 2})
+    assert progress == list(range(1, 11))
+    assert [f.to_payload() for f in threaded] == [f.to_payload() for f in sequential]
+    for a, b, c in zip(threaded, sequential, forest_jobs, strict=True):
+        assert a.probability.size == b.test > 0
+        np.testing.assert_array_equal(a.probability, b.probability)
+        # the forest's own threads grow the same trees but add their votes up in the order the
+        # threads finish: the last bit of a probability may differ
+        np.testing.assert_allclose(c.probability, b.probability, rtol=1e-14, atol=0)
+    # the forest did learn something to compare: its predictions are not constant
+    assert np.std(np.concatenate([f.probability for f in sequential])) > 0.01
+    with pytest.raises(ValueError, match="n_jobs"):
+        core.walk_forward(x, y, splits, "random_forest", params, n_jobs=0)
+
+
+def test_a_failing_fold_fails_the_parallel_run() -> None:
+    x, y, _ = stream(300, d=2, seed=3)
+    y = y.astype(np.int64)
+    y[:100] = 0  # the first fold trains on one class
+    splits = core.walk_forward_splits(300, 4, test_size=50)
+    with pytest.raises(ValueError, match="fold 0"):
+        core.walk_forward(x, y, splits, "logistic", {}, n_jobs=3)
+
+
 # ── JAX: many symbols in one vmapped step ───────────────────────────────────────────────────
 
 

@@ -7,6 +7,7 @@ input counted; the payload is what Strategy's ML-bet strategy reads."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -250,9 +251,12 @@ def test_settings_from_the_environment_and_their_checks() -> None:
                 {"features": ("a", "a")}, {"label": "sign"}, {"models": ("bagging", "bagging")},
                 {"drift_detector": "ddm"}, {"tree_leaf_prediction": "x"}, {"bagging_models": 0},
                 {"tree_delta": 1.0}, {"tree_grace_period": 0}, {"adwin_delta": 0.0},
-                {"tree_max_depth": -1}):  # fmt: skip
+                {"tree_max_depth": -1}, {"walkforward_jobs": -1}):  # fmt: skip
         with pytest.raises(ValueError):
             MlConfig(**bad)
+    jobs = load_config(MlConfig, {"NAUTILUS_ML_WALKFORWARD_JOBS": "3"})
+    assert jobs.walkforward_jobs == 3 and jobs.fold_jobs() == 3
+    assert MlConfig().fold_jobs() == len(os.sched_getaffinity(0)) >= 1
 
 
 async def test_triple_barrier_labels_resolve_early(spy: dict[str, np.ndarray]) -> None:

@@ -84,9 +84,17 @@ async def test_positions_pnl_and_fills_over_rest(engine: PortfolioEngine) -> Non
         assert pnl["leverage"] == str((D(20_760) / D(1_000_367)).quantize(D("0.000001")))
         # attribution: trend long 100 @ 170 → 300 − 1; vpin long 20 after +30 realized → 20 × 2
         # + 30 − 2; both marked at the account's price (173): the totals sum to the account's
-        strategies = {name: D(c["USD"]["total_pnl"]) for name, c in pnl["strategies"].items()}
+        usd = pnl["currencies"]["USD"]
+        strategies = {name: D(t["total_pnl"]) for name, t in usd["strategies"].items()}
         assert strategies == {"trend": D(299), "vpin": D(68)}
-        assert sum(strategies.values()) == D(pnl["currencies"]["USD"]["total_pnl"]) == D(367)
+        assert sum(strategies.values()) == D(usd["total_pnl"]) == D(367)
+        # the streamed form (pnl.paper's AccountState.strategies): the same attribution
+        streamed = pnl["strategies"]
+        assert {n: D(t["realized_pnl"]) + D(t["unrealized_pnl"]) - D(t["fees"])
+                for n, t in streamed.items()} == strategies  # fmt: skip
+        trend = streamed["trend"]
+        assert (D(trend["cash_flow"]), D(trend["market_value"])) == (D("-17001.00"), D(17_300))
+        # 100 × 170 + 1 fee paid; 100 held at 173
 
         page = (await client.simulate_get("/portfolio/paper/fills", params={"limit": 2})).json
         rest = (

@@ -111,6 +111,39 @@ def test_a_flip_splits_the_fill_into_a_close_and_an_open() -> None:
     assert state.equity == D("1000108.45")
     assert (state.gross_exposure, state.net_exposure) == (D("540.05"), D("-540.05"))
     assert led.valuation(marks).currencies["USD"].leverage() == D("0.000540")  # 540.05/1000108.45
+    assert state.leverage == D("0.000540")  # published with the state
+    assert state.strategies["s1"].realized_pnl == D("100.00")
+
+
+def test_leverage_is_none_at_non_positive_equity_and_attribution_is_per_strategy() -> None:
+    led = Ledger(AccountSpec("paper", "USD", D(1_000)), TABLE)
+    led.apply(fill(1, BUY, 200, "10.00", "1.00", strategy="trend"))  # twice the cash, a fee
+    led.apply(fill(2, SELL, 40, "10.00", strategy="hedge"))  # a short of another strategy
+    marks = MarkBook()
+    marks.trade("SPY", D("12.00"))
+    state = led.state(marks, 2)
+    # net long 160 @ 12: cash 1 000 − 2 000 − 1 + 400 = −601 (cash can go negative: no margin
+    # model), equity −601 + 1 920 = 1 319; gross 1 920 → leverage 1 920 / 1 319 = 1.4556482…
+    assert (state.cash, state.equity, state.gross_exposure) == (D("-601.00"), D(1319), D(1920))
+    assert state.leverage == D("1.455648")
+    trend, hedge = state.strategies["trend"], state.strategies["hedge"]
+    # trend: long 200 @ 10 marked at the account's price 12 → +400 − 1 fee
+    assert (trend.unrealized_pnl, trend.fees, trend.cash_flow, trend.market_value) == (
+        D(400),
+        D("1.00"),
+        D("-2001.00"),
+        D(2400),
+    )
+    # hedge: short 40 @ 10 marked at 12 → −80
+    assert (hedge.unrealized_pnl, hedge.cash_flow, hedge.market_value) == (D(-80), D(400), D(-480))
+    assert trend.cash_flow + trend.market_value + hedge.cash_flow + hedge.market_value == (
+        state.equity - state.starting_cash
+    )
+    marks.trade("SPY", D("1.00"))  # the price collapses: equity −601 + 160 = −441
+    state = led.state(marks, 3)
+    assert state.equity == D(-441) and state.leverage is None
+    marks.trade("SPY", D("3.75625"))  # equity exactly 0 (160 × 3.75625 = 601): still None
+    assert led.state(marks, 4).equity == 0 and led.state(marks, 4).leverage is None
 
 
 def test_a_partial_close_rounds_the_cost_share_and_a_full_close_realizes_exactly() -> None:
@@ -402,4 +435,27 @@ def test_realized_plus_unrealized_minus_fees_is_equity_change_at_every_event(
         assert state.realized_pnl + state.unrealized_pnl - state.fees == (
             state.equity - state.starting_cash
         )
+        # the published attribution: each strategy's identity, and in total (cash flows always
+        # sum to the account's; values too once every strategy position is priced)
+        own = valuation.currencies["USD"]
+        assert set(state.strategies) == {n for n, c in valuation.strategies.items() if "USD" in c}
+        for pnl in state.strategies.values():
+            assert pnl.realized_pnl + pnl.unrealized_pnl - pnl.fees == (
+                pnl.cash_flow + pnl.market_value
+            )
+        assert sum((p.cash_flow for p in state.strategies.values()), D(0)) == own.cash - START
+        if not state.unpriceable and not any(p.unpriceable for p in state.strategies.values()):
+            assert sum((p.cash_flow + p.market_value for p in state.strategies.values()), D(0)) == (
+                state.equity - state.starting_cash
+            )
+            assert sum(
+                (p.realized_pnl + p.unrealized_pnl - p.fees for p in state.strategies.values()),
+                D(0),
+            ) == (state.realized_pnl + state.unrealized_pnl - state.fees)
+        # leverage: gross / equity to 6 dp, None when equity <= 0
+        if state.equity <= 0:
+            assert state.leverage is None
+        else:
+            assert state.leverage is not None
+            assert abs(state.leverage - state.gross_exposure / state.equity) <= D("0.0000005")
     assert led.fills == len(applied) == len({f.fill_id for f in applied})

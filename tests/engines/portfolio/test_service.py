@@ -102,10 +102,13 @@ async def test_each_fill_publishes_and_stores_the_book_and_the_money(
     await publish(engine, "quotes.SPY", quote(T0, 107.99, 108.01))
     await until(lambda: engine.marks.price("SPY", 1) is not None)  # quotes: another consumer
     await publish(engine, "fills.paper", fill(1, "buy", 10, "100.00"))
-    await publish(engine, "fills.paper", fill(2, "sell", 15, "110.00", "1.50"))
-    states = await received(pnl, 2)
+    states = await received(pnl, 1)
     # after the buy: long 10 marked at the bid 107.99 → unrealized 79.90, cash 999 000.00
     assert (states[0]["cash"], states[0]["unrealized_pnl"]) == ("999000.00", "79.90")
+    assert states[0]["leverage"] == "0.001080"  # gross 1 079.90 / equity 1 000 079.90
+    assert states[0]["strategies"]["s1"]["unrealized_pnl"] == "79.90"
+    await publish(engine, "fills.paper", fill(2, "sell", 15, "110.00", "1.50"))
+    states += await received(pnl, 1)
     # after the flip (test_core works it by hand): short 5 at 110, marked at the ask 108.01
     final = decode(AccountState, states[1])
     assert (final.realized_pnl, final.unrealized_pnl) == (D("100.00"), D("9.95"))
@@ -133,6 +136,16 @@ async def test_each_fill_publishes_and_stores_the_book_and_the_money(
     assert engine.ledgers["paper"].fills == 2 and engine.ledgers["desk"].fills == 0
     assert not pnl.pending
 
+    # a burst the consumer takes in one batch publishes the book and the money once, as of
+    # the burst's last fill (both streams are latest-value)
+    desk = engine.bus.subscribe("pnl.desk")
+    for n in (6, 7, 8):
+        await publish(engine, "fills.paper", fill(n, "buy", 1, "100.00", account="desk"))
+    (burst,) = await received(desk, 1)
+    await until(lambda: engine.backlog() == 0)
+    assert not desk.pending and engine.ledgers["desk"].fills == 3
+    assert (burst["cash"], burst["event_ns"]) == ("49700.00", T0 + 8 * MS)
+
     # fills, books and states are stored (what the restart and REST read)
     await until(lambda: engine.storage.store.stats().rows_queued == 0)
     stored = await engine.fills.query("paper", 0, 2**62, 100)
@@ -154,6 +167,7 @@ async def test_marks_republish_at_most_once_per_throttle_window_of_event_time(
         for offset_ms, bid in ((100, 100.5), (500, 101.0), (1_200, 101.5), (1_300, 102.0)):
             t = T0 + offset_ms * MS
             await publish(engine, "quotes.SPY", quote(t, bid, bid + 0.02))
+            await until(lambda: engine.backlog() == 0)  # one quote per batch
         await publish(engine, "bars.1m.SPY", encode(Bar("SPY", "1m", T0, T0 + 60_000 * MS,
                       100.0, 103.0, 99.0, 102.5, 1.0, 1.0, 1)))  # fmt: skip
         states = await received(pnl, 2)

@@ -272,3 +272,50 @@ def test_limits_validation_and_payload() -> None:
         "AIG": {"max_order_quantity": "1000", "max_order_notional": "100000", "max_position": "500"}
     }
     assert payload["price_collar_bps"] == "100"
+
+
+def test_an_algorithm_child_gets_the_per_order_checks_and_its_parent_covers_the_rest() -> None:
+    b = book()  # max position 2 000, 10 orders/s, burst 2, collar 100 bps
+    # the parent (1 000) was approved and is pending; the book already holds 1 500
+    b.set_positions({"SPY": D(1_500)}, {})
+    b.record_submitted("p", "SPY", OrderSide.BUY, D(1_000), D(100), 0)
+    b.rate = RateLimiter(10, 2)  # the parent's slot given back: the child's are counted below
+
+    def child(
+        qty: int = 300,
+        t: int = 0,
+        k: int = 1,
+        side: OrderSide = OrderSide.BUY,
+        type: OrderType = OrderType.MARKET,
+        price: str | None = None,
+    ) -> Order:
+        made = order(qty, side, t=t, oid=f"p-c{k}", type=type, price=price)
+        return msgspec.structs.replace(made, parent_order_id="p")
+
+    # a plain order of that size would break the position limit; the child does not (its
+    # parent's approval covered it, and it is pending inside the parent: not added again)
+    assert denied(check(order(300), b)) is DenialCode.MAX_POSITION
+    assert check(child(), b) == Approved(D(300), D(100), "")
+    b.record_child("SPY", D(100), 0)
+    assert b.pending_buy["SPY"] == 1_000 and set(b.pending) == {"p"}
+    # the child's own transitions are skipped by the pending book (the parent's count)
+    b.on_order(msgspec.structs.replace(child(), status=OrderStatus.ACCEPTED))
+    assert set(b.pending) == {"p"} and b.pending_buy["SPY"] == 1_000
+    # per-order size limits, the rate, the collar and the trading state still apply
+    assert denied(check(child(1_001), b)) is DenialCode.MAX_QUANTITY
+    b.record_child("SPY", D(100), 0)
+    assert denied(check(child(k=3), b)) is DenialCode.RATE_LIMIT  # burst 2 used by children
+    limit = child(t=SEC, type=OrderType.LIMIT, price="102")
+    assert denied(check(limit, b)) is DenialCode.PRICE_COLLAR
+    b.market.vpin_alert.add("SPY")  # the VPIN throttle was the parent's to apply
+    assert isinstance(check(child(t=SEC), b), Approved)
+    b.state = TradingState.HALTED
+    assert denied(check(child(t=SEC), b)) is DenialCode.HALTED
+    b.state = TradingState.REDUCING_ONLY  # the parent adds to a long: its children do too
+    assert denied(check(child(t=SEC), b)) is DenialCode.REDUCING_ONLY
+    # a parent that reduces (selling 1 000 of the 1 500 held): its children pass
+    b = book()
+    b.set_positions({"SPY": D(1_500)}, {})
+    b.record_submitted("p", "SPY", OrderSide.SELL, D(1_000), D(100), 0)
+    b.state = TradingState.REDUCING_ONLY
+    assert isinstance(check(child(300, t=SEC, side=OrderSide.SELL), b), Approved)

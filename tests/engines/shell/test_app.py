@@ -316,3 +316,19 @@ async def test_too_large_body_is_413_before_it_is_read(engine: VwapEngine) -> No
         assert head.startswith(b"HTTP/1.1 413 ")
     finally:
         await server.stop()
+
+
+async def test_get_answers_are_readable_from_other_origins_and_nothing_else(
+    client: testing.ASGIConductor,
+) -> None:
+    """The hub's trading UI (another port, so another origin) reads history with GET."""
+    origin = {"Origin": "http://127.0.0.1:8600"}
+    got = await client.simulate_get("/streams", headers=origin)
+    assert got.headers["access-control-allow-origin"] == "*"
+    preflight = await client.simulate_options(
+        "/streams",
+        headers={**origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    posted = await client.simulate_post("/health", headers=origin)
+    assert "access-control-allow-origin" not in posted.headers

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -11,6 +13,7 @@ import orjson
 import pytest
 
 from engines.shell.cli import CHATTY_LOGGERS, configure_logging, main
+from engines.shell.platform import stop_then_force
 from realtime.config import ConfigError
 
 
@@ -74,6 +77,84 @@ def test_a_taken_port_is_one_line_naming_it(command: list[str]) -> None:
     assert variable in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("command", [["hub"], ["engine", "marketdata"]])
+@pytest.mark.parametrize("bus_url", [None, "memory"])
+def test_a_lone_component_on_the_in_process_bus_is_warned_once(
+    command: list[str], bus_url: str | None
+) -> None:
+    """``nautilus hub`` / ``engine`` without NAUTILUS_BUS_URL share no bus with anyone: one
+    warning line at start; ``NAUTILUS_BUS_URL=memory`` chooses that on purpose, silently. (The
+    taken port ends the run right after the start.)"""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"PATH": "", "NAUTILUS_MARKETDATA_FEED": "none"}
+        if bus_url is not None:
+            env["NAUTILUS_BUS_URL"] = bus_url
+        proc = subprocess.run(
+            [sys.executable, "-m", "engines.shell.cli", *command, "--port", str(port)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning: NAUTILUS_BUS_URL" in line]
+    if bus_url is None:
+        name = "nautilus hub" if command == ["hub"] else "nautilus engine marketdata"
+        assert len(warnings) == 1 and warnings[0].startswith(f"{name}: warning:")
+        assert "in-process bus" in warnings[0] and "NAUTILUS_BUS_URL=redis://" in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_the_first_signal_stops_the_second_forces_the_exit() -> None:
+    stop = asyncio.Event()
+    exits: list[int] = []
+    on_signal = stop_then_force(stop, force_exit=exits.append)
+    on_signal(signal.SIGINT)
+    assert stop.is_set() and exits == []
+    on_signal(signal.SIGINT)
+    assert exits == [130]
+    stop_then_force(asyncio.Event(), force_exit=exits.append)(signal.SIGTERM)
+    assert exits == [130]  # each run counts its own signals
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_during_shutdown_exits_at_once_quietly() -> None:
+    """``nautilus up``, Ctrl-C (a clean shutdown of about 3 s starts), Ctrl-C again: exit 130
+    at once, one line, no KeyboardInterrupt traceback."""
+    from engines.shell.registry import ENGINES
+
+    env = {
+        "PATH": "",
+        "NAUTILUS_HUB_PORT": "0",
+        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "engines.shell.cli", "up", "--feed", "none"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None and up.stderr is not None
+        for line in up.stdout:  # the last line of the start: every engine runs
+            if line.startswith("storage"):
+                break
+        up.send_signal(signal.SIGINT)
+        stderr = []
+        for line in up.stderr:  # the first signal's handler has run: the shutdown is under way
+            stderr.append(line)
+            if line.startswith("nautilus: stopping"):
+                break
+        up.send_signal(signal.SIGINT)
+        _, rest_err = up.communicate(timeout=30)
+    finally:
+        up.kill()
+        up.wait()
+    stderr.append(rest_err)
+    assert up.returncode == 130
+    assert "nautilus: interrupted again: exiting now" in rest_err
+    assert "Traceback" not in "".join(stderr) and "KeyboardInterrupt" not in "".join(stderr)
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state: put it back for the tests after."""
@@ -134,6 +215,18 @@ def test_a_misspelt_setting_suggests_the_nearest() -> None:
 
     with pytest.raises(ConfigError, match="did you mean NAUTILUS_HUB_PORT"):
         load_settings(HubConfig, {"NAUTILUS_HUB_PROT": "1"}, "NAUTILUS_HUB_")
+
+
+def test_config_refuses_a_misspelt_setting_naming_the_nearest(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAUTILUS_MARKETDATA_SPEDE", "2")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert "NAUTILUS_MARKETDATA_SPEDE" in err and "did you mean NAUTILUS_MARKETDATA_SPEED?" in err
+    monkeypatch.delenv("NAUTILUS_MARKETDATA_SPEDE")
+    monkeypatch.setenv("NAUTILUS_TEST_DSN", "x")  # no component's prefix: not a setting
+    assert main(["config"]) == 0
 
 
 def test_backtest_runs_a_toml_config_with_a_progress_bar(tmp_path: Path) -> None:

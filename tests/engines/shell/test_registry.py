@@ -17,7 +17,7 @@ from tests.engines.shell.vwap_engine import VwapEngine
 
 
 def test_ports_are_the_designs_table() -> None:
-    # DESIGN.md, "Ports": the original deployment's ports.
+    # docs/architecture.md, "Processes and ports": the original deployment's ports.
     assert ENGINE_PORTS == {
         "analytics": 8100, "backtesting": 8110, "risk": 8200, "factor": 8300, "ml": 8400,
         "features": 8500, "strategy": 8700, "marketdata": 8800, "portfolio": 8900,

@@ -24,6 +24,7 @@ from engines.shell.status import (
     collect_status,
     engine_row,
     render_text,
+    scrape_state,
 )
 from realtime.bus import MemoryBus
 from realtime.bus.redis import RedisBus, RedisBusConfig
@@ -215,3 +216,14 @@ async def test_status_page_renders_the_view_in_chromium() -> None:
                     await browser.close()
         finally:
             await hub.stop()
+
+
+def test_a_down_supervisor_target_does_not_degrade_the_scrape_state() -> None:
+    up = {"health": "up", "labels": {"role": "engine"}}
+    supervisor = {"health": "down", "labels": {"role": "supervisor"}}  # embedded: by design
+    assert scrape_state([up, up, supervisor]) == {"state": "running", "targets": 2, "targets_up": 2}
+    # any other target down degrades it; an up supervisor counts
+    engine_down = {"health": "down", "labels": {"role": "engine"}}
+    assert scrape_state([up, engine_down])["state"] == "degraded"
+    assert scrape_state([engine_down])["state"] == "down"
+    assert scrape_state([up, {**supervisor, "health": "up"}])["targets_up"] == 2

@@ -1,15 +1,20 @@
 """What the strategy engine's service tests share: SPY minute bars from the bundled Lean file as
-bus envelopes, a print after each bar to fill against, and a stand-in for Risk."""
+bus envelopes, a print after each bar to fill against, a stand-in for Risk, and ``TargetOnce``
+(a strategy that asks for one position on its first bar: what an execution algorithm works)."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from engines.marketdata import feeds
 from engines.shell.driver import DeterministicDriver
+from engines.strategy.core import Strategy, StrategyContext
 from engines.strategy.service import StrategyConfig, StrategyEngine
-from protocol.records import Bar, encode
+from protocol.records import Bar, OrderSide, OrderType, encode
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
 
@@ -72,3 +77,46 @@ async def drive(strategy: StrategyEngine, recorded: list[Envelope]) -> list[Enve
             outputs += produced
             pending = [approved(e) for e in produced if e.channel.startswith("intents.")]
     return outputs
+
+
+class TargetOnceParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    quantity: int = 100
+
+
+class TargetOnce(Strategy[TargetOnceParams]):
+    """Targets ``quantity`` on its first bar, then holds it (one parent order)."""
+
+    params_type = TargetOnceParams
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> None:
+        ctx.target(bar.symbol, self.params.quantity, reason="once")
+
+
+TARGET_ONCE = f"{__name__}:TargetOnce"
+
+
+class LadderParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    every: int = 3
+    offset: str = "0.05"
+    quantity: int = 10
+
+
+class Ladder(Strategy[LadderParams]):
+    """Every ``every``-th bar, a GTC buy limit ``offset`` below the close: orders that rest
+    (working across many bars) and fill when a later print goes through them."""
+
+    params_type = LadderParams
+
+    def __init__(self, name: str, params: LadderParams) -> None:
+        super().__init__(name, params)
+        self.bars = 0
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> None:
+        self.bars += 1
+        if self.bars % self.params.every == 0:
+            price = Decimal(repr(bar.close)) - Decimal(self.params.offset)
+            ctx.order(bar.symbol, OrderSide.BUY, self.params.quantity, type=OrderType.LIMIT,
+                      price=price, reason="ladder")  # fmt: skip
+
+
+LADDER = f"{__name__}:Ladder"

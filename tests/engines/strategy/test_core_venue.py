@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
+
 from engines.shell.instruments import load_instruments
 from engines.strategy.algos import Execution, Pov, Twap
 from engines.strategy.core import AlgoSpec
@@ -199,30 +201,74 @@ def test_pov_releases_its_rate_of_traded_volume_in_whole_lots() -> None:
     assert pov.done
 
 
+def intents_of(events: list[VenueEvent]) -> list[Order]:
+    """The children an execution released (``initialized``: intents for pre-trade risk)."""
+    return [e for e in events if isinstance(e, Order) and e.status is S.INITIALIZED]
+
+
+def approve(ex: Execution, events: list[VenueEvent]) -> list[VenueEvent]:
+    """Risk's approval of every child intent in ``events``, handed back to the execution."""
+    out: list[VenueEvent] = []
+    for child in intents_of(events):
+        out += ex.submit(msgspec.structs.replace(child, status=S.SUBMITTED))
+    return out
+
+
 def test_twap_through_the_execution_chains_children_to_the_parent() -> None:
     ex = Execution(SimulatedVenue(VenueConfig(), INSTRUMENTS), INSTRUMENTS)
     minute = 60_000_000_000
     parent = submitted("p", quantity=1000)
     events = ex.submit(parent, AlgoSpec("twap", slices=3, interval_s=60))
+    # the parent is accepted; its first slice is an intent for Risk, not yet at the venue
     assert [(e.client_order_id, e.status) for e in events if isinstance(e, Order)] == [
-        ("p", S.ACCEPTED), ("p-c1", S.ACCEPTED),
+        ("p", S.ACCEPTED), ("p-c1", S.INITIALIZED),
     ]  # fmt: skip
+    assert ex.venue.working == {}  # type: ignore[attr-defined]
+    assert statuses(approve(ex, events)) == [(S.ACCEPTED, "")]
     events = ex.on_trade(trade(100.0, 5000, T0 + 1))
     assert fills(events) == [("p-c1-f1", D(333), D("100.0000"), Liquidity.TAKER)]
     assert [(e.client_order_id, e.status, e.filled_quantity) for e in events if isinstance(e, Order)] == [
         ("p-c1", S.FILLED, D(333)), ("p", S.PARTIALLY_FILLED, D(333)),
     ]  # fmt: skip
     assert fills(ex.on_trade(trade(100.5, 5000, T0 + minute - 1))) == []
-    events = ex.on_trade(trade(101.0, 100, T0 + minute))
+    events = ex.on_trade(trade(101.0, 100, T0 + minute))  # releases slice 2: no fill on it
+    assert fills(events) == [] and [c.client_order_id for c in intents_of(events)] == ["p-c2"]
+    approve(ex, events)
+    events = ex.on_trade(trade(101.0, 100, T0 + minute + 1))
     assert fills(events) == [("p-c2-f1", D(100), D("101.0000"), Liquidity.TAKER)]
     events = ex.on_trade(trade(101.0, 5000, T0 + 3 * minute))
-    assert fills(events) == [
-        ("p-c2-f2", D(233), D("101.0000"), Liquidity.TAKER),
-        ("p-c3-f1", D(334), D("101.0000"), Liquidity.TAKER),
-    ]
+    assert fills(events) == [("p-c2-f2", D(233), D("101.0000"), Liquidity.TAKER)]
+    approve(ex, events)
+    events = ex.on_trade(trade(101.0, 5000, T0 + 3 * minute + 1))
+    assert fills(events) == [("p-c3-f1", D(334), D("101.0000"), Liquidity.TAKER)]
     done = [e for e in events if isinstance(e, Order) and e.client_order_id == "p"][-1]
     assert done.status is S.FILLED and done.filled_quantity == 1000
     assert done.average_price == (333 * D(100) + 667 * D(101)) / 1000
     child = next(e for e in events if isinstance(e, Order) and e.client_order_id == "p-c3")
     assert (child.parent_order_id, child.intent_id) == ("p", "intent-p")
     assert ex.parents == {} and ex.parent_of == {}
+
+
+def test_a_denied_child_cancels_the_parents_remainder_and_late_approvals_never_trade() -> None:
+    ex = Execution(SimulatedVenue(VenueConfig(), INSTRUMENTS), INSTRUMENTS)
+    events = ex.submit(submitted("p", quantity=900), AlgoSpec("twap", slices=3, interval_s=0))
+    first, second, third = intents_of(events)  # interval 0: every slice due at once
+    assert [c.quantity for c in (first, second, third)] == [D(300)] * 3
+    ex.submit(msgspec.structs.replace(first, status=S.SUBMITTED))  # working at the venue
+    events = ex.on_trade(trade(100.0, 100, T0 + 1))  # a partial fill of the first child
+    assert fills(events) == [("p-c1-f1", D(100), D("100.0000"), Liquidity.TAKER)]
+    denied = msgspec.structs.replace(second, status=S.DENIED, reason="rate_limit",
+                                     event_ns=T0 + 2)  # fmt: skip
+    events = ex.deny(denied)
+    # the working child is canceled at the venue, then the parent, with the reason
+    assert [(e.client_order_id, e.status, e.reason) for e in events if isinstance(e, Order)] == [
+        ("p-c1", S.CANCELED, ""), ("p", S.CANCELED, "child_denied"),
+    ]  # fmt: skip
+    parent = events[-1]
+    assert isinstance(parent, Order) and parent.filled_quantity == 100
+    # the third child's approval comes after: canceled, never sent to the venue
+    events = ex.submit(msgspec.structs.replace(third, status=S.SUBMITTED))
+    assert statuses(events) == [(S.CANCELED, "parent_closed")]
+    assert ex.venue.working == {} and ex.parents == {}  # type: ignore[attr-defined]
+    assert fills(ex.on_trade(trade(100.0, 5000, T0 + 3))) == []
+    assert ex.deny(third) == []  # a denial of a child whose parent ended changes nothing

@@ -11,17 +11,22 @@ from decimal import Decimal
 
 import pytest
 
+from engines.risk.core import VarMethod
+from engines.risk.pretrade import TradingState
+from engines.risk.service import RiskConfig, RiskEngine
 from engines.shell.config import load_config
 from engines.strategy.core import SimpleMovingAverage
 from engines.strategy.service import StrategyConfig, StrategyEngine
-from protocol.records import Fill, Order, OrderStatus, decode
+from protocol.records import Fill, Order, OrderStatus, Trade, decode, encode
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock, SystemClock
 from realtime.config import ConfigError
 from realtime.storage import Storage, StorageConfig
 from tests.engines.strategy.support import (
     MA,
+    MINUTE,
     STRATEGIES,
+    TARGET_ONCE,
     approved,
     drive,
     engine,
@@ -193,6 +198,68 @@ async def test_live_on_a_memory_bus_with_a_stand_in_for_risk() -> None:
         strategy.orders[f.client_order_id].status is OrderStatus.FILLED for f in chained
     )
     assert strategy.health()["errors"] == 0
+
+
+async def test_live_twap_children_pass_risk_and_a_halt_ends_the_parent() -> None:
+    """Strategy and the real Risk on one bus: each TWAP slice is an intent Risk approves before
+    the venue sees it; once the account is halted the next slice is denied (published on
+    ``risk.denials.paper``) and the parent's remainder is canceled with ``child_denied``."""
+    clock = SystemClock()
+    bus = MemoryBus(clock=clock)
+    strategies = json.dumps([{"name": "once", "path": TARGET_ONCE, "params": {"quantity": 900},
+                              "algo": {"kind": "twap", "slices": 3, "interval_s": 60}}])  # fmt: skip
+    strategy = StrategyEngine(
+        StrategyConfig(strategies=strategies, warmup_bars=0), bus=bus, clock=clock
+    )
+    risk = RiskEngine(RiskConfig(var_methods=(VarMethod.NORMAL,)), bus=bus, clock=clock)
+    orders, denials = bus.subscribe("orders.paper"), bus.subscribe("risk.denials.paper")
+    fills = bus.subscribe("fills.paper")
+    await risk.start()
+    await strategy.start()
+    seen: list[Order] = []
+
+    async def record() -> None:
+        async for envelope in orders:
+            seen.append(decode(Order, envelope.payload))
+
+    recorder = asyncio.create_task(record())
+
+    def status_of(coid: str) -> list[OrderStatus]:
+        return [o.status for o in seen if o.client_order_id == coid]
+
+    async def print_at(t: int, price: float = 168.0) -> None:
+        await bus.publish("trades.SPY", encode(Trade("SPY", t, t, price, 5_000.0)), event_ns=t)
+
+    try:
+        (bar,) = spy_bars(1)
+        await print_at(bar.end_ns - 1)  # Risk's reference price
+        await until(lambda: "SPY" in risk.market.last_price)
+        await bus.publish("bars.1m.SPY", encode(bar), event_ns=bar.end_ns)
+        parent = f"once-{bar.end_ns}-1"
+        first, second = f"{parent}-c1", f"{parent}-c2"
+        await until(lambda: status_of(first)[-1:] == [OrderStatus.ACCEPTED])
+        assert status_of(first) == [OrderStatus.SUBMITTED, OrderStatus.ACCEPTED]  # Risk first
+        await print_at(bar.end_ns + 1)
+        await until(lambda: OrderStatus.FILLED in status_of(first))
+        risk.set_state("paper", TradingState.HALTED)
+        await print_at(bar.end_ns + MINUTE)  # slice 2 comes due: an intent, denied
+        await until(lambda: OrderStatus.CANCELED in status_of(parent))
+        assert status_of(second) == [OrderStatus.DENIED]
+        denial = decode(Order, (await denials.next_batch(10))[0].payload)
+        assert (denial.client_order_id, denial.reason) == (second, "halted")
+        ended = [o for o in seen if o.client_order_id == parent][-1]
+        assert (ended.reason, ended.filled_quantity) == ("child_denied", 300)
+        await print_at(bar.end_ns + 3 * MINUTE)  # nothing is left to slice or fill
+        await until(lambda: strategy.backlog() == 0 and risk.backlog() == 0)
+        got = [decode(Fill, e.payload) for e in await fills.next_batch(100)]
+        assert [(f.client_order_id, f.quantity) for f in got] == [(first, 300)]
+        assert not fills.pending and strategy.execution.parents == {}
+        assert risk.books["paper"].pending == {}  # the parent's remainder released
+        assert strategy.health()["errors"] == 0 and risk.health()["errors"] == 0
+    finally:
+        recorder.cancel()
+        await strategy.stop()
+        await risk.stop()
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,8 @@ async def test_many_symbols_answer_compute_vpin_per_symbol(
         )
         assert resp.status_code == 200, resp.text
         answer = resp.json
-        assert answer["params"] == params.to_payload()
+        published = {**params.to_payload(), "bucket_volume_source": "request"}
+        assert answer["params"] == published
         assert list(answer["symbols"]) == list(posted)
         for symbol, trades in posted.items():
             t = np.array([x["t"] for x in trades], dtype=np.int64)
@@ -80,6 +81,7 @@ async def test_many_symbols_answer_compute_vpin_per_symbol(
             q = np.array([x["q"] for x in trades], dtype=np.float64)
             want = compute_vpin(t, p, q, params)
             got = answer["symbols"][symbol]
+            assert got["params"] == published
             assert got["inputs"] == want.counts.to_payload()
             assert got["buckets"] == [want.bucket(i).to_payload() for i in range(len(want))]
             if trades:
@@ -88,8 +90,12 @@ async def test_many_symbols_answer_compute_vpin_per_symbol(
                     "/vpin/batch", json={"trades": trades, "params": overrides}
                 )
                 assert single.status_code == 200
-                assert single.json == {"params": answer["params"], **got}
-        assert answer["symbols"]["NONE"] == {"inputs": want_empty(), "buckets": []}
+                assert single.json == got
+        assert answer["symbols"]["NONE"] == {
+            "params": published,
+            "inputs": want_empty(),
+            "buckets": [],
+        }
 
 
 def want_empty() -> dict[str, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from falcon import testing
 
 from engines.marketdata.records import TradeColumns
-from engines.shell import create_app
+from engines.shell import EngineState, create_app
 from engines.vpin.core import compute_vpin
 from engines.vpin.service import VpinConfig, VpinEngine
 from realtime.bus import MemoryBus
@@ -163,3 +164,29 @@ async def test_post_batch_equals_core_and_rejects_bad_bodies(
         resp = await client.simulate_post("/vpin/batch", json={"trades": late})
         assert resp.status_code == 200 and resp.json["inputs"]["late"] == 1
         assert all(math.isfinite(b["vpin"]) for b in got)
+
+
+async def test_batch_compile_runs_in_the_background_and_ends_at_stop() -> None:
+    """The stream does not wait for the JAX batch compile (the feeds start after VPIN), and a
+    stop mid-compile ends it after the current shape, leaving no compute thread behind."""
+    clock = SystemClock()
+    quick = VpinEngine(
+        VpinConfig(bucket_volume=1.0, warmup_bars=1024, warmup_symbols=1),
+        bus=MemoryBus(clock=clock),
+        clock=clock,
+    )
+    await quick.start()
+    assert quick.state is EngineState.RUNNING and quick.health_extra()["batch_compiled"] is False
+    await until(lambda: quick.health_extra()["batch_compiled"], 120)
+    await quick.stop()
+    slow = VpinEngine(
+        VpinConfig(bucket_volume=1.0, warmup_bars=1 << 16, warmup_symbols=64),
+        bus=MemoryBus(clock=clock),
+        clock=clock,
+    )
+    await slow.start()
+    await slow.stop()
+    await until(
+        lambda: not any(t.name.startswith("vpin-compute") for t in threading.enumerate()), 60
+    )
+    assert slow.batch_compiled is False

@@ -9,11 +9,20 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from realtime.backoff import Rng
 from realtime.bus.redis import RedisBus, RedisBusConfig
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 BusFactory = Callable[..., Any]
+
+
+class TopDraw:
+    """Backoff randomness that always draws 1.0: a reconnect waits exactly its ceiling, so a
+    test can act while the subscriber is away."""
+
+    def random(self) -> float:
+        return 1.0
 
 
 @pytest.fixture
@@ -39,9 +48,9 @@ async def bus_factory(prefix: str) -> AsyncIterator[BusFactory]:
     buses: list[RedisBus] = []
 
     @asynccontextmanager
-    async def make(**overrides: Any) -> AsyncIterator[RedisBus]:
+    async def make(rng: Rng | None = None, **overrides: Any) -> AsyncIterator[RedisBus]:
         config = replace(RedisBusConfig(url=REDIS_URL, key_prefix=prefix), **overrides)
-        bus = await RedisBus.connect(config)
+        bus = await RedisBus.connect(config, rng=rng)
         buses.append(bus)
         try:
             yield bus

@@ -18,10 +18,11 @@ from realtime.bus.redis import (
     RedisBus,
     RedisBusConfig,
     RedisSubscription,
+    _buffered_replies,
     decode_message,
 )
 from realtime.hub import Hub, HubConfig
-from tests.realtime.bus.conftest import BusFactory
+from tests.realtime.bus.conftest import BusFactory, TopDraw
 from tests.realtime.hub.conftest import client
 
 
@@ -224,7 +225,10 @@ async def test_idle_subscription_outlives_the_socket_timeout(bus_factory: BusFac
 async def test_killed_connections_recover_every_message_in_order(
     bus_factory: BusFactory, admin: Redis
 ) -> None:
-    async with bus_factory(reconnect_min_s=0.1) as bus, bus_factory() as publisher:
+    async with (
+        bus_factory(reconnect_min_s=0.1, rng=TopDraw()) as bus,
+        bus_factory() as publisher,
+    ):
         sub = bus.subscribe("trades.*")
         await sub.wait_ready()
         total = 600
@@ -256,7 +260,7 @@ async def test_killed_connections_recover_every_message_in_order(
 
 async def test_lost_data_shows_as_a_new_epoch(bus_factory: BusFactory, admin: Redis) -> None:
     """Redis lost the channel (restart without persistence): the consumer sees the new epoch."""
-    async with bus_factory(reconnect_min_s=0.3) as bus:
+    async with bus_factory(reconnect_min_s=0.3, rng=TopDraw()) as bus:
         sub = bus.subscribe("trades.SPY")
         await sub.wait_ready()
         for i in range(3):
@@ -276,7 +280,7 @@ async def test_lost_data_shows_as_a_new_epoch(bus_factory: BusFactory, admin: Re
 
 
 async def test_trimmed_history_leaves_a_visible_hole(bus_factory: BusFactory, admin: Redis) -> None:
-    async with bus_factory(reconnect_min_s=0.3) as bus:
+    async with bus_factory(reconnect_min_s=0.3, rng=TopDraw()) as bus:
         sub = bus.subscribe("trades.SPY")
         await sub.wait_ready()
         await bus.publish("trades.SPY", {"i": 0})
@@ -295,7 +299,7 @@ async def test_trimmed_history_leaves_a_visible_hole(bus_factory: BusFactory, ad
 async def test_foreign_and_corrupt_messages_are_counted_and_skipped(
     bus_factory: BusFactory, admin: Redis
 ) -> None:
-    async with bus_factory(reconnect_min_s=0.3) as bus:
+    async with bus_factory(reconnect_min_s=0.3, rng=TopDraw()) as bus:
         sub = bus.subscribe("trades.*")
         await sub.wait_ready()
         channel = bus.keys.pubsub("trades.SPY")
@@ -453,3 +457,22 @@ async def test_history_raises_bus_unavailable_when_redis_drops_the_connection(
         assert "trades.SPY" in str(caught.value)
         _, again = await bus.history("trades.SPY", 0, 10)  # the next call reconnects
     assert [e.seq for e in again] == [1]
+
+
+async def test_a_burst_is_taken_from_the_parser_buffer_in_order(bus_factory: BusFactory) -> None:
+    """Replies already read off the socket are taken straight from redis-py's hiredis reader
+    (``_buffered_replies``, private attributes: this fails if a redis-py upgrade moves them)."""
+    async with bus_factory() as bus:
+        probe = bus._pubsub_client.pubsub()
+        await probe.subscribe("nautilus-test:probe")
+        assert _buffered_replies(probe) is not None
+        await probe.aclose()
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        for i in range(3000):
+            bus.publish_nowait("trades.SPY" if i % 3 else "trades.QQQ", {"i": i})
+        got = await take(sub, 3000)
+    spy = [e for e in got if e.channel == "trades.SPY"]
+    assert [e.seq for e in spy] == list(range(1, 2001))
+    assert [e.payload["i"] for e in spy] == [i for i in range(3000) if i % 3]
+    assert sub.invalid == 0 and sub.recovered == 0 and sub.duplicates == 0

@@ -20,7 +20,14 @@ from protocol.messages import ResumePosition
 from protocol.sequence import NotRecoveredReason, ResumePlan
 from realtime.bus.base import BusUnavailable, Envelope
 from realtime.bus.memory import MemoryBus
-from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undecided
+from realtime.hub.channels import (
+    FRAME_OVERHEAD,
+    BusRead,
+    ChannelRegistry,
+    ChannelState,
+    HistoryBudget,
+    undecided,
+)
 from realtime.hub.server import read_history
 
 CHANNEL = "trades.SPY"
@@ -124,7 +131,69 @@ def test_registry_opens_once_and_lists_by_name() -> None:
         "quotes.SPY",
         "trades.SPY",
     ]
-    assert spy.history.maxlen == 8
+    assert spy.budget is registry.budget and registry.budget.channel_messages == 8
+
+
+def frame_of(ch: ChannelState) -> int:
+    """What one kept frame of ``envelope(seq)`` costs (all have the same length here)."""
+    return ch.history_bytes // len(ch.frames)
+
+
+def test_ring_is_bounded_by_bytes_and_its_frames_are_compact() -> None:
+    ch = holding(1, 3, ring=100)
+    size = frame_of(ch)
+    assert size == len(ch.frames[0]) + FRAME_OVERHEAD
+    # orjson's own result keeps its working buffer; the ring keeps an exact-size copy
+    assert all(type(frame) is bytes for frame in ch.frames)
+    budget = HistoryBudget(channel_messages=100, channel_bytes=3 * size)
+    ch = ChannelState(CHANNEL, 100, budget)
+    for seq in range(1, 10):  # one-digit seqs: frames of one length
+        ch.accept(envelope(seq), T0)
+    assert [seq for seq, _ in ch.history] == [7, 8, 9] and ch.first_kept_seq == 7
+    assert budget.used_bytes == ch.history_bytes == 3 * size and budget.holding == 1
+    assert ch.replay(ch.plan_resume(ResumePosition(EPOCH, 7))) == list(ch.frames)[1:]
+    ch.accept(envelope(1, "ep2"), T0)  # a new epoch empties the ring and its share
+    assert budget.used_bytes == size and [seq for seq, _ in ch.history] == [1]
+
+
+def test_a_ring_keeps_its_newest_frame_whatever_the_budget() -> None:
+    ch = ChannelState(CHANNEL, 100, HistoryBudget(channel_bytes=1, total_bytes=1))
+    for seq in range(1, 5):
+        ch.accept(envelope(seq), T0)
+    assert [seq for seq, _ in ch.history] == [4]
+    assert ch.plan_resume(ResumePosition(EPOCH, 3)) == ResumePlan(True, 4, 4)
+
+
+def test_total_budget_takes_from_the_busiest_channels_and_keeps_quiet_ones() -> None:
+    probe = holding(1, 1, ring=10)
+    size = frame_of(probe)
+    registry = ChannelRegistry(history_size=1000, history_total_bytes=30 * size)
+    busy = [registry.open(f"trades.B{i}") for i in range(2)]
+    quiet = registry.open("trades.QUIET")
+
+    def publish(ch: ChannelState) -> None:
+        ch.accept(Envelope(ch.name, ch.last_seq + 1, EPOCH, T0, T0, {"i": 1}), T0)
+
+    for _ in range(3):
+        publish(quiet)
+    for _ in range(100):
+        for ch in busy:
+            publish(ch)
+    budget = registry.budget
+    assert budget.used_bytes <= budget.total_bytes
+    assert len(quiet.frames) == 3  # under the average: untouched by the busy channels
+    counts = [len(ch.frames) for ch in busy]
+    assert min(counts) >= 10 and abs(counts[0] - counts[1]) <= 2  # the rest, shared
+    assert budget.total_bytes - budget.used_bytes < 2 * size  # and used
+    assert all(ch.first_kept_seq == ch.last_seq - len(ch.frames) + 1 for ch in busy)
+    # the quiet channel grows past the budget: the largest ring gives way, not the quiet one
+    publish(quiet)
+    assert len(quiet.frames) == 4 and budget.used_bytes <= budget.total_bytes
+    assert sum(len(ch.frames) for ch in busy) < sum(counts)
+    # a ring emptied (new epoch, forgotten channel) returns its share
+    for ch in busy:
+        ch.clear_history()
+    assert budget.used_bytes == quiet.history_bytes and budget.holding == 1
 
 
 # --- BusRead: the anchor ------------------------------------------------------------------------

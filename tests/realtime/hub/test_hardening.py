@@ -192,8 +192,12 @@ async def test_a_client_that_sends_without_reading_stalls_only_itself(
     hub_factory: HubFactory,
 ) -> None:
     limit = 64 * 1024
-    async with hub_factory(
-        slow_write_buffer_bytes=limit, max_messages_per_second=10_000, history_size=1000
+    async with hub_factory(  # the replay budget (test_limits.py) is lifted to test the pause
+        slow_write_buffer_bytes=limit,
+        max_messages_per_second=10_000,
+        history_size=1000,
+        replay_messages_per_second=10**9,
+        replay_bytes_per_second=10**12,
     ) as (hub, bus):
         for i in range(1000):
             bus.publish_nowait("trades.SPY", {"i": i, "pad": "x" * 200})

@@ -1,9 +1,11 @@
-"""The stream explorer page (realtime/hub/static/index.html) in headless Chromium, against a real hub.
+"""The stream explorer page (realtime/hub/static/explorer.html) in headless Chromium, against a
+real hub.
 
-The page is loaded from the hub's own ``GET /`` and talks to its WebSocket on the same port. What
-the page shows is checked against what the test itself published on the bus: the payload of each
-``seq``, the bus's publish stamps (latency must land between publish and the moment the DOM was
-read) and the bus's drop bound (the gap indicator must count exactly the messages it dropped).
+The page is loaded from the hub's own ``GET /explorer`` and talks to its WebSocket on the same
+port. What the page shows is checked against what the test itself published on the bus: the
+payload of each ``seq``, the bus's publish stamps (latency must land between publish and the moment
+the DOM was read) and the bus's drop bound (the gap indicator must count exactly the messages it
+dropped).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ async def explorer(*, bus_max_pending: int = 1_000_000) -> AsyncIterator[Session
                 page = await browser.new_page(viewport={"width": 1440, "height": 820})
                 page_errors: list[str] = []
                 page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-                await page.goto(f"http://127.0.0.1:{hub.port}/")
+                await page.goto(f"http://127.0.0.1:{hub.port}/explorer")
                 yield Session(hub, bus, feed, page)
                 assert page_errors == [], page_errors
             finally:

@@ -283,6 +283,28 @@ def test_rate_limit_burst_then_errors_then_close_4029() -> None:
     assert h.session.closed
 
 
+def test_a_rate_limited_request_is_answered_with_its_id() -> None:
+    h = Harness(replace(HubConfig(), max_messages_per_second=1, rate_limit_strikes=10))
+    ids: list[object] = []
+    for frame in (
+        '{"op":"ping","id":1}',
+        '{"op":"ping","id":2}',  # the burst of 2
+        '{"op":"subscribe","id":"sub-3","channels":["trades.SPY"]}',
+        '{"op":"ping","id":4.5}',  # not a valid id: none to name
+        "not json",
+    ):
+        (action,) = h.session.receive(frame, T0)
+        msg = replies([action])[0]
+        ids.append((msg.code, msg.id) if isinstance(msg, Error) else type(msg).__name__)
+    assert ids == [
+        "Pong",
+        "Pong",
+        ("rate_limited", "sub-3"),
+        ("rate_limited", None),
+        ("rate_limited", None),
+    ]
+
+
 def test_only_strikes_in_a_row_close() -> None:
     h = Harness(replace(HubConfig(), max_messages_per_second=1, rate_limit_strikes=2))
 

@@ -111,7 +111,7 @@ def test_bar_and_quote_fields_are_their_table_columns_in_order() -> None:
 async def test_trades_keep_the_columns_rows_had_and_read_back_equal(
     pg_config: PostgresConfig, admin: asyncpg.Connection
 ) -> None:
-    """What ``infra/sql/002`` documents for ``trades``: aggressor 1 / -1 / NULL, the venue id as
+    """What ``realtime/storage/sql/002`` documents for ``trades``: aggressor 1 / -1 / NULL, the venue id as
     text, NULL for an unknown exchange and for no sale condition, condition flags in hex."""
     t = SPY_OPEN_2013
     trades = [
