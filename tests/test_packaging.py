@@ -242,10 +242,15 @@ def test_make_up_installs_runtime_dependencies_only(tmp_path: Path) -> None:
     """What each target would run on a fresh clone (``make -n``): ``up`` installs the project
     without extras; ``test``, ``lint`` and ``bench`` add dev and load."""
 
+    # as from a shell: under `make test` a nested make prints its directory and inherits flags
+    outside_make = {
+        k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    }
+
     def recipe(target: str) -> str:
         done = subprocess.run(
-            ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+            ["make", "--no-print-directory", "-n", target, f"VENV={tmp_path / 'venv'}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True, env=outside_make,
         )  # fmt: skip
         return done.stdout
 

@@ -137,10 +137,14 @@ class BatchWriter:
         self._wake.set()
         task = self._task
         if task is not None:
-            done, _ = await asyncio.wait({task}, timeout=timeout_s)
-            if not done:
+            await asyncio.wait({task}, timeout=timeout_s)
+            # Python 3.11's wait_for can swallow a cancel that lands as the write it waits on
+            # fails (the write's error wins): ask again until the task has really ended.
+            while not task.done():
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await asyncio.wait({task}, timeout=1.0)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("writer ended with %r", task.exception())
         if self.rows_queued:
             log.error("close timed out: %d queued rows not written", self.rows_queued)
             self.rows_dropped_shutdown += self.rows_queued
@@ -184,6 +188,9 @@ class BatchWriter:
             try:
                 fresh = await asyncio.wait_for(self._sink.write(batch), settings.write_timeout_s)
             except Exception as error:  # every failure is classified, counted and logged below
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError from error  # a cancel wait_for swallowed
                 self.batches_failed += 1
                 self.last_error = f"{type(error).__name__}: {error}"
                 transient = self._sink.is_transient(error)
