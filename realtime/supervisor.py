@@ -32,7 +32,7 @@ import random
 import signal
 import sys
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -56,6 +56,9 @@ log = logging.getLogger("nautilus.supervisor")
 EXIT_CONFIG_ERROR = 2
 #: prctl(2) option: the signal a child gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
+#: Set in each child's environment to the supervisor's pid: the child arms its own death signal
+#: (``die_with_supervisor``) instead of the supervisor running Python between fork and exec.
+SUPERVISOR_PID_VARIABLE = "NAUTILUS_SUPERVISOR_PID"
 #: How often a starting child's port is tried.
 _PORT_POLL_S = 0.05
 
@@ -153,10 +156,24 @@ class Child:
         }
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the supervisor dies, so no orphan keeps a port."""
+def die_with_supervisor(environ: MutableMapping[str, str] = os.environ) -> None:
+    """In a supervised child, first thing: SIGKILL when the supervisor dies, so no orphan keeps a
+    port. A no-op outside a supervisor (the variable unset) and off Linux.
+
+    The child arms this itself: a ``preexec_fn`` would run Python in the forked child of a
+    multi-threaded supervisor (uvloop's worker threads), which can deadlock before ``exec`` on a
+    lock another thread held at the fork (seen in CI: a restarted engine that never started, and
+    uvloop blocks its loop on such a child). The variable is removed so that the child's own
+    children do not inherit it; a supervisor that died before the signal was armed (the parent
+    is no longer it) ends the child at once.
+    """
+    supervisor = environ.pop(SUPERVISOR_PID_VARIABLE, None)
+    if supervisor is None or sys.platform != "linux":
+        return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if str(os.getppid()) != supervisor:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Supervisor:
@@ -319,10 +336,9 @@ class Supervisor:
         child.state = ChildState.STARTING
         child.process = await asyncio.create_subprocess_exec(
             *spec.argv,
-            env={**os.environ, **spec.env},
+            env={**os.environ, **spec.env, SUPERVISOR_PID_VARIABLE: str(os.getpid())},
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # its own group: signals are ours to forward, in order
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         child.started_ns = self._clock.now_ns()
         log.info("%s started (pid %d)", spec.name, child.process.pid)

@@ -17,6 +17,7 @@ from typing import Any
 
 from realtime import __version__
 from realtime.config import ConfigError, describe_settings
+from realtime.supervisor import die_with_supervisor
 
 DEFAULT_DSN_VAR = "NAUTILUS_DB_DSN"
 
@@ -470,6 +471,7 @@ def configure_logging(environ: Mapping[str, str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    die_with_supervisor()  # a supervised hub or engine goes when its supervisor goes
     args = _parser().parse_args(argv)
     try:
         configure_logging(os.environ)

@@ -18,7 +18,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from realtime.supervisor import ChildSpec, ChildState, Supervisor, SupervisorConfig
+from realtime.supervisor import (
+    SUPERVISOR_PID_VARIABLE,
+    ChildSpec,
+    ChildState,
+    Supervisor,
+    SupervisorConfig,
+)
 from tests.support import until
 
 #: Appends "<name> start <time>" to $LOG, runs $RUN_S seconds (forever if unset), exits with
@@ -247,3 +253,74 @@ async def test_straggler_is_killed_after_the_stop_bound(tmp_path: Path) -> None:
     took = time.monotonic() - started
     assert 0.5 <= took < 2.0
     assert supervisor.children[0].last_exit_code == -signal.SIGKILL
+
+
+#: A supervised child that arms its death signal, writes "<pid> <variable as inherited>
+#: <parent pid> <variable after>" to $LOG, then waits to be killed.
+ARMED = """
+import os, time
+from realtime.supervisor import SUPERVISOR_PID_VARIABLE, die_with_supervisor
+inherited = os.environ.get(SUPERVISOR_PID_VARIABLE)
+die_with_supervisor()
+after = os.environ.get(SUPERVISOR_PID_VARIABLE, "unset")
+with open(os.environ["LOG"] + ".tmp", "w") as f:
+    f.write(f"{os.getpid()} {inherited} {os.getppid()} {after}")
+os.rename(os.environ["LOG"] + ".tmp", os.environ["LOG"])
+time.sleep(3600)
+"""
+
+#: A supervisor in its own process, running one ARMED child.
+SUPERVISING = """
+import asyncio, os, sys
+from realtime.supervisor import ChildSpec, Supervisor, SupervisorConfig
+armed = ChildSpec("armed", (sys.executable, "-c", sys.argv[1]), 0, {"LOG": sys.argv[2]}, None)
+asyncio.run(Supervisor(SupervisorConfig(port=0), [armed]).run())
+"""
+
+
+def gone(pid: int) -> bool:
+    """No such process any more, or a zombie nobody reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+async def test_a_child_arms_its_own_death_signal_and_goes_with_a_killed_supervisor(
+    tmp_path: Path,
+) -> None:
+    # no preexec_fn: the supervisor runs no Python between fork and exec (a deadlock there left a
+    # restarted engine never starting in CI); the child arms the signal itself
+    log = tmp_path / "armed"
+    supervisor = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUPERVISING, ARMED, str(log)
+    )
+    try:
+        await until(log.exists, timeout_s=30)
+        pid, inherited, parent, after = log.read_text().split()
+        assert inherited == parent == str(supervisor.pid)
+        assert after == "unset"  # the child's own children do not inherit it
+        supervisor.kill()
+        await supervisor.wait()
+        await until(lambda: gone(int(pid)), timeout_s=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            supervisor.kill()
+        if log.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(log.read_text().split()[0]), signal.SIGKILL)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+async def test_a_child_whose_supervisor_is_already_gone_ends_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "armed"
+    orphan = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ARMED,
+        env={**os.environ, "LOG": str(log), SUPERVISOR_PID_VARIABLE: "1"},  # not its parent
+    )
+    async with asyncio.timeout(30):
+        assert await orphan.wait() == -signal.SIGKILL
+    assert not log.exists()
