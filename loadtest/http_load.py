@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 
 @dataclass(slots=True)
 class LoadResult:
+    """One open-loop run's outcome: latencies (ns, from the due time) of the 2xx answers."""
+
     sent: int = 0
     ok: int = 0
     errors: int = 0
@@ -23,11 +27,22 @@ class LoadResult:
     latencies_ns: list[int] = field(default_factory=list)
     elapsed_s: float = 0.0
 
-    def summary(self) -> dict[str, float | int | dict[int, int]]:
-        lat = np.array(self.latencies_ns, dtype=np.float64) / 1e6
-        pct = (
-            {"p50": np.percentile(lat, 50), "p99": np.percentile(lat, 99)}
-            | {"p99.9": np.percentile(lat, 99.9), "max": lat.max(), "mean": lat.mean()}
+    def record(self, status: int, latency_ns: int) -> None:
+        """Count one answer; a 2xx one's latency is kept, any other status is an error."""
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if 200 <= status < 300:
+            self.ok += 1
+            self.latencies_ns.append(latency_ns)
+        else:
+            self.errors += 1
+
+    def summary(self, percentiles: Sequence[float] = (50, 99, 99.9)) -> dict[str, Any]:
+        """Counts, statuses and achieved rate; latency in ms as ``p<q>_ms`` for each of
+        ``percentiles``, ``max_ms`` and ``mean_ms`` (absent when nothing succeeded)."""
+        lat = np.asarray(self.latencies_ns, dtype=np.float64) / 1e6
+        latency_ms = (
+            {f"p{q:g}_ms": np.percentile(lat, q) for q in percentiles}
+            | {"max_ms": lat.max(), "mean_ms": lat.mean()}
             if len(lat)
             else {}
         )
@@ -35,9 +50,9 @@ class LoadResult:
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
-            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "achieved_rps": round(self.ok / self.elapsed_s, 1) if self.elapsed_s else 0.0,
-            **{f"{k}_ms": round(float(v), 3) for k, v in pct.items()},
+            **{k: round(float(v), 3) for k, v in latency_ms.items()},
         }
 
 
@@ -76,12 +91,7 @@ async def run_load(
             result.errors += 1
             conn = _Connection(*await asyncio.open_connection(host, port))
         else:
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            if 200 <= status < 300:
-                result.ok += 1
-                result.latencies_ns.append(time.perf_counter_ns() - due_ns)
-            else:
-                result.errors += 1
+            result.record(status, time.perf_counter_ns() - due_ns)
         idle.put_nowait(conn)
 
     total = int(rate * duration_s)

@@ -48,17 +48,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import uvloop
 
 from engines.shell.registry import ENGINES
 from loadtest.fanout import cpu_seconds
 from loadtest.generator import GENERATOR_BOUND_PCT
+from loadtest.http_load import LoadResult
 from loadtest.process import pin_to_core
 from loadtest.report import aligned, machine, write_results
 
@@ -99,39 +98,6 @@ READY_TIMEOUT_S = 300.0
 # ── the load generator ──────────────────────────────────────────────────────────────────────
 
 
-@dataclass(slots=True)
-class Load:
-    """One open-loop run's outcome: latencies (ns, from the due time) of the 2xx answers."""
-
-    sent: int = 0
-    ok: int = 0
-    errors: int = 0
-    statuses: dict[int, int] = field(default_factory=dict)
-    latencies_ns: list[int] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        lat = np.asarray(self.latencies_ns, dtype=np.float64) / 1e6
-        quantiles = (
-            {
-                "p50_ms": float(np.percentile(lat, 50)),
-                "p99_ms": float(np.percentile(lat, 99)),
-                "max_ms": float(lat.max()),
-                "mean_ms": float(lat.mean()),
-            }
-            if len(lat)
-            else {"p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
-        )
-        return {
-            "sent": self.sent,
-            "ok": self.ok,
-            "errors": self.errors,
-            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-            "achieved_rps": round(self.ok / self.elapsed_s, 1) if self.elapsed_s else 0.0,
-            **{k: None if v is None else round(v, 3) for k, v in quantiles.items()},
-        }
-
-
 async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Read one HTTP/1.1 response (Content-Length or chunked body): its status, and whether the
     server keeps the connection open (not ``Connection: close``)."""
@@ -160,7 +126,7 @@ async def _answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
 
 async def open_loop(
     host: str, port: int, path: str, *, rate: float, duration_s: float, connections: int
-) -> Load:
+) -> LoadResult:
     """``rate`` × ``duration_s`` GETs of ``path`` due on a fixed schedule, over ``connections``
     keep-alive connections (one worker each, one request in flight per connection)."""
     request = (
@@ -168,7 +134,7 @@ async def open_loop(
     ).encode()
     total = int(rate * duration_s)
     interval_ns = 1e9 / rate
-    result = Load()
+    result = LoadResult()
     next_slot = 0
     start_ns = time.perf_counter_ns() + 20_000_000  # every worker connected first
 
@@ -199,12 +165,7 @@ async def open_loop(
                 if not keep_alive:  # the hub's port: one request per connection
                     writer.close()
                     reader, writer = await asyncio.open_connection(host, port)
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                if 200 <= status < 300:
-                    result.ok += 1
-                    result.latencies_ns.append(time.perf_counter_ns() - due)
-                else:
-                    result.errors += 1
+                result.record(status, time.perf_counter_ns() - due)
         finally:
             writer.close()
 
@@ -242,7 +203,7 @@ async def measure(
         "path": path,
         "rate": rate,
         "duration_s": duration_s,
-        **load.summary(),
+        **load.summary(percentiles=(50, 99)),
         "server_cpu_pct": round(100 * (cpu_seconds(server_pid) - server0) / wall, 1),
         "generator_cpu_pct": generator_pct,
         "generator_bound": generator_pct > GENERATOR_BOUND_PCT,
@@ -362,8 +323,9 @@ async def bench(
                 row["first_status"] = await asyncio.to_thread(first_status, base[target] + path)
                 rows.append(row)
                 print(
-                    f"{target} {path}: {row['achieved_rps']} req/s, p50 {_ms(row['p50_ms'])} ms,"
-                    f" p99 {_ms(row['p99_ms'])} ms, {row['errors']} errors",
+                    f"{target} {path}: {row['achieved_rps']} req/s,"
+                    f" p50 {_ms(row.get('p50_ms'))} ms, p99 {_ms(row.get('p99_ms'))} ms,"
+                    f" {row['errors']} errors",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -411,9 +373,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             str(r["port"]),
             r["path"] if len(r["path"]) <= 40 else r["path"][:37] + "...",
             f"{r['achieved_rps']:,.0f}",
-            _ms(r["p50_ms"]),
-            _ms(r["p99_ms"]),
-            _ms(r["max_ms"]),
+            _ms(r.get("p50_ms")),
+            _ms(r.get("p99_ms")),
+            _ms(r.get("max_ms")),
             str(r["errors"]),
             str(r["server_cpu_pct"]),
             str(r["generator_cpu_pct"]),

@@ -40,7 +40,6 @@ from engines.portfolio import core
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.instruments import InstrumentTable, UnknownInstrument, load_instruments
 from engines.shell.lifecycle import Input, on
-from engines.shell.rest import END_OF_TIME_NS
 from protocol.channels import DeliveryClass, channel
 from protocol.errors import ProtocolError
 from protocol.records import (
@@ -56,7 +55,7 @@ from protocol.records import (
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.config import described
-from realtime.storage import MAX_PAGE_ROWS, RecordStore, Storage
+from realtime.storage import RecordStore, Storage
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,21 +176,13 @@ class PortfolioEngine(Engine[PortfolioConfig]):
     async def on_start(self) -> None:
         """Crash-only restart: rebuild each ledger from its stored fills, then publish it."""
         for name, ledger in self.ledgers.items():
-            cursor: str | None = None
-            while True:
-                page = await self.fills.query(name, 0, END_OF_TIME_NS, MAX_PAGE_ROWS, cursor)
-                for fill in page.items:
-                    try:
-                        ledger.apply(fill)
-                    except core.LedgerError as exc:  # e.g. the instrument table changed
-                        self.record_error(
-                            f"stored fill {fill.fill_id} refused: {exc}", exc_info=False
-                        )
-                        continue
-                    self.event_ns[name] = max(self.event_ns[name], fill.event_ns)
-                if page.next_cursor is None:
-                    break
-                cursor = page.next_cursor
+            async for fill in self.fills.scan(name):
+                try:
+                    ledger.apply(fill)
+                except core.LedgerError as exc:  # e.g. the instrument table changed
+                    self.record_error(f"stored fill {fill.fill_id} refused: {exc}", exc_info=False)
+                    continue
+                self.event_ns[name] = max(self.event_ns[name], fill.event_ns)
             snapshot = await self.position_snapshots.latest(name)
             for position in snapshot.positions if snapshot is not None else ():
                 if position.mark_price is not None:

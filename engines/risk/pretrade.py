@@ -346,6 +346,20 @@ class AccountBook:
         self.rate.take(event_ns)
         self.approved_price[symbol] = price
 
+    def restore_approval(self, order: Order) -> None:
+        """Replay one stored approval (``submitted``, as published) at a restart, in approval
+        order: the rate slot it took and, for a strategy's order, its whole quantity as pending
+        (the order transitions replayed after it release what was filled or ended). Its approval
+        price is its limit or stop price, else the exposure price known now (a market order's
+        checked price is not on the order)."""
+        self.rate.take(order.event_ns)
+        price = order.price or order.stop_price or self.price(order.symbol)
+        if price is not None:
+            self.approved_price[order.symbol] = price
+        if order.parent_order_id is None:
+            pending = PendingOrder(order.symbol, order.side, order.quantity, price or _ZERO)
+            self._add_pending(order.client_order_id, pending)
+
     def on_order(self, order: Order) -> None:
         """An order transition from ``orders.<account>``: pending = quantity − filled while the
         order is live, nothing once it is terminal. Idempotent (echoes of our own are fine).

@@ -18,6 +18,23 @@ Inputs and outputs (``docs/architecture.md``, "The trading pipeline"):
   VaR marks) and the event-time VaR timer.
 * ``vpin.*`` (the VPIN engine's dict): its ``alert`` flag per symbol drives the VPIN throttle.
 
+Restart (crash-only): every approval is stored as published (``risk.approvals.<account>``, next to
+``risk.denials.<account>``; Strategy reads both at its own restart for the answers it missed) and
+every trading-state switch (``risk.trading_state.<account>``). ``on_start`` rebuilds, before the
+first input is handled, the VPIN alerts from the VPIN engine's newest stored bucket per instrument
+(``vpin.<SYM>``), then each book: the newest stored trading state; the positions and marks of
+Portfolio's newest stored book (``positions.<account>``); the stored approvals replayed in order
+(their rate-limit slots, so the token bucket stands where it stood, and each strategy order's
+quantity as pending); then the newest stored state of each order of Strategy's
+(``orders.<account>``: ``engines.strategy.core.supersedes``) through ``AccountBook.on_order``, which
+releases what was filled or ended, so the pending book is the one the limits counted before. A store
+that cannot answer fails the start (StoreUnavailable): an engine that cannot see its book must not
+approve. Limits: it reads the platform's shared store (Strategy's, Portfolio's and VPIN's streams;
+an engine on a ``db_dsn`` of its own rebuilds only its own approvals and state); rows still queued
+for PostgreSQL when a process was killed are not there; last prices come back with the next
+``trades.*`` message (until then a market order is denied ``no_reference_price``, and a pending
+market order on a symbol with neither a position nor a trade yet is left out of the exposure sums).
+
 Portfolio risk: each account's positions as money amounts (quantity × last trade, else
 Portfolio's mark, × multiplier) on the daily total returns of their instruments
 (``engines.marketdata.daily``, the bundled Lean files), aligned on the dates all of them traded,
@@ -87,6 +104,7 @@ from engines.risk.pretrade import (
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.instruments import load_instruments
 from engines.shell.lifecycle import Input, on
+from engines.strategy.core import supersedes
 from protocol.channels import DeliveryClass
 from protocol.records import (
     AccountPositions,
@@ -331,6 +349,30 @@ class RiskEngine(Engine[RiskConfig]):
         self.var_results: RecordStore[VarPayload] = self.storage.records(
             self.name, "risk.var", dict, key=itemgetter("account"), time=itemgetter("event_ns")
         )
+        self.approvals: RecordStore[Order] = self.storage.records(
+            self.name,
+            "risk.approvals",
+            Order,
+            key=attrgetter("account"),
+            time=attrgetter("event_ns"),
+        )
+        self.trading_states: RecordStore[dict[str, Any]] = self.storage.records(
+            self.name, "risk.trading_state", dict, key=itemgetter("account"),
+            time=itemgetter("event_ns"),
+        )  # fmt: skip
+        #: what the restart rebuild reads and never writes: Strategy's stored order transitions
+        #: and Portfolio's stored books (the streams they publish as ``orders.<account>`` and
+        #: ``positions.<account>``)
+        self.order_transitions: RecordStore[Order] = self.storage.records(
+            self.name, "orders", Order, key=attrgetter("account"), time=attrgetter("event_ns")
+        )
+        self.position_snapshots: RecordStore[AccountPositions] = self.storage.records(
+            self.name, "positions", AccountPositions, key=attrgetter("account"),
+            time=attrgetter("event_ns"),
+        )  # fmt: skip
+        self.vpin_buckets: RecordStore[dict[str, Any]] = self.storage.records(
+            self.name, "vpin", dict, key=itemgetter("symbol"), time=itemgetter("end_ns")
+        )
         self.denial_counts: dict[str, dict[str, int]] = {a: {} for a in self.books}
         self.approved_counts: dict[str, int] = dict.fromkeys(self.books, 0)
         self._denied_total = Counter(
@@ -414,10 +456,43 @@ class RiskEngine(Engine[RiskConfig]):
         }
 
     async def on_start(self) -> None:
+        await self.rebuild()
         mc = [m for m in self.config.var_methods if m.value.startswith("monte_carlo")]
         if mc:
             await self.run_in_executor(self._warm_up, mc)
         self.spawn(self._var_worker, name="var")
+
+    async def rebuild(self) -> None:
+        """Crash-only restart: each account's book as it stood before (module docstring,
+        "Restart"). Runs before the first input is handled (the shell buffers it meanwhile)."""
+        for symbol in sorted(self.instruments):
+            bucket = await self.vpin_buckets.latest(symbol)
+            if bucket is not None and bucket.get("alert") is True:
+                self.market.vpin_alert.add(symbol)
+        for account, book in self.books.items():
+            state = await self.trading_states.latest(account)
+            if state is not None:
+                book.state = TradingState(state["state"])
+            snapshot = await self.position_snapshots.latest(account)
+            if snapshot is not None:
+                book.set_positions(*_quantities_and_marks(snapshot))
+            approved = 0
+            async for order in self.approvals.scan(account):
+                book.restore_approval(order)
+                approved += 1
+            newest: dict[str, Order] = {}
+            async for order in self.order_transitions.scan(account):
+                before = newest.get(order.client_order_id)
+                if before is None or supersedes(order, before):
+                    newest[order.client_order_id] = order
+            for order in newest.values():
+                book.on_order(order)
+            if state is not None or snapshot is not None or approved or newest:
+                self.log.info(
+                    "account %s rebuilt: %s, %d positions, %d pending of %d approvals and %d "
+                    "orders", account, book.state, len(book.positions), len(book.pending),
+                    approved, len(newest),
+                )  # fmt: skip
 
     def _warm_up(self, methods: Sequence[core.VarMethod]) -> None:
         """Compile the Monte Carlo simulation for the padded shape (never on a live run)."""
@@ -461,9 +536,10 @@ class RiskEngine(Engine[RiskConfig]):
             )
             self.approved_counts[order.account] += 1
             self._approved[order.account].inc()
-            await self.publish(
+            published = await self.publish(
                 f"orders.{order.account}", encode(submitted), event_ns=envelope.event_ns
             )
+            self.approvals.append([submitted], seqs=[published.seq])
             return
         denied = msgspec.structs.replace(order, status=OrderStatus.DENIED, reason=decision.code)
         counts = self.denial_counts.get(order.account)
@@ -487,6 +563,9 @@ class RiskEngine(Engine[RiskConfig]):
         """Switch an account's trading state; returns the previous one (``KeyError``: unknown)."""
         book = self.books[account]
         previous, book.state = book.state, state
+        self.trading_states.append(
+            [{"account": account, "state": state.value, "event_ns": self.clock.now_ns()}]
+        )
         self.log.warning("account %s trading state %s → %s", account, previous, state)
         return previous
 
@@ -501,12 +580,7 @@ class RiskEngine(Engine[RiskConfig]):
         book = self.books.get(positions.account)
         if book is None:
             return
-        quantities = {p.symbol: p.quantity for p in positions.positions}
-        marks = {
-            p.symbol: p.mark_price if p.mark_price is not None else p.average_price
-            for p in positions.positions
-        }
-        if book.set_positions(quantities, marks):
+        if book.set_positions(*_quantities_and_marks(positions)):
             self._schedule_var(positions.account)
         self._timer()
 
@@ -823,6 +897,19 @@ class RiskEngine(Engine[RiskConfig]):
             },
             "passes_5pct": report.passes(0.05),
         }
+
+
+def _quantities_and_marks(
+    positions: AccountPositions,
+) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
+    """Portfolio's book as the checks read it: quantity and mark (else average price) per
+    symbol."""
+    quantities = {p.symbol: p.quantity for p in positions.positions}
+    marks = {
+        p.symbol: p.mark_price if p.mark_price is not None else p.average_price
+        for p in positions.positions
+    }
+    return quantities, marks
 
 
 def _trim(days: dict[int, Any], keep: int) -> None:

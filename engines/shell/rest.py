@@ -26,13 +26,12 @@ import msgspec
 from engines.shell.errors import NotFoundError, ValidationError
 from engines.shell.params import query_int, query_time_ns
 from protocol.records import error_path
-from realtime.storage import MAX_PAGE_ROWS, RecordStore
+from realtime.storage import END_OF_TIME_NS, MAX_PAGE_ROWS, RecordStore
 
 R = TypeVar("R")
 B = TypeVar("B")
 
 DEFAULT_LIMIT = 1_000
-END_OF_TIME_NS = 2**63 - 1
 #: The largest request body an engine reads unless its app says otherwise (bigger answers 413).
 MAX_BODY_BYTES = 64 * 1024 * 1024
 

@@ -75,6 +75,7 @@ __all__ = [
     "round_limit_price",
     "round_stop_price",
     "signed",
+    "supersedes",
     "transition",
 ]
 
@@ -98,6 +99,15 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 TERMINAL = frozenset(status for status, nexts in TRANSITIONS.items() if not nexts)
 _FILL_STATES = frozenset({S.PARTIALLY_FILLED, S.FILLED})
+
+
+def supersedes(order: Order, before: Order) -> bool:
+    """Whether transition ``order`` is a newer state of the same order than ``before``, both
+    read back from storage in its order (event time, then arrival; what a restart rebuilds
+    from): a terminal state is final, a fill never goes back, otherwise the later stored wins."""
+    if before.status in TERMINAL:
+        return False
+    return order.filled_quantity >= before.filled_quantity
 
 
 class IllegalTransition(ValueError):

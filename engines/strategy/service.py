@@ -17,19 +17,26 @@ expiry); ``self.clock`` only stamps ``ctx.now_ns``. So the engine runs the same 
 ``DeterministicDriver``. At start each strategy warms up on the newest ``warmup_bars`` stored
 bars of its symbols before the clock's now (an empty or unreachable store is tolerated).
 
-Crash-only restart: every order transition the engine applies is stored (``orders.<account>``;
-fills are Portfolio's to store, and each fill is also its order's ``partially_filled``/``filled``
+Crash-only restart: every order transition the engine applies is stored (``orders.<account>``; fills
+are Portfolio's to store, and each fill is also its order's ``partially_filled``/``filled``
 transition). ``on_start`` rebuilds from them before warming up: the newest state of each order
-(REST's book), each strategy's position (its orders' filled quantities), open orders, order and
-fill counts and its order sequence (the next id goes on from the highest stored, so a restart
-never reuses an id), and the execution's working orders (``Execution.restore``: resting orders
-back at the venue with their fill counts, algorithm parents with their workers and children);
-orders Risk approved that never reached the venue are submitted again. Then the strategies warm
-up on stored bars as at any start. Limits: one process owns each account's execution; an intent
-whose answer from Risk came while the engine was down stays ``initialized`` (the bus does not
-replay it); ``targets`` are not stored (the first target after a restart is compared with the
-position plus open orders, so an unchanged one still sends nothing); timers fire on the next
-market event of a strategy's symbols.
+(REST's book), each strategy's position (its orders' filled quantities), open orders, order and fill
+counts and its order sequence (the next id goes on from the highest stored, so a restart never
+reuses an id), and the execution's working orders (``Execution.restore``: resting orders back at the
+venue with their fill counts, algorithm parents with their workers and children); orders Risk
+approved that never reached the venue are submitted again. An intent still ``initialized`` there may
+have been answered while the engine was down (the bus keeps no history to resume from in-process,
+and Redis's is trimmed): Risk stores every answer (``risk.approvals.<account>``,
+``risk.denials.<account>``, the intent's event time), so those answers are read from the intent's
+time on and go through ``on_order`` as if they had just arrived (an approval to the venue, a denial
+closes the intent, a denied child ends its parent). An answer published after the engine subscribed
+arrives live too and is ignored as a redelivery. Then the strategies warm up on stored bars as at
+any start. Limits: one process owns each account's execution; Risk's store must be the engine's (the
+platform's shared one, not a ``db_dsn`` of its own); an answer published before the engine
+subscribed and still queued for PostgreSQL when ``on_start`` reads (the writer's flush delay) is
+missed and its intent stays ``initialized``; ``targets`` are not stored (the first target after a
+restart is compared with the position plus open orders, so an unchanged one still sends nothing);
+timers fire on the next market event of a strategy's symbols.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -47,7 +55,6 @@ from prometheus_client import Counter
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.instruments import load_instruments
 from engines.shell.lifecycle import Input, on
-from engines.shell.rest import END_OF_TIME_NS
 from engines.strategy.algos import Execution
 from engines.strategy.core import (
     TERMINAL,
@@ -58,6 +65,7 @@ from engines.strategy.core import (
     load_strategy_class,
     parse_strategy_specs,
     signed,
+    supersedes,
 )
 from engines.strategy.venue import FillOn, SimulatedVenue, VenueConfig, VenueEvent, known
 from protocol.channels import DeliveryClass
@@ -204,6 +212,13 @@ class StrategyEngine(Engine[StrategyConfig]):
         self.order_records: RecordStore[Order] = self.storage.records(
             self.name, "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
         )
+        #: where Risk stores its answers to intents (read at restart, never written here)
+        self.risk_answers = tuple(
+            self.storage.records(
+                self.name, stream, Order, key=lambda o: o.account, time=lambda o: o.event_ns
+            )
+            for stream in RISK_ANSWER_STREAMS
+        )
         registry = self.metrics.registry
         self.intents_total = Counter(
             "nautilus_strategy_intents", "orders strategies asked for", ["strategy"],
@@ -268,24 +283,16 @@ class StrategyEngine(Engine[StrategyConfig]):
         first_ns: dict[str, int] = {}
         filled_at: dict[str, set[Decimal]] = {}
         for account in self.accounts:
-            cursor: str | None = None
-            while True:
-                page = await self.order_records.query(
-                    account, 0, END_OF_TIME_NS, MAX_PAGE_ROWS, cursor
-                )
-                for order in page.items:
-                    if order.strategy not in self.strategies:
-                        continue
-                    coid = order.client_order_id
-                    before = newest.get(coid)
-                    first_ns.setdefault(coid, order.event_ns)
-                    if order.status in _FILL_STATES:  # each fill moved the filled quantity
-                        filled_at.setdefault(coid, set()).add(order.filled_quantity)
-                    if before is None or _later(order, before):
-                        newest[coid] = order
-                cursor = page.next_cursor
-                if cursor is None:
-                    break
+            async for order in self.order_records.scan(account):
+                if order.strategy not in self.strategies:
+                    continue
+                coid = order.client_order_id
+                before = newest.get(coid)
+                first_ns.setdefault(coid, order.event_ns)
+                if order.status in _FILL_STATES:  # each fill moved the filled quantity
+                    filled_at.setdefault(coid, set()).add(order.filled_quantity)
+                if before is None or supersedes(order, before):
+                    newest[coid] = order
         if not newest:
             return
         fills = {coid: len(quantities) for coid, quantities in filled_at.items()}
@@ -319,6 +326,24 @@ class StrategyEngine(Engine[StrategyConfig]):
         for order in again:
             algo = None if order.parent_order_id else self.strategies[order.strategy].spec.algo
             await self._handle_events(self.execution.submit(order, algo), None)
+        waiting = [o for o in newest.values() if o.status is OrderStatus.INITIALIZED]
+        missed = await self.missed_answers(waiting)
+        if missed:
+            self.log.info("took %d answers Risk published while down", len(missed))
+        for answer in missed:  # the live path: a denied child ends its parent as it would have
+            await self.on_order(answer, None)
+
+    async def missed_answers(self, waiting: Sequence[Order]) -> list[Order]:
+        """Risk's stored answers (approvals, denials) to the intents in ``waiting``, whose newest
+        stored state is ``initialized``: what Risk published while this engine was down, in
+        event time (an answer keeps its intent's)."""
+        found: list[Order] = []
+        for account in sorted({o.account for o in waiting}):
+            ids = {o.client_order_id for o in waiting if o.account == account}
+            since = min(o.event_ns for o in waiting if o.account == account)
+            for answers in self.risk_answers:
+                found += [a async for a in answers.scan(account, since) if a.client_order_id in ids]
+        return sorted(found, key=attrgetter("event_ns"))
 
     # ── warm-up ──────────────────────────────────────────────────────────────────────────────
 
@@ -396,7 +421,7 @@ class StrategyEngine(Engine[StrategyConfig]):
             return
         await self.on_order(decode(Order, payload), envelope)
 
-    async def on_order(self, order: Order, envelope: Envelope) -> None:
+    async def on_order(self, order: Order, envelope: Envelope | None) -> None:
         """Risk's answers: ``submitted`` goes to execution, ``denied`` closes the intent; the
         transitions this engine publishes itself come back here and are ignored."""
         known = self.orders.get(order.client_order_id)
@@ -551,16 +576,10 @@ def _with_event_ns(order: Order, event_ns: int) -> Order:
 
 
 _FILL_STATES = frozenset({OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED})
+#: the streams Risk stores its answers on (``engines.risk.service``), keyed by account
+RISK_ANSWER_STREAMS = ("risk.approvals", "risk.denials")
 #: statuses on ``orders.<account>`` that only this engine publishes (its own transitions)
 _ECHOES = frozenset(s.value for s in OrderStatus) - {"submitted", "denied"}
-
-
-def _later(order: Order, before: Order) -> bool:
-    """Whether stored transition ``order`` supersedes ``before`` (the same order's): a terminal
-    state is final, a fill never goes back, otherwise the later stored wins."""
-    if before.status in TERMINAL:
-        return False
-    return order.filled_quantity >= before.filled_quantity
 
 
 def _sequence_of(client_order_id: str) -> int:

@@ -9,6 +9,7 @@ comes out as ``protocol.records`` ``Trade``, ``Quote`` and ``Bar``. Reads raise
 from __future__ import annotations
 
 from realtime.storage.base import (
+    END_OF_TIME_NS,
     MAX_PAGE_ROWS,
     InstrumentRow,
     InvalidQuery,
@@ -26,6 +27,7 @@ from realtime.storage.service import STORAGE_PREFIX, Storage, StorageConfig
 
 __all__ = [
     "DEFAULT_SCHEMA",
+    "END_OF_TIME_NS",
     "MAX_PAGE_ROWS",
     "STORAGE_PREFIX",
     "InstrumentRow",

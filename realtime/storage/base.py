@@ -23,6 +23,8 @@ from typing import Any, Generic, Protocol, TypeVar
 from protocol.records import Bar, Quote, Trade
 
 MAX_PAGE_ROWS = 10_000
+#: The largest int64 nanosecond time: a time range with no upper end.
+END_OF_TIME_NS = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

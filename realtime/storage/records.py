@@ -16,12 +16,12 @@ the write; else the newest stored). Reads raise ``InvalidQuery`` (400) and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from realtime.storage.base import Page, SignalRow, Store
+from realtime.storage.base import END_OF_TIME_NS, MAX_PAGE_ROWS, Page, SignalRow, Store
 
 R = TypeVar("R")
 
@@ -77,6 +77,25 @@ class RecordStore(Generic[R]):
     ) -> Page[R]:
         page = await self.store.fetch_signals(self.channel(key), from_ns, to_ns, limit, cursor)
         return Page([self._decode(row.payload) for row in page.items], page.next_cursor)
+
+    async def scan(
+        self,
+        key: str,
+        from_ns: int = 0,
+        to_ns: int = END_OF_TIME_NS,
+        *,
+        page_rows: int = MAX_PAGE_ROWS,
+    ) -> AsyncIterator[R]:
+        """Every stored record of ``key`` in ``[from_ns, to_ns)``, in stored order (event time,
+        then arrival), ``page_rows`` at a time: what a restarting engine rebuilds from."""
+        cursor: str | None = None
+        while True:
+            page = await self.query(key, from_ns, to_ns, page_rows, cursor)
+            for record in page.items:
+                yield record
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     async def latest(self, key: str) -> R | None:
         if key in self._newest:

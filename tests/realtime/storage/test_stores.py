@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from protocol.records import Bar, Quote, Side, Trade
-from realtime.storage import InstrumentRow, InvalidQuery, Page, SignalRow, Store
+from realtime.storage import InstrumentRow, InvalidQuery, Page, RecordStore, SignalRow, Store
 from tests.realtime.storage.conftest import settled
 
 NS = 1_000_000_000
@@ -210,6 +210,32 @@ async def test_signals_round_trip_payloads(store: Store) -> None:
     rest = await store.fetch_signals("vpin.SPY", FAR_PAST, FAR_FUTURE, 40, first.next_cursor)
     assert first.items + rest.items == signals
     assert rest.next_cursor is None
+
+
+class Mark(msgspec.Struct, frozen=True):
+    symbol: str
+    event_ns: int
+    price: float
+
+
+async def test_a_record_scan_reads_every_page_of_its_key_in_time_order(store: Store) -> None:
+    marks = RecordStore(
+        store, "portfolio", "marks", Mark, key=lambda m: m.symbol, time=lambda m: m.event_ns
+    )
+    rng = random.Random(5)
+    written = [
+        Mark(rng.choice(["SPY", "QQQ"]), SPY_OPEN_2013 + rng.randrange(20) * NS, i)
+        for i in range(60)
+    ]
+    marks.append(written)
+    await settled(store)
+    spy = sorted((m for m in written if m.symbol == "SPY"), key=lambda m: m.event_ns)
+    assert [m async for m in marks.scan("SPY", page_rows=7)] == spy
+    since = SPY_OPEN_2013 + 10 * NS
+    assert [m async for m in marks.scan("SPY", since, page_rows=4)] == [
+        m for m in spy if m.event_ns >= since
+    ]
+    assert [m async for m in marks.scan("IWM")] == []
 
 
 async def test_instruments_upsert_and_list(store: Store) -> None:
