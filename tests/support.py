@@ -18,7 +18,9 @@ from typing import Any
 
 import asyncpg
 
-from realtime.storage import migrate
+from protocol.records import Trade
+from realtime.clock import ManualClock
+from realtime.storage import Storage, StorageConfig, migrate
 from realtime.storage.migrations import quote_identifier
 
 TEST_DSN = os.environ.get("NAUTILUS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -118,3 +120,14 @@ async def embedded_platform(environ: dict[str, str]) -> AsyncIterator[EmbeddedRu
         stop.set()
         assert await asyncio.wait_for(platform, 60) == 0
         recorder.cancel()
+
+
+async def store_trades(schema: str, trades: list[Trade]) -> None:
+    """Write ``trades`` to the test database's ``schema`` as MarketData would store them."""
+    clock = ManualClock(trades[0].event_ns if trades else 0)
+    storage = Storage(StorageConfig(dsn=TEST_DSN, schema=schema), clock=clock)
+    await storage.open()
+    try:
+        storage.store.write_trades(trades)
+    finally:
+        await storage.close(5.0)

@@ -112,6 +112,9 @@ class DenialCode(StrEnum):
     MAX_POSITION = "max_position"
     MAX_GROSS_EXPOSURE = "max_gross_exposure"
     MAX_NET_EXPOSURE = "max_net_exposure"
+    #: an intent found unanswered at Risk's start older than ``max_intent_age_s`` (the
+    #: service's, never ``check``'s: ``engines.risk.service``, "Restart")
+    STALE_INTENT = "stale_intent"
 
 
 class TradingState(StrEnum):

@@ -35,6 +35,26 @@ for PostgreSQL when a process was killed are not there; last prices come back wi
 ``trades.*`` message (until then a market order is denied ``no_reference_price``, and a pending
 market order on a symbol with neither a position nor a trade yet is left out of the exposure sums).
 
+Intents sent while Risk was down: after the rebuild, every intent of a configured account whose
+newest state in Strategy's store is still ``initialized`` and that has no stored approval or denial
+is answered in ``on_start`` (before the first live input), in event-time order, through the live
+path (``answer``: checked, published on ``orders.<account>``, stored, counted), so a Strategy that
+stayed up sends it to the venue or closes it, and one that is down takes the stored answer at its
+own restart. Their reference prices are the newest stored trade of each of their symbols no older
+than ``max_intent_age_s`` (the market data engine's store; a symbol without one is denied
+``no_reference_price`` as live). An intent older than ``max_intent_age_s`` by the clock at start
+(``NAUTILUS_RISK_MAX_INTENT_AGE_S``, 60 s: a signal decided on a market that long gone is no longer
+the strategy's) is denied ``stale_intent`` without a check: it takes no rate slot and adds nothing
+pending. Live intents are not aged (the bus hands them over as they are sent, and a replay's clock
+need not be its event time); under a replay on the wall clock every recovered intent is stale, the
+safe side. Answering is idempotent: the answers this process gave or found stored (the newest
+``answers_kept``) are remembered per ``client_order_id``, and an intent answered before (an intent
+both recovered and still buffered for the consumer at start, a redelivery) gets the same answer
+again on ``orders.<account>`` only, neither re-checked nor stored nor counted. Limits: an intent
+Strategy had not yet flushed to PostgreSQL when Risk read it stays unanswered until Risk's next
+start; an answer older than the newest ``answers_kept`` is forgotten (that intent, repeated, is
+checked again).
+
 Portfolio risk: each account's positions as money amounts (quantity × last trade, else
 Portfolio's mark, × multiplier) on the daily total returns of their instruments
 (``engines.marketdata.daily``, the bundled Lean files), aligned on the dates all of them traded,
@@ -67,6 +87,7 @@ history is in memory (``history_days`` per account), not rebuilt on restart.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import functools
@@ -118,7 +139,7 @@ from protocol.records import (
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
 from realtime.config import described
-from realtime.storage import RecordStore, Storage
+from realtime.storage import END_OF_TIME_NS, MAX_PAGE_ROWS, RecordStore, Storage
 
 #: A published VaR result (see ``RiskEngine.var_payload``).
 VarPayload = dict[str, Any]
@@ -208,6 +229,14 @@ class RiskConfig(EngineConfig):
         default=2_000,
         metadata=described("day-end equities and VaRs kept per account for its VaR backtest"),
     )
+    max_intent_age_s: float = field(
+        default=60.0,
+        metadata=described("an intent found unanswered at start older than this: stale_intent"),
+    )
+    answers_kept: int = field(
+        default=100_000,
+        metadata=described("answers remembered by client_order_id (a repeated intent: same one)"),
+    )
 
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
@@ -234,6 +263,8 @@ class RiskConfig(EngineConfig):
             raise ValueError("need var_interval_s > 0, mc_paths >= 100, mc_assets >= 1")
         if self.history_days < 2:
             raise ValueError("history_days must be >= 2")
+        if not self.max_intent_age_s > 0 or self.answers_kept < 1:
+            raise ValueError("need max_intent_age_s > 0 and answers_kept >= 1")
         self.account_limits()  # validates (and reads limits_path)
 
     def limits(self) -> PreTradeLimits:
@@ -373,6 +404,8 @@ class RiskEngine(Engine[RiskConfig]):
         self.vpin_buckets: RecordStore[dict[str, Any]] = self.storage.records(
             self.name, "vpin", dict, key=itemgetter("symbol"), time=itemgetter("end_ns")
         )
+        #: the answer given to each intent, newest ``answers_kept`` (``answer`` is idempotent)
+        self.answers: collections.OrderedDict[str, Order] = collections.OrderedDict()
         self.denial_counts: dict[str, dict[str, int]] = {a: {} for a in self.books}
         self.approved_counts: dict[str, int] = dict.fromkeys(self.books, 0)
         self._denied_total = Counter(
@@ -456,15 +489,17 @@ class RiskEngine(Engine[RiskConfig]):
         }
 
     async def on_start(self) -> None:
-        await self.rebuild()
+        await self.answer_missed(await self.rebuild())
         mc = [m for m in self.config.var_methods if m.value.startswith("monte_carlo")]
         if mc:
             await self.run_in_executor(self._warm_up, mc)
         self.spawn(self._var_worker, name="var")
 
-    async def rebuild(self) -> None:
+    async def rebuild(self) -> list[Order]:
         """Crash-only restart: each account's book as it stood before (module docstring,
-        "Restart"). Runs before the first input is handled (the shell buffers it meanwhile)."""
+        "Restart"). Runs before the first input is handled (the shell buffers it meanwhile).
+        Returns the intents stored ``initialized`` that no stored answer answers."""
+        unanswered: list[Order] = []
         for symbol in sorted(self.instruments):
             bucket = await self.vpin_buckets.latest(symbol)
             if bucket is not None and bucket.get("alert") is True:
@@ -477,9 +512,15 @@ class RiskEngine(Engine[RiskConfig]):
             if snapshot is not None:
                 book.set_positions(*_quantities_and_marks(snapshot))
             approved = 0
+            answered: set[str] = set()
             async for order in self.approvals.scan(account):
                 book.restore_approval(order)
+                self._remember(order)
+                answered.add(order.client_order_id)
                 approved += 1
+            async for order in self.denials.scan(account):
+                self._remember(order)
+                answered.add(order.client_order_id)
             newest: dict[str, Order] = {}
             async for order in self.order_transitions.scan(account):
                 before = newest.get(order.client_order_id)
@@ -487,12 +528,53 @@ class RiskEngine(Engine[RiskConfig]):
                     newest[order.client_order_id] = order
             for order in newest.values():
                 book.on_order(order)
+            unanswered += (
+                o for o in newest.values()
+                if o.status is OrderStatus.INITIALIZED and o.client_order_id not in answered
+            )  # fmt: skip
             if state is not None or snapshot is not None or approved or newest:
                 self.log.info(
                     "account %s rebuilt: %s, %d positions, %d pending of %d approvals and %d "
                     "orders", account, book.state, len(book.positions), len(book.pending),
                     approved, len(newest),
                 )  # fmt: skip
+        return unanswered
+
+    async def answer_missed(self, intents: Sequence[Order]) -> None:
+        """Answer the intents sent while Risk was down, oldest first; those older than
+        ``max_intent_age_s`` are denied ``stale_intent`` (module docstring, "Restart")."""
+        if not intents:
+            return
+        now = self.clock.now_ns()
+        oldest_fresh = now - int(self.config.max_intent_age_s * 1e9)
+        fresh = {o.symbol for o in intents if o.event_ns >= oldest_fresh}
+        for symbol in sorted(fresh - self.market.last_price.keys()):
+            trade = await self._newest_stored_trade(symbol, oldest_fresh)
+            if trade is not None:
+                self._set_last_price(trade)
+        stale = 0
+        for order in sorted(intents, key=attrgetter("event_ns")):
+            decision: Decision | None = None
+            if order.event_ns < oldest_fresh:
+                stale += 1
+                decision = Denied(
+                    DenialCode.STALE_INTENT,
+                    f"sent {(now - order.event_ns) / 1e9:.1f} s before Risk started "
+                    f"(max {self.config.max_intent_age_s} s)",
+                )
+            await self.answer(order, order.event_ns, decision)
+        self.log.info("answered %d intents sent while down (%d stale)", len(intents), stale)
+
+    async def _newest_stored_trade(self, symbol: str, from_ns: int) -> Trade | None:
+        newest, cursor = None, None
+        while True:
+            page = await self.storage.store.fetch_trades(
+                symbol, from_ns, END_OF_TIME_NS, MAX_PAGE_ROWS, cursor
+            )
+            newest = page.items[-1] if page.items else newest
+            cursor = page.next_cursor
+            if cursor is None:
+                return newest
 
     def _warm_up(self, methods: Sequence[core.VarMethod]) -> None:
         """Compile the Monte Carlo simulation for the padded shape (never on a live run)."""
@@ -511,14 +593,27 @@ class RiskEngine(Engine[RiskConfig]):
             raise BadInput("invalid_value", f"an intent is initialized, not {order.status}")
         if not _SEGMENT.fullmatch(order.account):
             raise BadInput("invalid_value", f"account {order.account!r} is not a channel segment")
+        await self.answer(order, envelope.event_ns)
+
+    async def answer(self, order: Order, event_ns: int, decision: Decision | None = None) -> None:
+        """Check an intent (or answer it ``decision`` unchecked), publish the answer at
+        ``event_ns`` and store it. An intent answered before gets that answer again, published
+        on ``orders.<account>`` only: one decision per ``client_order_id``."""
+        given = self.answers.get(order.client_order_id)
+        if given is not None:
+            self.log.info("intent %s answered before: %s again", order.client_order_id,
+                          given.status)  # fmt: skip
+            await self.publish(f"orders.{given.account}", encode(given), event_ns=event_ns)
+            return
         book = self.books.get(order.account)
-        started = time.perf_counter()
-        decision: Decision = (
-            Denied(DenialCode.UNKNOWN_ACCOUNT, f"account {order.account!r} is not configured")
-            if book is None
-            else check(order, book)
-        )
-        self._check_seconds.observe(time.perf_counter() - started)
+        if decision is None:
+            started = time.perf_counter()
+            decision = (
+                Denied(DenialCode.UNKNOWN_ACCOUNT, f"account {order.account!r} is not configured")
+                if book is None
+                else check(order, book)
+            )
+            self._check_seconds.observe(time.perf_counter() - started)
         if isinstance(decision, Approved):
             assert book is not None
             if order.parent_order_id is None:
@@ -534,14 +629,16 @@ class RiskEngine(Engine[RiskConfig]):
                 quantity=decision.quantity,
                 reason=decision.scaled_by,
             )
+            self._remember(submitted)
             self.approved_counts[order.account] += 1
             self._approved[order.account].inc()
             published = await self.publish(
-                f"orders.{order.account}", encode(submitted), event_ns=envelope.event_ns
+                f"orders.{order.account}", encode(submitted), event_ns=event_ns
             )
             self.approvals.append([submitted], seqs=[published.seq])
             return
         denied = msgspec.structs.replace(order, status=OrderStatus.DENIED, reason=decision.code)
+        self._remember(denied)
         counts = self.denial_counts.get(order.account)
         if counts is not None:
             counts[decision.code] = counts.get(decision.code, 0) + 1
@@ -549,15 +646,19 @@ class RiskEngine(Engine[RiskConfig]):
         label = order.account if counts is not None else "unconfigured"
         self._denied_total.labels(label, decision.code.value).inc()
         payload = encode(denied)
-        await self.publish(f"orders.{order.account}", payload, event_ns=envelope.event_ns)
-        published = await self.publish(
-            f"risk.denials.{order.account}", payload, event_ns=envelope.event_ns
-        )
+        await self.publish(f"orders.{order.account}", payload, event_ns=event_ns)
+        published = await self.publish(f"risk.denials.{order.account}", payload, event_ns=event_ns)
         self.denials.append([denied], seqs=[published.seq])
         self.log.info(
             "denied %s %s: %s (%s)", order.account, order.client_order_id, decision.code,
             decision.detail,
         )  # fmt: skip
+
+    def _remember(self, answer: Order) -> None:
+        """Keep ``answer`` as its intent's (the newest ``answers_kept``)."""
+        self.answers[answer.client_order_id] = answer
+        if len(self.answers) > self.config.answers_kept:
+            self.answers.popitem(last=False)
 
     def set_state(self, account: str, state: TradingState) -> TradingState:
         """Switch an account's trading state; returns the previous one (``KeyError``: unknown)."""
@@ -599,10 +700,14 @@ class RiskEngine(Engine[RiskConfig]):
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
         if not (math.isfinite(trade.price) and trade.price > 0):
             raise BadInput("invalid_value", f"trade price {trade.price} is not > 0")
+        self._set_last_price(trade)
+        self._timer()
+
+    def _set_last_price(self, trade: Trade) -> None:
+        """The collar's reference: the trade's price on its instrument's grid."""
         instrument = self.instruments.get(trade.symbol)
         price = round(trade.price, instrument.price_precision) if instrument else trade.price
         self.market.last_price[trade.symbol] = Decimal(repr(price))
-        self._timer()
 
     async def on_vpin(self, payload: dict[str, Any], envelope: Envelope) -> None:
         symbol = envelope.channel.partition(".")[2]

@@ -16,11 +16,11 @@ import pytest
 from engines.risk.core import VarMethod
 from engines.risk.service import RiskConfig, RiskEngine
 from engines.strategy.service import StrategyConfig, StrategyEngine
-from protocol.records import Fill, Order, OrderStatus, decode, encode
+from protocol.records import Fill, Order, OrderStatus, Trade, decode
 from realtime.bus import Envelope, MemoryBus, Subscription
 from realtime.clock import ManualClock
 from tests.engines.strategy.support import TARGET_ONCE, market, spy_bars
-from tests.support import TEST_DSN, migrated_schema, until
+from tests.support import TEST_DSN, migrated_schema, store_trades
 
 #: one strategy inside Risk's 1 000-unit order limit, one over it
 STRATEGIES = json.dumps([
@@ -67,14 +67,10 @@ async def test_answers_published_while_down_are_taken_at_restart(schema: str) ->
         bus=bus, clock=clock,
     )  # fmt: skip
     orders = bus.subscribe("orders.paper")
-    await risk.start()
+    await store_trades(schema, [decode(Trade, trade.payload)])  # the print, as MarketData stores it
+    await risk.start()  # answers the intents it missed, at start
     try:
-        await bus.publish(trade.channel, trade.payload, event_ns=trade.event_ns)
-        await until(lambda: "SPY" in risk.market.last_price)  # its own consumer: it may lag
-        for intent in sent:  # as the bus delivers them to a Risk that was up all along
-            await bus.publish(f"intents.{intent.strategy}", encode(intent), event_ns=bar.event_ns)
         answered = {o.strategy: o for o in map(decode_order, await take(orders, 2))}
-        await take(intents, 2)  # the test's own republishing
     finally:
         await risk.stop()  # its answers flushed to the store
     assert answered["small"].status is OrderStatus.SUBMITTED
