@@ -16,9 +16,14 @@ same work, on a stream a tree can split (grace period 200). Walk-forward: the bu
 files (13 symbols, 1998–2021), ``core.daily_design`` per symbol (horizon 5) merged in time order
 as ``POST /ml/walkforward`` does, 10 purged k-fold splits (embargo 1 %) and 10 expanding
 walk-forward splits, each fold a fresh scikit-learn fit + scoring: logistic regression (the
-endpoint's default) and a random forest of 100 trees at depth ≤ 8 (at scikit-learn's defaults,
-unbounded depth, it takes minutes: reported apart if ``--forest-defaults``). The walk-forward runs
-on every CPU the process may use (the per-bar figures on one pinned core): each estimator and
+endpoint's default), a random forest of 100 trees at depth ≤ 8 (at scikit-learn's defaults,
+unbounded depth, it takes minutes: reported apart if ``--forest-defaults``), and the same forest
+with each tree's bootstrap drawing ``max_samples`` = the labels' average uniqueness
+(``core.average_uniqueness``, AFML 4.5 and 6.4: overlapping 5-day labels make a full-size
+bootstrap mostly redundant rows; ~3× less CPU, reported with each run's mean AUC). Nearly all
+of a forest's time is scikit-learn's compiled tree builder. The design (``engines.ml.bundled``,
+the rows ``POST /ml/walkforward`` builds) is built once and shared by every run. The walk-forward
+runs on every CPU the process may use (the per-bar figures on one pinned core): each estimator and
 scheme once with the folds one after another (``n_jobs`` 1) and once with ``--walkforward-jobs``
 folds at once (default: one per CPU, as the engine's ``NAUTILUS_ML_WALKFORWARD_JOBS``), the
 per-fold results checked equal; ``--repeats`` times, medians of wall and process CPU time
@@ -123,23 +128,13 @@ def per_bar_tree(bars: int, dim: int, kind: str) -> dict[str, Any]:
 
 
 def walkforward(forest_defaults: bool, jobs: int, repeats: int) -> dict[str, Any]:
-    from engines.marketdata.daily import Adjustment, daily_tickers, read_daily_bars
     from engines.ml import core
+    from engines.ml.bundled import bundled_daily_design
 
     started = time.perf_counter()
-    parts = []
-    tickers = daily_tickers()
-    for ticker in tickers:
-        bars = read_daily_bars(ticker, Adjustment.TOTAL)
-        x, y, idx = core.daily_design(bars.close, 5)
-        day = bars.date.astype("datetime64[D]").astype(np.int64)
-        parts.append((x, y, day[idx], day[idx + 5]))
-    t0 = np.concatenate([p[2] for p in parts])
-    order = np.argsort(t0, kind="stable")
-    x = np.concatenate([p[0] for p in parts])[order]
-    y = np.concatenate([p[1] for p in parts])[order]
-    t1 = np.concatenate([p[3] for p in parts])[order]
-    t0 = t0[order]
+    design = bundled_daily_design(horizon=5)
+    x, y, t0, t1 = design.x, design.y, design.t0, design.t1
+    avg_uniqueness = float(core.average_uniqueness(t0, t1, design.group).mean())
     design_s = time.perf_counter() - started
     schemes = {
         "purged_kfold": core.purged_kfold_splits(t1, 10, 0.01, t0=t0),
@@ -148,6 +143,16 @@ def walkforward(forest_defaults: bool, jobs: int, repeats: int) -> dict[str, Any
     estimators: list[tuple[str, dict[str, Any]]] = [
         ("logistic", {}),
         ("random_forest", {"n_estimators": 100, "max_depth": 8, "random_state": 0}),
+        # AFML 4.5 / 6.4: each tree draws avgU·n rows, as many as there are unique labels
+        (
+            "random_forest",
+            {
+                "n_estimators": 100,
+                "max_depth": 8,
+                "random_state": 0,
+                "max_samples": round(avg_uniqueness, 4),
+            },
+        ),
     ]
     if forest_defaults:
         estimators.append(("random_forest", {"n_estimators": 100, "random_state": 0}))
@@ -171,8 +176,10 @@ def walkforward(forest_defaults: bool, jobs: int, repeats: int) -> dict[str, Any
                              "n_jobs": n_jobs, "folds": len(folds), "seconds": seconds,
                              "median_s": float(np.median(seconds)), "cpu_s": cpu,
                              "median_cpu_s": float(np.median(cpu)), "mean_auc": auc})  # fmt: skip
-    return {"symbols": len(tickers), "rows": int(y.size), "years": float((t0[-1] - t0[0]) / 365.25),
-            "design_s": design_s, "cpus": len(os.sched_getaffinity(0)), "runs": runs}  # fmt: skip
+    return {"symbols": int(design.group.max()) + 1, "rows": int(y.size),
+            "years": float((t0[-1] - t0[0]) / 365.25), "design_s": design_s,
+            "avg_uniqueness": avg_uniqueness, "cpus": len(os.sched_getaffinity(0)),
+            "runs": runs}  # fmt: skip
 
 
 def vmapped(symbols: int, dim: int, steps: int) -> dict[str, Any]:
@@ -232,12 +239,15 @@ def main() -> None:
         print_per_bar(result, args.symbols)
     if "walkforward" in result:
         wf = result["walkforward"]
-        print(f"walk-forward: {wf['symbols']} symbols, {wf['years']:.1f} years, {wf['rows']} rows")
+        print(
+            f"walk-forward: {wf['symbols']} symbols, {wf['years']:.1f} years, {wf['rows']} rows, "
+            f"design {wf['design_s']:.2f} s, average label uniqueness {wf['avg_uniqueness']:.3f}"
+        )
         for run in wf["runs"]:
             runs = " ".join(f"{s:.1f}" for s in run["seconds"])
             print(f"  {run['scheme']:<14}{run['estimator']:<15}{run['folds']:>3} folds "
                   f"n_jobs {run['n_jobs']:>2}  median {run['median_s']:>7.2f} s ({runs}), "
-                  f"CPU {run['median_cpu_s']:.1f} s"
+                  f"CPU {run['median_cpu_s']:.1f} s, AUC {run['mean_auc']:.4f}"
                   f"   {run['params']}")  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

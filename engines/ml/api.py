@@ -203,25 +203,20 @@ class WalkForwardResource:
         assert body.from_ns is not None and body.to_ns is not None
         if body.horizon < 1:
             raise ValidationError("horizon must be >= 1 bar for stored bars", parameter="horizon")
-        parts: list[tuple[Any, Any, Any, Any]] = []
+        series = {}
         total = 0
         for symbol in body.symbols:
             rows = await self._bars(symbol, body.spec, body.from_ns, body.to_ns)
             total += len(rows)
             if total > self._max_rows:
                 raise ValidationError(f"more than {self._max_rows} bars in range", parameter="to")
-            start = np.array([r.start_ns for r in rows], dtype=np.int64)
-            try:
-                x, y, idx = core.daily_design(np.array([r.close for r in rows]), body.horizon)
-            except ValueError as exc:
-                raise ValidationError(f"{symbol}: {exc}", parameter="symbols") from None
-            parts.append((x, y, start[idx], start[idx + body.horizon]))
-        t0 = np.concatenate([p[2] for p in parts])
-        order = np.argsort(t0, kind="stable")
-        x = np.concatenate([p[0] for p in parts])[order]
-        y = np.concatenate([p[1] for p in parts])[order]
-        t1 = np.concatenate([p[3] for p in parts])[order]
-        return x, y, t0[order], t1
+            closes = np.array([r.close for r in rows])
+            series[symbol] = (closes, np.array([r.start_ns for r in rows], dtype=np.int64))
+        try:
+            design = core.pooled_daily_design(series, body.horizon)
+        except ValueError as exc:
+            raise ValidationError(str(exc), parameter="symbols") from None
+        return design.x, design.y, design.t0, design.t1
 
     async def _bars(self, symbol: str, spec: str, from_ns: int, to_ns: int) -> list[Bar]:
         rows: list[Bar] = []

@@ -44,7 +44,7 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -740,6 +740,76 @@ def daily_design(close: npt.ArrayLike, horizon: int) -> tuple[Array, IntArray, I
     x = np.column_stack([ret[1], ret[5], ret[20], vol])
     y = (prices[rows + horizon] > prices[rows]).astype(np.int64)
     return x, y, rows
+
+
+class Design(NamedTuple):
+    """A walk-forward's rows: features ``x``, 0/1 labels ``y``, when each row is observed
+    (``t0``, non-decreasing) and when its label resolves (``t1``), and which series it came
+    from (``group``: the position of its symbol in the input)."""
+
+    x: Array
+    y: IntArray
+    t0: IntArray
+    t1: IntArray
+    group: IntArray
+
+
+def pooled_daily_design(
+    series: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]], horizon: int
+) -> Design:
+    """``daily_design`` per symbol of ``series`` (``symbol → (closes, bar times)``, times as
+    integers), the rows of all symbols merged in time order (a stable sort: at one time, the
+    symbols in the mapping's order) — the panel ``POST /ml/walkforward`` fits over stored bars.
+    A row is observed at its bar's time and resolves at the time of the bar ``horizon`` later.
+    ``ValueError`` names the symbol whose closes are too few."""
+    parts: list[tuple[Array, IntArray, IntArray, IntArray]] = []
+    for symbol, (close, times) in series.items():
+        try:
+            x, y, rows = daily_design(close, horizon)
+        except ValueError as exc:
+            raise ValueError(f"{symbol}: {exc}") from None
+        at = np.asarray(times, dtype=np.int64)
+        parts.append((x, y, at[rows], at[rows + horizon]))
+    if not parts:
+        raise ValueError("no series to build rows from")
+    t0 = np.concatenate([p[2] for p in parts])
+    order = np.argsort(t0, kind="stable")
+    group = np.repeat(np.arange(len(parts), dtype=np.int64), [p[1].size for p in parts])
+    return Design(
+        x=np.concatenate([p[0] for p in parts])[order],
+        y=np.concatenate([p[1] for p in parts])[order],
+        t0=t0[order],
+        t1=np.concatenate([p[3] for p in parts])[order],
+        group=group[order],
+    )
+
+
+def average_uniqueness(t0: npt.ArrayLike, t1: npt.ArrayLike, group: npt.ArrayLike) -> Array:
+    """Each label's average uniqueness, AFML ch. 4, snippets 4.1 (``mpNumCoEvents``) and 4.2
+    (``mpSampleTW``): within its group (one instrument), the number of labels concurrent at each
+    observed time ``c_t`` (labels with ``t0 <= t <= t1``), and per label the mean of ``1/c_t``
+    over the observed times of its span ``[t0, t1]``. The observed times of a group are its rows'
+    ``t0`` and ``t1``: AFML's bar index when every bar is some row's (as in ``daily_design``,
+    a row at each bar). Its mean over the training rows is AFML's ``avgU``, the fraction of rows
+    a bootstrap should draw when labels overlap (AFML 4.5, 6.4: ``max_samples=avgU``)."""
+    starts, ends, groups = (np.asarray(a, dtype=np.int64) for a in (t0, t1, group))
+    if not starts.shape == ends.shape == groups.shape or starts.ndim != 1:
+        raise ValueError("t0, t1 and group must be 1-d and of one length")
+    if np.any(ends < starts):
+        raise ValueError("t1[i] must be >= t0[i] (a label resolves at or after its bar)")
+    out = np.empty(starts.size)
+    for g in np.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        times = np.unique(np.concatenate([starts[rows], ends[rows]]))
+        first = np.searchsorted(times, starts[rows])
+        last = np.searchsorted(times, ends[rows])
+        change = np.zeros(times.size + 1, dtype=np.int64)
+        np.add.at(change, first, 1)
+        np.add.at(change, last + 1, -1)
+        concurrency = np.cumsum(change[:-1])
+        inverse = np.concatenate([[0.0], np.cumsum(1.0 / concurrency)])
+        out[rows] = (inverse[last + 1] - inverse[first]) / (last + 1 - first)
+    return out
 
 
 # ── many symbols in one vmapped JAX step ────────────────────────────────────────────────────

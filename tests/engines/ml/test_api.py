@@ -152,15 +152,11 @@ async def test_walkforward_over_stored_daily_bars(client: testing.ASGIConductor)
     assert resp.status_code == 202, resp.text
     done = await finished(client, resp.json["job"])
     assert done["status"] == "done", done
-    # the same panel by hand: rows of both symbols in time order, t1 five days on
-    parts = [core.daily_design(closes[s], 5) for s in ("AAA", "BBB")]
+    # the same panel from the closes: rows of both symbols in time order, t1 five days on
     start = t0 + np.arange(days) * DAY_NS
-    t0s = np.concatenate([start[idx] for _, _, idx in parts])
-    order = np.argsort(t0s, kind="stable")
-    x = np.concatenate([p[0] for p in parts])[order]
-    y = np.concatenate([p[1] for p in parts])[order]
-    t1 = np.concatenate([start[idx + 5] for _, _, idx in parts])[order]
-    splits = core.purged_kfold_splits(t1, 4, 0.01, t0=t0s[order])
+    design = core.pooled_daily_design({s: (closes[s], start) for s in ("AAA", "BBB")}, 5)
+    x, y = design.x, design.y
+    splits = core.purged_kfold_splits(design.t1, 4, 0.01, t0=design.t0)
     want = core.walk_forward(x, y, splits, "logistic", {})
     assert done["rows"] == 2 * (days - 25)
     assert done["result"]["folds"] == [f.to_payload() for f in want]

@@ -28,7 +28,9 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold, TimeSeriesSplit
 
+from engines.marketdata.daily import daily_tickers
 from engines.ml import core
+from engines.ml.bundled import bundled_daily_design
 
 jax.config.update("jax_enable_x64", True)
 
@@ -443,23 +445,68 @@ def test_walk_forward_folds_equal_a_direct_scikit_learn_fit() -> None:
         core.make_estimator("logistic", {"nope": 1})
 
 
-def daily_rows(tickers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The bundled daily closes of the first ``tickers`` symbols as ``POST /ml/walkforward``
-    builds them: ``core.daily_design`` (horizon 5) per symbol, rows merged in time order."""
-    from engines.marketdata.daily import Adjustment, daily_tickers, read_daily_bars
+def test_pooled_daily_design_merges_symbols_in_time_order_as_pandas() -> None:
+    """Two symbols on partly overlapping calendars: the pooled rows are pandas' concat of each
+    symbol's frame sorted by observation time (stable, the first symbol first at a tie)."""
+    rng = np.random.default_rng(5)
+    days = {"AAA": np.arange(0, 90) * 2, "BBB": np.arange(30, 100) * 2 + 1}
+    days["BBB"][:20] = days["AAA"][30:50]  # shared days: ties broken by symbol order
+    closes = {s: 30 * np.exp(np.cumsum(rng.normal(0, 0.01, d.size))) for s, d in days.items()}
+    design = core.pooled_daily_design({s: (closes[s], days[s]) for s in days}, 5)
+    frames = []
+    for g, s in enumerate(days):
+        c = pd.Series(closes[s])
+        frame = pd.DataFrame({"r1": c.pct_change(), "r5": c.pct_change(5),
+                              "r20": c.pct_change(20), "vol": c.pct_change().rolling(20).std(),
+                              "y": (c.shift(-5) > c).astype(int), "t0": days[s],
+                              "t1": pd.Series(days[s]).shift(-5), "group": g})  # fmt: skip
+        frames.append(frame.iloc[20:-5])
+    want = pd.concat(frames).sort_values("t0", kind="stable")
+    np.testing.assert_allclose(design.x, want[["r1", "r5", "r20", "vol"]].to_numpy(), rtol=1e-12)
+    for column in ("y", "t0", "t1", "group"):
+        assert getattr(design, column).tolist() == want[column].astype(int).tolist(), column
+    with pytest.raises(ValueError, match="BBB"):
+        core.pooled_daily_design(
+            {"AAA": (closes["AAA"], days["AAA"]), "BBB": ([1.0] * 9, range(9))}, 5
+        )
 
-    parts = []
-    for ticker in daily_tickers()[:tickers]:
-        bars = read_daily_bars(ticker, Adjustment.TOTAL)
-        x, y, idx = core.daily_design(bars.close, 5)
-        day = bars.date.astype("datetime64[D]").astype(np.int64)
-        parts.append((x, y, day[idx], day[idx + 5]))
-    t0 = np.concatenate([p[2] for p in parts])
+
+def afml_average_uniqueness(close_idx: pd.Index, t1: pd.Series) -> pd.Series:
+    """AFML snippets 4.1 (mpNumCoEvents) and 4.2 (mpSampleTW) as printed, over every event."""
+    count = pd.Series(0.0, index=close_idx[close_idx.searchsorted(t1.index[0]) :])
+    count = count.loc[: t1.max()]
+    for t_in, t_out in t1.items():
+        count.loc[t_in:t_out] += 1.0
+    weight = pd.Series(index=t1.index, dtype=float)
+    for t_in, t_out in t1.items():
+        weight.loc[t_in] = (1.0 / count.loc[t_in:t_out]).mean()
+    return weight
+
+
+def test_average_uniqueness_equals_afml_code_per_symbol() -> None:
+    """Labels of two symbols, a row at every bar, horizons varying per row (triple-barrier-like
+    spans): each row's uniqueness is AFML's computed on its own symbol's events alone."""
+    rng = np.random.default_rng(9)
+    t0s, t1s, groups, want = [], [], [], []
+    for g, n in enumerate((150, 90)):
+        bars = np.cumsum(rng.integers(1, 4, n))  # bar times, irregular gaps, a row at each
+        start = np.arange(n)
+        end = np.minimum(start + rng.integers(0, 12, n), n - 1)  # maybe at its own bar
+        t1 = pd.Series(bars[end], index=pd.Index(bars[start]))
+        want.append(afml_average_uniqueness(pd.Index(bars), t1).to_numpy())
+        t0s.append(bars[start])
+        t1s.append(bars[end])
+        groups.append(np.full(n, g))
+    # interleave the two symbols' rows in time order, as the pooled panel holds them
+    t0 = np.concatenate(t0s)
     order = np.argsort(t0, kind="stable")
-    x = np.concatenate([p[0] for p in parts])[order]
-    y = np.concatenate([p[1] for p in parts])[order]
-    t1 = np.concatenate([p[3] for p in parts])[order]
-    return x, y, t0[order], t1
+    got = core.average_uniqueness(
+        t0[order], np.concatenate(t1s)[order], np.concatenate(groups)[order]
+    )
+    np.testing.assert_allclose(got, np.concatenate(want)[order], rtol=1e-13)
+    assert got.min() < 0.2 and got.max() > 0.4  # overlapping and near-unique labels
+    with pytest.raises(ValueError, match="t1"):
+        core.average_uniqueness([3], [2], [0])
 
 
 @pytest.mark.parametrize("scheme", ["purged_kfold", "walk_forward"])
@@ -467,7 +514,7 @@ def test_folds_in_parallel_equal_the_sequential_run(scheme: str) -> None:
     """A seeded random forest over 10 folds of bundled daily rows: folds fitted four at a time
     on threads give the sequential run's predictions and per-fold metrics exactly, in fold
     order; progress counts every fold once. The forest's own ``n_jobs`` matches to rounding."""
-    x, y, t0, t1 = daily_rows(3)
+    x, y, t0, t1, _ = bundled_daily_design(daily_tickers()[:3], horizon=5)
     assert len(y) > 10_000
     if scheme == "purged_kfold":
         splits = core.purged_kfold_splits(t1, 10, 0.01, t0=t0)
