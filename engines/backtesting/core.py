@@ -128,12 +128,14 @@ def quantize(values: F64, places: int) -> F64:
     return np.round(values, places)
 
 
-def print_path(open_: float, high: float, low: float, close: float) -> tuple[float, ...]:
-    """The four prints a bar stands for: O→H→L→C, or O→L→H→C when the open is nearer the low
-    (the usual intrabar assumption: the nearer extreme is visited first)."""
-    if open_ - low < high - open_:
-        return open_, low, high, close
-    return open_, high, low, close
+def print_path(open_: npt.ArrayLike, high: npt.ArrayLike, low: npt.ArrayLike,
+               close: npt.ArrayLike) -> F64:  # fmt: skip
+    """The four prints each bar stands for (``(..., 4)``): O→H→L→C, or O→L→H→C when the open is
+    nearer the low (the usual intrabar assumption: the nearer extreme is visited first)."""
+    o, h, lo, c = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
+                                        for a in (open_, high, low, close)))  # fmt: skip
+    low_first = o - lo < h - o
+    return np.stack((o, np.where(low_first, lo, h), np.where(low_first, h, lo), c), axis=-1)
 
 
 # ── the strategy's indicators, as arrays ─────────────────────────────────────────────────────
@@ -238,98 +240,130 @@ class GridSummary(NamedTuple):
     block_count: I64  # (blocks,)
 
 
+class _State(NamedTuple):
+    """What ``MovingAverageCross`` and the venue carry from bar to bar, per point (scalars on a
+    path, vectors over the points of a sweep): regime (−1, 0, 1, as a float), entry price and
+    ATR at the last regime change, whether the ATR stop hit since, position, cash, and the
+    order waiting for the next open (``next_open``)."""
+
+    regime: jax.Array
+    entry: jax.Array
+    entry_atr: jax.Array
+    stopped: jax.Array
+    position: jax.Array
+    cash: jax.Array
+    pending: jax.Array
+
+
+class _Costs(NamedTuple):
+    """A run's scalars as the step uses them: order size, stop distance in ATRs, whether a
+    short is allowed, the slipped price factors of a buy and a sell, and the fee rate."""
+
+    quantity: jax.Array
+    atr_stop: jax.Array
+    allow_short: jax.Array
+    up: jax.Array
+    down: jax.Array
+    fee_rate: jax.Array
+
+
+def _start(cash: jax.Array, points: tuple[int, ...] = ()) -> _State:
+    zero = jnp.zeros(points, dtype=jnp.float64)
+    return _State(zero, zero, jnp.full(points, jnp.nan), jnp.zeros(points, dtype=bool), zero,
+                  jnp.full(points, cash), zero)  # fmt: skip
+
+
 def _step(
-    carry: tuple[jax.Array, ...],
-    bar: tuple[jax.Array, ...],
-    *,
-    quantity: jax.Array,
-    atr_stop: jax.Array,
-    allow_short: jax.Array,
-    fee_rate: jax.Array,
-    slip: jax.Array,
-    close_fill: bool,
-) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
-    """One bar of ``MovingAverageCross.on_bar`` plus execution and marking."""
-    regime, entry, entry_atr, stopped, target, position, cash, pending = carry
-    open_, close, fast, slow, atr = bar
-
-    def fill(
-        q: jax.Array, price: jax.Array, cash: jax.Array, position: jax.Array
-    ) -> tuple[jax.Array, ...]:
-        paid = jnp.where(q > 0, price * (1.0 + slip), price * (1.0 - slip))
-        fee = jnp.abs(q) * paid * fee_rate
-        done = q != 0
-        paid = jnp.where(done, paid, 0.0)
-        fee = jnp.where(done, fee, 0.0)
-        return cash - q * paid - fee, position + q, paid, fee
-
-    if not close_fill:  # an order of the previous bar fills at this bar's open
-        cash, position, price0, fee0 = fill(pending, open_, cash, position)
-        filled0 = pending
-
-    valid = jnp.isfinite(fast) & jnp.isfinite(slow)
-    new = jnp.where(fast > slow, 1, jnp.where(fast < slow, -1, regime))
-    new = jnp.where((new < 0) & ~allow_short, 0, new)
-    changed = valid & (new != regime)
-    has_atr = jnp.isfinite(entry_atr)
-    distance = atr_stop * entry_atr
-    hit = jnp.where(regime > 0, close <= entry - distance, close >= entry + distance)
-    check = valid & ~changed & (regime != 0) & has_atr & ~stopped
-    stopped = jnp.where(changed, False, jnp.where(check, hit, stopped))
-    entry = jnp.where(changed, close, entry)
-    entry_atr = jnp.where(changed, atr, entry_atr)
-    regime = jnp.where(changed, new, regime)
-    wanted = jnp.where(stopped, 0.0, regime * quantity)
-    asks = valid & ~(target == wanted)  # a NaN target (none yet) always asks
-    target = jnp.where(asks, wanted, target)
-    order = jnp.where(asks, wanted - position, 0.0)
-
-    if close_fill:  # a market-on-close order: nothing is ever pending
-        cash, position, price1, fee1 = fill(order, close, cash, position)
-        quantity_out, price_out, fee_out = order, price1, fee1
-    else:
-        quantity_out, price_out, fee_out = filled0, price0, fee0
-        pending = order
-    equity = cash + position * close
-    carry = (regime, entry, entry_atr, stopped, target, position, cash, pending)
-    return carry, (quantity_out, price_out, fee_out, position, cash, equity)
-
-
-def _run(
+    state: _State,
     open_: jax.Array,
     close: jax.Array,
     fast: jax.Array,
     slow: jax.Array,
     atr: jax.Array,
-    quantity: jax.Array,
-    atr_stop: jax.Array,
-    allow_short: jax.Array,
-    fee_rate: jax.Array,
-    slip: jax.Array,
-    cash: jax.Array,
+    costs: _Costs,
     *,
     close_fill: bool,
-) -> tuple[jax.Array, ...]:
-    zero = jnp.zeros((), dtype=jnp.float64)
-    carry = (
-        jnp.zeros((), dtype=jnp.int64), zero, jnp.asarray(jnp.nan), jnp.asarray(False),
-        jnp.asarray(jnp.nan), zero, cash, zero,
-    )  # fmt: skip
-    step = partial(
-        _step, quantity=quantity, atr_stop=atr_stop, allow_short=allow_short,
-        fee_rate=fee_rate, slip=slip, close_fill=close_fill,
-    )  # fmt: skip
-    _, out = jax.lax.scan(step, carry, (open_, close, fast, slow, atr))  # type: ignore[arg-type]
-    return out
+) -> tuple[_State, jax.Array, jax.Array, jax.Array]:
+    """One bar of ``MovingAverageCross.on_bar`` plus execution: the new state and the bar's fill
+    (signed quantity, 0 for none; price paid; fee). The one definition of the path, for
+    ``ma_cross_path`` (one point) and ``_sweep`` (a vector of points) alike.
+
+    It is ``on_bar`` with what cannot change a number left out: the strategy's ``target`` (after
+    the first valid bar the position at decision time *is* the last target, orders filling in
+    full, so ``wanted − position`` is the order, 0 when nothing changed) and its ``valid`` /
+    ``has_atr`` guards (a NaN average or ATR makes every comparison false). The event-driven
+    run agrees with it fill for fill (``tests/engines/backtesting/test_replay.py``)."""
+    regime, entry, entry_atr, stopped, position, cash, pending = state
+
+    def fill(q: jax.Array, price: jax.Array, cash: jax.Array) -> tuple[jax.Array, ...]:
+        paid = jnp.where(q > 0, price * costs.up, price * costs.down)
+        fee = jnp.abs(q) * paid * costs.fee_rate
+        return cash - q * paid - fee, paid, fee
+
+    if not close_fill:  # the order of the previous bar, at this bar's open
+        filled = pending
+        cash, paid, fee = fill(filled, open_, cash)
+        position = position + filled
+    new = jnp.where(fast > slow, 1.0, jnp.where(fast < slow, -1.0, regime))
+    new = jnp.where((new < 0) & ~costs.allow_short, 0.0, new)
+    changed = new != regime
+    distance = costs.atr_stop * entry_atr
+    hit = jnp.where(regime > 0, close <= entry - distance, close >= entry + distance)
+    stopped = ~changed & (stopped | ((regime != 0) & hit))
+    entry = jnp.where(changed, close, entry)
+    entry_atr = jnp.where(changed, atr, entry_atr)
+    order = jnp.where(stopped, 0.0, new * costs.quantity) - position
+    if close_fill:  # a market-on-close order: nothing is ever pending
+        filled = order
+        cash, paid, fee = fill(filled, close, cash)
+        position = position + filled
+    else:
+        pending = order
+    return _State(new, entry, entry_atr, stopped, position, cash, pending), filled, paid, fee
+
+
+def _costs(scalars: jax.Array, allow_short: jax.Array) -> _Costs:
+    """``scalars`` = quantity, atr_stop, fee rate, slippage rate (``SweepInputs.scalars``)."""
+    quantity, atr_stop, fee_rate, slip = (scalars[i] for i in range(4))
+    return _Costs(quantity, atr_stop, allow_short, 1.0 + slip, 1.0 - slip, fee_rate)
 
 
 @partial(jax.jit, static_argnames=("close_fill",))
-def _path(*args: jax.Array, close_fill: bool) -> tuple[jax.Array, ...]:
-    return _run(*args, close_fill=close_fill)
+def _path(
+    open_: jax.Array,
+    close: jax.Array,
+    fast: jax.Array,
+    slow: jax.Array,
+    atr: jax.Array,
+    scalars: jax.Array,
+    allow_short: jax.Array,
+    *,
+    close_fill: bool,
+) -> tuple[jax.Array, ...]:
+    """One point over time, every bar kept (``PathResult``'s columns)."""
+    costs = _costs(scalars, allow_short)
+
+    def bar(state: _State, inputs: tuple[jax.Array, ...]) -> tuple[_State, tuple[jax.Array, ...]]:
+        o, c, fast, slow, atr = inputs
+        state, filled, paid, fee = _step(state, o, c, fast, slow, atr, costs,
+                                         close_fill=close_fill)  # fmt: skip
+        done = filled != 0
+        equity = state.cash + state.position * c
+        kept = (filled, jnp.where(done, paid, 0.0), jnp.where(done, fee, 0.0))
+        return state, (*kept, state.position, state.cash, equity)
+
+    _, out = jax.lax.scan(bar, _start(scalars[4]), (open_, close, fast, slow, atr))
+    return out
 
 
 def _atr_for(high: F64, low: F64, close: F64, period: int) -> F64:
     return wilder_atr(high, low, close, period)
+
+
+def _scalars(params: MaCrossParams) -> F64:
+    """quantity, atr_stop, fee rate, slippage rate, cash: what ``_costs`` and ``_start`` read."""
+    return np.array([float(params.quantity), params.atr_stop, params.fee_bps / 10_000.0,
+                     params.slippage_bps / 10_000.0, params.cash], dtype=np.float64)  # fmt: skip
 
 
 def ma_cross_path(bars: BarArrays, params: MaCrossParams) -> PathResult:
@@ -339,10 +373,8 @@ def ma_cross_path(bars: BarArrays, params: MaCrossParams) -> PathResult:
     atr = _atr_for(bars.high, bars.low, bars.close, params.atr_period)
     out = _path(
         jnp.asarray(bars.open), jnp.asarray(bars.close), jnp.asarray(table[0]),
-        jnp.asarray(table[1]), jnp.asarray(atr), jnp.asarray(float(params.quantity)),
-        jnp.asarray(params.atr_stop), jnp.asarray(params.allow_short),
-        jnp.asarray(params.fee_bps / 10_000.0), jnp.asarray(params.slippage_bps / 10_000.0),
-        jnp.asarray(params.cash), close_fill=params.fill is FillRule.CLOSE,
+        jnp.asarray(table[1]), jnp.asarray(atr), jnp.asarray(_scalars(params)),
+        jnp.asarray(params.allow_short), close_fill=params.fill is FillRule.CLOSE,
     )  # fmt: skip
     return PathResult(*(np.asarray(a, dtype=np.float64) for a in out))
 
@@ -391,62 +423,30 @@ def _sweep(
     Nothing per bar is kept: fills are counted and the returns summed per CSCV block
     (compensated) as the scan goes, so memory is O(points), not O(points × T).
 
-    The step is ``_step`` with what cannot change a number taken out (the float operations
-    that make a fill, the equity and a return are ``_step``'s, in its order): ``target`` and
-    ``asks`` go, since after the first valid bar the position at decision time *is* the last
-    target (orders fill in full), so ``wanted − position`` is the order, 0 when nothing
-    changed; ``valid`` and ``has_atr`` go, since a NaN average or ATR makes every comparison
-    false; a fill of 0 costs ``q · paid = 0`` without the masks. ``test_core`` checks it is
-    ``ma_cross_path`` bit for bit at every point of a grid, both fill rules, stops hit."""
-    quantity, atr_stop, fee_rate, slip, cash = (scalars[i] for i in range(5))
-    up, down = 1.0 + slip, 1.0 - slip
+    The step is ``_step``, ``ma_cross_path``'s: one definition of the path (``test_core``
+    checks the two bit for bit at every point of a grid, both fill rules, stops hit)."""
+    costs = _costs(scalars, allow_short)
     points = fast_col.shape[0]
-    zero = jnp.zeros(points, dtype=jnp.float64)
-    # regime (−1, 0, 1), entry, entry ATR, stopped, position, cash, pending order
-    state = (zero, zero, jnp.full(points, jnp.nan), jnp.zeros(points, dtype=bool), zero,
-             jnp.full(points, cash), zero)  # fmt: skip
     sums = jnp.zeros((4, blocks, points), dtype=jnp.float64)  # Σr, its error, Σr², its error
 
-    def fill(q: jax.Array, price: jax.Array, cash: jax.Array) -> jax.Array:
-        paid = jnp.where(q > 0, price * up, price * down)
-        fee = jnp.abs(q) * paid * fee_rate
-        return cash - q * paid - fee
-
     def bar(carry: tuple[Any, ...], inputs: tuple[jax.Array, ...]) -> tuple[tuple[Any, ...], None]:
-        (regime, entry, entry_atr, stopped, position, cash, pending), previous, fills, sums = carry
+        state, previous, fills, sums = carry
         o, c, row, a, b = inputs
-        fast, slow = row[fast_col], row[slow_col]
-        if not close_fill:  # the order of the previous bar, at this bar's open
-            cash = fill(pending, o, cash)
-            position = position + pending
-            fills = fills + (pending != 0)
-        new = jnp.where(fast > slow, 1.0, jnp.where(fast < slow, -1.0, regime))
-        new = jnp.where((new < 0) & ~allow_short, 0.0, new)
-        changed = new != regime
-        distance = atr_stop * entry_atr
-        hit = jnp.where(regime > 0, c <= entry - distance, c >= entry + distance)
-        stopped = ~changed & (stopped | ((regime != 0) & hit))
-        entry = jnp.where(changed, c, entry)
-        entry_atr = jnp.where(changed, a, entry_atr)
-        regime = new
-        order = jnp.where(stopped, 0.0, regime * quantity) - position
-        if close_fill:  # market on close
-            cash = fill(order, c, cash)
-            position = position + order
-            fills = fills + (order != 0)
-        else:
-            pending = order
-        equity = cash + position * c
+        state, filled, _, _ = _step(state, o, c, row[fast_col], row[slow_col], a, costs,
+                                    close_fill=close_fill)  # fmt: skip
+        fills = fills + (filled != 0)
+        equity = state.cash + state.position * c
         r = equity / previous - 1.0
         now = jax.lax.dynamic_index_in_dim(sums, b, axis=1, keepdims=False)
         total, lost = _kahan(now[0], now[1], r)
         squares, squares_lost = _kahan(now[2], now[3], r * r)
         now = jnp.stack((total, lost, squares, squares_lost))
         sums = jax.lax.dynamic_update_index_in_dim(sums, now, b, axis=1)
-        state = (regime, entry, entry_atr, stopped, position, cash, pending)
         return (state, equity, fills, sums), None
 
-    init = (state, jnp.full(points, cash), jnp.zeros(points, dtype=jnp.int64), sums)
+    cash = scalars[4]
+    init = (_start(cash, (points,)), jnp.full(points, cash),
+            jnp.zeros(points, dtype=jnp.int64), sums)  # fmt: skip
     xs = (open_, close, averages, atr, block_of)
     (_, equity, fills, sums), _ = jax.lax.scan(bar, init, xs)
     return equity, fills, sums[0] - sums[1], sums[2] - sums[3]
@@ -458,15 +458,13 @@ def sweep_inputs(
     """The shared inputs of a sweep over ``windows`` (ascending, distinct): each moving average
     once (``sma_table``), not once per point."""
     t = len(bars)
-    scalars = [float(base.quantity), base.atr_stop, base.fee_bps / 10_000.0,
-               base.slippage_bps / 10_000.0, base.cash]  # fmt: skip
     return SweepInputs(
         open=np.ascontiguousarray(bars.open, dtype=np.float64),
         close=np.ascontiguousarray(bars.close, dtype=np.float64),
         averages=np.ascontiguousarray(sma_table(bars.close, windows).T),
         atr=_atr_for(bars.high, bars.low, bars.close, base.atr_period),
         block_of=np.minimum(np.arange(t) * blocks // t, blocks - 1).astype(np.int64),
-        scalars=np.array(scalars, dtype=np.float64),
+        scalars=_scalars(base),
         allow_short=bool(base.allow_short),
         close_fill=base.fill is FillRule.CLOSE,
         blocks=blocks,

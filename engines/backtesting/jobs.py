@@ -118,9 +118,6 @@ def parse_job(
             raise JobInputError("mode", "vectorized mode runs the MA crossover (ma_cross) only")
         if len(body.symbols) != 1:
             raise JobInputError("symbols", "vectorized mode runs one symbol")
-    elif body.costs.slippage_bps:
-        raise JobInputError("costs.slippage_bps", "the simulated venue has no slippage model: "
-                            "event mode needs 0 (vectorized mode has it)")  # fmt: skip
     points: list[dict[str, Any]] = []
     names = list(grid)
     first_error = ""
@@ -220,8 +217,8 @@ def _event(
 
         run = EventRun(
             strategy_path=spec.path, params=point, cash=Decimal(repr(body.cash)),
-            fill=body.fill, fee_bps=body.costs.fee_bps, latency_ms=body.costs.latency_ms,
-            run_id=f"{job_id}-{k}",
+            fill=body.fill, fee_bps=body.costs.fee_bps, slippage_bps=body.costs.slippage_bps,
+            latency_ms=body.costs.latency_ms, run_id=f"{job_id}-{k}",
         )  # fmt: skip
         results.append(run_event(run, spec.bars, progress=scaled, cancel=cancel))
     equities = np.array([r.equity_floats() for r in results])

@@ -24,18 +24,20 @@ time (marked at the close); conservation (``realized + unrealized − fees == eq
 and cash = cash₀ − Σ signed notional − Σ fees of the fills) is checked at every sample.
 
 A strategy callback that raises fails the run (``StrategyFailed`` with the logged traceback):
-a backtest must not quietly carry on after its strategy broke. Limits: no slippage (the venue
-has none); one account; risk limits are Risk's defaults.
+a backtest must not quietly carry on after its strategy broke. Costs: fees and slippage in bps
+(``EventRun``), the venue's (slippage on taker fills, against the side: the vectorized mode's, so
+the two agree trade for trade with it). Limits: one account; risk limits are Risk's defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -49,12 +51,14 @@ from engines.risk.service import RiskConfig, RiskEngine
 from engines.shell.driver import DeterministicDriver
 from engines.shell.lifecycle import Engine
 from engines.strategy.service import StrategyConfig, StrategyEngine
+from engines.strategy.venue import SimulatedVenue
 from protocol.channels import ChannelPattern
-from protocol.records import Bar, Fill, Order, OrderSide, OrderStatus, Trade, encode
+from protocol.records import Bar, Fill, Order, OrderSide, OrderStatus, Trade
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
 
 __all__ = [
+    "MESSAGES_PER_BAR",
     "Cancelled",
     "EventResult",
     "EventRun",
@@ -67,6 +71,8 @@ __all__ = [
 #: Portfolio republishes on marks at most once a day of event time: the run samples the equity
 #: itself, and every fill still publishes the book (what Risk's limits read).
 MARK_THROTTLE_MS = 86_400_000
+#: a bar is replayed as its four prints and itself
+MESSAGES_PER_BAR = 5
 #: ``progress(fraction done, simulated ns, fills so far)``
 Progress = Callable[[float, int, int], None]
 
@@ -94,6 +100,8 @@ class EventRun:
     cash: Decimal = Decimal(1_000_000)
     fill: FillRule = FillRule.NEXT_OPEN
     fee_bps: float = 0.0
+    #: the venue's slippage on taker fills, bps against the side (the vectorized mode's)
+    slippage_bps: float = 0.0
     latency_ms: float = 0.0
     fee_decimals: int = 12
     run_id: str = "run"
@@ -114,39 +122,60 @@ class EventResult:
         return np.array([float(e) for e in self.equity])
 
 
-def market_envelopes(bars: Sequence[BarArrays], fill: FillRule) -> list[tuple[Envelope, bool]]:
-    """The recorded market: ``(envelope, sample equity after it)`` in replay order."""
-    keyed: list[tuple[tuple[int, int, str, int], Envelope, bool]] = []
-    for series in bars:
-        symbol, spec = series.symbol, series.spec
-        for i in range(len(series)):
-            start, end = int(series.start_ns[i]), int(series.end_ns[i])
-            o, h, lo, c = (
-                float(a[i]) for a in (series.open, series.high, series.low, series.close)
-            )
-            size = float(series.volume[i]) / 4.0
-            span = end - start
-            prices = print_path(o, h, lo, c)
-            times = [start, start + span // 4, start + span // 2, end - 1]
-            bar = Bar(symbol=symbol, spec=spec, start_ns=start, end_ns=end, open=o, high=h,
-                      low=lo, close=c, volume=float(series.volume[i]), dollar_volume=0.0,
+def market_envelopes(bars: Sequence[BarArrays], fill: FillRule) -> Iterator[tuple[Envelope, bool]]:
+    """The recorded market: ``(envelope, sample equity after it)`` in replay order (event time,
+    then bar before closing print before other prints, then symbol, then print number),
+    ``MESSAGES_PER_BAR`` per bar. The order is sorted up front as arrays; each envelope is made
+    as the replay reaches it, so a long history is never held as objects (nor walked by the
+    garbage collector: holding them made the run collect its whole heap). The payloads are the
+    records themselves, what the engines' decoding gives back unchanged: the history was never
+    JSON, so nothing encodes it to decode it again."""
+    close_fill = fill is FillRule.CLOSE
+    # per message: (time, rank, symbol, print number 0-3 or 4 for the bar), then which series
+    times, ranks, symbol_ranks, number, series_of, row_of = [], [], [], [], [], []
+    symbol_rank = {s: r for r, s in enumerate(sorted({b.symbol for b in bars}))}
+    for which, series in enumerate(bars):
+        n = len(series)
+        start, end = series.start_ns.astype(np.int64), series.end_ns.astype(np.int64)
+        span = end - start
+        at = np.stack((start, start + span // 4, start + span // 2, end - 1, end), axis=1)
+        rank = np.full((n, MESSAGES_PER_BAR), 2, dtype=np.int64)
+        rank[:, 4] = 0  # the bar, at its end
+        if close_fill:  # the closing print comes right after the bar, at its end
+            at[:, 3], rank[:, 3] = end, 1
+        times.append(at.ravel())
+        ranks.append(rank.ravel())
+        size = n * MESSAGES_PER_BAR
+        symbol_ranks.append(np.full(size, symbol_rank[series.symbol], dtype=np.int64))
+        number.append(np.tile(np.arange(MESSAGES_PER_BAR, dtype=np.int64), n))
+        series_of.append(np.full(size, which, dtype=np.int64))
+        row_of.append(np.repeat(np.arange(n, dtype=np.int64), MESSAGES_PER_BAR))
+    if not times:
+        return
+    keys = [np.concatenate(k) for k in (number, symbol_ranks, ranks, times)]
+    order = np.lexsort(keys).tolist()  # the last key is the first sort key
+    t_of, k_of = keys[3].tolist(), keys[0].tolist()
+    which_of, i_of = np.concatenate(series_of).tolist(), np.concatenate(row_of).tolist()
+    # each series' fields as Python lists (one conversion, not one per element)
+    columns = [
+        (b.symbol, f"trades.{b.symbol}", f"bars.{b.spec}.{b.symbol}", b.spec,
+         b.start_ns.tolist(), b.end_ns.tolist(), b.open.tolist(), b.high.tolist(),
+         b.low.tolist(), b.close.tolist(), b.volume.tolist(),
+         print_path(b.open, b.high, b.low, b.close).T.tolist())
+        for b in bars
+    ]  # fmt: skip
+    for j in order:
+        t, k, i = t_of[j], k_of[j], i_of[j]
+        symbol, trades, bar_channel, spec, starts, ends, o, h, lo, c, v, path = columns[which_of[j]]
+        if k == 4:
+            bar = Bar(symbol=symbol, spec=spec, start_ns=starts[i], end_ns=ends[i], open=o[i],
+                      high=h[i], low=lo[i], close=c[i], volume=v[i], dollar_volume=0.0,
                       trades=4)  # fmt: skip
-            keyed.append(((end, 0, symbol, 0), _envelope(f"bars.{spec}.{symbol}", end, bar),
-                          fill is FillRule.NEXT_OPEN))  # fmt: skip
-            for k, (t, price) in enumerate(zip(times, prices, strict=True)):
-                if fill is FillRule.CLOSE and k == 3:
-                    t, rank, sample = end, 1, True  # the closing print, after the bar
-                else:
-                    t, rank, sample = t, 2, False
-                trade = Trade(symbol=symbol, event_ns=t, receive_ns=t, price=price, size=size)
-                keyed.append(((t, rank, symbol, k), _envelope(f"trades.{symbol}", t, trade),
-                              sample))  # fmt: skip
-    keyed.sort(key=lambda item: item[0])
-    return [(envelope, sample) for _, envelope, sample in keyed]
-
-
-def _envelope(channel: str, t: int, record: Any) -> Envelope:
-    return Envelope(channel, 0, "history", t, t, encode(record))
+            yield Envelope(bar_channel, 0, "history", t, t, bar), not close_fill
+        else:  # each print carries a quarter of the bar's volume
+            trade = Trade(symbol=symbol, event_ns=t, receive_ns=t, price=path[k][i],
+                          size=v[i] / 4.0)  # fmt: skip
+            yield Envelope(trades, 0, "history", t, t, trade), close_fill and k == 3
 
 
 class _ErrorLog(logging.Handler):
@@ -178,6 +207,12 @@ class _Pipeline:
             ),
             bus=self._bus(), clock=self.clock,
         )  # fmt: skip
+        if run.slippage_bps:  # StrategyConfig has no slippage setting: set on its venue
+            venue = self.strategy.execution.venue
+            assert isinstance(venue, SimulatedVenue)
+            venue.config = dataclasses.replace(
+                venue.config, slippage_bps=Decimal(repr(run.slippage_bps))
+            )
         self.risk = RiskEngine(
             RiskConfig(name=f"{prefix}-risk", accounts=(run.account,)),
             bus=self._bus(),
@@ -241,32 +276,35 @@ async def _replay(
     progress: Progress | None,
     cancel: threading.Event | None,
 ) -> EventResult:
-    market = market_envelopes(bars, run.fill)
     symbols = sorted({b.symbol for b in bars})
     specs = {b.spec for b in bars}
     if len(specs) != 1:
         raise ValueError(f"one bar spec per run, got {sorted(specs)}")
-    start = market[0][0].publish_ns if market else 0
+    start = min((int(b.start_ns.min()) for b in bars if len(b)), default=0)  # the first print
+    messages = sum(len(b) for b in bars) * MESSAGES_PER_BAR
     pipeline = _Pipeline(run, symbols, specs.pop(), start)
     fills: list[Fill] = []
     orders: list[Order] = []
     equity: dict[int, Decimal] = {}
     cash = run.cash
     counted = 0
-    step = max(1, len(market) // 200)
+    step = max(1, messages // 200)
     try:
-        for i, (envelope, sample) in enumerate(market):
+        for i, (envelope, sample) in enumerate(market_envelopes(bars, run.fill)):
             if cancel is not None and i % 64 == 0 and cancel.is_set():
                 raise Cancelled(f"cancelled at {envelope.event_ns}")
             await pipeline.deliver(envelope, fills, orders)
-            for fill in fills[counted:]:
-                notional = fill.quantity * fill.price
-                cash -= (notional if fill.side is OrderSide.BUY else -notional) + fill.fee
-            counted = len(fills)
+            if len(fills) > counted:
+                for fill in fills[counted:]:
+                    notional = fill.quantity * fill.price
+                    cash -= (notional if fill.side is OrderSide.BUY else -notional) + fill.fee
+                counted = len(fills)
             if sample:
-                equity[envelope.event_ns] = _checked_equity(pipeline.portfolio, run.account, cash)
-            if progress is not None and (i % step == 0 or i == len(market) - 1):
-                progress((i + 1) / len(market), envelope.event_ns, len(fills))
+                equity[envelope.event_ns] = _checked_equity(
+                    pipeline.portfolio, run.account, cash, envelope.event_ns
+                )
+            if progress is not None and (i % step == 0 or i == messages - 1):
+                progress((i + 1) / messages, envelope.event_ns, len(fills))
     finally:
         pipeline.close()
     times = np.array(sorted(equity), dtype=np.int64)
@@ -278,17 +316,16 @@ async def _replay(
     return EventResult(fills, orders, times, values, digest)
 
 
-def _checked_equity(portfolio: PortfolioEngine, account: str, cash: Decimal) -> Decimal:
-    _, state, _ = portfolio.snapshot(account)
-    identity = state.realized_pnl + state.unrealized_pnl - state.fees
-    if identity != state.equity - state.starting_cash:
+def _checked_equity(portfolio: PortfolioEngine, account: str, cash: Decimal, t: int) -> Decimal:
+    totals = portfolio.ledgers[account].headline(portfolio.marks)
+    if totals.total_pnl != totals.equity - totals.starting_cash:
         raise ConservationError(
-            f"realized + unrealized - fees = {identity} but equity - cash0 = "
-            f"{state.equity - state.starting_cash} at {state.event_ns}"
+            f"realized + unrealized - fees = {totals.total_pnl} but equity - cash0 = "
+            f"{totals.equity - totals.starting_cash} at {t}"
         )
-    if state.cash != cash:
-        raise ConservationError(f"ledger cash {state.cash} but the fills say {cash}")
-    return state.equity
+    if totals.cash != cash:
+        raise ConservationError(f"ledger cash {totals.cash} but the fills say {cash} at {t}")
+    return totals.equity
 
 
 def run_event(

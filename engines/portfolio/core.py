@@ -130,11 +130,19 @@ def parse_account(text: str) -> AccountSpec:
 def mark_price(value: float, places: int) -> D | None:
     """A market-data float as an exact price on the data's grid (``places`` decimals, half-even
     from the float's shortest repr, trailing zeros dropped); ``None`` for a non-positive or
-    non-finite value."""
+    non-finite value.
+
+    A repr already on the grid (``400.12`` at 4 places: no exponent, at most ``places``
+    decimals) is the price as written, ``110.0`` → ``110`` (a repr has no other trailing zero):
+    what quantizing and trimming give, without their cost (the per-print hot path)."""
     if not value > 0 or value == float("inf"):
         return None
+    text = repr(value)
+    whole, dot, fraction = text.partition(".")
+    if dot and len(fraction) <= places and "e" not in fraction:
+        return D(whole) if fraction == "0" else D(text)
     with localcontext(ROUNDING):
-        return trimmed(D(repr(value)).quantize(D(1).scaleb(-places)))
+        return trimmed(D(text).quantize(D(1).scaleb(-places)))
 
 
 def trimmed(value: D) -> D:
@@ -437,6 +445,15 @@ class Ledger:
         if not self.spec.hedging:
             return [("", p) for p in self.book.positions.values()]
         return [(s, p) for s, book in self.strategies.items() for p in book.positions.values()]
+
+    def headline(self, marks: MarkBook) -> CurrencyTotals:
+        """The account currency's totals, what ``valuation(marks).currencies`` holds for it,
+        without the per-strategy books or other currencies a netting account needs no pass
+        over (a backtest reads it at every bar to check the identity)."""
+        if self.spec.hedging:  # the account is the sum of its strategies' books
+            return self.valuation(marks).currencies[self.spec.currency]
+        price = {s: marks.price(s, p.side) for s, p in self.book.positions.items()}
+        return self.book.totals(self.spec.currency, price, self.spec.starting_cash)
 
     def valuation(self, marks: MarkBook) -> Valuation:
         """Every number of the account marked at ``marks``; see the module for the rules."""

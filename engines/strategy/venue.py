@@ -23,8 +23,12 @@ price, then act as a market (``stop``) or limit (``stop_limit``) order on the sa
 the first opportunity fills, the rest canceled (``ioc_remainder``); FOK: all of it on the first
 opportunity or nothing (``fok_unfilled``); DAY: expired at the first event of a later day
 (``(t + day_offset_ns) // 1 day``); GTC rests. Fees: ``bps`` of the notional (maker or taker)
-plus ``per_share`` × quantity, rounded half-even to ``fee_decimals``. Fill ids:
-``<order>-f<k>``.
+plus ``per_share`` × quantity, rounded half-even to ``fee_decimals``, on the fill price.
+Slippage (``slippage_bps``, 0 by default): a taker fill pays ``bps`` of the touch/print price
+against its side (a buy ``price × (1 + bps/10⁴)``, a sell ``price × (1 − bps/10⁴)``, exact
+decimals, off the tick grid), never past a limit order's own price; a maker fill is at its limit
+and does not slip. It is the vectorized backtest's cost (``engines.backtesting.core``), so the two
+modes agree on it. Fill ids: ``<order>-f<k>``.
 
 Limits: no queue position, no market impact, no book depth beyond L1; fees in the instrument's
 currency.
@@ -69,6 +73,7 @@ __all__ = [
 ]
 
 DAY_NS = 86_400 * 1_000_000_000
+_BPS = Decimal(10_000)
 #: What a venue answers: order transitions and fills, in the order they happened.
 VenueEvent = Order | Fill
 
@@ -107,12 +112,15 @@ class VenueConfig:
     fee_per_share: Decimal = Decimal(0)
     fee_decimals: int = 2
     day_offset_ns: int = 0
+    slippage_bps: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
         if self.latency_ns < 0:
             raise ValueError(f"latency must be >= 0, got {self.latency_ns}")
         if min(self.taker_fee_bps, self.maker_fee_bps, self.fee_per_share) < 0:
             raise ValueError("fees must be >= 0")
+        if not 0 <= self.slippage_bps < 10_000:
+            raise ValueError(f"slippage must be in [0, 10000) bps, got {self.slippage_bps}")
         if not 0 <= self.fee_decimals <= 12:
             raise ValueError("fee_decimals must be in [0, 12]")
 
@@ -260,21 +268,29 @@ class SimulatedVenue:
             del self.working[symbol]
         return events
 
-    @staticmethod
     def _price_for(
-        order: Order, side: _Side, first: bool, buy: bool
+        self, order: Order, side: _Side, first: bool, buy: bool
     ) -> tuple[Decimal | None, Liquidity]:
         """The price ``order`` fills at on this event (``None``: it does not fill)."""
         limit = order.price if order.type in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None
         if limit is None:
-            return side.price, Liquidity.TAKER
+            return self._slipped(side.price, buy), Liquidity.TAKER
         if first and (side.price <= limit if buy else side.price >= limit):
-            return side.price, Liquidity.TAKER
+            slipped = self._slipped(side.price, buy)
+            return (min(slipped, limit) if buy else max(slipped, limit)), Liquidity.TAKER
         if side.through:
             reached = side.price < limit if buy else side.price > limit
         else:
             reached = side.price <= limit if buy else side.price >= limit
         return (limit if reached else None), Liquidity.MAKER
+
+    def _slipped(self, price: Decimal, buy: bool) -> Decimal:
+        """A taker's price after slippage: ``bps`` of it against the order's side."""
+        bps = self.config.slippage_bps
+        if not bps:
+            return price
+        move = price * bps / _BPS
+        return price + move if buy else price - move
 
     def _fill(
         self, w: _Working, quantity: Decimal, price: Decimal, liquidity: Liquidity, t: int
@@ -306,7 +322,7 @@ class SimulatedVenue:
         c = self.config
         bps = c.maker_fee_bps if liquidity is Liquidity.MAKER else c.taker_fee_bps
         notional = quantity * price * instrument.multiplier
-        raw = notional * bps / Decimal(10_000) + c.fee_per_share * quantity
+        raw = notional * bps / _BPS + c.fee_per_share * quantity
         return raw.quantize(Decimal(1).scaleb(-c.fee_decimals), rounding=ROUND_HALF_EVEN)
 
     @staticmethod

@@ -119,7 +119,7 @@ async def test_a_vectorized_grid_job_reports_overfitting_and_is_stored(
         ),
         ({"grid": {"fast": [1, 2, 3], "slow": [30, 40]}}, "grid"),
         ({"symbols": ["ZZZZ"]}, "symbols"),
-        ({"costs": {"slippage_bps": 1.0}}, "costs.slippage_bps"),
+        ({"costs": {"slippage_bps": -1.0}}, "costs.slippage_bps"),
         ({"bars": "5h"}, "bars"),
         ({"cash": -1}, "cash"),
     ],

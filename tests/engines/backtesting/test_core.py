@@ -51,8 +51,10 @@ def test_wilder_atr_is_the_strategys(spy) -> None:  # type: ignore[no-untyped-de
 
 
 def test_print_path_visits_the_nearer_extreme_first() -> None:
-    assert print_path(10.0, 12.0, 9.0, 11.0) == (10.0, 9.0, 12.0, 11.0)  # open nearer the low
-    assert print_path(10.0, 10.5, 8.0, 9.0) == (10.0, 10.5, 8.0, 9.0)
+    assert print_path(10.0, 12.0, 9.0, 11.0).tolist() == [10.0, 9.0, 12.0, 11.0]  # nearer the low
+    assert print_path(10.0, 10.5, 8.0, 9.0).tolist() == [10.0, 10.5, 8.0, 9.0]
+    both = print_path([10.0, 10.0], [12.0, 10.5], [9.0, 8.0], [11.0, 9.0])  # bar by bar
+    assert both.tolist() == [[10.0, 9.0, 12.0, 11.0], [10.0, 10.5, 8.0, 9.0]]
 
 
 @pytest.mark.parametrize("fill", [FillRule.NEXT_OPEN, FillRule.CLOSE])

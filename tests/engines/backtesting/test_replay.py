@@ -25,21 +25,29 @@ def minute() -> BarArrays:
     return bars.select(np.arange(len(bars)) < 780)  # two regular sessions
 
 
+@pytest.mark.parametrize("slippage_bps", [0.0, 2.5])
 @pytest.mark.parametrize("fill", [FillRule.NEXT_OPEN, FillRule.CLOSE])
 def test_event_driven_and_vectorized_give_the_same_fills_and_equity(
-    minute: BarArrays, fill: FillRule
+    minute: BarArrays, fill: FillRule, slippage_bps: float
 ) -> None:
-    run = EventRun(strategy_path=MA, params=PARAMS, fill=fill, fee_bps=1.5)
-    event = run_event(run, [minute])
-    vec = ma_cross_path(minute, MaCrossParams(**PARAMS, fee_bps=1.5, fill=fill))
+    costs: dict[str, Any] = {"fee_bps": 1.5, "slippage_bps": slippage_bps}
+    event = run_event(EventRun(strategy_path=MA, params=PARAMS, fill=fill, **costs), [minute])
+    vec = ma_cross_path(minute, MaCrossParams(**PARAMS, **costs, fill=fill))
     at = np.nonzero(vec.quantity)[0]
     assert min(minute.volume) / 4 >= 200  # every print covers a reversal: fills are whole
     assert len(event.fills) == len(at) > 30
-    stamp = minute.start_ns if fill is FillRule.NEXT_OPEN else minute.end_ns
+    stamp, market = (
+        (minute.start_ns, minute.open) if fill is FillRule.NEXT_OPEN
+        else (minute.end_ns, minute.close)
+    )  # fmt: skip
     for f, i in zip(event.fills, at.tolist(), strict=True):
         signed = float(f.quantity) * (1 if f.side is OrderSide.BUY else -1)
-        assert (f.event_ns, signed, float(f.price)) == (int(stamp[i]), vec.quantity[i],
-                                                          vec.fill_price[i])  # fmt: skip
+        assert (f.event_ns, signed) == (int(stamp[i]), vec.quantity[i])
+        if slippage_bps:  # exact decimals against float arithmetic: equal to the last bits
+            assert float(f.price) == pytest.approx(vec.fill_price[i], rel=1e-12)
+            assert (float(f.price) > market[i]) == (signed > 0)  # against the order
+        else:
+            assert float(f.price) == vec.fill_price[i] == market[i]
         assert float(f.fee) == pytest.approx(vec.fee[i], rel=1e-12)
     assert any(o.reason == "atr_stop" for o in event.orders)  # the stop path is exercised
     assert np.array_equal(event.equity_ns, minute.end_ns)

@@ -16,6 +16,7 @@ Outside references:
 from __future__ import annotations
 
 from decimal import Decimal as D
+from decimal import localcontext
 from fractions import Fraction
 
 import pytest
@@ -23,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engines.portfolio.core import (
+    ROUNDING,
     AccountSpec,
     CurrencyTotals,
     Ledger,
@@ -30,6 +32,7 @@ from engines.portfolio.core import (
     MarkBook,
     mark_price,
     parse_account,
+    trimmed,
 )
 from engines.shell.instruments import InstrumentTable, load_instruments
 from protocol.records import Fill, Instrument, Liquidity, OrderSide
@@ -321,6 +324,24 @@ def test_mark_price_and_account_parsing() -> None:
             parse_account(bad)
 
 
+@given(
+    st.one_of(
+        st.floats(min_value=1e-9, max_value=1e18, allow_nan=False),
+        st.integers(1, 10**7).map(lambda cents: cents / 100),
+        st.decimals(min_value=D("0.0001"), max_value=D(10**6), places=4).map(float),
+    ),
+    st.integers(0, 10),
+)
+def test_mark_price_equals_quantizing_the_shortest_repr_then_trimming(
+    value: float, places: int
+) -> None:
+    # the definition the fast path for on-grid prices must agree with, for every float
+    with localcontext(ROUNDING):
+        expected = trimmed(D(repr(value)).quantize(D(1).scaleb(-places)))
+    got = mark_price(value, places)
+    assert got == expected and str(got) == str(expected)
+
+
 # ── the identity, over random fill sequences ──────────────────────────────────────────────────
 
 SYMBOLS = ("SPY", "ES", "ETHUSDT")
@@ -417,6 +438,7 @@ def test_realized_plus_unrealized_minus_fees_is_equity_change_at_every_event(
             else:
                 marks.bar(symbol, bid)
         valuation = led.valuation(marks)
+        assert led.headline(marks) == valuation.currencies["USD"]  # the backtest's shortcut
         for currency, totals in valuation.currencies.items():
             # the identity, exactly (Decimal ==, no tolerance)
             assert totals.total_pnl == totals.equity - totals.starting_cash, currency
