@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from protocol.messages import ResumePosition
     from realtime.bus.base import Envelope
     from realtime.hub.connection import ClientConnection
+    from realtime.hub.metrics import KindLatency
 
 
 #: What one kept frame costs besides its bytes: the ``bytes`` header and its slot in the ring.
@@ -177,6 +178,7 @@ class ChannelState:
         "history_bytes",
         "last_publish_ns",
         "last_seq",
+        "latency",
         "latest",
         "name",
         "stale",
@@ -202,6 +204,8 @@ class ChannelState:
         self.declared = False
         #: hub time of the last subscribe to the channel (idle expiry of implicit channels)
         self.active_ns = 0
+        #: the stage histograms of the channel's stream kind, set by the hub on its first message
+        self.latency: KindLatency | None = None
 
     @property
     def lossless(self) -> bool:

@@ -3,11 +3,12 @@ policy that fills and drains that backlog (protocol/README.md, "Delivery classes
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Opcode
 from websockets.protocol import State
 
 from protocol.messages import StatusState
@@ -22,13 +23,56 @@ if TYPE_CHECKING:
     from realtime.hub.metrics import HubStats
     from realtime.hub.session import Session
 
+_FIN_TEXT = 0x80 | Opcode.TEXT.value
+_TEXT_HEADS = [bytes((_FIN_TEXT, size)) for size in range(126)]
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
+
 #: One fan-out tick of a channel: ``(seq or 0 for a status, encoded message)`` in order.
 Parts = list[tuple[int, bytes]]
 
 
 def text_frame(payload: bytes) -> bytes:
-    """A complete unmasked server text frame (RFC 6455 §5.2): built once, written to many."""
-    return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    """A complete unmasked server text frame (RFC 6455 §5.2: FIN + opcode 1, then the payload
+    length in 7, 7+16 or 7+64 bits): built once, written to many. The header is packed here,
+    not by ``websockets.frames.Frame.serialize`` (its general path costs ~20x as much)."""
+    size = len(payload)
+    if size < 126:
+        head = _TEXT_HEADS[size]
+    elif size < 1 << 16:
+        head = _HEAD_16.pack(_FIN_TEXT, 126, size)
+    else:
+        head = _HEAD_64.pack(_FIN_TEXT, 127, size)
+    return head + payload
+
+
+class Frames:
+    """Encoded messages framed once for many connections: their payloads (``batch_payloads``)
+    and, on first use, the complete raw frames for connections without extensions."""
+
+    __slots__ = ("_raw", "payloads")
+
+    def __init__(self, messages: list[bytes], max_batch_bytes: int) -> None:
+        self.payloads = batch_payloads(messages, max_batch_bytes)
+        self._raw: list[bytes] | None = None
+
+    @property
+    def raw(self) -> list[bytes]:
+        if self._raw is None:
+            self._raw = [text_frame(p) for p in self.payloads]
+        return self._raw
+
+    def write_to(self, conn: ClientConnection) -> int:
+        """Write every frame to ``conn`` now; the bytes handed to its socket (0: not open)."""
+        if conn.protocol.state is not State.OPEN:
+            return 0
+        if not conn.raw_frames:
+            return sum(conn.write(payload) for payload in self.payloads)
+        transport, sent = conn.transport, 0
+        for frame in self.raw:
+            transport.write(frame)
+            sent += len(frame)
+        return sent
 
 
 class ClientConnection:
@@ -49,6 +93,7 @@ class ClientConnection:
         "held",
         "id",
         "latest",
+        "protocol",
         "raw_frames",
         "session",
         "slow",
@@ -61,6 +106,7 @@ class ClientConnection:
         self.id = conn_id
         self.ws = ws
         self.transport = ws.transport  # cached: read on every write of the hot path
+        self.protocol = ws.protocol  # (sans-I/O state: open, closing, closed)
         self.session = session
         #: Whether prebuilt frames may be written to the transport (no extension negotiated).
         self.raw_frames = raw
@@ -76,7 +122,7 @@ class ClientConnection:
 
     @property
     def open(self) -> bool:
-        return self.ws.protocol.state is State.OPEN
+        return self.protocol.state is State.OPEN
 
     @property
     def write_buffer_size(self) -> int:
@@ -99,13 +145,13 @@ class ClientConnection:
 
     def write(self, payload: bytes, frame: bytes | None = None) -> int:
         """Write one text frame now, ahead of any backlog. Returns bytes handed to the socket."""
-        if self.ws.protocol.state is not State.OPEN:
+        if self.protocol.state is not State.OPEN:
             return 0
         if self.raw_frames:
             data = frame if frame is not None else text_frame(payload)
             self.transport.write(data)
             return len(data)
-        self.ws.protocol.send_text(payload)
+        self.protocol.send_text(payload)
         self.ws.send_data()
         return len(payload)
 

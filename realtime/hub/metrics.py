@@ -60,8 +60,6 @@ GAUGE_HELP: dict[str, str] = {
 
 #: Values of the ``kind`` label of the per-message stage histograms.
 LATENCY_KINDS: tuple[str, ...] = (*STREAM_KINDS, "other")
-#: Channel names whose kind ``StageLatency`` remembers before it starts over (bounds memory).
-KIND_CACHE_CHANNELS = 8192
 
 
 def latency_kind(channel: str) -> str:
@@ -87,6 +85,19 @@ class Histogram:
         self.count += 1
         self.sum_ns += value_ns
 
+    def observe_all_ns(self, values_ns: list[int]) -> None:
+        """One observation per value, negatives counted as 0 (clocks of two processes): a fan-out
+        tick's messages in one call, without a method call per message."""
+        counts, bounds = self.counts, self._bounds_ns
+        total = 0
+        for value in values_ns:
+            if value < 0:
+                value = 0
+            counts[bisect_left(bounds, value)] += 1
+            total += value
+        self.count += len(values_ns)
+        self.sum_ns += total
+
     def observe_many_ns(self, value_ns: int, times: int) -> None:
         """``times`` observations of one value: every message of a fan-out tick waited as long."""
         self.counts[bisect_left(self._bounds_ns, value_ns)] += times
@@ -108,37 +119,64 @@ class Histogram:
 
 
 class KindLatency:
-    """The per-message stage histograms of one stream kind."""
+    """The per-message stage histograms of one stream kind.
 
-    __slots__ = ("event_to_publish", "event_to_send", "publish_to_hub", "receive_to_send")
+    The hub gathers a fan-out tick's samples in ``to_hub``, ``to_publish`` and ``delivered``
+    (a list append per message) and observes them with ``observe_tick``: one call per stage and
+    tick instead of a method call and a bucket search per message and stage.
+    """
+
+    __slots__ = (
+        "delivered",
+        "event_to_publish",
+        "event_to_send",
+        "publish_to_hub",
+        "receive_to_send",
+        "to_hub",
+        "to_publish",
+    )
 
     def __init__(self) -> None:
         self.event_to_publish = Histogram()
         self.publish_to_hub = Histogram()
         self.receive_to_send = Histogram()
         self.event_to_send = Histogram()
+        #: this tick's publish → hub receive times, per message received (ns)
+        self.to_hub: list[int] = []
+        #: this tick's event → publish times, per message received (ns)
+        self.to_publish: list[int] = []
+        #: event times of the messages this tick delivers (end to end: send time minus these)
+        self.delivered: list[int] = []
+
+    def observe_tick(self, received_ns: int, sent_ns: int) -> None:
+        """Observe the samples gathered since the last call: received at ``received_ns``, the
+        tick's last socket write at ``sent_ns``."""
+        if self.to_hub:
+            self.publish_to_hub.observe_all_ns(self.to_hub)
+            self.event_to_publish.observe_all_ns(self.to_publish)
+            self.to_hub.clear()
+            self.to_publish.clear()
+        delivered = self.delivered
+        if delivered:
+            self.receive_to_send.observe_many_ns(sent_ns - received_ns, len(delivered))
+            self.event_to_send.observe_all_ns([sent_ns - event for event in delivered])
+            delivered.clear()
 
 
 class StageLatency:
-    """Stage histograms by ``kind``; ``of(channel)`` is a dict lookup on the hot path."""
+    """Stage histograms by ``kind``. The hub asks ``of(channel)`` once per channel and keeps the
+    answer on the channel (``ChannelState.latency``): no kind lookup per message."""
 
-    __slots__ = ("by_channel", "by_kind")
+    __slots__ = ("by_kind",)
 
     def __init__(self) -> None:
         self.by_kind: dict[str, KindLatency] = {}
-        #: channel name → its kind's histograms: what ``of`` found (the hub reads it inline)
-        self.by_channel: dict[str, KindLatency] = {}
 
     def of(self, channel: str) -> KindLatency:
-        found = self.by_channel.get(channel)
+        kind = latency_kind(channel)
+        found = self.by_kind.get(kind)
         if found is None:
-            if len(self.by_channel) >= KIND_CACHE_CHANNELS:
-                self.by_channel.clear()
-            kind = latency_kind(channel)
-            found = self.by_kind.get(kind)
-            if found is None:
-                found = self.by_kind[kind] = KindLatency()
-            self.by_channel[channel] = found
+            found = self.by_kind[kind] = KindLatency()
         return found
 
     def counts(self, stage: str) -> list[int]:

@@ -3,7 +3,8 @@
 Hot path (``_on_batch`` → ``_fan_out``): each bus message is encoded once; everything the bus hands
 over in one wake-up is one *tick*; per tick every connection gets one write: the channel's shared
 prebuilt frame when it has data on one channel (the same bytes for every subscriber), or one batch
-frame joined from already-encoded parts. No task per client per message, no awaits per client.
+frame joined from already-encoded parts, built once per set of channels. No task per client per
+message, no awaits per client; stage latencies are observed once per tick, not per message.
 Replies to requests (acks, errors, pongs) are written immediately, never behind queued data.
 
 What to answer to a request is decided by the sans-I/O ``Session`` (``session.py``); what a
@@ -31,6 +32,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from protocol.channels import parse_channel
 from protocol.codec import encode, encode_data
@@ -43,13 +45,12 @@ from realtime.clock import Clock, SystemClock
 from realtime.hub.auth import ALLOW_ALL
 from realtime.hub.channels import BusRead, ChannelRegistry, ChannelState, undecided
 from realtime.hub.config import HubConfig
-from realtime.hub.connection import ClientConnection, Parts, SlowConsumers, text_frame
-from realtime.hub.framing import batch_payloads, epoch_changed, status
+from realtime.hub.connection import ClientConnection, Frames, Parts, SlowConsumers, text_frame
+from realtime.hub.framing import epoch_changed, status
 from realtime.hub.metrics import (
     LATENCY_BUCKETS,
     HubCollector,
     HubStats,
-    KindLatency,
     metrics_text,
 )
 from realtime.hub.session import (
@@ -246,10 +247,8 @@ class Hub:
         stats = self.stats
         self._last_input_ns = now
         channels = self._channels.by_name
-        by_channel = stats.latency.by_channel
         tick: dict[ChannelState, Parts] = {}
-        #: event times of the messages this tick delivers, by kind (end-to-end latency)
-        delivered: dict[KindLatency, list[int]] = {}
+        received = 0
         for env in batch:
             ch = channels.get(env.channel)
             if ch is None:
@@ -258,10 +257,13 @@ class Hub:
                 except ProtocolError:
                     stats.foreign_messages += 1
                     continue
-            stats.messages_in += 1
-            latency = by_channel.get(env.channel) or stats.latency.of(env.channel)
-            latency.publish_to_hub.observe_ns(max(0, now - env.publish_ns))
-            latency.event_to_publish.observe_ns(max(0, env.publish_ns - env.event_ns))
+            received += 1
+            latency = ch.latency  # the stage times are observed after the tick (``observe_tick``)
+            if latency is None:
+                latency = ch.latency = stats.latency.of(ch.name)
+            publish_ns = env.publish_ns
+            latency.to_hub.append(now - publish_ns)
+            latency.to_publish.append(publish_ns - env.event_ns)
             if ch.stale:
                 ch.stale = False
                 tick.setdefault(ch, []).append((0, status(ch.name, StatusState.LIVE)))
@@ -292,60 +294,101 @@ class Hub:
                     tick[ch] = [(env.seq, encoded)]
                 else:
                     parts.append((env.seq, encoded))
-                events = delivered.get(latency)
-                if events is None:
-                    delivered[latency] = [env.event_ns]
-                else:
-                    events.append(env.event_ns)
+                latency.delivered.append(env.event_ns)
+        stats.messages_in += received
+        sent = now
         if tick:
             self._fan_out(tick)
             sent = self._clock.now_ns()
-            elapsed = sent - now
-            stats.broadcast.observe_ns(elapsed)
-            for latency, events in delivered.items():
-                latency.receive_to_send.observe_many_ns(elapsed, len(events))
-                end_to_end = latency.event_to_send
-                for event_ns in events:
-                    end_to_end.observe_ns(max(0, sent - event_ns))
+            stats.broadcast.observe_ns(sent - now)
+        for kind in stats.latency.by_kind.values():  # a few: the protocol's stream kinds
+            kind.observe_tick(now, sent)
 
     def _fan_out(self, tick: dict[ChannelState, Parts]) -> None:
-        stats = self.stats
+        """Write one tick: every subscriber of a channel in it gets that channel's frames, a
+        connection with data on several channels one batch of all of them."""
+        if len(tick) == 1:  # the common case: no grouping per connection needed
+            for ch, parts in tick.items():
+                self._fan_out_channel(ch, parts, tick)
+            return
         dirty: list[ClientConnection] = []
         for ch in tick:
             for conn in ch.subscribers:
                 if not conn.tick:
                     dirty.append(conn)
                 conn.tick.append(ch)
-        shared: dict[ChannelState, list[tuple[bytes, bytes | None]]] = {}
+        #: frames by the channels a connection has data on: built once per set, written to all
+        shared: dict[tuple[ChannelState, ...], tuple[Frames, int]] = {}
         slow_limit = self.config.slow_write_buffer_bytes
         batch_bytes = self.config.max_batch_bytes
+        deliveries = frames_sent = bytes_sent = 0
         for conn in dirty:
             channels, conn.tick = conn.tick, []
             if conn.slow or conn.transport.get_write_buffer_size() > slow_limit:
-                if not self._slow.enqueue(conn, channels, tick):
-                    self._close(conn, CloseCode.SLOW_CONSUMER, "slow consumer")
-                self._schedule_slow_poll()
+                self._congested(conn, channels, tick)
                 continue
-            sent = 0
-            if len(channels) == 1:
-                ch = channels[0]
-                frames = shared.get(ch)
-                if frames is None:  # built once per channel per tick, written to every subscriber
-                    payloads = batch_payloads([p for _, p in tick[ch]], batch_bytes)
-                    raw = conn.raw_frames
-                    frames = shared[ch] = [(p, text_frame(p) if raw else None) for p in payloads]
-                for payload, frame in frames:
-                    sent += conn.write(payload, frame)
-                count, written = len(tick[ch]), len(frames)
-            else:
+            key = tuple(channels)  # in ``tick``'s order for every connection
+            found = shared.get(key)
+            if found is None:
                 joined = [p for ch in channels for _, p in tick[ch]]
-                payloads = batch_payloads(joined, batch_bytes)
-                for payload in payloads:
-                    sent += conn.write(payload)
-                count, written = len(joined), len(payloads)
-            stats.deliveries += count
-            stats.frames_sent += written
-            stats.bytes_sent += sent
+                found = shared[key] = (Frames(joined, batch_bytes), len(joined))
+            frames, count = found
+            written = frames.write_to(conn)
+            if written:
+                deliveries += count
+                frames_sent += len(frames.payloads)
+                bytes_sent += written
+        stats = self.stats
+        stats.deliveries += deliveries
+        stats.frames_sent += frames_sent
+        stats.bytes_sent += bytes_sent
+
+    def _fan_out_channel(
+        self, ch: ChannelState, parts: Parts, tick: dict[ChannelState, Parts]
+    ) -> None:
+        """A tick of one channel: the same frames to every subscriber, written inline (no call
+        per connection while its socket keeps up); congested ones queued after the loop, as
+        closing one changes ``ch.subscribers``."""
+        frames = Frames([p for _, p in parts], self.config.max_batch_bytes)
+        slow_limit = self.config.slow_write_buffer_bytes
+        congested: list[ClientConnection] = []
+        reached = bytes_sent = 0
+        if len(frames.payloads) == 1:
+            frame = frames.raw[0]
+            raw_reached = 0
+            for conn in ch.subscribers:
+                transport = conn.transport
+                if conn.slow or transport.get_write_buffer_size() > slow_limit:
+                    congested.append(conn)
+                elif conn.raw_frames and conn.protocol.state is State.OPEN:
+                    transport.write(frame)
+                    raw_reached += 1
+                elif written := frames.write_to(conn):
+                    reached += 1
+                    bytes_sent += written
+            reached += raw_reached
+            bytes_sent += raw_reached * len(frame)
+        else:
+            for conn in ch.subscribers:
+                if conn.slow or conn.transport.get_write_buffer_size() > slow_limit:
+                    congested.append(conn)
+                elif written := frames.write_to(conn):
+                    reached += 1
+                    bytes_sent += written
+        stats = self.stats
+        stats.deliveries += reached * len(parts)
+        stats.frames_sent += reached * len(frames.payloads)
+        stats.bytes_sent += bytes_sent
+        for conn in congested:
+            self._congested(conn, [ch], tick)
+
+    def _congested(
+        self, conn: ClientConnection, channels: list[ChannelState], tick: dict[ChannelState, Parts]
+    ) -> None:
+        """Queue ``conn``'s share of a tick instead of writing it (``SlowConsumers``)."""
+        if not self._slow.enqueue(conn, channels, tick):
+            self._close(conn, CloseCode.SLOW_CONSUMER, "slow consumer")
+        self._schedule_slow_poll()
 
     # --- slow consumers (the policy: ``connection.SlowConsumers``) ------------------------------
 

@@ -47,6 +47,15 @@ class Client:
         await self.request(op, **fields)
         return (await self.messages(1))[0]
 
+    async def messages_until_reply(
+        self, request_id: int, timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """Every message up to the one answering ``request_id`` (a frame is taken whole)."""
+        got: list[dict[str, Any]] = []
+        while not got or got[-1].get("id") != request_id:
+            got.extend(await self.messages(1, timeout))
+        return got
+
 
 HubFactory = Callable[..., Any]
 
@@ -74,6 +83,27 @@ async def hub_factory() -> AsyncIterator[HubFactory]:
 async def client(hub: Hub, path: str = "/ws", **kwargs: Any) -> AsyncIterator[Client]:
     async with connect(f"ws://127.0.0.1:{hub.port}{path}", **kwargs) as ws:
         yield Client(ws)
+
+
+@asynccontextmanager
+async def resume_flood(hub: Hub, loops: int) -> AsyncIterator[tuple[Client, Client]]:
+    """A client that never reads and asks ``loops`` times for trades.SPY's whole history
+    (subscribe resuming from seq 0, then unsubscribe), then pings; beside it a healthy client
+    subscribed to trades.QQQ. Yields ``(flooder, healthy)`` with the flooder's reading still
+    paused; its ping is its last request (``flooder.next_id``)."""
+    async with (
+        connect(f"ws://127.0.0.1:{hub.port}/", max_queue=1) as ws,
+        client(hub) as healthy,
+    ):
+        await healthy.reply("subscribe", channels=["trades.QQQ"])
+        ws.transport.pause_reading()
+        flooder = Client(ws)
+        resume = {"trades.SPY": {"epoch": "ep1", "seq": 0}}
+        for _ in range(loops):
+            await flooder.request("subscribe", channels=["trades.SPY"], resume=resume)
+            await flooder.request("unsubscribe", channels=["trades.SPY"])
+        await flooder.request("ping")
+        yield flooder, healthy
 
 
 async def settle() -> None:

@@ -9,11 +9,9 @@ import asyncio
 import gc
 import time
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from protocol.channels import ChannelPattern
@@ -25,7 +23,7 @@ from realtime.hub.channels import ChannelRegistry
 from realtime.hub.metrics import HubStats
 from realtime.hub.server import HubServerConnection
 from realtime.hub.session import Close, Detach, Session
-from tests.realtime.hub.conftest import Client, HubFactory, client, settle
+from tests.realtime.hub.conftest import HubFactory, client, resume_flood, settle
 from tests.support import until
 
 SECRET = "hardening-secret-of-at-least-32-bytes"
@@ -203,26 +201,8 @@ async def test_a_client_that_sends_without_reading_stalls_only_itself(
             bus.publish_nowait("trades.SPY", {"i": i, "pad": "x" * 200})
         await settle()
         replay_bytes = 1000 * 330  # one resume from 0 replays the whole ring
-        async with (
-            connect(f"ws://127.0.0.1:{hub.port}/", max_queue=1) as bad,
-            client(hub) as healthy,
-        ):
-            await healthy.reply("subscribe", channels=["trades.QQQ"])
-            bad.transport.pause_reading()  # the attacker never reads
-            loops = 40
-            for n in range(loops):
-                resume = {"trades.SPY": {"epoch": "ep1", "seq": 0}}
-                await bad.send(
-                    orjson.dumps(
-                        {"op": "subscribe", "id": n, "channels": ["trades.SPY"], "resume": resume}
-                    ).decode()
-                )
-                await bad.send(
-                    orjson.dumps(
-                        {"op": "unsubscribe", "id": n, "channels": ["trades.SPY"]}
-                    ).decode()
-                )
-            await bad.send(orjson.dumps({"op": "ping", "id": "last"}).decode())
+        loops = 40
+        async with resume_flood(hub, loops) as (bad, healthy):  # the attacker never reads
             await until(lambda: hub.health()["lag"]["outbound_bytes"] > limit)
             bus.publish_nowait("trades.QQQ", {"i": 0})
             (update,) = await healthy.messages(1, timeout=2.0)
@@ -231,11 +211,8 @@ async def test_a_client_that_sends_without_reading_stalls_only_itself(
             # before: every replay queued in the socket's buffer (40 x 330 KB); now the hub stops
             # reading a client's requests while its replies wait
             assert hub.health()["lag"]["outbound_bytes"] < limit + 2 * replay_bytes
-            bad.transport.resume_reading()  # once it reads, every request is answered
-            got: list[dict[str, Any]] = []
-            reader = Client(bad)
-            while not got or got[-1].get("id") != "last":
-                got.extend(await reader.messages(1, timeout=5.0))
+            bad.ws.transport.resume_reading()  # once it reads, every request is answered
+            got = await bad.messages_until_reply(bad.next_id)
             acks = [m for m in got if m["type"] == "ack"]
             assert len(acks) == 2 * loops
 

@@ -27,7 +27,7 @@ from realtime.hub.auth import ALLOW_ALL, issue_token
 from realtime.hub.channels import ChannelRegistry
 from realtime.hub.metrics import HubStats
 from realtime.hub.session import Action, ReadHistory, Reply, Session
-from tests.realtime.hub.conftest import Client, HubFactory, client
+from tests.realtime.hub.conftest import Client, HubFactory, client, resume_flood
 from tests.realtime.hub.test_client_js import browser_page, running_hub, start_client
 from tests.support import until
 
@@ -263,26 +263,8 @@ async def test_a_client_looping_resume_from_0_without_reading_costs_bounded_work
         for i in range(1000):
             bus.publish_nowait("trades.SPY", {"i": i, "pad": "x" * 200})
         await until(lambda: hub.stats.messages_in == 1000)
-        async with (
-            connect(f"ws://127.0.0.1:{hub.port}/", max_queue=1) as bad,
-            client(hub) as healthy,
-        ):
-            await healthy.reply("subscribe", channels=["trades.QQQ"])
-            bad.transport.pause_reading()
-            loops = 200
-            for n in range(loops):
-                resume = {"trades.SPY": {"epoch": "ep1", "seq": 0}}
-                await bad.send(
-                    orjson.dumps(
-                        {"op": "subscribe", "id": n, "channels": ["trades.SPY"], "resume": resume}
-                    ).decode()
-                )
-                await bad.send(
-                    orjson.dumps(
-                        {"op": "unsubscribe", "id": n, "channels": ["trades.SPY"]}
-                    ).decode()
-                )
-            await bad.send('{"op":"ping","id":"last"}')
+        loops = 200
+        async with resume_flood(hub, loops) as (bad, healthy):
             await until(
                 lambda: hub.stats.replays_refused + hub.stats.replayed_messages // 1000 == loops
             )
@@ -292,11 +274,8 @@ async def test_a_client_looping_resume_from_0_without_reading_costs_bounded_work
             # 200 resumes asked for 200,000 messages; 2 were replayed (the burst), none after
             assert hub.stats.replayed_messages == 2_000
             assert hub.stats.replays_refused == loops - 2
-            bad.transport.resume_reading()
-            reader = Client(bad)
-            got: list[dict[str, Any]] = []
-            while not got or got[-1].get("id") != "last":
-                got.extend(await reader.messages(1, timeout=5.0))
+            bad.ws.transport.resume_reading()
+            got = await bad.messages_until_reply(bad.next_id)
             recoveries = [
                 m["recovery"]["trades.SPY"] for m in got if m["type"] == "ack" and "recovery" in m
             ]

@@ -14,9 +14,9 @@ from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
 from realtime.hub import Hub, HubConfig
 from realtime.hub.metrics import (
-    KIND_CACHE_CHANNELS,
     LATENCY_BUCKETS,
     LATENCY_KINDS,
+    Histogram,
     StageLatency,
     latency_kind,
 )
@@ -37,13 +37,12 @@ def test_the_kind_label_is_the_stream_kind_or_other() -> None:
     assert len(LATENCY_KINDS) <= 32  # one histogram series set per value: bounded by the protocol
 
 
-def test_channels_share_their_kinds_histograms_and_the_cache_stays_bounded() -> None:
+def test_channels_share_their_kinds_histograms() -> None:
     latency = StageLatency()
     spy, qqq, quote = latency.of("trades.SPY"), latency.of("trades.QQQ"), latency.of("quotes.SPY")
     assert spy is qqq and spy is not quote
-    for i in range(KIND_CACHE_CHANNELS + 10):
+    for i in range(100):
         assert latency.of(f"trades.S{i}") is spy
-    assert len(latency.by_channel) <= KIND_CACHE_CHANNELS
     assert set(latency.by_kind) == {"trades", "quotes"}
     spy.publish_to_hub.observe_ns(2 * MS)
     quote.publish_to_hub.observe_ns(2 * MS)
@@ -51,6 +50,38 @@ def test_channels_share_their_kinds_histograms_and_the_cache_stays_bounded() -> 
     counts = latency.counts("publish_to_hub")
     assert len(counts) == len(LATENCY_BUCKETS) + 1
     assert counts[LATENCY_BUCKETS.index(2.5e-3)] == 2 and counts[LATENCY_BUCKETS.index(0.25)] == 1
+
+
+def test_observing_a_ticks_values_at_once_equals_one_by_one() -> None:
+    # on the bounds, between them, past the last, and negative (two processes' clocks): 0
+    values = [-5, 0, 25_000, 25_001, 1_000_000, 3 * MS, 2_000 * MS, 7]
+    one_by_one, at_once = Histogram(), Histogram()
+    for value in values:
+        one_by_one.observe_ns(max(0, value))
+    at_once.observe_all_ns(values)
+    assert at_once.counts == one_by_one.counts
+    assert (
+        (at_once.count, at_once.sum_ns)
+        == (one_by_one.count, one_by_one.sum_ns)
+        == (8, 2_004_050_008)
+    )
+
+
+def test_a_tick_is_observed_once_and_its_samples_start_over() -> None:
+    kind = StageLatency().of("trades.SPY")
+    kind.to_hub.extend([1 * MS, 3 * MS])
+    kind.to_publish.extend([0, 0])
+    kind.delivered.append(10 * MS)
+    kind.observe_tick(received_ns=20 * MS, sent_ns=21 * MS)
+    assert (kind.publish_to_hub.count, kind.receive_to_send.count, kind.event_to_send.count) == (
+        2,
+        1,
+        1,
+    )
+    assert kind.receive_to_send.sum_ns == 1 * MS and kind.event_to_send.sum_ns == 11 * MS
+    assert kind.to_hub == kind.to_publish == kind.delivered == []
+    kind.observe_tick(received_ns=30 * MS, sent_ns=30 * MS)  # nothing new: nothing observed
+    assert (kind.publish_to_hub.count, kind.event_to_send.count) == (2, 1)
 
 
 def _samples(hub: Hub) -> Samples:
