@@ -955,15 +955,16 @@ class _StochRSI:
 
 
 class _DM:
-    """Wilder's directional movement (``TA_PLUS_DI``, ``TA_MINUS_DI``, ``TA_DX``, ``TA_ADX``,
-    ``TA_ADXR``): +DM, −DM and TR summed over the first ``n−1`` moves, then Wilder-smoothed
-    (``s − s/n + v``). ``kind`` picks the output."""
+    """Wilder's directional movement, one pass for the whole family: +DM, −DM and TR summed over
+    the first ``n−1`` moves, then Wilder-smoothed (``s − s/n + v``); each bar gives
+    ``(PLUS_DI, MINUS_DI, DX, ADX, ADXR)`` (``TA_PLUS_DI``, ``TA_MINUS_DI``, ``TA_DX``,
+    ``TA_ADX``, ``TA_ADXR``), each NaN over its own lookback. The catalog functions are views
+    of it (``_Pick``); a stream that carries several of them steps it once (``Shared``)."""
 
     __slots__ = (
         "_adx",
         "_adxr_lag",
         "_dx",
-        "_kind",
         "_mdm",
         "_n",
         "_pc",
@@ -975,9 +976,10 @@ class _DM:
         "_tr",
     )
 
-    def __init__(self, n: int, kind: str) -> None:
+    _WARM = (NAN, NAN, NAN, NAN, NAN)
+
+    def __init__(self, n: int) -> None:
         self._n = n
-        self._kind = kind
         self._t = 0
         self._pdm = 0.0
         self._mdm = 0.0
@@ -988,15 +990,15 @@ class _DM:
         self._dx = 0.0
         self._sum_dx = 0.0
         self._adx = NAN
-        self._adxr_lag = _Lag(n - 1) if kind == "ADXR" else None
+        self._adxr_lag = _Lag(n - 1)
 
-    def update(self, high: float, low: float, close: float) -> float:
+    def update(self, high: float, low: float, close: float) -> tuple[float, ...]:
         t = self._t
         self._t = t + 1
         n = self._n
         if t == 0:
             self._ph, self._pl, self._pc = high, low, close
-            return NAN
+            return self._WARM
         diff_p = high - self._ph
         diff_m = self._pl - low
         self._ph = high
@@ -1009,7 +1011,7 @@ class _DM:
             elif diff_p > 0 and diff_p > diff_m:
                 self._pdm += diff_p
             self._tr += tr
-            return NAN
+            return self._WARM
         self._mdm -= self._mdm / n
         self._pdm -= self._pdm / n
         if diff_m > 0 and diff_p < diff_m:
@@ -1017,37 +1019,28 @@ class _DM:
         elif diff_p > 0 and diff_p > diff_m:
             self._pdm += diff_p
         self._tr = self._tr - (self._tr / n) + tr
-        kind = self._kind
         ptr = self._tr
-        zero_tr = -_EPS < ptr < _EPS
-        if kind == "PLUS_DI":
-            return 0.0 if zero_tr else 100.0 * (self._pdm / ptr)
-        if kind == "MINUS_DI":
-            return 0.0 if zero_tr else 100.0 * (self._mdm / ptr)
-        dx = NAN
-        if not zero_tr:
+        if -_EPS < ptr < _EPS:
+            plus_di = minus_di = 0.0
+            dx = NAN
+        else:
             minus_di = 100.0 * (self._mdm / ptr)
             plus_di = 100.0 * (self._pdm / ptr)
             s = minus_di + plus_di
-            if not -_EPS < s < _EPS:
-                dx = 100.0 * (_fabs(minus_di - plus_di) / s)
-        if kind == "DX":
-            if dx == dx:
-                self._dx = dx
-            return self._dx
-        # ADX / ADXR
+            dx = NAN if -_EPS < s < _EPS else 100.0 * (_fabs(minus_di - plus_di) / s)
+        if dx == dx:
+            self._dx = dx
         if t < 2 * n:
             if dx == dx:
                 self._sum_dx += dx
             if t < 2 * n - 1:
-                return NAN
+                return plus_di, minus_di, self._dx, NAN, NAN
             self._adx = self._sum_dx / n
         elif dx == dx:
             self._adx = ((self._adx * (n - 1)) + dx) / n
-        if self._adxr_lag is None:
-            return self._adx
-        old = self._adxr_lag.update(self._adx)
-        return NAN if old != old else (self._adx + old) / 2.0
+        adx = self._adx
+        old = self._adxr_lag.update(adx)
+        return plus_di, minus_di, self._dx, adx, NAN if old != old else (adx + old) / 2.0
 
 
 class _CCI:
@@ -1164,31 +1157,47 @@ class _WillR:
 
 
 class _Aroon:
-    """``TA_AROON`` / ``TA_AROONOSC`` over ``n+1`` bars: up = (100/n)·(n − bars since HH)."""
+    """``TA_AROON`` and ``TA_AROONOSC`` over ``n+1`` bars, one pass: ``(aroondown, aroonup,
+    aroonosc)`` with up = (100/n)·(n − bars since HH), osc = (100/n)·(bar of HH − bar of LL)."""
 
-    __slots__ = ("_count", "_factor", "_hi", "_lo", "_n", "_osc")
+    __slots__ = ("_count", "_factor", "_hi", "_lo", "_n")
 
-    def __init__(self, n: int, osc: bool) -> None:
+    _WARM = (NAN, NAN, NAN)
+
+    def __init__(self, n: int) -> None:
         self._n = n
         self._factor = 100.0 / n
         self._hi = _Extreme(n + 1, True)
         self._lo = _Extreme(n + 1, False)
         self._count = 0
-        self._osc = osc
 
-    def update(self, high: float, low: float) -> Any:
+    def update(self, high: float, low: float) -> tuple[float, float, float]:
         hi_idx = self._hi.update(high)[0]
         lo_idx = self._lo.update(low)[0]
         t = self._count
+        self._count = t + 1
         if t < self._n:
-            self._count += 1
-            return NAN if self._osc else (NAN, NAN)
-        self._count += 1
+            return self._WARM
         f = self._factor
-        if self._osc:
-            return f * (hi_idx - lo_idx)
         n = self._n
-        return f * (n - (t - lo_idx)), f * (n - (t - hi_idx))
+        return f * (n - (t - lo_idx)), f * (n - (t - hi_idx)), f * (hi_idx - lo_idx)
+
+
+class _Pick:
+    """Some outputs of a kernel that computes several functions at once (``_DM``, ``_Aroon``):
+    the catalog function run on its own."""
+
+    __slots__ = ("_inner", "_picks")
+
+    def __init__(self, inner: Kernel, picks: tuple[int, ...]) -> None:
+        self._inner = inner
+        self._picks = picks
+
+    def update(self, *inputs: float) -> Any:
+        out = self._inner.update(*inputs)
+        if len(self._picks) == 1:
+            return out[self._picks[0]]
+        return tuple(out[i] for i in self._picks)
 
 
 class _UltOsc:
@@ -1972,6 +1981,18 @@ class Param:
 
 
 @dataclass(frozen=True, slots=True)
+class Shared:
+    """A function that is some outputs (``picks``) of a kernel computing a family at once
+    (``_DM``: PLUS_DI … ADXR; ``_Aroon``: AROON, AROONOSC). Built alone it is a ``_Pick`` of a
+    fresh kernel; a ``FeatureStream`` builds one kernel per (kernel, parameters, inputs) and
+    steps it once per bar for every function of the family it carries."""
+
+    kernel: Callable[..., Kernel]
+    width: int  # how many values the kernel returns
+    picks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """A feature function: its inputs (bar fields), parameters, outputs and how to build it."""
 
@@ -1980,14 +2001,17 @@ class FunctionSpec:
     inputs: tuple[str, ...]
     params: tuple[Param, ...]
     outputs: tuple[str, ...]
-    factory: Callable[..., Kernel]
+    factory: Callable[..., Kernel] | Shared
     lookback: Callable[..., int]
     talib: bool = True
     note: str = ""
 
     def build(self, params: Mapping[str, Any]) -> Kernel:
         """A fresh kernel for validated ``params`` (positional, in catalog order)."""
-        return self.factory(*(params[p.name] for p in self.params))
+        args = [params[p.name] for p in self.params]
+        if isinstance(self.factory, Shared):
+            return _Pick(self.factory.kernel(*args), self.factory.picks)
+        return self.factory(*args)
 
     def as_dict(self) -> dict[str, Any]:
         defaults = {p.name: p.default for p in self.params}
@@ -2029,7 +2053,7 @@ def _spec(
     group: str,
     inputs: tuple[str, ...],
     params: tuple[Param, ...],
-    factory: Callable[..., Kernel],
+    factory: Callable[..., Kernel] | Shared,
     lb: Callable[..., int],
     outputs: tuple[str, ...] = ("real",),
     *,
@@ -2245,7 +2269,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HLC,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _DM(timeperiod, "ADX"),
+        Shared(_DM, 5, (3,)),
         lambda timeperiod: 2 * timeperiod - 1,
     ),
     _spec(
@@ -2253,7 +2277,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HLC,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _DM(timeperiod, "ADXR"),
+        Shared(_DM, 5, (4,)),
         lambda timeperiod: 3 * timeperiod - 2,
     ),
     _spec(
@@ -2261,7 +2285,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HLC,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _DM(timeperiod, "DX"),
+        Shared(_DM, 5, (2,)),
         lambda timeperiod: timeperiod,
     ),
     _spec(
@@ -2269,7 +2293,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HLC,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _DM(timeperiod, "PLUS_DI"),
+        Shared(_DM, 5, (0,)),
         lambda timeperiod: timeperiod,
     ),
     _spec(
@@ -2277,7 +2301,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HLC,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _DM(timeperiod, "MINUS_DI"),
+        Shared(_DM, 5, (1,)),
         lambda timeperiod: timeperiod,
     ),
     _spec(
@@ -2350,7 +2374,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HL,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _Aroon(timeperiod, osc=False),
+        Shared(_Aroon, 3, (0, 1)),
         lambda timeperiod: timeperiod,
         ("aroondown", "aroonup"),
     ),
@@ -2359,7 +2383,7 @@ _SPECS: tuple[FunctionSpec, ...] = (
         "Momentum Indicators",
         _HL,
         (_p("timeperiod", 14),),
-        lambda timeperiod: _Aroon(timeperiod, osc=True),
+        Shared(_Aroon, 3, (2,)),
         lambda timeperiod: timeperiod,
     ),
     _spec(
@@ -2749,9 +2773,11 @@ class FeatureStream:
 
     def __init__(self, features: Sequence[FeatureRequest] = DEFAULT_FEATURES) -> None:
         calls: list[tuple[Callable[..., Any], tuple[int, ...], int]] = []
+        shared: dict[tuple[Any, ...], int] = {}  # (kernel, parameters, inputs) → its call
         seen: set[str] = set()
         needs: set[int] = set()
         keys: list[str] = []
+        values: list[tuple[int, int]] = []  # per key: (call, output of that call)
         for req in features:
             spec = _spec_of(req.function)
             params = validate_params(spec.name, req.params)
@@ -2763,13 +2789,23 @@ class FeatureStream:
                 keys.append(k)
             idx = tuple(BAR_FIELDS.index(_INPUT_FIELD.get(i, i)) for i in spec.inputs)
             needs.update(idx)
-            calls.append((spec.build(params).update, idx, len(spec.outputs)))
+            family = spec.factory
+            if isinstance(family, Shared):
+                args = tuple(params[p.name] for p in spec.params)
+                key = (family.kernel, args, idx)
+                if key not in shared:
+                    shared[key] = len(calls)
+                    calls.append((family.kernel(*args).update, idx, family.width))
+                values.extend((shared[key], i) for i in family.picks)
+            else:
+                values.extend((len(calls), i) for i in range(len(spec.outputs)))
+                calls.append((spec.build(params).update, idx, len(spec.outputs)))
         check = tuple(sorted(i for i in needs if BAR_FIELDS[i] != "session_start"))
         self.keys: tuple[str, ...] = tuple(keys)
         namespace: dict[str, Any] = {"_FeatureInputError": FeatureInputError, "_inf": math.inf}
         namespace.update({f"_u{j}": call[0] for j, call in enumerate(calls)})
         namespace.update({f"_k{j}": k for j, k in enumerate(keys)})
-        exec(_step_source(calls, check), namespace)
+        exec(_step_source(calls, values, check), namespace)
         self._step: Callable[..., dict[str, float | None]] = namespace["_step"]
 
     def update(
@@ -2800,10 +2836,16 @@ class FeatureStream:
         )
 
 
-def _step_source(calls: Sequence[tuple[Any, tuple[int, ...], int]], check: Sequence[int]) -> str:
-    """Python source of ``_step(f0, …, f9)`` for a feature set. Only generated identifiers and
-    integers enter the text: kernels (``_u<j>``) and keys (``_k<j>``) are looked up by name in
-    the namespace the source runs in, so a configured key can never become code."""
+def _step_source(
+    calls: Sequence[tuple[Any, tuple[int, ...], int]],
+    values: Sequence[tuple[int, int]],
+    check: Sequence[int],
+) -> str:
+    """Python source of ``_step(f0, …, f9)`` for a feature set: each call (kernel ``_u<j>``, its
+    bar-field inputs, its output count) once, then the result dict of ``values`` (per key: which
+    call, which of its outputs). Only generated identifiers and integers enter the text: kernels
+    (``_u<j>``) and keys (``_k<j>``) are looked up by name in the namespace the source runs in,
+    so a configured key can never become code."""
     args = ", ".join(f"f{i}" for i in range(len(BAR_FIELDS)))
     lines = [f"def _step({args}):"]
     for i in check:
@@ -2811,16 +2853,14 @@ def _step_source(calls: Sequence[tuple[Any, tuple[int, ...], int]], check: Seque
         lines.append(
             f"        raise _FeatureInputError({BAR_FIELDS[i]!r}, f'bad value {{f{i}!r}}')"
         )
-    entries: list[str] = []
     for j, (_, idx, nout) in enumerate(calls):
         call = f"_u{j}({', '.join(f'f{i}' for i in idx)})"
-        names = [f"r{len(entries) + m}" for m in range(nout)]
-        lines.append(
-            f"    {', '.join(names)}{',' if nout == 1 else ''} = {call}"
-            if nout > 1
-            else f"    {names[0]} = {call}"
-        )
-        entries.extend(names)
-    body = ", ".join(f"_k{m}: ({r} if {r} == {r} else None)" for m, r in enumerate(entries))
+        if nout == 1:
+            lines.append(f"    r{j}_0 = {call}")
+        else:
+            lines.append(f"    {', '.join(f'r{j}_{m}' for m in range(nout))} = {call}")
+    body = ", ".join(
+        f"_k{k}: (r{j}_{m} if r{j}_{m} == r{j}_{m} else None)" for k, (j, m) in enumerate(values)
+    )
     lines.append(f"    return {{{body}}}")
     return "\n".join(lines) + "\n"

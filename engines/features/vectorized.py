@@ -1097,20 +1097,18 @@ VECTORIZED: frozenset[str] = frozenset(_FUNCTIONS)
 # --------------------------------------------------------------------------- running a function
 
 
+def _pad(o: _Ops, v: Any, start: int) -> Any:
+    """``v`` (bars ``start…``) preceded by NaN over the ``start`` warm-up bars."""
+    xp = o.xp
+    return xp.concatenate([xp.full((*v.shape[:-1], start), _NAN), v], axis=-1)
+
+
 def _run(o: _Ops, name: str, params: Mapping[str, Any], cols: Sequence[Any]) -> tuple[Any, ...]:
     """The outputs as full-length arrays: NaN over each output's warm-up."""
     spec = core.CATALOG[name]
-    length = cols[0].shape[-1]
-    lb = spec.lookback(**params)
-    xp = o.xp
-    if length <= lb:
-        return tuple(xp.full(cols[0].shape, _NAN) for _ in spec.outputs)
-    outs = _FUNCTIONS[name](o, *cols, **params)
-    full = []
-    for v, st in outs:
-        pad = xp.full((*cols[0].shape[:-1], st), _NAN)
-        full.append(xp.concatenate([pad, v], axis=-1))
-    return tuple(full)
+    if cols[0].shape[-1] <= spec.lookback(**params):
+        return tuple(o.xp.full(cols[0].shape, _NAN) for _ in spec.outputs)
+    return tuple(_pad(o, v, st) for v, st in _FUNCTIONS[name](o, *cols, **params))
 
 
 @dataclass(frozen=True)
@@ -1196,13 +1194,34 @@ _Key = tuple[str, tuple[tuple[str, Any], ...], int, int]
 _COMPILED: dict[_Key, Any] = {}
 
 
+#: Functions whose rows are mapped without their warm-up, the NaN columns joined once outside
+#: the map. Joined inside, XLA fuses the function's last window arithmetic (many shifted slices)
+#: into the loop that writes the padded row; that loop tests every element against the warm-up
+#: edge and is no longer vectorized: MFI 4.3×, ULTOSC 1.8×, WMA 2× slower on one core
+#: (measured, ``loadtest/features_bench.py``). For the others the join outside costs one more
+#: pass over the block than it saves (scan outputs are written once either way), so they keep
+#: it inside.
+_JOIN_OUTSIDE = frozenset({"MFI", "ULTOSC", "WMA"})
+
+
 def _run_rows(name: str, params: Mapping[str, Any], *cols: Any) -> tuple[Any, ...]:
     """``name`` over a ``(symbols, bars)`` block, one symbol at a time: ``lax.map`` over the
     rows, each row's function traced on 1-D ``(bars,)`` arrays. A row's intermediates (80 kB at
     10,000 bars) stay in the core's cache, and its recursions are scans over scalars, which XLA
     compiles into one native loop each (``xla_cpu_small_call``) instead of stepping a loop of
     kernels; batching symbols inside the scans (``vmap``) was 3–6× slower on CPU (measured)."""
-    return tuple(jax.lax.map(lambda row: _run(_JAX, name, params, row), cols))
+    spec = core.CATALOG[name]
+    if name not in _JOIN_OUTSIDE or cols[0].shape[-1] <= spec.lookback(**params):
+        return tuple(jax.lax.map(lambda row: _run(_JAX, name, params, row), cols))
+    starts: list[int] = []
+
+    def row(r: tuple[Any, ...]) -> tuple[Any, ...]:
+        outs = _FUNCTIONS[name](_JAX, *r, **params)
+        starts[:] = [st for _, st in outs]
+        return tuple(v for v, _ in outs)
+
+    values = jax.lax.map(row, cols)
+    return tuple(_pad(_JAX, v, st) for v, st in zip(values, starts, strict=True))
 
 
 def _program(name: str, params: Mapping[str, Any], symbols: int, bars: int) -> Any:

@@ -275,6 +275,34 @@ def test_default_stream_emits_every_key_with_none_in_warm_up(spy: dict[str, np.n
     assert last["rsi"] == pytest.approx(talib.RSI(spy["close"][:200])[-1], rel=1e-12)
 
 
+def test_a_family_is_stepped_once_per_period_and_equals_each_function(
+    spy: dict[str, np.ndarray],
+) -> None:
+    """PLUS_DI … ADXR read one ``_DM`` kernel, AROON/AROONOSC one ``_Aroon``, per period: a
+    stream carrying the families at two periods steps four kernels, not fourteen, and every
+    value equals that function computed alone (TA-Lib-checked above)."""
+    family = ("PLUS_DI", "MINUS_DI", "DX", "ADX", "ADXR", "AROON", "AROONOSC")
+    requests = [
+        core.FeatureRequest(name, {"timeperiod": period}, f"{name.lower()}{period}")
+        for period in (14, 5)
+        for name in family
+    ]
+    stream = core.FeatureStream(requests)
+    kernels = [v.__self__ for k, v in stream._step.__globals__.items() if k.startswith("_u")]
+    assert sorted(type(k).__name__ for k in kernels) == ["_Aroon", "_Aroon", "_DM", "_DM"]
+    n = 400
+    fields = ("open", "high", "low", "close", "volume")
+    rows = [stream.update(*(spy[f][t] for f in fields)) for t in range(n)]
+    for req in requests:
+        spec = core.CATALOG[req.function]
+        alone = core.compute(
+            req.function, {k: spy[DATA_KEYS.get(k, k)][:n] for k in spec.inputs}, **req.params
+        )
+        for key, values in zip(req.keys(), alone, strict=True):
+            got = np.array([np.nan if r[key] is None else r[key] for r in rows])
+            np.testing.assert_array_equal(got, values, err_msg=key)
+
+
 def test_bad_bar_raises_before_touching_state() -> None:
     stream = core.FeatureStream(
         [core.FeatureRequest("SMA", {"timeperiod": 2}), core.FeatureRequest("OBV")]
