@@ -127,18 +127,14 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         #: per symbol, the last market-data float and the mark it made (prices repeat)
         self._mark_cache: dict[str, tuple[float, Decimal | None]] = {}
         self._throttle_ns = config.mark_throttle_ms * 1_000_000
-        self.fills: RecordStore[Fill] = self.storage.records(
-            self.name, "fills", Fill, key=attrgetter("account"), time=attrgetter("event_ns")
+        self.fills: RecordStore[Fill] = self.records(
+            "fills", Fill, key=attrgetter("account"), time=attrgetter("event_ns")
         )
-        self.position_snapshots: RecordStore[AccountPositions] = self.storage.records(
-            self.name,
-            "positions",
-            AccountPositions,
-            key=attrgetter("account"),
-            time=attrgetter("event_ns"),
+        self.position_snapshots: RecordStore[AccountPositions] = self.records(
+            "positions", AccountPositions, key=attrgetter("account"), time=attrgetter("event_ns")
         )
-        self.pnl_snapshots: RecordStore[AccountState] = self.storage.records(
-            self.name, "pnl", AccountState, key=attrgetter("account"), time=attrgetter("event_ns")
+        self.pnl_snapshots: RecordStore[AccountState] = self.records(
+            "pnl", AccountState, key=attrgetter("account"), time=attrgetter("event_ns")
         )
         self.duplicates = Counter(
             "nautilus_portfolio_duplicate_fills",
@@ -281,7 +277,9 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._published_ns[account] = event_ns
         positions, state, _ = self.snapshot(account)
         positions_channel, pnl_channel = self._channels[account]
-        sent = await self.publish(positions_channel, encode(positions), event_ns=event_ns)
-        self.position_snapshots.append([positions], seqs=[sent.seq])
-        sent = await self.publish(pnl_channel, encode(state), event_ns=event_ns)
-        self.pnl_snapshots.append([state], seqs=[sent.seq])
+        payload = encode(positions)
+        sent = await self.publish(positions_channel, payload, event_ns=event_ns)
+        self.position_snapshots.append([positions], seqs=[sent.seq], payloads=[payload])
+        payload = encode(state)
+        sent = await self.publish(pnl_channel, payload, event_ns=event_ns)
+        self.pnl_snapshots.append([state], seqs=[sent.seq], payloads=[payload])

@@ -374,23 +374,18 @@ class RiskEngine(Engine[RiskConfig]):
             )
             for account, limits in config.account_limits().items()
         }
-        self.denials: RecordStore[Order] = self.storage.records(
-            self.name, "risk.denials", Order, key=attrgetter("account"), time=attrgetter("event_ns")
+        self.denials: RecordStore[Order] = self.records(
+            "risk.denials", Order, key=attrgetter("account"), time=attrgetter("event_ns")
         )
-        self.var_results: RecordStore[VarPayload] = self.storage.records(
-            self.name, "risk.var", dict, key=itemgetter("account"), time=itemgetter("event_ns")
+        self.var_results: RecordStore[VarPayload] = self.records(
+            "risk.var", dict, key=itemgetter("account"), time=itemgetter("event_ns")
         )
-        self.approvals: RecordStore[Order] = self.storage.records(
-            self.name,
-            "risk.approvals",
-            Order,
-            key=attrgetter("account"),
-            time=attrgetter("event_ns"),
+        self.approvals: RecordStore[Order] = self.records(
+            "risk.approvals", Order, key=attrgetter("account"), time=attrgetter("event_ns")
         )
-        self.trading_states: RecordStore[dict[str, Any]] = self.storage.records(
-            self.name, "risk.trading_state", dict, key=itemgetter("account"),
-            time=itemgetter("event_ns"),
-        )  # fmt: skip
+        self.trading_states: RecordStore[dict[str, Any]] = self.records(
+            "risk.trading_state", dict, key=itemgetter("account"), time=itemgetter("event_ns")
+        )
         #: what the restart rebuild reads and never writes: Strategy's stored order transitions
         #: and Portfolio's stored books (the streams they publish as ``orders.<account>`` and
         #: ``positions.<account>``)
@@ -632,10 +627,9 @@ class RiskEngine(Engine[RiskConfig]):
             self._remember(submitted)
             self.approved_counts[order.account] += 1
             self._approved[order.account].inc()
-            published = await self.publish(
-                f"orders.{order.account}", encode(submitted), event_ns=event_ns
-            )
-            self.approvals.append([submitted], seqs=[published.seq])
+            payload = encode(submitted)
+            published = await self.publish(f"orders.{order.account}", payload, event_ns=event_ns)
+            self.approvals.append([submitted], seqs=[published.seq], payloads=[payload])
             return
         denied = msgspec.structs.replace(order, status=OrderStatus.DENIED, reason=decision.code)
         self._remember(denied)
@@ -648,7 +642,7 @@ class RiskEngine(Engine[RiskConfig]):
         payload = encode(denied)
         await self.publish(f"orders.{order.account}", payload, event_ns=event_ns)
         published = await self.publish(f"risk.denials.{order.account}", payload, event_ns=event_ns)
-        self.denials.append([denied], seqs=[published.seq])
+        self.denials.append([denied], seqs=[published.seq], payloads=[payload])
         self.log.info(
             "denied %s %s: %s (%s)", order.account, order.client_order_id, decision.code,
             decision.detail,

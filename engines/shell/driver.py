@@ -56,24 +56,29 @@ class DeterministicDriver:
 
     async def run(self, envelopes: Iterable[Envelope]) -> list[Envelope]:
         """Handle ``envelopes`` in order as one batch (then the engine's ``after_batch``, as a
-        live consumer calls it after each batch); return every envelope the engine published."""
+        live consumer calls it after each batch; its records written at the end, as live:
+        ``Engine.write_hold``); return every envelope the engine published."""
         if self._published is None:  # one subscription for the driver's life, not one a call
             self._published = self.engine.bus.subscribe(">")
         published = self._published
         outputs: list[Envelope] = []
         handled = False
-        for envelope in envelopes:
-            route = self.route(envelope.channel)
-            if route is not None:
-                self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
-                await self.engine.dispatch(envelope, *route)
-                handled = True
-            while published.pending:
-                outputs += await published.next_batch(1 << 16)
-        if handled:
-            await self.engine.after_batch()
-            while published.pending:
-                outputs += await published.next_batch(1 << 16)
+        self.engine.write_hold.hold()
+        try:
+            for envelope in envelopes:
+                route = self.route(envelope.channel)
+                if route is not None:
+                    self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
+                    await self.engine.dispatch(envelope, *route)
+                    handled = True
+                while published.pending:
+                    outputs += await published.next_batch(1 << 16)
+            if handled:
+                await self.engine.after_batch()
+                while published.pending:
+                    outputs += await published.next_batch(1 << 16)
+        finally:
+            self.engine.write_hold.release()
         return outputs
 
     def close(self) -> None:

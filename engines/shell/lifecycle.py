@@ -11,7 +11,9 @@ from here on, so none are missed), run ``on_start`` (load state, spawn producers
 consumer task per input pattern. Each message is decoded to the input's record type
 (``protocol.records.decode``); one that does not decode is counted per stream and reason
 (``/health`` ``bad_input``, metric ``nautilus_engine_bad_input_total``) and skipped, never
-crashing the engine; the rest reach the input's handler in publish order.
+crashing the engine; the rest reach the input's handler in publish order. The engine's record
+stores (``records``) are held while a batch is handled (``write_hold``): the rows it appends go
+to the store at the batch's end, one store call per stream, not one per record.
 
 ``stop`` is ordered and bounded: cancel producers, close subscriptions
 (stop accepting input), let consumers drain what is already buffered for at most
@@ -43,6 +45,7 @@ from realtime.bus import Bus, Envelope, Subscription
 from realtime.clock import Clock
 from realtime.latency import RecentDurations
 from realtime.storage import Storage, StorageConfig
+from realtime.storage.records import RecordStore, WriteHold
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -121,6 +124,10 @@ class Engine(Generic[ConfigT]):
         #: REST request durations of the last minute (``/health`` ``rest_latency``)
         self.rest_latency = RecentDurations()
         self.log = logging.getLogger(f"engines.{config.name}")
+        #: held while a batch of input is handled (the consumers and the deterministic driver
+        #: hold it around each batch, ``after_batch`` included): the rows the engine's record
+        #: stores take meanwhile are written as it ends, one store call per stream
+        self.write_hold = WriteHold()
         self._subscriptions: list[Subscription] = []
         self._consumers: list[asyncio.Task[None]] = []
         self._producers: set[asyncio.Task[None]] = set()
@@ -272,12 +279,16 @@ class Engine(Generic[ConfigT]):
             while batch := await subscription.next_batch(self.config.max_batch):
                 self._record_input(batch)
                 started = time.perf_counter()
-                for envelope in batch:
-                    await self.dispatch(envelope, stream, handling)
+                self.write_hold.hold()
                 try:
-                    await self.after_batch()
-                except Exception:
-                    self.record_error(f"after a batch from {stream}")
+                    for envelope in batch:
+                        await self.dispatch(envelope, stream, handling)
+                    try:
+                        await self.after_batch()
+                    except Exception:
+                        self.record_error(f"after a batch from {stream}")
+                finally:
+                    self.write_hold.release()
                 self.metrics.compute_seconds.observe(time.perf_counter() - started)
         except Exception as exc:
             self.fail(f"input {subscription.pattern} broke: {exc!r}")
@@ -286,6 +297,21 @@ class Engine(Generic[ConfigT]):
             self.fail(f"input {subscription.pattern} ended while running (bus closed?)")
 
     # ── helpers for subclasses ───────────────────────────────────────────────────────────────
+
+    def records(
+        self,
+        stream: str,
+        record_type: type[R],
+        *,
+        key: Callable[[R], str],
+        time: Callable[[R], int],
+    ) -> RecordStore[R]:
+        """A ``RecordStore`` of the engine's own output records of ``stream``, in its storage
+        under its name, held while a batch of input is handled (``write_hold``)."""
+        return RecordStore(
+            self.storage.store, self.name, stream, record_type, key=key, time=time,
+            hold=self.write_hold,
+        )  # fmt: skip
 
     async def publish(self, channel: str, payload: Any, *, event_ns: int | None = None) -> Envelope:
         """Publish through the bus and count it (``event_ns`` = market time of the value)."""

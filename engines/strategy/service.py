@@ -209,8 +209,8 @@ class StrategyEngine(Engine[StrategyConfig]):
         #: every order by id (strategy orders and children), newest transition; bounded
         self.orders: collections.OrderedDict[str, Order] = collections.OrderedDict()
         self.last_prices: dict[str, Decimal] = {}
-        self.order_records: RecordStore[Order] = self.storage.records(
-            self.name, "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
+        self.order_records: RecordStore[Order] = self.records(
+            "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
         )
         #: where Risk stores its answers to intents (read at restart, never written here)
         self.risk_answers = tuple(
@@ -456,11 +456,9 @@ class StrategyEngine(Engine[StrategyConfig]):
                 await self._publish_fill(event, envelope)
                 fills.append(event)
             elif event.status is OrderStatus.INITIALIZED:  # an algorithm's child: to Risk
-                await self._apply(event)
-                await self._publish(f"intents.{event.strategy}", event, envelope)
+                await self._apply_and_publish(f"intents.{event.strategy}", event, envelope)
             else:
-                await self._apply(event)
-                await self._publish(f"orders.{event.account}", event, envelope)
+                await self._apply_and_publish(f"orders.{event.account}", event, envelope)
                 _child(self._transitions, self.transitions_total, event.status.value).inc()
         for fill in fills:  # after every state change of the batch (a parent moves after its child)
             running = self.strategies.get(fill.strategy)
@@ -468,17 +466,18 @@ class StrategyEngine(Engine[StrategyConfig]):
                 await self._call(running, fill.event_ns, envelope, "on_fill", fill)
 
     async def _publish_fill(self, fill: Fill, envelope: Envelope | None) -> None:
-        await self._publish(f"fills.{fill.account}", fill, envelope)
+        await self._publish(f"fills.{fill.account}", encode(fill), envelope)
         _child(self._fills, self.fills_total, fill.account).inc()
         running = self.strategies.get(fill.strategy)
         if running is not None:
             running.state.add_fill(fill)
 
-    async def _apply(self, order: Order) -> None:
-        """Keep the book and the owning strategy's view current."""
+    async def _apply(self, order: Order, payload: dict[str, Any] | None = None) -> None:
+        """Keep the book and the owning strategy's view current (``payload``: the order
+        already encoded, stored as is)."""
         self.orders[order.client_order_id] = order
         self.orders.move_to_end(order.client_order_id)
-        self.order_records.append([order])
+        self.order_records.append([order], payloads=None if payload is None else [payload])
         running = self.strategies.get(order.strategy)
         if running is not None:
             running.state.track(order)
@@ -488,10 +487,18 @@ class StrategyEngine(Engine[StrategyConfig]):
                     del self.orders[key]
                     break
 
-    async def _publish(self, channel: str, record: Order | Fill, envelope: Envelope | None) -> None:
-        await self.publish(
-            channel, encode(record), event_ns=envelope.event_ns if envelope else None
-        )
+    async def _apply_and_publish(
+        self, channel: str, order: Order, envelope: Envelope | None
+    ) -> None:
+        """``_apply`` an order of the engine's own and publish it, encoded once for both."""
+        payload = encode(order)
+        await self._apply(order, payload)
+        await self._publish(channel, payload, envelope)
+
+    async def _publish(
+        self, channel: str, payload: dict[str, Any], envelope: Envelope | None
+    ) -> None:
+        await self.publish(channel, payload, event_ns=envelope.event_ns if envelope else None)
 
     # ── strategies ───────────────────────────────────────────────────────────────────────────
 
@@ -528,8 +535,7 @@ class StrategyEngine(Engine[StrategyConfig]):
         except Exception:
             self.record_error(f"strategy {running.spec.name} {callback} failed")
         for order in ctx.orders:
-            await self._apply(order)
-            await self._publish(f"intents.{order.strategy}", order, envelope)
+            await self._apply_and_publish(f"intents.{order.strategy}", order, envelope)
             _child(self._intents, self.intents_total, order.strategy).inc()
 
     def _set_price(self, symbol: str, price: float) -> None:

@@ -499,6 +499,15 @@ class MemoryStore:
         time_of: Callable[[RowT], int],
     ) -> int:
         batch = rows if isinstance(rows, list) else list(rows)
+        if len(batch) == 1:  # an engine's one record: no grouping, no per-run lists
+            row = batch[0]
+            ring = self._ring(rings, key_of(row), layout)
+            before = ring.nbytes
+            self._last_id += 1
+            evicted = ring.insert(time_of(row), self._last_id, row)
+            self._rows_evicted += evicted + self._settle(ring, before)
+            self._rows_written += 1
+            return 1
         evicted = 0
         for row_key, run in itertools.groupby(batch, key_of):  # batches: mostly one symbol
             part = list(run)

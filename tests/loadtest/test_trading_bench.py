@@ -5,7 +5,10 @@ signal → order path timing the bench's own orders, the document and table buil
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
+
+import msgspec
 
 from engines.risk.core import VarMethod
 from engines.risk.service import RiskConfig
@@ -67,3 +70,24 @@ def test_signal_to_order_times_each_signal_and_the_document_reports_it() -> None
     assert doc["throughput_passes"] == {"cores": True}
     assert doc["machine"]["cpu"]
     assert "orders/s, cores" in table(doc)
+
+
+def canonical(records: Sequence[msgspec.Struct]) -> list[bytes]:
+    """Records as JSON, sorted: compared as a set (ties may be stored in either order)."""
+    return sorted(msgspec.json.encode(record) for record in records)
+
+
+def test_batched_engines_store_what_one_message_a_batch_stores() -> None:
+    """A consumer batch writes its records at its end, in one store call per stream: the same
+    approvals, order transitions and fills as when every message is its own batch."""
+
+    async def stored(block: int) -> list[list[bytes]]:
+        _, _, pipeline = await through_engines(intents(40), block)
+        approvals = [o async for o in pipeline.risk.approvals.scan("paper")]
+        transitions = [o async for o in pipeline.strategy.order_records.scan("paper")]
+        fills = [f async for f in pipeline.portfolio.fills.scan("paper")]
+        return [canonical(approvals), canonical(transitions), canonical(fills)]
+
+    one = asyncio.run(stored(1))
+    assert [len(records) for records in one] == [40, 120, 40]
+    assert asyncio.run(stored(8)) == one

@@ -4,14 +4,19 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterable
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
 import pytest
 
 from engines.shell import EngineState
+from engines.shell.driver import DeterministicDriver
 from engines.shell.lifecycle import CANCEL_GRACE_S
-from realtime.bus import MemoryBus
+from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
+from realtime.storage import RecordStore, SignalRow
 from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine
 
 SECOND = 1_000_000_000
@@ -216,3 +221,85 @@ async def test_run_in_executor_runs_off_the_loop_thread() -> None:
     total = await engine.run_in_executor(sum, range(1001))
     assert total == 1001 * 1000 // 2
     await engine.stop()
+
+
+class RecordingVwap(VwapEngine):
+    """Stores a row per trade it handles in a record store of its own (``Engine.records``)."""
+
+    def __init__(self, config: VwapConfig, *, bus: MemoryBus, clock: ManualClock) -> None:
+        super().__init__(config, bus=bus, clock=clock)
+        self.stored: RecordStore[dict[str, Any]] = self.records(
+            "vwap.seen", dict, key=itemgetter("symbol"), time=itemgetter("event_ns")
+        )
+        #: rows per ``write_signals`` call of the engine's store
+        self.writes: list[int] = []
+        store = self.storage.store
+        write = store.write_signals
+
+        def counted(rows: Iterable[SignalRow]) -> int:
+            rows = list(rows)
+            self.writes.append(len(rows))
+            return write(rows)
+
+        store.write_signals = counted  # type: ignore[method-assign]
+
+    async def on_trade(self, payload: dict[str, object], envelope: Envelope) -> None:
+        symbol = envelope.channel.split(".", 1)[1]
+        self.stored.append([{"symbol": symbol, "event_ns": envelope.event_ns}])
+        await super().on_trade(payload, envelope)
+
+
+def recording_engine() -> tuple[RecordingVwap, MemoryBus]:
+    clock = ManualClock(1_700_000_000 * SECOND)
+    bus = MemoryBus(clock=clock)
+    return RecordingVwap(VwapConfig(), bus=bus, clock=clock), bus
+
+
+async def stored_times(engine: RecordingVwap) -> list[int]:
+    return [r["event_ns"] async for r in engine.stored.scan("SPY")]
+
+
+async def test_a_batch_of_input_is_stored_in_one_write_at_its_end() -> None:
+    engine, bus = recording_engine()
+    await engine.start()
+    for i in range(5):  # buffered before the consumer wakes: one batch
+        bus.publish_nowait("trades.SPY", {"price": 100.0, "size": 1.0}, event_ns=i)
+    await settle(engine, 5)
+    await engine.stop()
+    assert engine.writes == [5]
+    assert await stored_times(engine) == [0, 1, 2, 3, 4]
+    engine.stored.append([{"symbol": "SPY", "event_ns": 5}])  # outside a batch: written now
+    assert engine.writes == [5, 1]
+
+
+async def test_the_driver_stores_a_run_in_one_write_and_reads_see_held_rows() -> None:
+    engine, _ = recording_engine()
+    driver = DeterministicDriver(engine)
+    envelopes = [
+        Envelope("trades.SPY", i + 1, "e", i, i, {"price": 100.0, "size": 1.0}) for i in range(3)
+    ]
+    await driver.run(envelopes)
+    assert engine.writes == [3]
+    engine.write_hold.hold()
+    engine.write_hold.hold()  # nested, as two consumers' batches
+    engine.stored.append([{"symbol": "SPY", "event_ns": 3}])
+    assert engine.writes == [3]
+    assert await stored_times(engine) == [0, 1, 2, 3]  # a read writes what waits first
+    engine.stored.append([{"symbol": "SPY", "event_ns": 4}])
+    engine.write_hold.release()  # every release writes what waits
+    assert engine.writes == [3, 1, 1]
+    engine.stored.append([{"symbol": "SPY", "event_ns": 5}])
+    assert engine.writes == [3, 1, 1]  # still held once
+    engine.write_hold.release()
+    assert engine.writes == [3, 1, 1, 1]
+    assert await stored_times(engine) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_rows_of_a_batch_cut_short_by_stop_are_still_written() -> None:
+    engine, bus = recording_engine()
+    await engine.start()
+    bus.publish_nowait("trades.SPY", {"price": 100.0, "size": 1.0}, event_ns=1)
+    bus.publish_nowait("trades.SPY", {"hang": True}, event_ns=2)  # stored, then hangs
+    await engine.stop(drain_timeout_s=0.05)
+    assert engine.writes == [2]
+    assert await stored_times(engine) == [1, 2]

@@ -14,6 +14,7 @@ import pytest
 
 from protocol.records import Bar, Quote, Side, Trade
 from realtime.storage import InstrumentRow, InvalidQuery, Page, RecordStore, SignalRow, Store
+from realtime.storage.records import WriteHold
 from tests.realtime.storage.conftest import settled
 
 NS = 1_000_000_000
@@ -236,6 +237,37 @@ async def test_a_record_scan_reads_every_page_of_its_key_in_time_order(store: St
         m for m in spy if m.event_ns >= since
     ]
     assert [m async for m in marks.scan("IWM")] == []
+
+
+async def test_held_appends_wait_for_the_release_and_reads_see_them(store: Store) -> None:
+    hold = WriteHold()
+    marks, quotes = (
+        RecordStore(store, "portfolio", stream, Mark, key=lambda m: m.symbol,
+                    time=lambda m: m.event_ns, hold=hold)
+        for stream in ("marks", "quotes")
+    )  # fmt: skip
+    first = Mark("SPY", SPY_OPEN_2013, 1.0)
+    hold.hold()
+    hold.hold()  # nested: a second consumer's batch
+    marks.append([first, Mark("QQQ", SPY_OPEN_2013, 2.0)])
+    quotes.append([Mark("SPY", SPY_OPEN_2013 + NS, 3.0)])
+    await settled(store)
+    assert (await store.fetch_signals("marks.SPY", FAR_PAST, FAR_FUTURE, 10)).items == []
+    hold.release()  # every release writes what waits, held or not
+    await settled(store)
+    assert [
+        r.payload["price"]
+        for r in (await store.fetch_signals("quotes.SPY", FAR_PAST, FAR_FUTURE, 10)).items
+    ] == [3.0]
+    marks.append([Mark("SPY", SPY_OPEN_2013 + NS, 4.0)])  # still held by the outer batch
+    [m async for m in marks.scan("SPY")]  # a read writes what waits first (queued, for PostgreSQL)
+    await settled(store)
+    assert [m.price async for m in marks.scan("SPY")] == [1.0, 4.0]
+    hold.release()
+    marks.append([Mark("SPY", SPY_OPEN_2013 + 2 * NS, 5.0)])  # released: straight to the store
+    await settled(store)
+    rows = await store.fetch_signals("marks.SPY", FAR_PAST, FAR_FUTURE, 10)
+    assert [r.payload["price"] for r in rows.items] == [1.0, 4.0, 5.0]
 
 
 async def test_instruments_upsert_and_list(store: Store) -> None:
