@@ -303,6 +303,61 @@ def test_a_family_is_stepped_once_per_period_and_equals_each_function(
             np.testing.assert_array_equal(got, values, err_msg=key)
 
 
+def test_rolling_extremes_are_stepped_once_per_window_and_feed_each_function(
+    spy: dict[str, np.ndarray],
+) -> None:
+    """MIDPRICE and WILLR over 14 bars read one ``_HighLow`` front, STOCH and STOCHF over 5 bars
+    another (``Fed``): the default set steps two fronts for the four functions, and a stream of
+    them equals each function computed alone (TA-Lib-checked above), bit for bit."""
+    stream = core.FeatureStream()
+    kernels = [v.__self__ for k, v in stream._step.__globals__.items() if k.startswith("_u")]
+    fronts = sorted(k._n for k in kernels if type(k).__name__ == "_HighLow")
+    assert fronts == [5, 14]
+    requests = [
+        core.FeatureRequest("MIDPRICE"),
+        core.FeatureRequest("WILLR"),
+        core.FeatureRequest("STOCH"),
+        core.FeatureRequest("STOCHF"),
+        core.FeatureRequest("STOCHF", {"fastk_period": 14, "fastd_period": 4}, "stochf14"),
+        core.FeatureRequest("WILLR", {"timeperiod": 5}, "willr5"),
+    ]
+    stream = core.FeatureStream(requests)
+    kernels = [v.__self__ for k, v in stream._step.__globals__.items() if k.startswith("_u")]
+    assert sorted(k._n for k in kernels if type(k).__name__ == "_HighLow") == [5, 14]
+    n = 400
+    fields = ("open", "high", "low", "close", "volume")
+    rows = [stream.update(*(spy[f][t] for f in fields)) for t in range(n)]
+    for req in requests:
+        spec = core.CATALOG[req.function]
+        alone = core.compute(
+            req.function, {k: spy[DATA_KEYS.get(k, k)][:n] for k in spec.inputs}, **req.params
+        )
+        for key, values in zip(req.keys(), alone, strict=True):
+            got = np.array([np.nan if r[key] is None else r[key] for r in rows])
+            np.testing.assert_array_equal(got, values, err_msg=key)
+
+
+def test_yang_zhang_equals_its_moments_and_mean_composed(spy: dict[str, np.ndarray]) -> None:
+    """The one-ring Yang–Zhang kernel equals eq. 10 composed from ``_RollingMoments`` (sample
+    variances of ln(o/c₋₁) and ln(c/o)) and ``_SMA`` (the Rogers–Satchell mean), bit for bit."""
+    n = 20
+    o, h, lo, c = (spy[f][:2000].tolist() for f in ("open", "high", "low", "close"))
+    mom = core._RollingMoments(n)
+    rs_mean = core._SMA(n)
+    k = 0.34 / (1.34 + (n + 1) / (n - 1))
+    want = [math.nan]
+    for t in range(1, len(c)):
+        rs = math.log(h[t] / c[t]) * math.log(h[t] / o[t]) + math.log(lo[t] / c[t]) * math.log(
+            lo[t] / o[t]
+        )
+        m_rs = rs_mean.update(rs)
+        full = mom.push(math.log(o[t] / c[t - 1]), math.log(c[t] / o[t]))
+        var = mom.var_x() + k * mom.var_y() + (1.0 - k) * m_rs
+        want.append(math.sqrt(max(var, 0.0)) if full else math.nan)
+    got = core.compute("YANG_ZHANG", {"open": o, "high": h, "low": lo, "close": c}, timeperiod=n)
+    np.testing.assert_array_equal(got[0], np.asarray(want))
+
+
 def test_bad_bar_raises_before_touching_state() -> None:
     stream = core.FeatureStream(
         [core.FeatureRequest("SMA", {"timeperiod": 2}), core.FeatureRequest("OBV")]

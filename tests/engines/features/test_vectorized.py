@@ -165,6 +165,23 @@ def test_rows_equal_the_streaming_kernels() -> None:
                 assert_close(a[row], b, 1e-9, f"{name} row {row}")
 
 
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 15, 31])
+def test_aroon_age_sparse_table_equals_its_definition(n: int) -> None:
+    """Bars since the window's max/min, ties to the latest bar, against a scan of each window;
+    small integers make ties common, and ``n`` covers powers of two and the overlapping join."""
+    rng = np.random.default_rng(n)
+    v = rng.integers(0, 4, size=(3, 200)).astype(np.float64)
+    for maximum in (True, False):
+        got = vectorized._aroon_age(vectorized._NP, v, n, maximum)
+        want = np.empty((3, 200 - n + 1))
+        for t in range(n - 1, 200):
+            w = v[:, t - n + 1 : t + 1]
+            best = w.max(axis=1) if maximum else w.min(axis=1)
+            last = n - 1 - np.argmax((w == best[:, None])[:, ::-1], axis=1)
+            want[:, t - n + 1] = n - 1 - last
+        np.testing.assert_array_equal(got, want)
+
+
 def test_warm_up_compiles_once_and_blocks_pad_into_it() -> None:
     assert vectorized.warm_up(*WARM, ["SMA", core.FeatureRequest("EMA", {"timeperiod": 9})]) <= 1
     assert vectorized.warm_up(*WARM, ["SMA", core.FeatureRequest("EMA", {"timeperiod": 9})]) == 0
