@@ -10,14 +10,18 @@ waits until every engine runs, connects ``--subscribers`` clients (picows; each 
 ``--channels-each`` of the hub's channels, round-robin over the feed's channels so every one has
 subscribers) and, every ``--interval`` seconds, records the platform process's RSS, CPU (user +
 system over the interval, % of one core), open fds and threads (psutil when installed, else
-``/proc``), the hub's bus messages so far (``/health``) and what the clients received.
+``/proc``), the hub's bus messages so far (``/health``) and what the clients received. RSS is also
+split as ``/proc/PID/status`` splits it: anonymous memory (the heap, arenas, JAX buffers: what a
+leak grows) and file-backed pages (shared libraries paged in as code first runs: jaxlib alone
+is >100 MB of it), so a step in RSS can be told apart from a leak.
 
 The clients only count: frames, bytes, and messages as occurrences of ``"seq":`` in a frame,
 never parsing one (``loadtest.generator``'s driven mode does the same), so 200 of them stay cheap
 beside the platform. Prints a table, writes JSON (``results/soak-<feed>-*.json`` or ``--out``)
 with every sample and a summary: RSS at start, 5, 10 and 30 minutes, its maximum, and its growth
 per minute over the first and the last third of the run (memory that levels off grows ~0 in
-the last third). Stops the platform with SIGINT at the end and records its exit code.
+the last third), the anonymous part's growth over the last third, and the file-backed RSS at
+start and end. Stops the platform with SIGINT at the end and records its exit code.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class ProcessSample:
     cpu_s: float
     fds: int
     threads: int
+    rss_anon_bytes: int
+    rss_file_bytes: int
 
 
 def read_process(pid: int) -> ProcessSample:
@@ -93,7 +99,11 @@ def read_process(pid: int) -> ProcessSample:
     with proc.oneshot():
         cpu = proc.cpu_times()
         return ProcessSample(
-            proc.memory_info().rss, cpu.user + cpu.system, proc.num_fds(), proc.num_threads()
+            proc.memory_info().rss,
+            cpu.user + cpu.system,
+            proc.num_fds(),
+            proc.num_threads(),
+            *_rss_split(pid),
         )
 
 
@@ -103,7 +113,19 @@ def _read_proc(pid: int) -> ProcessSample:
     utime, stime, threads = int(fields[11]), int(fields[12]), int(fields[17])
     rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     fds = len(os.listdir(f"/proc/{pid}/fd"))
-    return ProcessSample(rss_pages * PAGE_SIZE, (utime + stime) / CLOCK_TICKS, fds, threads)
+    return ProcessSample(
+        rss_pages * PAGE_SIZE, (utime + stime) / CLOCK_TICKS, fds, threads, *_rss_split(pid)
+    )
+
+
+def _rss_split(pid: int) -> tuple[int, int]:
+    """``pid``'s anonymous and file-backed resident bytes (``RssAnon``, ``RssFile`` of
+    ``/proc/PID/status``, in kB there)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    anon, file = (int(fields[name].split()[0]) * 1024 for name in ("RssAnon", "RssFile"))
+    return anon, file
 
 
 def platform_environ(base: dict[str, str]) -> dict[str, str]:
@@ -279,6 +301,8 @@ async def connect_all(
 class Sample:
     t_s: float
     rss_bytes: int
+    rss_anon_bytes: int
+    rss_file_bytes: int
     cpu_pct: float | None
     fds: int
     threads: int
@@ -293,17 +317,18 @@ def _at(samples: Sequence[Sample], t_s: float) -> Sample | None:
     return next((s for s in samples if s.t_s >= t_s - 1), None)
 
 
-def _growth_mb_per_min(samples: Sequence[Sample]) -> float | None:
-    """Least-squares slope of RSS over ``samples``, MB per minute."""
+def _growth_mb_per_min(samples: Sequence[Sample], field: str = "rss_bytes") -> float | None:
+    """Least-squares slope of ``field`` (RSS, or a part of it) over ``samples``, MB per minute."""
     if len(samples) < 2:
         return None
     n = len(samples)
+    values = [float(getattr(s, field)) for s in samples]
     mean_t = sum(s.t_s for s in samples) / n
-    mean_r = sum(s.rss_bytes for s in samples) / n
+    mean_r = sum(values) / n
     var = sum((s.t_s - mean_t) ** 2 for s in samples)
     if var == 0:
         return None
-    cov = sum((s.t_s - mean_t) * (s.rss_bytes - mean_r) for s in samples)
+    cov = sum((s.t_s - mean_t) * (r - mean_r) for s, r in zip(samples, values, strict=True))
     return round(cov / var * 60 / 1e6, 3)
 
 
@@ -319,6 +344,9 @@ def summary(samples: Sequence[Sample]) -> dict[str, Any]:
         "rss_max_mb": round(max(s.rss_bytes for s in samples) / 1e6, 1) if samples else None,
         "growth_first_third_mb_per_min": _growth_mb_per_min(samples[:third]),
         "growth_last_third_mb_per_min": _growth_mb_per_min(samples[-third:]),
+        "anon_growth_last_third_mb_per_min": _growth_mb_per_min(samples[-third:], "rss_anon_bytes"),
+        "rss_file_start_mb": round(samples[0].rss_file_bytes / 1e6, 1) if samples else None,
+        "rss_file_end_mb": round(samples[-1].rss_file_bytes / 1e6, 1) if samples else None,
         "fds_max": max((s.fds for s in samples), default=None),
         "cpu_pct_mean": round(sum(c) / len(c), 1)
         if (c := [s.cpu_pct for s in samples if s.cpu_pct is not None])
@@ -370,6 +398,8 @@ async def run(
             sample = Sample(
                 round(now - t0, 1),
                 proc.rss_bytes,
+                proc.rss_anon_bytes,
+                proc.rss_file_bytes,
                 cpu_pct,
                 proc.fds,
                 proc.threads,
@@ -424,11 +454,11 @@ async def run(
     }
 
 
-HEAD = ("t_s", "rss_mb", "cpu_%", "fds", "threads", "hub_msgs", "delivered", "open")
+HEAD = ("t_s", "rss_mb", "anon_mb", "cpu_%", "fds", "threads", "hub_msgs", "delivered", "open")
 
 
 #: ``_row``'s widths: the live table on stderr is aligned as it grows.
-_WIDTHS = (8, 8, 6, 5, 7, 10, 12, 5)
+_WIDTHS = (8, 8, 8, 6, 5, 7, 10, 12, 5)
 _LIVE_HEAD = "  ".join(name.rjust(width) for name, width in zip(HEAD, _WIDTHS, strict=True))
 
 
@@ -437,6 +467,7 @@ def _row(s: Sample) -> str:
         (
             f"{s.t_s:>8.0f}",
             f"{s.rss_bytes / 1e6:>8.1f}",
+            f"{s.rss_anon_bytes / 1e6:>8.1f}",
             f"{s.cpu_pct if s.cpu_pct is not None else '-':>6}",
             f"{s.fds:>5}",
             f"{s.threads:>7}",
@@ -452,6 +483,7 @@ def table(result: dict[str, Any]) -> str:
         (
             f"{s['t_s']:.0f}",
             f"{s['rss_bytes'] / 1e6:.1f}",
+            f"{s['rss_anon_bytes'] / 1e6:.1f}",
             "-" if s["cpu_pct"] is None else f"{s['cpu_pct']:.1f}",
             str(s["fds"]),
             str(s["threads"]),
@@ -470,7 +502,9 @@ def table(result: dict[str, Any]) -> str:
         f"RSS start {summ['rss_start_mb']} MB, at 5/10/30 min "
         f"{'/'.join(str(v) for v in summ['rss_at_mb'].values())} MB, max {summ['rss_max_mb']} MB; "
         f"growth {summ['growth_first_third_mb_per_min']} MB/min (first third) → "
-        f"{summ['growth_last_third_mb_per_min']} MB/min (last third); exit {result['exit_code']}",
+        f"{summ['growth_last_third_mb_per_min']} MB/min (last third; anonymous "
+        f"{summ['anon_growth_last_third_mb_per_min']} MB/min); file-backed "
+        f"{summ['rss_file_start_mb']} → {summ['rss_file_end_mb']} MB; exit {result['exit_code']}",
     ]
     if result["errors"]:
         lines.append(f"errors: {result['errors']}")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from realtime import __version__
+from realtime.allocator import fix_mmap_threshold
 from realtime.config import ConfigError, describe_settings
 from realtime.supervisor import die_with_supervisor
 
@@ -475,6 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         configure_logging(os.environ)
+        fix_mmap_threshold(os.environ)  # before the platform's threads allocate anything large
     except ConfigError as exc:
         print(f"nautilus: {exc}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from loadtest.soak import (
     _read_proc,
     parse_duration,
     platform_environ,
+    read_process,
     spread,
     summary,
 )
@@ -68,6 +69,8 @@ def test_a_short_soak_samples_the_platform_and_writes_its_json(tmp_path: Path) -
     assert set(samples[0]) == {
         "t_s",
         "rss_bytes",
+        "rss_anon_bytes",
+        "rss_file_bytes",
         "cpu_pct",
         "fds",
         "threads",
@@ -78,6 +81,8 @@ def test_a_short_soak_samples_the_platform_and_writes_its_json(tmp_path: Path) -
     }
     assert samples[0]["cpu_pct"] is None and all(s["cpu_pct"] >= 0 for s in samples[1:])
     assert all(s["rss_bytes"] > 0 and s["fds"] > 0 and s["threads"] > 0 for s in samples)
+    # jaxlib alone is tens of MB of library pages; the rest of a running platform is anonymous
+    assert all(s["rss_file_bytes"] > 10**7 and s["rss_anon_bytes"] > 10**8 for s in samples)
     assert all(s["open_subscribers"] == 5 for s in samples)
     # the simulator publishes all along: the hub and the subscribers see more at every sample
     assert samples[-1]["hub_messages"] > samples[0]["hub_messages"] > 0
@@ -112,6 +117,9 @@ def test_proc_reading_agrees_with_psutil() -> None:
     proc = psutil.Process()
     assert mine.fds == proc.num_fds() and mine.threads == proc.num_threads()
     assert abs(mine.rss_bytes - proc.memory_info().rss) < 0.1 * mine.rss_bytes
+    # RSS is its anonymous and file-backed parts (and shared memory, none here)
+    assert abs(mine.rss_anon_bytes + mine.rss_file_bytes - mine.rss_bytes) < 0.1 * mine.rss_bytes
+    assert read_process(os.getpid()).rss_file_bytes > 0
     cpu = proc.cpu_times()
     assert abs(mine.cpu_s - (cpu.user + cpu.system)) < 0.5
 
@@ -144,11 +152,17 @@ def test_durations_ports_and_summary() -> None:
         parse_duration("ten minutes")
     env = platform_environ({"NAUTILUS_HUB_PORT": "9600"})
     assert env["NAUTILUS_HUB_PORT"] == "9600" and env["NAUTILUS_VPIN_PORT"] == "0"
+    # the heap grows 10 MB/min for 5 min, then levels off; library pages come in at 2 MB/min
+    anon = [(400 + 10 * min(i, 5)) * 10**6 for i in range(12)]
+    file = [(100 + 2 * i) * 10**6 for i in range(12)]
     samples = [
-        Sample(60.0 * i, (500 + 10 * min(i, 5)) * 10**6, 1.0, 9, 3, 0, 0, 0, 1) for i in range(12)
+        Sample(60.0 * i, anon[i] + file[i], anon[i], file[i], 1.0, 9, 3, 0, 0, 0, 1)
+        for i in range(12)
     ]
     summ = summary(samples)
-    assert summ["rss_start_mb"] == 500 and summ["rss_max_mb"] == 550
-    assert summ["rss_at_mb"] == {"300": 550, "600": 550, "1800": None}
-    assert summ["growth_first_third_mb_per_min"] == 10.0
-    assert summ["growth_last_third_mb_per_min"] == 0.0  # levelled off
+    assert summ["rss_start_mb"] == 500 and summ["rss_max_mb"] == 572
+    assert summ["rss_at_mb"] == {"300": 560, "600": 570, "1800": None}
+    assert summ["growth_first_third_mb_per_min"] == 12.0
+    assert summ["growth_last_third_mb_per_min"] == 2.0
+    assert summ["anon_growth_last_third_mb_per_min"] == 0.0  # the heap levelled off
+    assert (summ["rss_file_start_mb"], summ["rss_file_end_mb"]) == (100, 122)
