@@ -63,8 +63,8 @@ class ComputeBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 def routes(engine: AnalyticsEngine) -> Sequence[Route]:
     return (
         ("/analytics/compute", ComputeResource(engine)),
-        ("/analytics/{key}", LatestResource(engine.records, key="key")),
-        ("/analytics/{key}/history", HistoryResource(engine.records, key="key")),
+        ("/analytics/{key}", LatestResource(engine.stats_records, key="key")),
+        ("/analytics/{key}/history", HistoryResource(engine.stats_records, key="key")),
         ("/analytics/{key}/drawdowns", DrawdownsResource(engine)),
         ("/analytics/{key}/rolling", RollingResource(engine)),
         ("/analytics/{key}/report", ReportResource(engine)),

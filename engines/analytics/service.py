@@ -310,7 +310,7 @@ class AnalyticsEngine(Engine[AnalyticsConfig]):
         self._benchmark_order: deque[int] = deque()
         self._benchmark_last_start = -1
         self._waiting_keys: set[str] = set()
-        self.records: RecordStore[StatsPayload] = self.storage.records(
+        self.stats_records: RecordStore[StatsPayload] = self.storage.records(
             self.name, "analytics", dict, key=itemgetter("key"), time=itemgetter("event_ns")
         )
         self.updates = Counter(
@@ -440,7 +440,7 @@ class AnalyticsEngine(Engine[AnalyticsConfig]):
             self._pair(series, previous_ns, start_ns, end_ns, ret)
         payload = self.payload(series, end_ns)
         published = await self.publish(f"analytics.{series.key}", payload, event_ns=end_ns)
-        self.records.append([payload], seqs=[published.seq])
+        self.stats_records.append([payload], seqs=[published.seq])
         self.updates.labels(series.source).inc()
 
     def _add_benchmark(self, previous_ns: int, start_ns: int, ret: float) -> None:

@@ -47,13 +47,13 @@ from engines.factor.traded_factor import TradedFactorFit, traded_factor_model
 from engines.shell import Route, ValidationError
 from engines.shell.params import query_int, query_time_ns
 from engines.shell.rest import (
-    END_OF_TIME_NS,
     HistoryResource,
     LatestResource,
     TimeRange,
     read_body,
 )
 from protocol.records import error_path
+from realtime.storage import END_OF_TIME_NS
 
 if TYPE_CHECKING:
     from engines.factor.service import FactorEngine

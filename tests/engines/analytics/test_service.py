@@ -271,7 +271,7 @@ async def test_state_is_bounded_and_rebuilt_from_the_newest_half() -> None:
         await until(lambda: len(engine.series["SPY"].returns) == 8 and
                     engine.series["SPY"].times[-1] == t0 + 24 * MIN)  # fmt: skip
         r = prices[1:] / prices[:-1] - 1.0  # 23 returns: rebuilt at 10 → 5, 5+5 → 10 → 5, +3
-        latest = await engine.records.latest("SPY")
+        latest = await engine.stats_records.latest("SPY")
         assert latest is not None and latest["stats"]["n"] == 8
         assert latest["from_ns"] == t0 + 16 * MIN  # the close the first kept return grows from
         want = core.compute_stats(r[-8:], None, core.AnalyticsParams(period="minute"))
