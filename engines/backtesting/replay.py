@@ -32,7 +32,6 @@ the two agree trade for trade with it). Limits: one account; risk limits are Ris
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import threading
@@ -51,7 +50,6 @@ from engines.risk.service import RiskConfig, RiskEngine
 from engines.shell.driver import DeterministicDriver
 from engines.shell.lifecycle import Engine
 from engines.strategy.service import StrategyConfig, StrategyEngine
-from engines.strategy.venue import SimulatedVenue
 from protocol.channels import ChannelPattern
 from protocol.records import Bar, Fill, Order, OrderSide, OrderStatus, Trade
 from realtime.bus import Envelope, MemoryBus
@@ -204,15 +202,10 @@ class _Pipeline:
                 name=f"{prefix}-strategy", strategies=strategies, warmup_bars=0,
                 taker_fee_bps=run.fee_bps, maker_fee_bps=run.fee_bps,
                 fee_decimals=run.fee_decimals, latency_ms=run.latency_ms,
+                slippage_bps=run.slippage_bps,
             ),
             bus=self._bus(), clock=self.clock,
         )  # fmt: skip
-        if run.slippage_bps:  # StrategyConfig has no slippage setting: set on its venue
-            venue = self.strategy.execution.venue
-            assert isinstance(venue, SimulatedVenue)
-            venue.config = dataclasses.replace(
-                venue.config, slippage_bps=Decimal(repr(run.slippage_bps))
-            )
         self.risk = RiskEngine(
             RiskConfig(name=f"{prefix}-risk", accounts=(run.account,)),
             bus=self._bus(),

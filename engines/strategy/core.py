@@ -31,6 +31,7 @@ import importlib
 import math
 import re
 from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar, Generic, TypeVar
@@ -53,11 +54,13 @@ from protocol.records import (
 )
 
 __all__ = [
+    "CALLBACKS",
     "TERMINAL",
     "TRANSITIONS",
     "AlgoSpec",
     "AverageTrueRange",
     "IllegalTransition",
+    "LastPrices",
     "NoParams",
     "SimpleMovingAverage",
     "Strategy",
@@ -67,6 +70,7 @@ __all__ = [
     "apply_fill",
     "child_order_id",
     "client_order_id",
+    "defined_callbacks",
     "fill_id",
     "floor_to_lot",
     "load_strategy_class",
@@ -401,6 +405,23 @@ class Strategy(Generic[P]):
         """A timer set with ``ctx.set_timer`` came due (by market event time)."""
 
 
+#: the data callbacks the engine calls (``on_timer`` runs when a timer is due, whatever came in)
+CALLBACKS = ("on_bar", "on_trade", "on_quote", "on_signal", "on_fill")
+
+
+def defined_callbacks(strategy: Strategy[Any]) -> dict[str, Callable[[Any, StrategyContext], None]]:
+    """The data callbacks ``strategy`` defines itself, bound, by name. The others are
+    ``Strategy``'s, which do nothing: the engine neither calls them nor builds a context for
+    them (a bar strategy is sent four prints a bar), and only checks the timers at such an
+    event. Decided once, when the strategy is loaded."""
+    defined: dict[str, Callable[[Any, StrategyContext], None]] = {}
+    for name in CALLBACKS:
+        bound = getattr(strategy, name)
+        if getattr(bound, "__func__", None) is not getattr(Strategy, name):
+            defined[name] = bound
+    return defined
+
+
 @dataclass(slots=True)
 class StrategyState:
     """What the engine knows of one strategy: positions from its own fills, its open orders,
@@ -446,12 +467,53 @@ class StrategyState:
         self.positions[fill.symbol] = self.position(fill.symbol) + signed(fill.side, fill.quantity)
         self.fills += 1
 
+    def timer_due(self, now_ns: int) -> bool:
+        """Whether a timer is due at ``now_ns``."""
+        return bool(self.timers) and min(self.timers.values()) <= now_ns
+
     def due_timers(self, now_ns: int) -> list[str]:
         """Timers due at ``now_ns`` (removed), in due-time then name order."""
+        if not self.timers:
+            return []
         due = sorted((at, name) for name, at in self.timers.items() if at <= now_ns)
         for _, name in due:
             del self.timers[name]
         return [name for _, name in due]
+
+
+class LastPrices(Mapping[str, Decimal]):
+    """Each symbol's last market price, as the exact decimal on its instrument's grid
+    (``price_precision``; the simulated venue's reading of a print). A print stores only its
+    float; the decimal is made when something reads it, once per price: most prints are never
+    read (a bar strategy reads a price only when it sends an order). A price that is not positive
+    and finite, or a symbol outside ``instruments``, is not stored."""
+
+    def __init__(self, instruments: Mapping[str, Instrument]) -> None:
+        self._quanta = {
+            symbol: Decimal(1).scaleb(-instrument.price_precision)
+            for symbol, instrument in instruments.items()
+        }
+        self._floats: dict[str, float] = {}
+        self._exact: dict[str, tuple[float, Decimal]] = {}
+
+    def set(self, symbol: str, price: float) -> None:
+        if 0 < price < math.inf and symbol in self._quanta:
+            self._floats[symbol] = price
+
+    def __getitem__(self, symbol: str) -> Decimal:
+        price = self._floats[symbol]
+        made = self._exact.get(symbol)
+        if made is not None and made[0] == price:
+            return made[1]
+        exact = Decimal(repr(price)).quantize(self._quanta[symbol])
+        self._exact[symbol] = (price, exact)
+        return exact
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._floats)
+
+    def __len__(self) -> int:
+        return len(self._floats)
 
 
 class StrategyContext:
@@ -465,7 +527,7 @@ class StrategyContext:
         *,
         now_ns: int,
         event_ns: int,
-        last_prices: dict[str, Decimal],
+        last_prices: Mapping[str, Decimal],
         warming_up: bool = False,
     ) -> None:
         self.state = state

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from operator import attrgetter
@@ -58,16 +58,18 @@ from engines.shell.lifecycle import Input, on
 from engines.strategy.algos import Execution
 from engines.strategy.core import (
     TERMINAL,
+    LastPrices,
     Strategy,
     StrategyContext,
     StrategySpec,
     StrategyState,
+    defined_callbacks,
     load_strategy_class,
     parse_strategy_specs,
     signed,
     supersedes,
 )
-from engines.strategy.venue import FillOn, SimulatedVenue, VenueConfig, VenueEvent, known
+from engines.strategy.venue import FillOn, SimulatedVenue, VenueConfig, VenueEvent
 from protocol.channels import DeliveryClass
 from protocol.records import (
     BadInput,
@@ -140,6 +142,10 @@ class StrategyConfig(EngineConfig):
     maker_fee_bps: float = field(default=0.0, metadata=described("maker fee, bps of notional"))
     fee_per_share: float = field(default=0.0, metadata=described("fee per unit traded"))
     fee_decimals: int = field(default=2, metadata=described("fees rounded to this many decimals"))
+    slippage_bps: float = field(
+        default=0.0,
+        metadata=described("slippage of a taker fill, bps of the price against its side"),
+    )
     day_offset_ns: int = field(
         default=0, metadata=described("shift of UTC midnight to the DAY-order cut, ns")
     )
@@ -154,6 +160,8 @@ class StrategyConfig(EngineConfig):
     def __post_init__(self) -> None:
         EngineConfig.__post_init__(self)
         self.specs()  # validates: a bad strategy config names its field
+        if not 0 <= self.slippage_bps < 10_000:
+            raise ValueError(f"slippage_bps must be in [0, 10000), got {self.slippage_bps}")
         self.venue()
         if self.warmup_bars < 0 or self.max_orders < 1:
             raise ValueError("warmup_bars must be >= 0 and max_orders >= 1")
@@ -170,16 +178,22 @@ class StrategyConfig(EngineConfig):
             fee_per_share=Decimal(repr(self.fee_per_share)),
             fee_decimals=self.fee_decimals,
             day_offset_ns=self.day_offset_ns,
+            slippage_bps=Decimal(repr(self.slippage_bps)),
         )
 
 
 @dataclass(slots=True)
 class Running:
-    """One configured strategy in the engine: its spec, object and state."""
+    """One configured strategy in the engine: its spec, object, state and the data callbacks
+    it defines (``defined_callbacks``: only those are called)."""
 
     spec: StrategySpec
     strategy: Strategy[Any]
     state: StrategyState
+    callbacks: dict[str, Callable[[Any, StrategyContext], None]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.callbacks = defined_callbacks(self.strategy)
 
 
 class StrategyEngine(Engine[StrategyConfig]):
@@ -208,7 +222,9 @@ class StrategyEngine(Engine[StrategyConfig]):
         )
         #: every order by id (strategy orders and children), newest transition; bounded
         self.orders: collections.OrderedDict[str, Order] = collections.OrderedDict()
-        self.last_prices: dict[str, Decimal] = {}
+        self.last_prices = LastPrices(self.instruments)
+        #: the strategies each (symbol, bar spec or None) goes to, found once each
+        self._subscribers: dict[tuple[str, str | None], list[Running]] = {}
         self.order_records: RecordStore[Order] = self.records(
             "orders", Order, key=lambda o: o.account, time=lambda o: o.event_ns
         )
@@ -360,11 +376,12 @@ class StrategyEngine(Engine[StrategyConfig]):
                     self.log.warning("warm-up of %s %s skipped: %r", symbol, spec, exc)
                     continue
                 self.warmed_bars[f"{spec}.{symbol}"] = len(bars)
+                warming = [r for r in self._subscribed(symbol, spec) if "on_bar" in r.callbacks]
                 for bar in bars:
-                    self._set_price(bar.symbol, bar.close)
-                    for running in self._subscribed(symbol, spec):
+                    self.last_prices.set(bar.symbol, bar.close)
+                    for running in warming:
                         ctx = self._context(running, bar.end_ns, warming_up=True)
-                        running.strategy.on_bar(bar, ctx)
+                        running.callbacks["on_bar"](bar, ctx)
 
     async def _stored_bars(self, symbol: str, spec: str, now_ns: int) -> list[Bar]:
         kept: collections.deque[Bar] = collections.deque(maxlen=self.config.warmup_bars)
@@ -381,18 +398,22 @@ class StrategyEngine(Engine[StrategyConfig]):
     # ── market data and signals ──────────────────────────────────────────────────────────────
 
     async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
-        self._set_price(bar.symbol, bar.close)
+        self.last_prices.set(bar.symbol, bar.close)
         for running in self._subscribed(bar.symbol, bar.spec):
             await self._call(running, bar.end_ns, envelope, "on_bar", bar)
 
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
-        self._set_price(trade.symbol, trade.price)
-        await self._handle_events(self.execution.on_trade(trade), envelope)
+        self.last_prices.set(trade.symbol, trade.price)
+        events = self.execution.on_trade(trade)
+        if events:
+            await self._handle_events(events, envelope)
         for running in self._subscribed(trade.symbol):
             await self._call(running, trade.event_ns, envelope, "on_trade", trade)
 
     async def on_quote(self, quote: Quote, envelope: Envelope) -> None:
-        await self._handle_events(self.execution.on_quote(quote), envelope)
+        events = self.execution.on_quote(quote)
+        if events:
+            await self._handle_events(events, envelope)
         for running in self._subscribed(quote.symbol):
             await self._call(running, quote.event_ns, envelope, "on_quote", quote)
 
@@ -503,10 +524,14 @@ class StrategyEngine(Engine[StrategyConfig]):
     # ── strategies ───────────────────────────────────────────────────────────────────────────
 
     def _subscribed(self, symbol: str, bar_spec: str | None = None) -> list[Running]:
-        return [
-            r for r in self.strategies.values()
-            if symbol in r.spec.symbols and (bar_spec is None or r.spec.bar_spec == bar_spec)
-        ]  # fmt: skip
+        """The strategies of ``symbol`` (and of ``bar_spec``, for a bar)."""
+        found = self._subscribers.get((symbol, bar_spec))
+        if found is None:
+            found = self._subscribers[(symbol, bar_spec)] = [
+                r for r in self.strategies.values()
+                if symbol in r.spec.symbols and (bar_spec is None or r.spec.bar_spec == bar_spec)
+            ]  # fmt: skip
+        return found
 
     def _context(
         self, running: Running, event_ns: int, *, warming_up: bool = False
@@ -524,26 +549,25 @@ class StrategyEngine(Engine[StrategyConfig]):
         self, running: Running, event_ns: int, envelope: Envelope | None, callback: str, arg: Any
     ) -> None:
         """Run one callback (then any timers now due) and publish the orders it made; a
-        strategy that raises is counted and logged, the others go on."""
-        if not running.state.enabled:
+        strategy that raises is counted and logged, the others go on. A callback the strategy
+        does not define is skipped, and the event costs only the timer check."""
+        state = running.state
+        if not state.enabled:
+            return
+        defined = running.callbacks.get(callback)
+        if defined is None and not state.timer_due(event_ns):
             return
         ctx = self._context(running, event_ns)
         try:
-            getattr(running.strategy, callback)(arg, ctx)
-            for name in running.state.due_timers(event_ns):
+            if defined is not None:
+                defined(arg, ctx)
+            for name in state.due_timers(event_ns):
                 running.strategy.on_timer(name, ctx)
         except Exception:
             self.record_error(f"strategy {running.spec.name} {callback} failed")
         for order in ctx.orders:
             await self._apply_and_publish(f"intents.{order.strategy}", order, envelope)
             _child(self._intents, self.intents_total, order.strategy).inc()
-
-    def _set_price(self, symbol: str, price: float) -> None:
-        if known(self.instruments, symbol) and price > 0:
-            instrument = self.instruments[symbol]
-            self.last_prices[symbol] = Decimal(repr(price)).quantize(
-                Decimal(1).scaleb(-instrument.price_precision)
-            )
 
     # ── REST views ───────────────────────────────────────────────────────────────────────────
 

@@ -1,6 +1,7 @@
 """What the strategy engine's service tests share: SPY minute bars from the bundled Lean file as
-bus envelopes, a print after each bar to fill against, a stand-in for Risk, and ``TargetOnce``
-(a strategy that asks for one position on its first bar: what an execution algorithm works)."""
+bus envelopes, a print after each bar to fill against, a stand-in for Risk, ``TargetOnce``
+(a strategy that asks for one position on its first bar: what an execution algorithm works),
+``Ladder`` (resting limits) and ``Alarm`` (a timer and no ``on_trade``)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,31 @@ class Ladder(Strategy[LadderParams]):
 
 
 LADDER = f"{__name__}:Ladder"
+
+
+class AlarmParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    after_ns: int = 1_000
+    quantity: int = 10
+
+
+class Alarm(Strategy[AlarmParams]):
+    """Sets a timer ``after_ns`` after the end of its first bar and targets ``quantity`` when it
+    fires. It defines no ``on_trade``: a print reaches it only through the engine's timer
+    check."""
+
+    params_type = AlarmParams
+
+    def __init__(self, name: str, params: AlarmParams) -> None:
+        super().__init__(name, params)
+        self.armed = False
+
+    def on_bar(self, bar: Bar, ctx: StrategyContext) -> None:
+        if not self.armed:
+            self.armed = True
+            ctx.set_timer("alarm", bar.end_ns + self.params.after_ns)
+
+    def on_timer(self, name: str, ctx: StrategyContext) -> None:
+        ctx.target("SPY", self.params.quantity, reason=name)
+
+
+ALARM = f"{__name__}:Alarm"

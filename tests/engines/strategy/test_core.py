@@ -1,11 +1,13 @@
 """Strategy core: the order state machine (every pair of states), fills, ids, order deltas on
-lots / ticks / min notional, the indicators against TA-Lib, and strategy config errors."""
+lots / ticks / min notional, the indicators against TA-Lib, strategy config errors, the callbacks
+the engine calls and the last prices it keeps."""
 
 from __future__ import annotations
 
 import itertools
 from decimal import Decimal
 
+import msgspec
 import numpy as np
 import pytest
 import talib
@@ -18,10 +20,14 @@ from engines.strategy.core import (
     TRANSITIONS,
     AverageTrueRange,
     IllegalTransition,
+    LastPrices,
+    NoParams,
     SimpleMovingAverage,
+    Strategy,
     StrategyContext,
     StrategyState,
     apply_fill,
+    defined_callbacks,
     order_delta,
     parse_strategy_specs,
     round_limit_price,
@@ -230,3 +236,55 @@ def test_ml_bet_targets_the_clamped_bet_size_of_its_model() -> None:
     assert [(o.side, o.quantity) for o in ctx.orders] == [
         (OrderSide.BUY, D(53)), (OrderSide.SELL, D(153)),
     ]  # fmt: skip
+
+
+# ── the callbacks the engine calls, the prices it keeps ──────────────────────────────────────
+
+
+def test_only_the_data_callbacks_a_strategy_defines_are_called() -> None:
+    from engines.strategy.strategies import (
+        MlBet,
+        MlBetParams,
+        MovingAverageCross,
+        MovingAverageCrossParams,
+        VpinGuard,
+        VpinGuardParams,
+    )
+
+    ma = MovingAverageCross("ma", MovingAverageCrossParams())
+    assert defined_callbacks(ma) == {"on_bar": ma.on_bar}
+    assert list(defined_callbacks(VpinGuard("g", VpinGuardParams()))) == ["on_bar", "on_signal"]
+    assert list(defined_callbacks(MlBet("m", MlBetParams()))) == ["on_signal"]
+    assert defined_callbacks(Strategy("none", NoParams())) == {}
+    inherited = type("Inherited", (MovingAverageCross,), {})("i", MovingAverageCrossParams())
+    assert list(defined_callbacks(inherited)) == ["on_bar"]  # a parent's override counts
+
+
+def test_last_prices_are_exact_decimals_on_the_grid_skipping_what_is_not_a_price() -> None:
+    prices = LastPrices(INSTRUMENTS)
+    assert prices.get("SPY") is None
+    prices.set("SPY", 168.5)
+    prices.set("BTCUSDT", 50_000.125)
+    assert str(prices["SPY"]) == "168.5000"  # SPY's price_precision is 4
+    assert prices["BTCUSDT"] == D("50000.12")  # precision 2, half-even
+    for not_a_price in (0.0, -1.0, float("nan"), float("inf")):
+        prices.set("SPY", not_a_price)
+    prices.set("NOPE", 10.0)  # outside the instrument table
+    assert dict(prices) == {"SPY": D("168.5"), "BTCUSDT": D("50000.12")}
+    prices.set("SPY", 168.51)
+    assert prices["SPY"] == D("168.51")
+    prices.set("SPY", 168.5)  # back to a price read before: the new print's, not a stale one
+    assert prices["SPY"] == D("168.5")
+
+
+@given(st.floats(min_value=0.01, max_value=1e6))
+def test_a_last_price_is_the_price_the_venue_fills_a_market_order_at(price: float) -> None:
+    from engines.strategy.venue import SimulatedVenue, VenueConfig
+    from protocol.records import Fill, Trade
+
+    prices = LastPrices(INSTRUMENTS)
+    prices.set("SPY", price)
+    venue = SimulatedVenue(VenueConfig(), INSTRUMENTS)
+    venue.submit(msgspec.structs.replace(order(), status=S.SUBMITTED))
+    events = venue.on_trade(Trade(symbol="SPY", event_ns=2, receive_ns=2, price=price, size=100))
+    assert [e.price for e in events if isinstance(e, Fill)] == [prices["SPY"]]

@@ -17,12 +17,14 @@ from engines.risk.service import RiskConfig, RiskEngine
 from engines.shell.config import load_config
 from engines.strategy.core import SimpleMovingAverage
 from engines.strategy.service import StrategyConfig, StrategyEngine
+from engines.strategy.venue import SimulatedVenue
 from protocol.records import Fill, Order, OrderStatus, Trade, decode, encode
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock, SystemClock
 from realtime.config import ConfigError
 from realtime.storage import Storage, StorageConfig
 from tests.engines.strategy.support import (
+    ALARM,
     MA,
     MINUTE,
     STRATEGIES,
@@ -164,6 +166,31 @@ def test_a_malformed_strategy_config_is_a_config_error_naming_the_field() -> Non
     with pytest.raises(Exception, match="NOPE"):
         engine(StrategyConfig(strategies=unknown))
     assert len(StrategyConfig().specs()) == 3  # the default: the three shipped strategies
+
+
+def test_slippage_is_a_setting_of_the_venue_the_config_builds() -> None:
+    config = load_config(StrategyConfig, {"NAUTILUS_STRATEGY_SLIPPAGE_BPS": "2.5"})
+    assert config.venue().slippage_bps == Decimal("2.5")
+    venue = engine(config).execution.venue
+    assert isinstance(venue, SimulatedVenue) and venue.config.slippage_bps == Decimal("2.5")
+    assert StrategyConfig().venue().slippage_bps == 0
+    for bad in ("-0.5", "nan", "10000"):
+        with pytest.raises(ConfigError, match=r"slippage_bps must be in \[0, 10000\)"):
+            load_config(StrategyConfig, {"NAUTILUS_STRATEGY_SLIPPAGE_BPS": bad})
+
+
+@pytest.mark.parametrize(("after_ns", "fires_at"), [(1_000, "the print"), (1_001, "the next bar")])
+async def test_a_timer_fires_at_the_first_market_event_it_is_due_at_a_print_too(
+    after_ns: int, fires_at: str
+) -> None:
+    """``Alarm`` defines no ``on_trade``: the engine skips that callback, not the timers."""
+    bars = spy_bars(3)
+    alarm = json.dumps([{"name": "alarm", "path": ALARM, "params": {"after_ns": after_ns}}])
+    strategy = engine(StrategyConfig(strategies=alarm, warmup_bars=0))
+    assert "on_trade" not in strategy.strategies["alarm"].callbacks
+    intents = records(await drive(strategy, market(bars)), "intents.", Order)
+    due = {"the print": bars[0].end_ns + 1_000, "the next bar": bars[1].end_ns}[fires_at]
+    assert [(i.event_ns, i.reason) for i in intents] == [(due, "alarm")]
 
 
 async def test_live_on_a_memory_bus_with_a_stand_in_for_risk() -> None:
