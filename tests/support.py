@@ -19,6 +19,7 @@ from typing import Any
 import asyncpg
 
 from protocol.records import Trade
+from realtime.bus import Envelope, Subscription
 from realtime.clock import ManualClock
 from realtime.storage import Storage, StorageConfig, migrate
 from realtime.storage.migrations import quote_identifier
@@ -131,3 +132,11 @@ async def store_trades(schema: str, trades: list[Trade]) -> None:
         storage.store.write_trades(trades)
     finally:
         await storage.close(5.0)
+
+
+async def take(sub: Subscription, n: int, timeout_s: float = 10.0) -> list[Envelope]:
+    """The next ``n`` messages of ``sub``, failing if one batch takes longer than ``timeout_s``."""
+    got: list[Envelope] = []
+    while len(got) < n:
+        got += await asyncio.wait_for(sub.next_batch(n - len(got)), timeout_s)
+    return got

@@ -290,17 +290,7 @@ def test_a_family_is_stepped_once_per_period_and_equals_each_function(
     stream = core.FeatureStream(requests)
     kernels = [v.__self__ for k, v in stream._step.__globals__.items() if k.startswith("_u")]
     assert sorted(type(k).__name__ for k in kernels) == ["_Aroon", "_Aroon", "_DM", "_DM"]
-    n = 400
-    fields = ("open", "high", "low", "close", "volume")
-    rows = [stream.update(*(spy[f][t] for f in fields)) for t in range(n)]
-    for req in requests:
-        spec = core.CATALOG[req.function]
-        alone = core.compute(
-            req.function, {k: spy[DATA_KEYS.get(k, k)][:n] for k in spec.inputs}, **req.params
-        )
-        for key, values in zip(req.keys(), alone, strict=True):
-            got = np.array([np.nan if r[key] is None else r[key] for r in rows])
-            np.testing.assert_array_equal(got, values, err_msg=key)
+    assert_stream_equals_each_alone(stream, requests, spy)
 
 
 def test_rolling_extremes_are_stepped_once_per_window_and_feed_each_function(
@@ -324,7 +314,17 @@ def test_rolling_extremes_are_stepped_once_per_window_and_feed_each_function(
     stream = core.FeatureStream(requests)
     kernels = [v.__self__ for k, v in stream._step.__globals__.items() if k.startswith("_u")]
     assert sorted(k._n for k in kernels if type(k).__name__ == "_HighLow") == [5, 14]
-    n = 400
+    assert_stream_equals_each_alone(stream, requests, spy)
+
+
+def assert_stream_equals_each_alone(
+    stream: core.FeatureStream,
+    requests: list[core.FeatureRequest],
+    spy: dict[str, np.ndarray],
+    n: int = 400,
+) -> None:
+    """``n`` SPY bars through ``stream`` give, for every request, what the function computed
+    alone over the same bars gives, bit for bit."""
     fields = ("open", "high", "low", "close", "volume")
     rows = [stream.update(*(spy[f][t] for f in fields)) for t in range(n)]
     for req in requests:

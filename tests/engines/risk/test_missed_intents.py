@@ -7,7 +7,6 @@ intent older than ``max_intent_age_s`` ``stale_intent`` without taking a rate sl
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from realtime.bus import Envelope, MemoryBus, Subscription
 from realtime.clock import ManualClock
 from realtime.storage import Storage, StorageConfig
 from tests.engines.strategy.support import TARGET_ONCE, market, spy_bars
-from tests.support import TEST_DSN, migrated_schema, store_trades, until
+from tests.support import TEST_DSN, migrated_schema, store_trades, take, until
 
 #: one strategy inside Risk's 1 000-unit order limit, one over it
 STRATEGIES = json.dumps([
@@ -40,13 +39,6 @@ SECOND = 1_000_000_000
 def schema() -> Iterator[str]:
     with migrated_schema("nautilus_risk_missed") as name:
         yield name
-
-
-async def take(sub: Subscription, n: int) -> list[Envelope]:
-    got: list[Envelope] = []
-    while len(got) < n:
-        got += await asyncio.wait_for(sub.next_batch(n - len(got)), 10)
-    return got
 
 
 def risk_answers(envelopes: list[Envelope]) -> list[Order]:

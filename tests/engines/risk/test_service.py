@@ -23,10 +23,10 @@ from engines.risk import core
 from engines.risk.pretrade import DenialCode
 from engines.risk.service import NS_PER_DAY, RiskConfig, RiskEngine, _mc_key
 from protocol.records import Order, OrderSide, OrderStatus, OrderType, decode, encode
-from realtime.bus import MemoryBus, Subscription
+from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
 from realtime.storage.migrations import quote_identifier
-from tests.support import TEST_DSN, until
+from tests.support import TEST_DSN, take, until
 
 D = Decimal
 #: 2013-10-07 09:30 New York, the replay's day
@@ -79,13 +79,6 @@ def intent(
 
 def trade(price: float, symbol: str = "SPY") -> dict[str, Any]:
     return {"s": symbol, "t": START_NS, "r": START_NS, "p": price, "q": 100.0}
-
-
-async def take(sub: Subscription, n: int) -> list[Any]:
-    got: list[Any] = []
-    while len(got) < n:
-        got += await asyncio.wait_for(sub.next_batch(n - len(got)), 10)
-    return got
 
 
 async def test_intents_come_out_submitted_or_denied_in_order(engine: RiskEngine) -> None:

@@ -6,7 +6,6 @@ no intent twice, and never trades the denied quantity."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,10 +16,10 @@ from engines.risk.core import VarMethod
 from engines.risk.service import RiskConfig, RiskEngine
 from engines.strategy.service import StrategyConfig, StrategyEngine
 from protocol.records import Fill, Order, OrderStatus, Trade, decode
-from realtime.bus import Envelope, MemoryBus, Subscription
+from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
 from tests.engines.strategy.support import TARGET_ONCE, market, spy_bars
-from tests.support import TEST_DSN, migrated_schema, store_trades
+from tests.support import TEST_DSN, migrated_schema, store_trades, take
 
 #: one strategy inside Risk's 1 000-unit order limit, one over it
 STRATEGIES = json.dumps([
@@ -33,13 +32,6 @@ STRATEGIES = json.dumps([
 def schema() -> Iterator[str]:
     with migrated_schema("nautilus_strategy_answers") as name:
         yield name
-
-
-async def take(sub: Subscription, n: int) -> list[Envelope]:
-    got: list[Envelope] = []
-    while len(got) < n:
-        got += await asyncio.wait_for(sub.next_batch(n - len(got)), 10)
-    return got
 
 
 async def test_answers_published_while_down_are_taken_at_restart(schema: str) -> None:
