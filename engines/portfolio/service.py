@@ -101,6 +101,10 @@ class PortfolioConfig(EngineConfig):
         return [core.parse_account(text) for text in self.accounts]
 
 
+#: market-data prices remembered per symbol with their marks (a session's prices recur)
+MARKS_REMEMBERED = 4096
+
+
 class PortfolioEngine(Engine[PortfolioConfig]):
     """One ledger per account, one mark book for all; published and stored after each event."""
 
@@ -124,8 +128,9 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._pending: set[str] = set()
         #: accounts changed by the batch being handled: published once in ``after_batch``
         self._due: set[str] = set()
-        #: per symbol, the last market-data float and the mark it made (prices repeat)
-        self._mark_cache: dict[str, tuple[float, Decimal | None]] = {}
+        #: per symbol, the marks market-data floats made (prices recur: each is converted once;
+        #: at most ``MARKS_REMEMBERED`` a symbol, forgotten all at once when full)
+        self._mark_of: dict[str, dict[float, Decimal | None]] = {}
         self._throttle_ns = config.mark_throttle_ms * 1_000_000
         self.fills: RecordStore[Fill] = self.records(
             "fills", Fill, key=attrgetter("account"), time=attrgetter("event_ns")
@@ -219,23 +224,30 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._marked(quote.symbol, quote.event_ns)
 
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
-        cached = self._mark_cache.get(trade.symbol)
-        if cached is not None and cached[0] == trade.price:
-            price = cached[1]
-        else:
-            places = self._places(trade.symbol)
-            price = None if places is None else core.mark_price(trade.price, places)
-            self._mark_cache[trade.symbol] = (trade.price, price)
+        price = self._mark(trade.symbol, trade.price)
         if price is not None:
             self.marks.trade(trade.symbol, price)
         self._marked(trade.symbol, trade.event_ns)
 
     async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
-        places = self._places(bar.symbol)
-        price = None if places is None else core.mark_price(bar.close, places)
+        price = self._mark(bar.symbol, bar.close)
         if price is not None:
             self.marks.bar(bar.symbol, price)
         self._marked(bar.symbol, bar.end_ns)
+
+    def _mark(self, symbol: str, value: float) -> Decimal | None:
+        """``core.mark_price`` of a trade's or bar's ``value`` (``None``: not a price, or no
+        instrument), remembered per symbol."""
+        marks = self._mark_of.get(symbol)
+        if marks is None:
+            marks = self._mark_of[symbol] = {}
+        elif value in marks:
+            return marks[value]
+        elif len(marks) >= MARKS_REMEMBERED:
+            marks.clear()
+        places = self._places(symbol)
+        price = marks[value] = None if places is None else core.mark_price(value, places)
+        return price
 
     def _places(self, symbol: str) -> int | None:
         try:
@@ -247,16 +259,19 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         """A mark moved: republish (at the batch's end) the accounts holding ``symbol`` (and any
         whose throttled update is pending) whose last publish is at least the throttle window
         old."""
+        pending = self._pending
         for name, ledger in self.ledgers.items():
             if ledger.holds(symbol):
-                self._pending.add(name)
-        for name in sorted(self._pending):
+                pending.add(name)
+        throttle_ns, published_ns = self._throttle_ns, self._published_ns
+        for name in pending:  # any order: each account is decided alone (``_due`` is sorted)
             # the account's newest event time: a mark older than the last fill (inputs are
             # consumed concurrently) still gets published, stamped with the newer time
-            newest = self.event_ns[name] = max(self.event_ns[name], event_ns)
-            if newest - self._published_ns.get(name, newest - self._throttle_ns) >= (
-                self._throttle_ns
-            ):
+            newest = self.event_ns[name]
+            if event_ns > newest:
+                newest = self.event_ns[name] = event_ns
+            last = published_ns.get(name)
+            if last is None or newest - last >= throttle_ns:
                 self._due.add(name)
 
     # ── output ─────────────────────────────────────────────────────────────────────────────

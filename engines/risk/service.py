@@ -148,6 +148,8 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_\-]{1,40}")
 #: Path segments of the REST routes an account may not be named (``/risk/var/…``).
 RESERVED_ACCOUNTS = frozenset({"var", "backtest"})
 NS_PER_DAY = 86_400 * 1_000_000_000
+#: trade prices remembered per symbol with their collar references (a session's prices recur)
+REFERENCES_REMEMBERED = 4096
 
 
 def _decimal(value: float | None) -> Decimal | None:
@@ -368,6 +370,9 @@ class RiskEngine(Engine[RiskConfig]):
         super().__init__(config, bus=bus, clock=clock, storage=storage)
         self.instruments = dict(load_instruments(config.instruments))
         self.market = MarketState()
+        #: per symbol, trade prices and the collar references they made (prices recur: each
+        #: is converted once; at most ``REFERENCES_REMEMBERED``, forgotten all at once when full)
+        self._reference_of: dict[str, dict[float, Decimal]] = {}
         self.books: dict[str, AccountBook] = {
             account: AccountBook(
                 account, limits, self.instruments, self.market, state=config.trading_state
@@ -699,9 +704,18 @@ class RiskEngine(Engine[RiskConfig]):
 
     def _set_last_price(self, trade: Trade) -> None:
         """The collar's reference: the trade's price on its instrument's grid."""
-        instrument = self.instruments.get(trade.symbol)
-        price = round(trade.price, instrument.price_precision) if instrument else trade.price
-        self.market.last_price[trade.symbol] = Decimal(repr(price))
+        symbol, raw = trade.symbol, trade.price
+        references = self._reference_of.get(symbol)
+        if references is None:
+            references = self._reference_of[symbol] = {}
+        reference = references.get(raw)
+        if reference is None:
+            if len(references) >= REFERENCES_REMEMBERED:
+                references.clear()
+            instrument = self.instruments.get(symbol)
+            price = round(raw, instrument.price_precision) if instrument else raw
+            reference = references[raw] = Decimal(repr(price))
+        self.market.last_price[symbol] = reference
 
     async def on_vpin(self, payload: dict[str, Any], envelope: Envelope) -> None:
         symbol = envelope.channel.partition(".")[2]

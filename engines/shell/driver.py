@@ -37,8 +37,10 @@ class DeterministicDriver:
             for pattern, handling in engine.inputs().items()
         ]
         #: channel → its route (or ``None``: no input takes it), matched once per channel
-        self._published: Subscription | None = None
         self._route_of: dict[str, tuple[str, Input[Any]] | None] = {}
+        #: whether the engine has an ``after_batch`` of its own (the base one does nothing)
+        self._after_batch = type(engine).after_batch is not Engine.after_batch
+        self._published: Subscription | None = None
 
     def route(self, channel: str) -> tuple[str, Input[Any]] | None:
         """The input (pattern, handling) that takes ``channel``: the first that matches, as the
@@ -58,27 +60,31 @@ class DeterministicDriver:
         """Handle ``envelopes`` in order as one batch (then the engine's ``after_batch``, as a
         live consumer calls it after each batch; its records written at the end, as live:
         ``Engine.write_hold``); return every envelope the engine published."""
-        if self._published is None:  # one subscription for the driver's life, not one a call
-            self._published = self.engine.bus.subscribe(">")
         published = self._published
+        if published is None:  # one subscription for the driver's life, not one a call
+            published = self._published = self.engine.bus.subscribe(">")
+        engine, clock, routes = self.engine, self.clock, self._route_of
         outputs: list[Envelope] = []
         handled = False
-        self.engine.write_hold.hold()
+        hold = engine.write_hold
+        hold.hold()
         try:
             for envelope in envelopes:
-                route = self.route(envelope.channel)
+                channel = envelope.channel
+                route = routes[channel] if channel in routes else self.route(channel)
                 if route is not None:
-                    self.clock.set(max(self.clock.now_ns(), envelope.publish_ns))
-                    await self.engine.dispatch(envelope, *route)
+                    if envelope.publish_ns > clock.now_ns():
+                        clock.set(envelope.publish_ns)
+                    await engine.dispatch(envelope, *route)
                     handled = True
                 while published.pending:
                     outputs += await published.next_batch(1 << 16)
-            if handled:
-                await self.engine.after_batch()
+            if handled and self._after_batch:
+                await engine.after_batch()
                 while published.pending:
                     outputs += await published.next_batch(1 << 16)
         finally:
-            self.engine.write_hold.release()
+            hold.release()
         return outputs
 
     def close(self) -> None:

@@ -261,6 +261,8 @@ class Execution:
         return self._roll_up(self.venue.submit(child))
 
     def on_trade(self, trade: Trade) -> list[VenueEvent]:
+        if not self.parents:  # no algorithm working (every print of a plain-order strategy)
+            return self._roll_up(self.venue.on_trade(trade))
         events: list[VenueEvent] = []
         t = trade.event_ns
         for parent in self._parents_of(trade.symbol):
@@ -309,6 +311,8 @@ class Execution:
 
     def _roll_up(self, events: list[VenueEvent]) -> list[VenueEvent]:
         """``events`` with each child fill followed by its parent's resulting transition."""
+        if not self.parent_of or not events:  # no child working: nothing to roll up
+            return events
         out: list[VenueEvent] = []
         for event in events:
             out.append(event)

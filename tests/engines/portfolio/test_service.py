@@ -24,7 +24,7 @@ from protocol.records import (
     decode,
     encode,
 )
-from realtime.bus import MemoryBus, Subscription
+from realtime.bus import Envelope, MemoryBus, Subscription
 from realtime.clock import ManualClock
 from tests.support import TEST_DSN, migrated_schema, until
 
@@ -279,3 +279,21 @@ def test_config_validates_accounts() -> None:
     with pytest.raises(ValueError):
         PortfolioConfig(accounts=())
     assert PortfolioConfig().account_specs()[0].starting_cash == D(1_000_000)
+
+
+async def test_a_recurring_price_marks_as_when_first_seen_and_the_memory_stays_bounded(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Marks of trades are remembered per price (prices recur); whichever prices came between,
+    and past the bound (forgotten, then made again), each mark is the price on the grid."""
+    monkeypatch.setattr("engines.portfolio.service.MARKS_REMEMBERED", 2)
+    engine = make_engine(schema)
+    prices = [101.25, 101.5, 101.25, 101.75, 101.000049, 101.25, -1.0, 101.5]
+    expected = [D("101.25"), D("101.5"), D("101.25"), D("101.75"), D("101"), D("101.25"),
+                D("101.25"), D("101.5")]  # fmt: skip
+    for n, (price, mark) in enumerate(zip(prices, expected, strict=True)):
+        t = T0 + n * MS
+        trade = Trade("SPY", t, t, price, 1.0)
+        await engine.on_trade(trade, Envelope("trades.SPY", n, "e", t, t, trade))
+        assert engine.marks.price("SPY", 0) == mark, price
+        assert len(engine._mark_of["SPY"]) <= 2

@@ -22,8 +22,8 @@ from engines.marketdata.daily import read_daily_bars
 from engines.risk import core
 from engines.risk.pretrade import DenialCode
 from engines.risk.service import NS_PER_DAY, RiskConfig, RiskEngine, _mc_key
-from protocol.records import Order, OrderSide, OrderStatus, OrderType, decode, encode
-from realtime.bus import MemoryBus
+from protocol.records import Order, OrderSide, OrderStatus, OrderType, Trade, decode, encode
+from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
 from realtime.storage.migrations import quote_identifier
 from tests.support import TEST_DSN, take, until
@@ -339,3 +339,20 @@ async def test_stress_scenarios_and_the_accounts_own_var_backtest(engine: RiskEn
             assert row["cc_p"] == pytest.approx(want.cc.p_value, rel=1e-12)
             assert row["traffic_light"] == want.traffic_light.zone.value
     assert (await engine.var_results.latest("paper")) == runs[3]
+
+
+async def test_the_collar_reference_is_each_trade_price_on_the_grid_whatever_came_before(
+    pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trade prices are converted once each (prices recur) in a bounded memory: a recurring
+    price, and one seen again after the memory was emptied, is the reference as at first."""
+    monkeypatch.setattr("engines.risk.service.REFERENCES_REMEMBERED", 2)
+    clock = ManualClock(START_NS)
+    risk = RiskEngine(config(pg_schema), bus=MemoryBus(clock=clock), clock=clock)
+    prices = [168.2, 168.25, 168.2, 168.30004, 168.19996, 168.2, 168.25]
+    expected = ["168.2", "168.25", "168.2", "168.3", "168.2", "168.2", "168.25"]
+    for n, (price, reference) in enumerate(zip(prices, expected, strict=True)):
+        print_ = Trade("SPY", START_NS + n, START_NS + n, price, 100.0)
+        await risk.on_trade(print_, Envelope("trades.SPY", n, "e", START_NS, START_NS, print_))
+        assert risk.market.last_price["SPY"] == D(reference), price
+        assert len(risk._reference_of["SPY"]) <= 2

@@ -303,3 +303,35 @@ async def test_rows_of_a_batch_cut_short_by_stop_are_still_written() -> None:
     await engine.stop(drain_timeout_s=0.05)
     assert engine.writes == [2]
     assert await stored_times(engine) == [1, 2]
+
+
+class BatchSummingVwap(VwapEngine):
+    """Publishes how many trades each batch had, after the batch (its own ``after_batch``)."""
+
+    def __init__(self, config: VwapConfig, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        self.in_batch = 0
+
+    async def on_trade(self, payload: dict[str, object], envelope: Envelope) -> None:
+        self.in_batch += 1
+        await super().on_trade(payload, envelope)
+
+    async def after_batch(self) -> None:
+        await self.publish("signals.batch.SPY", {"trades": self.in_batch})
+        self.in_batch = 0
+
+
+async def test_the_driver_calls_an_engines_own_after_batch_once_per_run_that_handled_input() -> (
+    None
+):
+    clock = ManualClock(1_700_000_000 * SECOND)
+    engine = BatchSummingVwap(VwapConfig(), bus=MemoryBus(clock=clock), clock=clock)
+    driver = DeterministicDriver(engine)
+    trades = [
+        Envelope("trades.SPY", i + 1, "e", i, i, {"price": 100.0, "size": 1.0}) for i in range(3)
+    ]
+    out = await driver.run(trades)
+    assert [e.channel for e in out] == ["signals.vwap.SPY"] * 3 + ["signals.batch.SPY"]
+    assert out[-1].payload == {"trades": 3}
+    assert await driver.run([Envelope("quotes.SPY", 9, "e", 9, 9, {})]) == []  # nothing handled
+    assert [e.payload for e in await driver.run(trades[:1])][-1] == {"trades": 1}
