@@ -38,7 +38,12 @@ from prometheus_client import Counter
 
 from engines.portfolio import core
 from engines.shell import Engine, EngineConfig, StreamInfo
-from engines.shell.instruments import InstrumentTable, UnknownInstrument, load_instruments
+from engines.shell.instruments import (
+    InstrumentTable,
+    PriceMemo,
+    UnknownInstrument,
+    load_instruments,
+)
 from engines.shell.lifecycle import Input, on
 from protocol.channels import DeliveryClass, channel
 from protocol.errors import ProtocolError
@@ -128,9 +133,8 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._pending: set[str] = set()
         #: accounts changed by the batch being handled: published once in ``after_batch``
         self._due: set[str] = set()
-        #: per symbol, the marks market-data floats made (prices recur: each is converted once;
-        #: at most ``MARKS_REMEMBERED`` a symbol, forgotten all at once when full)
-        self._mark_of: dict[str, dict[float, Decimal | None]] = {}
+        #: the marks market-data floats made, remembered
+        self._mark_of = PriceMemo(self._mark_price, MARKS_REMEMBERED)
         self._throttle_ns = config.mark_throttle_ms * 1_000_000
         self.fills: RecordStore[Fill] = self.records(
             "fills", Fill, key=attrgetter("account"), time=attrgetter("event_ns")
@@ -224,30 +228,22 @@ class PortfolioEngine(Engine[PortfolioConfig]):
         self._marked(quote.symbol, quote.event_ns)
 
     async def on_trade(self, trade: Trade, envelope: Envelope) -> None:
-        price = self._mark(trade.symbol, trade.price)
+        price = self._mark_of(trade.symbol, trade.price)
         if price is not None:
             self.marks.trade(trade.symbol, price)
         self._marked(trade.symbol, trade.event_ns)
 
     async def on_bar(self, bar: Bar, envelope: Envelope) -> None:
-        price = self._mark(bar.symbol, bar.close)
+        price = self._mark_of(bar.symbol, bar.close)
         if price is not None:
             self.marks.bar(bar.symbol, price)
         self._marked(bar.symbol, bar.end_ns)
 
-    def _mark(self, symbol: str, value: float) -> Decimal | None:
+    def _mark_price(self, symbol: str, value: float) -> Decimal | None:
         """``core.mark_price`` of a trade's or bar's ``value`` (``None``: not a price, or no
-        instrument), remembered per symbol."""
-        marks = self._mark_of.get(symbol)
-        if marks is None:
-            marks = self._mark_of[symbol] = {}
-        elif value in marks:
-            return marks[value]
-        elif len(marks) >= MARKS_REMEMBERED:
-            marks.clear()
+        instrument)."""
         places = self._places(symbol)
-        price = marks[value] = None if places is None else core.mark_price(value, places)
-        return price
+        return None if places is None else core.mark_price(value, places)
 
     def _places(self, symbol: str) -> int | None:
         try:

@@ -123,7 +123,7 @@ from engines.risk.pretrade import (
     check,
 )
 from engines.shell import Engine, EngineConfig, StreamInfo
-from engines.shell.instruments import load_instruments
+from engines.shell.instruments import PriceMemo, load_instruments
 from engines.shell.lifecycle import Input, on
 from engines.strategy.core import supersedes
 from protocol.channels import DeliveryClass
@@ -370,9 +370,8 @@ class RiskEngine(Engine[RiskConfig]):
         super().__init__(config, bus=bus, clock=clock, storage=storage)
         self.instruments = dict(load_instruments(config.instruments))
         self.market = MarketState()
-        #: per symbol, trade prices and the collar references they made (prices recur: each
-        #: is converted once; at most ``REFERENCES_REMEMBERED``, forgotten all at once when full)
-        self._reference_of: dict[str, dict[float, Decimal]] = {}
+        #: the collar references trade prices made, remembered
+        self._reference_of = PriceMemo(self._reference, REFERENCES_REMEMBERED)
         self.books: dict[str, AccountBook] = {
             account: AccountBook(
                 account, limits, self.instruments, self.market, state=config.trading_state
@@ -704,18 +703,12 @@ class RiskEngine(Engine[RiskConfig]):
 
     def _set_last_price(self, trade: Trade) -> None:
         """The collar's reference: the trade's price on its instrument's grid."""
-        symbol, raw = trade.symbol, trade.price
-        references = self._reference_of.get(symbol)
-        if references is None:
-            references = self._reference_of[symbol] = {}
-        reference = references.get(raw)
-        if reference is None:
-            if len(references) >= REFERENCES_REMEMBERED:
-                references.clear()
-            instrument = self.instruments.get(symbol)
-            price = round(raw, instrument.price_precision) if instrument else raw
-            reference = references[raw] = Decimal(repr(price))
-        self.market.last_price[symbol] = reference
+        self.market.last_price[trade.symbol] = self._reference_of(trade.symbol, trade.price)
+
+    def _reference(self, symbol: str, raw: float) -> Decimal:
+        instrument = self.instruments.get(symbol)
+        price = round(raw, instrument.price_precision) if instrument else raw
+        return Decimal(repr(price))
 
     async def on_vpin(self, payload: dict[str, Any], envelope: Envelope) -> None:
         symbol = envelope.channel.partition(".")[2]

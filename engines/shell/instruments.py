@@ -9,11 +9,11 @@ never priced on a guessed grid.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 import msgspec
 
@@ -21,6 +21,7 @@ from protocol.records import Instrument
 
 __all__ = [
     "InstrumentTable",
+    "PriceMemo",
     "UnknownInstrument",
     "load_instruments",
     "on_grid",
@@ -105,3 +106,34 @@ def reference_volumes(path: str | Path = "") -> dict[str, float]:
     except msgspec.ValidationError as exc:
         raise ValueError(f"instrument file {path or '(bundled)'}: {exc}") from None
     return {row.symbol: row.adv for row in parsed.instruments if row.adv is not None}
+
+
+P = TypeVar("P")
+
+
+class PriceMemo(Generic[P]):
+    """What ``convert(symbol, price)`` made of each market-data float, remembered per symbol: a
+    session's prices recur, so each is converted (to an exact price on the grid) once. At most
+    ``bound`` prices a symbol, forgotten all at once when full."""
+
+    __slots__ = ("_bound", "_by_symbol", "_convert")
+
+    def __init__(self, convert: Callable[[str, float], P], bound: int) -> None:
+        self._convert = convert
+        self._bound = bound
+        self._by_symbol: dict[str, dict[float, P]] = {}
+
+    def __call__(self, symbol: str, price: float) -> P:
+        seen = self._by_symbol.get(symbol)
+        if seen is None:
+            seen = self._by_symbol[symbol] = {}
+        elif price in seen:
+            return seen[price]
+        elif len(seen) >= self._bound:
+            seen.clear()
+        made = seen[price] = self._convert(symbol, price)
+        return made
+
+    def __getitem__(self, symbol: str) -> Mapping[float, P]:
+        """The prices of ``symbol`` remembered now."""
+        return self._by_symbol[symbol]

@@ -104,6 +104,13 @@ async def store_neighbours(
         await storage.close(5.0)
 
 
+async def priced(risk: RiskEngine) -> None:
+    """A SPY print through ``risk``'s bus, once it is its collar reference."""
+    await risk.bus.publish("trades.SPY", {"s": "SPY", "t": START_NS, "r": START_NS,
+                                          "p": 168.2, "q": 100.0}, event_ns=START_NS)  # fmt: skip
+    await until(lambda: "SPY" in risk.market.last_price)
+
+
 async def test_a_restart_rebuilds_the_books_and_the_limits_still_hold(schema: str) -> None:
     held = Position(
         account="paper", symbol="SPY", quantity=D(300), average_price=D("168.00"),
@@ -121,9 +128,7 @@ async def test_a_restart_rebuilds_the_books_and_the_limits_still_hold(schema: st
     try:
         bus = first.bus
         out = bus.subscribe("orders.paper")
-        await bus.publish("trades.SPY", {"s": "SPY", "t": START_NS, "r": START_NS,
-                                         "p": 168.2, "q": 100.0}, event_ns=START_NS)  # fmt: skip
-        await until(lambda: "SPY" in first.market.last_price)
+        await priced(first)
         # a: approved while Strategy is down (no transition of it stored); b: partly filled;
         # c: a sell, filled
         for intent in (order("a", "400"), order("b", "200"), order("c", "100", "sell")):
@@ -160,9 +165,7 @@ async def test_a_restart_rebuilds_the_books_and_the_limits_still_hold(schema: st
         assert second.market.vpin_alert == {"QQQ"}
         bus = second.bus
         out = bus.subscribe("orders.paper")
-        await bus.publish("trades.SPY", {"s": "SPY", "t": START_NS, "r": START_NS,
-                                         "p": 168.2, "q": 100.0}, event_ns=START_NS)  # fmt: skip
-        await until(lambda: "SPY" in second.market.last_price)
+        await priced(second)
         # d: 300 held + 550 pending + 200 > 1 000; e: 950, the burst's 4th slot; f: a reducing
         # sell, but a 5th order in the same instant
         for intent in (order("d", "200"), order("e", "100"), order("f", "10", "sell")):
