@@ -11,6 +11,7 @@ import collections
 import io
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,14 @@ from realtime.storage.migrations import quote_identifier
 
 TEST_DSN = os.environ.get("NAUTILUS_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("NAUTILUS_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound for a moment, then released): connecting to it
+    is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def until(condition: Callable[[], object], timeout_s: float = 20.0) -> None:

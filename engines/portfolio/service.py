@@ -17,13 +17,14 @@ unknown account or instrument, a non-positive or off-lot quantity is refused wit
 (``unknown_account``, ``unknown_instrument``, ``non_positive_quantity``, ``off_lot``, …), counted
 as bad input of ``fills.*``, and not stored.
 
-Crash-only: state is never saved except as the stored fills. ``on_start`` rebuilds every
-account's ledger from them (in stored order: event time, then arrival), restores the last marks
-of held symbols from the newest stored positions snapshot (used only until live marks arrive),
-then publishes each account once. Limits: fills still queued for PostgreSQL when the process is
-killed (not stopped) are lost to the rebuild, and fills that arrive out of event-time order are
-replayed in event-time order, which can move the average price's rounding residue (never the
-identity).
+Crash-only: state is never saved except as the stored fills. ``on_start`` rebuilds every account's
+ledger from them (in stored order: event time, then arrival), restores the last marks of held
+symbols from the newest stored positions snapshot (used only until live marks arrive), then
+publishes each account once. The start waits for the store (``NAUTILUS_DB_START_WAIT_S``); one that
+stays unreachable fails it with one line (StoreUnavailable). Limits: fills still queued for
+PostgreSQL when the process is killed (not stopped) are lost to the rebuild, and fills that arrive
+out of event-time order are replayed in event-time order, which can move the average price's
+rounding residue (never the identity).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class PortfolioEngine(Engine[PortfolioConfig]):
     """One ledger per account, one mark book for all; published and stored after each event."""
 
     config_type = PortfolioConfig
+    rebuilds_from_store = True
 
     def __init__(
         self, config: PortfolioConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None

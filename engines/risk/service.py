@@ -27,8 +27,9 @@ Portfolio's newest stored book (``positions.<account>``); the stored approvals r
 (their rate-limit slots, so the token bucket stands where it stood, and each strategy order's
 quantity as pending); then the newest stored state of each order of Strategy's
 (``orders.<account>``: ``engines.strategy.core.supersedes``) through ``AccountBook.on_order``, which
-releases what was filled or ended, so the pending book is the one the limits counted before. A store
-that cannot answer fails the start (StoreUnavailable): an engine that cannot see its book must not
+releases what was filled or ended, so the pending book is the one the limits counted before. The
+start waits for the store (``NAUTILUS_DB_START_WAIT_S``); one that stays unreachable or cannot
+answer fails the start (StoreUnavailable, one line): an engine that cannot see its book must not
 approve. Limits: it reads the platform's shared store (Strategy's, Portfolio's and VPIN's streams;
 an engine on a ``db_dsn`` of its own rebuilds only its own approvals and state); rows still queued
 for PostgreSQL when a process was killed are not there; last prices come back with the next
@@ -363,6 +364,7 @@ class RiskEngine(Engine[RiskConfig]):
     """Pre-trade checks per account and the accounts' VaR/ES (see the module docstring)."""
 
     config_type = RiskConfig
+    rebuilds_from_store = True
 
     def __init__(
         self, config: RiskConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None

@@ -42,6 +42,7 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
     from realtime.clock import SystemClock
     from realtime.distributed import choose_bus, open_bus
     from realtime.ports import PortInUse
+    from realtime.storage import StoreUnavailable
 
     environ = dict(os.environ)
     if getattr(args, "distributed", False):
@@ -79,6 +80,9 @@ def _cmd_up(args: argparse.Namespace, hub_only: bool = False) -> int:
             )
         except PortInUse as exc:
             print(f"nautilus {args.command}: {exc}", file=sys.stderr)
+            return 1
+        except StoreUnavailable as exc:  # an engine that rebuilds from the store found none
+            print(f"nautilus {args.command}: cannot start {exc}", file=sys.stderr)
             return 1
         except ConfigError as exc:  # an engine's own settings, read as the engines are built
             print(f"nautilus: {exc}", file=sys.stderr)

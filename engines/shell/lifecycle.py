@@ -44,7 +44,7 @@ from protocol.records import BadInput, decode
 from realtime.bus import Bus, Envelope, Subscription
 from realtime.clock import Clock
 from realtime.latency import RecentDurations
-from realtime.storage import Storage, StorageConfig
+from realtime.storage import Storage, StorageConfig, StoreUnavailable
 from realtime.storage.records import RecordStore, WriteHold
 
 P = ParamSpec("P")
@@ -100,6 +100,10 @@ class Engine(Generic[ConfigT]):
 
     #: The engine's frozen config class; ``main_engine`` loads it from the environment.
     config_type: ClassVar[type[EngineConfig]] = EngineConfig
+    #: ``on_start`` rebuilds the engine's state from the store (Risk, Portfolio): ``start``
+    #: waits for the store first (``Storage.wait_ready``: PostgreSQL may still be coming up),
+    #: and a store that stays unreachable fails the start with one line, not a traceback.
+    rebuilds_from_store: ClassVar[bool] = False
 
     def __init__(
         self, config: ConfigT, *, bus: Bus, clock: Clock, storage: Storage | None = None
@@ -186,15 +190,28 @@ class Engine(Generic[ConfigT]):
         try:
             if self._owns_storage:
                 await self.storage.open()
+            if self.rebuilds_from_store and not self.storage.ready.is_set():
+                self.log.warning(
+                    "engine %s waits for its store (up to %g s) to rebuild its state",
+                    self.name,
+                    self.storage.config.start_wait_s,
+                )
+                await self.storage.wait_ready()
             inputs = self.inputs()
             self._subscriptions = [self.bus.subscribe(pattern) for pattern in inputs]
             await self.on_start()
         except BaseException as exc:
             self._failure = f"start failed: {exc!r}"
             self._failed.set()
-            self.log.exception("engine %s failed to start", self.name)
+            unavailable = isinstance(exc, StoreUnavailable)
+            if unavailable:  # the cause is the line; no traceback
+                self.log.error("engine %s cannot start: %s", self.name, exc)
+            else:
+                self.log.exception("engine %s failed to start", self.name)
             await self._shut_down(drain_timeout_s=0.0)
             self.state = EngineState.FAILED
+            if unavailable:
+                raise StoreUnavailable(f"engine {self.name}: {exc}") from None
             raise
         self._consumers = [
             asyncio.create_task(

@@ -35,7 +35,7 @@ from realtime.clock import Clock, SystemClock
 from realtime.config import load_settings
 from realtime.ports import PortInUse, is_port_in_use
 from realtime.shutdown import stop_then_force
-from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig
+from realtime.storage import STORAGE_PREFIX, Storage, StorageConfig, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,9 @@ async def _serve_until_signalled(engine: Engine[Any], bus: Bus, routes: Sequence
             running = await run_engine(engine, routes=routes)
         except PortInUse as exc:
             print(f"nautilus: {exc}", file=sys.stderr)
+            return 1
+        except StoreUnavailable as exc:  # the engine logged it as one line too
+            print(f"nautilus: cannot start {exc}", file=sys.stderr)
             return 1
         except Exception as exc:  # the engine or uvicorn already logged the traceback
             log.error("engine %s did not start: %r", engine.name, exc)

@@ -6,7 +6,9 @@ writes, daily partitions, keyset reads); without it a bounded in-memory store, s
 
 PostgreSQL unreachable at start is not fatal: ``open`` returns at once, the migrations are retried
 with backoff in the background and rows queue (to ``queue_rows``) until the schema exists;
-``health()`` and ``issues()`` say so meanwhile. ``ready`` is set once the store accepts writes.
+``health()`` and ``issues()`` say so meanwhile. ``ready`` is set once the store accepts writes;
+an engine that rebuilds its state from the store awaits it (``wait_ready``, bounded by
+``start_wait_s``) before its ``on_start``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import asyncpg
 from realtime.backoff import Backoff, BackoffPolicy, Rng
 from realtime.clock import Clock, SystemClock
 from realtime.config import described
-from realtime.storage.base import Store
+from realtime.storage.base import Store, StoreUnavailable
 from realtime.storage.memory import MemoryStore
 from realtime.storage.migrations import DEFAULT_SCHEMA, migrate
 from realtime.storage.postgres import PostgresConfig, PostgresStore
@@ -67,10 +69,19 @@ class StorageConfig:
     batch_rows: int = field(
         default=20_000, metadata=described("PostgreSQL: most rows per COPY batch")
     )
+    start_wait_s: float = field(
+        default=60.0,
+        metadata=described(
+            "PostgreSQL: seconds an engine that rebuilds its state from the store (Risk, "
+            "Portfolio) waits for it at start before failing with one line"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if min(self.memory_rows, self.memory_bytes, self.queue_rows, self.batch_rows) < 1:
             raise ValueError("memory_rows, memory_bytes, queue_rows and batch_rows must be >= 1")
+        if self.start_wait_s < 0:
+            raise ValueError(f"start_wait_s must be >= 0, got {self.start_wait_s}")
 
     @property
     def kind(self) -> str:
@@ -138,6 +149,17 @@ class Storage:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
         await self.store.close(timeout_s)
+
+    async def wait_ready(self) -> None:
+        """Return once the store accepts reads and writes; ``StoreUnavailable`` (one line naming
+        the cause) if that takes longer than ``start_wait_s``."""
+        try:
+            await asyncio.wait_for(self.ready.wait(), self.config.start_wait_s)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"PostgreSQL unreachable for {self.config.start_wait_s:g} s "
+                f"(NAUTILUS_DB_START_WAIT_S): {self.migration_error or 'not opened'}"
+            ) from None
 
     def records(
         self,

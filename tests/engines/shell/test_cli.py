@@ -15,6 +15,7 @@ import pytest
 from engines.shell.cli import CHATTY_LOGGERS, configure_logging, main
 from engines.shell.platform import stop_then_force
 from realtime.config import ConfigError
+from tests.support import closed_port
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,6 +154,29 @@ def test_a_second_ctrl_c_during_shutdown_exits_at_once_quietly() -> None:
     assert up.returncode == 130
     assert "nautilus: interrupted again: exiting now" in rest_err
     assert "Traceback" not in "".join(stderr) and "KeyboardInterrupt" not in "".join(stderr)
+
+
+def test_up_with_postgresql_down_waits_then_says_so_in_one_line() -> None:
+    """Risk and Portfolio rebuild their books from the store: with PostgreSQL unreachable for
+    ``NAUTILUS_DB_START_WAIT_S``, ``nautilus up`` exits 1 naming the engine and the cause."""
+    from engines.shell.registry import ENGINES
+
+    env = {
+        "PATH": "",
+        "NAUTILUS_HUB_PORT": "0",
+        "NAUTILUS_DB_DSN": f"postgresql://postgres@127.0.0.1:{closed_port()}/test",
+        "NAUTILUS_DB_START_WAIT_S": "0.5",
+        **{f"NAUTILUS_{name.upper()}_PORT": "0" for name in ENGINES},
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "engines.shell.cli", "up", "--feed", "none"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("nautilus up:")]
+    assert line.startswith("nautilus up: cannot start engine ")
+    assert ": PostgreSQL unreachable for 0.5 s (NAUTILUS_DB_START_WAIT_S): " in line
 
 
 @pytest.fixture

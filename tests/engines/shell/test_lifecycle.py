@@ -16,8 +16,9 @@ from engines.shell.driver import DeterministicDriver
 from engines.shell.lifecycle import CANCEL_GRACE_S
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
-from realtime.storage import RecordStore, SignalRow
+from realtime.storage import RecordStore, SignalRow, Storage, StorageConfig, StoreUnavailable
 from tests.engines.shell.vwap_engine import VwapConfig, VwapEngine
+from tests.support import closed_port
 
 SECOND = 1_000_000_000
 
@@ -128,6 +129,59 @@ async def test_failed_on_start_marks_failed_and_releases_subscriptions() -> None
     await asyncio.wait_for(engine.wait_failed(), 1)
     await engine.stop()
     assert engine.state is EngineState.FAILED
+
+
+class RebuildingVwapEngine(VwapEngine):
+    """A VWAP engine whose ``on_start`` would read its state back from the store."""
+
+    rebuilds_from_store = True
+
+
+async def test_an_engine_that_rebuilds_from_the_store_waits_for_it_before_on_start() -> None:
+    clock = ManualClock(1_700_000_000 * SECOND)
+    storage = Storage(StorageConfig(start_wait_s=30), clock=clock)  # not opened yet
+    engine = RebuildingVwapEngine(
+        VwapConfig(), bus=MemoryBus(clock=clock), clock=clock, storage=storage
+    )
+    starting = asyncio.create_task(engine.start())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not starting.done() and engine.state_seen_in_on_start is None
+    assert engine.status() == "starting"
+    await storage.open()  # the store comes up: the start goes on
+    await asyncio.wait_for(starting, 2)
+    assert engine.state_seen_in_on_start == "starting" and engine.status() == "ok"
+    await engine.stop()
+    await storage.close()
+
+
+async def test_a_store_that_stays_unreachable_fails_the_start_with_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock(1_700_000_000 * SECOND)
+    dsn = f"postgresql://postgres@127.0.0.1:{closed_port()}/test"
+    storage = Storage(StorageConfig(dsn=dsn, start_wait_s=0.2), clock=clock)
+    await storage.open()  # unreachable: returns at once and retries in the background
+    engine = RebuildingVwapEngine(
+        VwapConfig(), bus=MemoryBus(clock=clock), clock=clock, storage=storage
+    )
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="engines.vwap"),
+            pytest.raises(StoreUnavailable) as failed,
+        ):
+            await engine.start()
+    finally:
+        await storage.close()
+    assert str(failed.value).startswith(
+        "engine vwap: PostgreSQL unreachable for 0.2 s (NAUTILUS_DB_START_WAIT_S): "
+    )
+    assert "ConnectionRefusedError" in str(failed.value) or "OSError" in str(failed.value)
+    assert engine.state is EngineState.FAILED and engine.state_seen_in_on_start is None
+    [waiting, cannot] = [r for r in caplog.records if r.name == "engines.vwap"]
+    assert "waits for its store (up to 0.2 s)" in waiting.getMessage()
+    assert cannot.getMessage().startswith("engine vwap cannot start: PostgreSQL unreachable")
+    assert cannot.exc_info is None  # one line, no traceback
 
 
 async def test_crashing_producer_fails_the_engine() -> None:
