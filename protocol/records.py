@@ -126,6 +126,11 @@ class Instrument(Record, frozen=True, gc=False):
             self.lot_size if self.lot_size is not None else Decimal(1).scaleb(-self.size_precision)
         )
 
+    def market_price(self, value: float) -> Decimal:
+        """A market-data price (a float) as the exact decimal on the data's grid
+        (``price_precision``): how the simulated venue and the strategies read a print."""
+        return Decimal(repr(value)).quantize(Decimal(1).scaleb(-self.price_precision))
+
 
 class Trade(Record, frozen=True, gc=False):
     """One trade print. ``aggressor`` is ``None`` when the feed does not say (Lean)."""

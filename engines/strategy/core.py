@@ -483,21 +483,18 @@ class StrategyState:
 
 class LastPrices(Mapping[str, Decimal]):
     """Each symbol's last market price, as the exact decimal on its instrument's grid
-    (``price_precision``; the simulated venue's reading of a print). A print stores only its
+    (``Instrument.market_price``: the simulated venue's reading of a print). A print stores only its
     float; the decimal is made when something reads it, once per price: most prints are never
     read (a bar strategy reads a price only when it sends an order). A price that is not positive
     and finite, or a symbol outside ``instruments``, is not stored."""
 
     def __init__(self, instruments: Mapping[str, Instrument]) -> None:
-        self._quanta = {
-            symbol: Decimal(1).scaleb(-instrument.price_precision)
-            for symbol, instrument in instruments.items()
-        }
+        self._instruments = dict(instruments)
         self._floats: dict[str, float] = {}
         self._exact: dict[str, tuple[float, Decimal]] = {}
 
     def set(self, symbol: str, price: float) -> None:
-        if 0 < price < math.inf and symbol in self._quanta:
+        if 0 < price < math.inf and symbol in self._instruments:
             self._floats[symbol] = price
 
     def __getitem__(self, symbol: str) -> Decimal:
@@ -505,7 +502,7 @@ class LastPrices(Mapping[str, Decimal]):
         made = self._exact.get(symbol)
         if made is not None and made[0] == price:
             return made[1]
-        exact = Decimal(repr(price)).quantize(self._quanta[symbol])
+        exact = self._instruments[symbol].market_price(price)
         self._exact[symbol] = (price, exact)
         return exact
 

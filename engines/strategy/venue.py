@@ -192,7 +192,7 @@ class SimulatedVenue:
         if self.config.fill_on is not FillOn.TRADES or trade.symbol not in self.working:
             return []
         instrument = self.instruments[trade.symbol]
-        price = _price(trade.price, instrument)
+        price = instrument.market_price(trade.price)
         size = _size(trade.size)
         both = _Side(price, size, through=True)
         return self._match(
@@ -204,8 +204,8 @@ class SimulatedVenue:
             return []
         instrument = self.instruments[quote.symbol]
         sides = {
-            OrderSide.BUY: _Side(_price(quote.ask, instrument), _size(quote.ask_size), False),
-            OrderSide.SELL: _Side(_price(quote.bid, instrument), _size(quote.bid_size), False),
+            OrderSide.BUY: _Side(instrument.market_price(quote.ask), _size(quote.ask_size), False),
+            OrderSide.SELL: _Side(instrument.market_price(quote.bid), _size(quote.bid_size), False),
         }  # fmt: skip
         return self._match(quote.symbol, quote.event_ns, sides)
 
@@ -344,11 +344,6 @@ def known(instruments: Mapping[str, Instrument], symbol: str) -> bool:
     except LookupError:
         return False
     return True
-
-
-def _price(value: float, instrument: Instrument) -> Decimal:
-    """A market price as the exact decimal on the data's grid (``price_precision``)."""
-    return Decimal(repr(value)).quantize(Decimal(1).scaleb(-instrument.price_precision))
 
 
 def _size(value: float) -> Decimal:
