@@ -570,7 +570,8 @@ class CollateralEngine(Engine[CollateralConfig]):
         agreements: Mapping[str, core.Agreement],
         assets: Sequence[core.Asset],
     ) -> dict[str, Any]:
-        """The LP's allocation (HiGHS, with its duality gap) beside cheapest-first's."""
+        """The LP's allocation (HiGHS; its optimality certificate: duality gap, primal and dual
+        residuals) beside cheapest-first's."""
         best = core.allocate_collateral(calls, agreements, assets)
         naive = core.naive_allocation(calls, agreements, assets)
         saving = naive.cost - best.cost
@@ -579,6 +580,8 @@ class CollateralEngine(Engine[CollateralConfig]):
             **_allocation_payload(best, agreements, assets),
             "dual_objective": _finite(best.dual_objective),
             "duality_gap": _finite(best.duality_gap),
+            "primal_residual": _finite(best.primal_residual),
+            "dual_residual": _finite(best.dual_residual),
             "naive": _allocation_payload(naive, agreements, assets),
             "saving": _finite(saving) if math.isfinite(best.cost) else None,
         }

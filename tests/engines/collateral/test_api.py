@@ -425,6 +425,7 @@ async def test_allocation_is_optimal_and_beats_cheapest_first(
     assert resp.status_code == 200, resp.text
     out = resp.json
     assert out["status"] == "optimal" and out["duality_gap"] < 1e-9
+    assert out["primal_residual"] < 1e-9 and out["dual_residual"] < 1e-9
     # closed form: all 10m of bonds (9.8m after haircut), half of A's 8m in equity (5m market
     # value), the remaining 4m in cash: 10,000 + 4,500 + 12,000 = 26,500
     assert out["cost"] == pytest.approx(26_500.0, rel=1e-9)

@@ -219,6 +219,7 @@ def test_allocation_is_feasible_optimal_and_beats_cheapest_first() -> None:
     res = allocate_collateral(CALLS, AGREEMENTS, ASSETS)
     assert res.status == "optimal"
     assert res.duality_gap < 1e-9
+    assert res.primal_residual < 1e-9 and res.dual_residual < 1e-9  # the gap is a proof
     # feasibility
     for name, amount in CALLS.items():
         assert res.coverage[name] >= amount * (1 - 1e-9)
