@@ -213,7 +213,7 @@ async def test_posted_exposure_and_its_errors(engine: CollateralEngine) -> None:
 
 
 async def test_auto_settle_makes_calls_follow_the_pnl_on_the_bundled_demo() -> None:
-    """The bundled demo: agreement ``paper`` on the paper account, MTA 500, rounding 100, a
+    """The bundled demo: agreement ``paper`` on the paper account, MTA 100, rounding 10, a
     5-minute grid and a simulated counterparty that settles each call at the next valuation."""
     clock = ManualClock(T0)
     engine = CollateralEngine(CollateralConfig(), bus=MemoryBus(clock=clock), clock=clock)
@@ -228,17 +228,17 @@ async def test_auto_settle_makes_calls_follow_the_pnl_on_the_bundled_demo() -> N
         await engine.bus.publish("pnl.paper", pnl(at, str(START + mtm)), event_ns=at)
     events = [(p["event"], p["amount"]) for p in await drain(calls, 10)]
     await engine.stop()
-    # T0: 1,234 → call 1,300. +5 min (3,333): settle 1,300, call 3,333 − 1,300 = 2,033 → 2,100.
-    # +10 (−2,450): settle 2,100 (held 3,400), −5,850 to move: return 3,400 (rounded down to
-    # 3,400) and deliver 2,450 → 2,500: −5,900. +15 (−430): settle −5,900 (held −2,500), we get
-    # back 2,500 − 430 = 2,070 of what we posted, rounded down on return: 2,000.
+    # T0: 1,234 → call 1,240 (rounded up to 10). +5 min (3,333): settle 1,240, call 3,333 −
+    # 1,240 = 2,093 → 2,100. +10 (−2,450): settle 2,100 (held 3,340), −5,790 to move: return
+    # 3,340 (a multiple of 10 already) and deliver 2,450: −5,790. +15 (−430): settle −5,790
+    # (held −2,450), we get back 2,450 − 430 = 2,020 of what we posted, rounded down: 2,020.
     assert events == [
-        ("issue", 1300.0),
-        ("agree", 1300.0), ("settle", 1300.0), ("issue", 2100.0),
-        ("agree", 2100.0), ("settle", 2100.0), ("issue", -5900.0),
-        ("agree", -5900.0), ("settle", -5900.0), ("issue", 2000.0),
+        ("issue", 1240.0),
+        ("agree", 1240.0), ("settle", 1240.0), ("issue", 2100.0),
+        ("agree", 2100.0), ("settle", 2100.0), ("issue", -5790.0),
+        ("agree", -5790.0), ("settle", -5790.0), ("issue", 2020.0),
     ]  # fmt: skip
-    assert engine.states["paper"].held == -2500.0
+    assert engine.states["paper"].held == -2450.0
 
     # the same recording under the deterministic driver (backtest): the same outputs, in order
     recorded = await everything.next_batch(10_000)

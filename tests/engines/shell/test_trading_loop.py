@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import connect
 
+from engines.collateral.config import load_agreements
+from engines.collateral.core import variation_margin
 from protocol.records import AccountState, Fill, Order, OrderSide, OrderStatus, decode
 from tests.support import embedded_platform, replay_environ
 
@@ -76,3 +78,31 @@ async def test_the_default_strategies_trade_the_paper_account_end_to_end() -> No
     assert state.fees == sum((f.fee for f in fills), Decimal(0))
     pnl = state.realized_pnl + state.unrealized_pnl - state.fees
     assert pnl == state.equity - state.starting_cash
+    # collateral: the demo agreement's calls follow the account's PnL
+    assert_calls_follow_the_pnl(on_bus)
+
+
+def assert_calls_follow_the_pnl(on_bus: dict[str, list[Any]]) -> None:
+    """Every exposure the ``paper`` agreement took is a published PnL's equity − starting cash;
+    every call issued is the variation margin of the state it was issued in (the demo terms:
+    MTA 100, rounding 10, auto-settled at each 5-minute valuation), and each settles in full."""
+    [terms] = [t for t in load_agreements() if t.agreement.name == "paper"]
+    published_pnl = {
+        (a.event_ns, float(a.equity - a.starting_cash))
+        for a in (decode(AccountState, e.payload) for e in on_bus["pnl.paper"])
+    }
+    states = [e.payload for e in on_bus["collateral.paper"]]
+    exposures = {(s["exposure_ns"], s["exposure"]) for s in states if s["exposure_ns"]}
+    assert exposures and exposures <= published_pnl
+    transitions = [e.payload for e in on_bus["collateral.calls.paper"]]
+    issued = [t for t in transitions if t["event"] == "issue"]
+    assert issued, "the replay's PnL never moved past the demo's MTA: no call to see"
+    for call in issued:
+        [state] = [s for s in states if (s["open_call"] or {}).get("call_id") == call["call_id"]][:1]
+        due = variation_margin(terms.agreement, state["exposure"], state["held"])
+        assert call["amount"] == due.call_amount != 0.0
+        assert abs(call["amount"]) >= terms.agreement.minimum_transfer_amount
+        assert call["amount"] % terms.agreement.rounding == 0.0
+    settled = {t["call_id"]: t["amount"] for t in transitions if t["event"] == "settle"}
+    for call in issued[:-1]:  # the last may still be open when the replay ends
+        assert settled[call["call_id"]] == call["amount"]
