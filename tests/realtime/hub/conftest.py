@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,6 +15,23 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from realtime.bus import MemoryBus
 from realtime.hub import Hub, HubConfig
+
+#: Where browser tests leave their screenshots (kept after the run, unlike ``tmp_path``):
+#: ``NAUTILUS_TEST_ARTIFACTS`` or ``test-artifacts/`` at the repository root (git-ignored).
+ARTIFACTS = Path(
+    os.environ.get("NAUTILUS_TEST_ARTIFACTS") or Path(__file__).parents[3] / "test-artifacts"
+)
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """This test's artifact folder, ``<ARTIFACTS>/<test name>/``, created empty."""
+    folder = ARTIFACTS / re.sub(r"[^\w.-]+", "_", request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file():
+            old.unlink()
+    return folder
 
 
 class Client:

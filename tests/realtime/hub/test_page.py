@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -145,7 +146,7 @@ def assert_contiguous(seqs: list[int]) -> None:
     assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1)), seqs
 
 
-async def test_page_lists_subscribes_and_shows_live_messages_with_latency() -> None:
+async def test_page_lists_subscribes_and_shows_live_messages_with_latency(artifacts: Path) -> None:
     async with explorer() as s:
         page = s.page
         await expect(page.locator("#conn-status")).to_have_attribute("data-state", "open")
@@ -217,7 +218,7 @@ async def test_page_lists_subscribes_and_shows_live_messages_with_latency() -> N
         await expect(page.locator("#conn-status")).to_have_attribute("data-state", "open")
 
         await page.wait_for_timeout(1_100)  # one stats tick: rate, p50/p99, channel counters
-        await page.screenshot(path="/tmp/explorer.png")
+        await page.screenshot(path=artifacts / "explorer.png")
 
         # Unsubscribe: trades stop arriving while the feed goes on.
         await trades_row.get_by_test_id("toggle").click()

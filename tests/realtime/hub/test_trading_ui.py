@@ -101,7 +101,7 @@ def points(pairs: list[tuple[int, float | None]]) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-async def test_chart_matches_rest_history_and_survives_a_hub_restart(tmp_path: Path) -> None:
+async def test_chart_matches_rest_history_and_survives_a_hub_restart(artifacts: Path) -> None:
     async with embedded_platform(ENVIRON) as run, browser_page() as page:
         hub = run.hub
         marketdata: Any = run.engines["marketdata"].engine
@@ -119,7 +119,7 @@ async def test_chart_matches_rest_history_and_survives_a_hub_restart(tmp_path: P
         drawn = await page.evaluate("nautilusUI.candles().length")
         received = await page.evaluate("nautilusUI.state().messages")
         replaying = not marketdata.progress.done
-        await page.screenshot(path=tmp_path / "trading-ui-reconnecting.png")
+        await page.screenshot(path=artifacts / "trading-ui-reconnecting.png")
         hub.config = replace(hub.config, port=port)
         await hub.start()
         await expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=15_000)
@@ -188,7 +188,7 @@ async def test_chart_matches_rest_history_and_survives_a_hub_restart(tmp_path: P
         await expect(page.locator("#lat-hub")).not_to_have_text("–")
         errors = [b for b in await page.evaluate("nautilusUI.banners()") if b["level"] == "error"]
         assert errors == []
-        await page.screenshot(path=tmp_path / "trading-ui.png")
+        await page.screenshot(path=artifacts / "trading-ui.png")
 
 
 def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
@@ -242,7 +242,7 @@ def bar(minute: int, close: float) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(60)
-async def test_bad_input_shows_a_banner_and_the_page_keeps_drawing(tmp_path: Path) -> None:
+async def test_bad_input_shows_a_banner_and_the_page_keeps_drawing(artifacts: Path) -> None:
     bus = MemoryBus(epoch="ep1")
     hub = Hub(HubConfig(port=0, heartbeat_interval_s=30.0), bus)
     await hub.start()
@@ -274,7 +274,7 @@ async def test_bad_input_shows_a_banner_and_the_page_keeps_drawing(tmp_path: Pat
             assert times == [bar(0, 0)["t"] // SECOND, bar(2, 0)["t"] // SECOND]
             await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
             await expect(page.locator("#error-count")).to_have_text("1")
-            await page.screenshot(path=tmp_path / "bad-payload.png")
+            await page.screenshot(path=artifacts / "bad-payload.png")
 
             # A symbol the hub does not carry: its error reply is a banner.
             await page.goto(base + "/?symbol=NOPE")
@@ -291,6 +291,6 @@ async def test_bad_input_shows_a_banner_and_the_page_keeps_drawing(tmp_path: Pat
             await expect(malformed).to_contain_text("2×")
             await expect(page.locator("#symbol")).to_be_visible()
             await expect(page.locator("#price-chart canvas").first).to_be_visible()
-            await page.screenshot(path=tmp_path / "malformed.png")
+            await page.screenshot(path=artifacts / "malformed.png")
     finally:
         await hub.stop()
