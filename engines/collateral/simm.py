@@ -28,14 +28,21 @@ Formulas (s = net sensitivity per risk factor, in the calculation currency):
   ``CR_k = max(1, sqrt(|s_k| / T_k))``, correlations by volatility group of the two currencies and
   of the calculation currency; the calculation currency's own FX delta carries no risk;
 * per risk class ``SIMM_r = Δ + vega + curvature``; per product class
-  ``sqrt(Σ_rs ψ_rs SIMM_r SIMM_s)``; total = Σ over product classes.
+  ``sqrt(Σ_rs ψ_rs SIMM_r SIMM_s)``; total = Σ over product classes. The report's
+  ``(ProductClass, All, MarginType)`` rows aggregate that margin type over the risk classes with
+  the same ψ (as ORE does), ``(All, All, MarginType)`` sums those over product classes;
+  ``(All, RiskClass, ·)`` rows sum over product classes.
 
-Sides and regulations (ORE's ``enforceIMRegulations``): the Call side uses the CRIF's amounts and
-``collect_regulations``, the Post side the negated amounts and ``post_regulations``. SIMM is
-computed per regulation on the rows that carry it, and the worst case (largest total) is
-reported; on a tie the alphabetically first regulation wins (ORE's reports pick ESA over USPR and
-CFTC over SEC on identical CRIF rows). Report rows follow ORE's ``simm.csv`` layout; rows whose
-margin is exactly zero are left out, as ORE does.
+Sides and regulations (ORE's ``enforceIMRegulations``, see :func:`regulation_sets`): the Call
+side uses the CRIF's amounts and ``collect_regulations``, the Post side the negated amounts and
+``post_regulations``. A row without a regulation on a side is dropped once any row of its
+portfolio names one (on either side), a row naming ``Excluded`` is dropped, SEC is computed on
+the SEC and the CFTC rows, overlapping regulation sets are split as ORE splits them; SIMM is
+computed per regulation set and the worst case (largest total) is reported, a tie going to the
+first regulation in ORE's order (:data:`REGULATION_ORDER`: CFTC before SEC, ESA before USPR,
+KFSC before HKMA). Report rows follow ORE's ``simm.csv`` layout (and
+``regulation_breakdown_simm.csv`` for every set); rows whose margin is exactly zero are left out,
+as ORE does.
 
 Column-wise: a CRIF is read into categorical columns (codes into the few distinct values), so
 validation runs once per distinct value and names the first bad row and column as a row-by-row
@@ -52,6 +59,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -371,9 +379,12 @@ def select_calibration(
 
 
 def _regulation_set(text: str) -> tuple[str, ...]:
-    """``"ESA,USPR"`` (quotes and brackets tolerated, as ORE writes them) → sorted names."""
-    cleaned = text.replace('"', "").replace("[", "").replace("]", "")
-    return tuple(sorted({r.strip() for r in cleaned.split(",") if r.strip()}))
+    """``"ESA,USPR"`` → the names in ORE's regulation order; commas, brackets and spaces
+    separate names as in ORE's ``parseRegulationString``, quotes are ignored."""
+    cleaned = text.replace('"', " ")
+    for sep in ",[]":
+        cleaned = cleaned.replace(sep, " ")
+    return tuple(sorted(set(cleaned.split()), key=regulation_rank))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -821,6 +832,7 @@ class RiskClassMargin:
         return self.delta + self.vega + self.curvature
 
 
+_MARGIN_ATTRS = ("delta", "vega", "curvature")  # RiskClassMargin fields, MARGIN_TYPE_ORDER
 IR_DELTA_TYPES = ("Risk_IRCurve", "Risk_Inflation", "Risk_XCcyBasis")
 IR_VEGA_TYPES = ("Risk_IRVol", "Risk_InflationVol")
 
@@ -1096,14 +1108,31 @@ def product_class_margins(
     return {pc: out[pc] for pc in PRODUCT_CLASS_ORDER if pc in out}
 
 
-def product_class_simm(margins: Mapping[str, RiskClassMargin], cal: SimmCalibration) -> float:
-    """``sqrt(Σ_rs ψ_rs SIMM_r SIMM_s)`` over risk classes (SIMM K, ψ from the calibration)."""
-    names = list(margins)
-    v = np.array([margins[r].total for r in names])
+def across_risk_classes(values: Mapping[str, float], cal: SimmCalibration) -> float:
+    """``sqrt(Σ_rs ψ_rs v_r v_s)`` over risk classes (SIMM K, ψ from the calibration)."""
+    names = list(values)
+    v = np.array([values[r] for r in names], dtype=np.float64)
     psi = np.array(
         [[1.0 if a == b else cal.risk_class_correlation[(a, b)] for b in names] for a in names]
     )
     return _quad(v, psi)
+
+
+def product_class_simm(margins: Mapping[str, RiskClassMargin], cal: SimmCalibration) -> float:
+    """``sqrt(Σ_rs ψ_rs SIMM_r SIMM_s)`` over the risk classes of one product class."""
+    return across_risk_classes({r: m.total for r, m in margins.items()}, cal)
+
+
+def margin_type_simm(
+    margins: Mapping[str, RiskClassMargin], cal: SimmCalibration
+) -> dict[str, float]:
+    """One margin type across the risk classes of one product class, as ORE reports the
+    ``(ProductClass, All, MarginType)`` rows: the same ψ aggregation as the product-class
+    total, on that margin type's margins (not their sum)."""
+    return {
+        mt: across_risk_classes({r: getattr(m, attr) for r, m in margins.items()}, cal)
+        for mt, attr in zip(MARGIN_TYPE_ORDER, _MARGIN_ATTRS, strict=True)
+    }
 
 
 # --------------------------------------------------------------------------- report
@@ -1133,7 +1162,13 @@ REPORT_HEADER = (
 
 @dataclass(frozen=True, slots=True)
 class SimmResult:
-    """SIMM for one portfolio and side under the worst-case regulation."""
+    """SIMM for one portfolio and side under one regulation (set).
+
+    In :attr:`SimmReport.results` ``regulation`` is the winning regulation and ``by_regulation``
+    the total under every regulation that was computed; in :attr:`SimmReport.breakdown` it is
+    the set of regulations the figures were computed for (``"ESA,USPR"``), as ORE's
+    ``regulation_breakdown_simm.csv`` names them.
+    """
 
     portfolio: str
     side: str
@@ -1142,25 +1177,201 @@ class SimmResult:
     margins: Mapping[str, Mapping[str, RiskClassMargin]]
     product_totals: Mapping[str, float]
     by_regulation: Mapping[str, float]
+    #: product class → margin type → that margin type across risk classes (ψ-aggregated)
+    margin_type_totals: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class SimmReport:
     results: tuple[SimmResult, ...]
     rows: tuple[SimmRow, ...]
+    #: every computed regulation set per portfolio and side (ORE's regulation breakdown)
+    breakdown: tuple[SimmResult, ...] = ()
 
     def total(self, side: str) -> float:
         return sum(r.total for r in self.results if r.side == side)
 
     def to_csv(self) -> str:
         """ORE's layout, InitialMargin with 9 decimals, so the two files diff line by line."""
-        lines = [REPORT_HEADER]
-        for r in self.rows:
-            lines.append(
-                f"{r.portfolio},{r.product_class},{r.risk_class},{r.margin_type},{r.bucket},"
-                f"{r.side},{r.regulation},{r.initial_margin:.9f},{r.currency},{r.calculation_currency}"
-            )
-        return "\n".join(lines) + "\n"
+        return _rows_csv(self.rows)
+
+    def regulation_breakdown_csv(self) -> str:
+        """ORE's ``regulation_breakdown_simm.csv``: the report rows of every regulation set
+        computed (not only the winner's), without the all-portfolio total rows."""
+        ccy = self.rows[0].calculation_currency if self.rows else "USD"
+        return _rows_csv(_report_rows(self.breakdown, ccy, totals=False))
+
+
+def _rows_csv(rows: Iterable[SimmRow]) -> str:
+    lines = [REPORT_HEADER]
+    for r in rows:
+        reg = f'"{r.regulation}"' if "," in r.regulation else r.regulation
+        lines.append(
+            f"{r.portfolio},{r.product_class},{r.risk_class},{r.margin_type},{r.bucket},"
+            f"{r.side},{reg},{r.initial_margin:.9f},{r.currency},{r.calculation_currency}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- regulations
+
+#: ORE's regulations in the order of its ``CrifRecord::Regulation`` enum: a tie between
+#: regulations goes to the first, and regulation sets compare element-wise in this order.
+#: A name ORE does not know (ORE reads it as ``Invalid``) ranks after all of them.
+REGULATION_ORDER = (
+    "APRA", "CFTC", "ESA", "FINMA", "KFSC", "HKMA", "JFSA", "MAS", "OSFI", "RBI", "SEC",
+    "SEC-unseg", "USPR", "NONREG", "BACEN", "SANT", "SFC", "UK", "AMFQ", "BANX", "OJK",
+    "Included", UNSPECIFIED, "Excluded",
+)  # fmt: skip
+_REGULATION_RANK = {name: i for i, name in enumerate(REGULATION_ORDER)}
+EXCLUDED = "Excluded"
+_US = frozenset({"SEC", "CFTC"})
+
+RegulationSet = tuple[str, ...]  # names in ORE's order
+
+
+def regulation_rank(name: str) -> tuple[int, str]:
+    """Sort key of a regulation name: ORE's enum position, unknown names last."""
+    return (_REGULATION_RANK.get(name, len(REGULATION_ORDER)), name)
+
+
+def _set_rank(regs: Iterable[str]) -> tuple[tuple[int, str], ...]:
+    """Sort key of a regulation set: ORE's ``std::set`` order (element-wise, prefix first)."""
+    return tuple(map(regulation_rank, regs))
+
+
+def _ordered(regs: Iterable[str]) -> RegulationSet:
+    return tuple(sorted(set(regs), key=regulation_rank))
+
+
+def _close_enough(x: float, y: float) -> bool:
+    """QuantLib's ``close_enough`` (42 ε relative), ORE's test for a tie between totals."""
+    if x == y:
+        return True
+    diff, tol = abs(x - y), 42.0 * 2.220446049250313e-16
+    if x * y == 0.0:
+        return diff < tol * tol
+    return diff <= tol * abs(x) or diff <= tol * abs(y)
+
+
+def regulation_sets(
+    row_sets: Mapping[int, RegulationSet],
+    *,
+    enforce: bool,
+    netting_set_has_regulations: bool,
+    has_sec: bool,
+    column: str = "collect_regulations",
+) -> dict[RegulationSet, frozenset[int]]:
+    """Which rows SIMM is computed on under which regulations, for one portfolio and side:
+    ORE's ``SimmCalculator`` split (``enforceIMRegulations``), as a map from a regulation set
+    (computed once, its total shared by its members) to the keys of ``row_sets`` (rows with
+    the same regulations travel together) whose rows it nets.
+
+    ``row_sets``: key → the side's regulations of those rows (empty when none are given).
+    ``netting_set_has_regulations``: whether any row of the portfolio names a regulation on
+    either side; ``has_sec``: whether any row names SEC on this side. The rules:
+
+    1. without enforcement every row is ``Unspecified``; with it a row without regulations is
+       ``Unspecified`` and is dropped unless no row of the portfolio names a regulation on
+       either side (so when only the Call side has regulations, the Post side is empty); a
+       row naming ``Excluded`` is dropped;
+    2. a row goes to the set of its regulations other than SEC/CFTC and to the set of its
+       SEC/CFTC ones;
+    3. when the side has SEC, SEC's rows are those with SEC or CFTC (ORE adds the CFTC rows
+       into SEC), CFTC's those with CFTC;
+    4. overlapping sets are split as ORE's ``cleanDuplicateRegulations`` does ({ESA,USPR} and
+       {ESA} → {ESA} gets both sets' rows, {USPR} the first's), including its way out when no
+       subset exists to move into (after 250 rounds it moves the set to the set minus its
+       first duplicated subset, so that subset's regulation loses those rows);
+    5. ``Unspecified`` is dropped when any other set remains.
+    """
+    keys: dict[RegulationSet, set[int]] = {}
+    for key, raw in row_sets.items():
+        regs = _ordered(raw) if enforce else ()
+        regs = regs or (UNSPECIFIED,)
+        if EXCLUDED in regs:
+            continue
+        if regs == (UNSPECIFIED,) and enforce and netting_set_has_regulations:
+            continue
+        for part in (
+            tuple(r for r in regs if r not in _US),
+            tuple(r for r in regs if r in _US),
+        ):
+            if part:
+                keys.setdefault(part, set()).add(key)
+    if has_sec:
+        _sec_absorbs_cftc(keys)
+    out = _split_duplicates(keys, column)
+    if (UNSPECIFIED,) in out and len(out) > 1:
+        del out[(UNSPECIFIED,)]
+    ordered = sorted(out, key=_set_rank)
+    return {k: frozenset(out[k]) for k in ordered if out[k]}
+
+
+def _sec_absorbs_cftc(keys: dict[RegulationSet, set[int]]) -> None:
+    """Rule 3 on ORE's three possible sets {CFTC}, {SEC}, {CFTC,SEC}."""
+    c_key, s_key, cs_key = ("CFTC",), ("SEC",), ("CFTC", "SEC")
+    c, s, cs = keys.get(c_key), keys.get(s_key), keys.get(cs_key)
+    if c is not None and s is not None:
+        s |= c
+        if cs is not None:
+            c |= cs
+            s |= cs
+            del keys[cs_key]
+    elif c is not None:
+        keys[cs_key] = (cs | c) if cs is not None else c
+        del keys[c_key]
+    elif s is not None and cs is not None:
+        s |= cs
+        keys[c_key] = cs
+        del keys[cs_key]
+
+
+def _split_duplicates(
+    keys: dict[RegulationSet, set[int]], column: str
+) -> dict[RegulationSet, set[int]]:
+    """Rule 4: until no regulation is in two sets, take the set with the most regulations that
+    are also in another set (the first such set in ORE's order on a tie) and move its rows
+    into its largest existing proper subset ``comb`` (subsets by size, then in ORE's order),
+    and into ``set − comb`` (created if absent), then drop the set. If no subset exists the
+    round changes nothing; from round 251 on, the first subset tried is taken as if it
+    existed (its regulations lose the rows). More than 1000 rounds fail, as in ORE.
+    """
+    keys = {k: set(v) for k, v in keys.items()}
+    rounds = 0
+    while True:
+        counts: dict[str, int] = {}
+        for k in keys:
+            for r in k:
+                counts[r] = counts.get(r, 0) + 1
+        best: tuple[int, RegulationSet] | None = None
+        for k in sorted(keys, key=_set_rank):
+            dup = sum(counts[r] > 1 for r in k)
+            if dup > 0 and len(k) > 1 and (best is None or dup > best[0]):
+                best = (dup, k)
+        if best is None:
+            return keys
+        if rounds == 1000:
+            raise CrifError("cannot split overlapping regulation sets", column=column)
+        rounds += 1
+        dup, regs = best
+        moved = False
+        for size in range(dup, 0, -1):
+            if size == len(regs):
+                continue
+            for comb in itertools.combinations(regs, size):
+                if comb in keys or rounds > 250:
+                    rows = keys.pop(regs)
+                    if comb in keys:
+                        keys[comb] |= rows
+                    rest = tuple(r for r in regs if r not in comb)
+                    keys[rest] = keys[rest] | rows if rest in keys else rows
+                    moved = True
+                    break
+            if moved:
+                break
+        if not moved:
+            rounds = max(rounds, 250)  # nothing changes until round 251: skip to it
 
 
 def _simm_one(
@@ -1170,10 +1381,13 @@ def _simm_one(
     sign: float,
     cal: SimmCalibration,
     mpor: int,
-) -> tuple[float, dict[str, dict[str, RiskClassMargin]], dict[str, float]]:
+) -> tuple[
+    float, dict[str, dict[str, RiskClassMargin]], dict[str, float], dict[str, dict[str, float]]
+]:
     margins = product_class_margins(crif, factors, rows, sign, cal, mpor)
     totals = {pc: product_class_simm(m, cal) for pc, m in margins.items()}
-    return sum(totals.values()), margins, totals
+    by_type = {pc: margin_type_simm(m, cal) for pc, m in margins.items()}
+    return sum(totals.values()), margins, totals, by_type
 
 
 def compute_simm(
@@ -1185,8 +1399,11 @@ def compute_simm(
 ) -> SimmReport:
     """SIMM per portfolio and side (worst case over regulations), with ORE's report rows.
 
-    The rows are grouped into risk factors once; each (portfolio, side, regulation) then costs
-    one pass of ``bincount`` over the rows and margin maths over the factors.
+    The rows are grouped into risk factors once; each (portfolio, side, regulation set) then
+    costs one pass of ``bincount`` over the rows and margin maths over the factors. The
+    regulation sets are ORE's (:func:`regulation_sets`); the winner is the largest total, a
+    tie (``close_enough``) going to the first regulation in ORE's order; its figures are
+    those of the first set (in ORE's order) that contains it.
     """
     if mpor_days not in calibration.ir:
         raise CrifError(
@@ -1194,39 +1411,75 @@ def compute_simm(
         )
     factors = risk_factors(crif, mpor_days)
     results: list[SimmResult] = []
+    breakdown: list[SimmResult] = []
+    collect, post = crif.collect_regulations, crif.post_regulations
     for code, pf in enumerate(crif.portfolio.categories):
         in_pf = crif.portfolio.codes == code
-        for side, sign, regs in (
-            ("Call", 1.0, crif.collect_regulations),
-            ("Post", -1.0, crif.post_regulations),
-        ):
-            sets = regs.categories
-            candidates: dict[str, BoolArray] = {}
-            present = np.unique(regs.codes[in_pf]).tolist()
-            names = sorted({r for c in present for r in sets[c]}) if enforce_regulations else []
-            for name in names:
-                with_name = [c for c in present if name in sets[c]]
-                candidates[name] = in_pf & np.isin(regs.codes, with_name)
-            if not names:
-                candidates[UNSPECIFIED] = in_pf
-            best: (
-                tuple[float, str, dict[str, dict[str, RiskClassMargin]], dict[str, float]] | None
-            ) = None
-            by_reg: dict[str, float] = {}
-            for name, mask in candidates.items():  # names sorted: ties keep the first
-                total, margins, totals = _simm_one(
+        present = {
+            side: np.unique(regs.codes[in_pf]).tolist()
+            for side, regs in (("Call", collect), ("Post", post))
+        }
+        has_regulations = any(collect.categories[c] for c in present["Call"]) or any(
+            post.categories[c] for c in present["Post"]
+        )
+        for side, sign, regs in (("Call", 1.0, collect), ("Post", -1.0, post)):
+            row_sets = {c: regs.categories[c] for c in present[side]}
+            sets = regulation_sets(
+                row_sets,
+                enforce=enforce_regulations,
+                netting_set_has_regulations=has_regulations,
+                has_sec=any("SEC" in r for r in row_sets.values()),
+                column="collect_regulations" if side == "Call" else "post_regulations",
+            )
+            per_set: list[SimmResult] = []
+            for key, codes in sets.items():
+                mask = in_pf & np.isin(regs.codes, sorted(codes))
+                total, margins, totals, by_type = _simm_one(
                     crif, factors, mask, sign, calibration, mpor_days
                 )
-                by_reg[name] = total
-                if best is None or total > best[0]:
-                    best = (total, name, margins, totals)
-            if best is None:
+                name = ",".join(sorted(key))  # ORE's regulationsToString
+                per_set.append(
+                    SimmResult(pf, side, name, total, margins, totals, {name: total}, by_type)
+                )
+            if not per_set:
                 continue
-            results.append(SimmResult(pf, side, best[1], best[0], best[2], best[3], by_reg))
-    return SimmReport(tuple(results), tuple(_report_rows(results, crif.calculation_currency)))
+            breakdown += per_set
+            top = max(r.total for r in per_set)
+            tied = [
+                r
+                for key, res in zip(sets, per_set, strict=True)
+                if _close_enough(res.total, top)
+                for r in key
+            ]
+            winner = min(tied, key=regulation_rank)
+            chosen = next(res for key, res in zip(sets, per_set, strict=True) if winner in key)
+            by_reg = {r: res.total for key, res in zip(sets, per_set, strict=True) for r in key}
+            results.append(
+                SimmResult(
+                    pf,
+                    side,
+                    winner,
+                    chosen.total,
+                    chosen.margins,
+                    chosen.product_totals,
+                    by_reg,
+                    chosen.margin_type_totals,
+                )
+            )
+    ccy = crif.calculation_currency
+    return SimmReport(tuple(results), tuple(_report_rows(results, ccy)), tuple(breakdown))
 
 
-def _report_rows(results: Sequence[SimmResult], ccy: str) -> list[SimmRow]:
+def _report_rows(results: Sequence[SimmResult], ccy: str, *, totals: bool = True) -> list[SimmRow]:
+    """ORE's ``simm.csv`` rows, as ORE's ``SimmCalculator`` fills its results:
+
+    * (pc, rc, margin type, bucket) as computed; (pc, rc, All) the sum of the margin types;
+    * (pc, All, margin type) and (pc, All, All): the risk classes of the product class with
+      the ψ correlation (SIMM K), on that margin type's margins and on the risk-class totals;
+    * (All, rc, margin type), (All, rc, All), (All, All, margin type) and (All, All, All): sums
+      over product classes (of the rows just above for the last two);
+    * with ``totals``, one (All portfolios) row per side: the sum over portfolios.
+    """
     rows: list[SimmRow] = []
     for side in SIDES:
         side_results = [r for r in results if r.side == side]
@@ -1253,33 +1506,25 @@ def _report_rows(results: Sequence[SimmResult], ccy: str) -> list[SimmRow]:
                 rcs = [rc for rc in RISK_CLASS_ORDER if rc in res.margins[pc]]
                 for rc in rcs:
                     m = res.margins[pc][rc]
-                    for mt, value in zip(
-                        MARGIN_TYPE_ORDER, (m.delta, m.vega, m.curvature), strict=True
-                    ):
-                        add(pc, rc, mt, "All", value)
+                    for mt, attr in zip(MARGIN_TYPE_ORDER, _MARGIN_ATTRS, strict=True):
+                        add(pc, rc, mt, "All", getattr(m, attr))
                         for bucket in sorted(m.buckets.get(mt, {})):
                             add(pc, rc, mt, bucket, m.buckets[mt][bucket])
                     add(pc, rc, "All", "All", m.total)
-                for mt, attr in zip(MARGIN_TYPE_ORDER, ("delta", "vega", "curvature"), strict=True):
-                    add(pc, "All", mt, "All", sum(getattr(res.margins[pc][rc], attr) for rc in rcs))
+                for mt in MARGIN_TYPE_ORDER:
+                    add(pc, "All", mt, "All", res.margin_type_totals[pc][mt])
                 add(pc, "All", "All", "All", res.product_totals[pc])
             for rc in RISK_CLASS_ORDER:
                 ms = [res.margins[pc][rc] for pc in pcs if rc in res.margins[pc]]
                 if not ms:
                     continue
-                for mt, attr in zip(MARGIN_TYPE_ORDER, ("delta", "vega", "curvature"), strict=True):
+                for mt, attr in zip(MARGIN_TYPE_ORDER, _MARGIN_ATTRS, strict=True):
                     add("All", rc, mt, "All", sum(getattr(m, attr) for m in ms))
                 add("All", rc, "All", "All", sum(m.total for m in ms))
-            for mt, attr in zip(MARGIN_TYPE_ORDER, ("delta", "vega", "curvature"), strict=True):
-                add(
-                    "All",
-                    "All",
-                    mt,
-                    "All",
-                    sum(getattr(m, attr) for pc in pcs for m in res.margins[pc].values()),
-                )
+            for mt in MARGIN_TYPE_ORDER:
+                add("All", "All", mt, "All", sum(res.margin_type_totals[pc][mt] for pc in pcs))
             add("All", "All", "All", "All", res.total)
-        if side_results:
+        if side_results and totals:
             regs = {r.regulation for r in side_results}
             reg = regs.pop() if len(regs) == 1 else "All"
             total = sum(r.total for r in side_results)

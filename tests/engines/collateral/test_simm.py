@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -416,7 +417,10 @@ def test_json_cells_that_are_not_text() -> None:
     del c["AmountCurrency"]
     report = compute_simm(crif_from_records([a, b, c]), CAL26)
     by_pf = {(r.portfolio, r.side): r for r in report.results}
-    assert set(by_pf) == {(p, s) for p in ("1", "True", "Unspecified") for s in ("Call", "Post")}
+    # portfolio "1" names a regulation on the Call side only: its Post side is empty (ORE)
+    assert set(by_pf) == {(p, s) for p in ("True", "Unspecified") for s in ("Call", "Post")} | {
+        ("1", "Call")
+    }
     assert by_pf[("1", "Call")].regulation == "1"
     assert all(r.total == pytest.approx(60_000.0, rel=1e-12) for r in report.results)
 
@@ -439,3 +443,308 @@ def test_amounts_in_other_currencies() -> None:
         with pytest.raises(CrifError) as info:
             crif_from_records([{**eur, "AmountUSD": "1100"}, {**eur, "AmountUSD": bad}])
         assert (info.value.row, info.value.column, info.value.message) == (2, "AmountUSD", message)
+
+
+# ------------------------------------------------------------------ aggregation across risk classes
+
+
+def _rows_by_key(report_csv: str) -> dict[tuple[str, ...], float]:
+    return {tuple(r[:7]): float(r[7]) for r in _csv_rows(report_csv)}
+
+
+def test_margin_type_rows_aggregate_risk_classes_with_psi() -> None:
+    """ORE's (ProductClass, All, MarginType) row is the ψ aggregation of that margin type over
+    the risk classes, not their sum; (All, All, MarginType) sums those over product classes."""
+    ir, fx = 1_000.0, 1e6
+    records = [
+        _record("Risk_IRCurve", ir, l1="10y", l2="OIS"),
+        _record("Risk_FX", fx, q="EUR"),
+    ]
+    report = compute_simm(crif_from_records(records), CAL26)
+    rows = _rows_by_key(report.to_csv())
+    key = ("P", "RatesFX", "All", "Delta", "All", "Call", "Unspecified")
+    psi = CAL26.risk_class_correlation[("InterestRate", "FX")]
+    d_ir, d_fx = 60.0 * ir, CAL26.fx[10].delta[("2", "2")] * fx
+    v = np.array([d_ir, d_fx])
+    expected = math.sqrt(v @ np.array([[1.0, psi], [psi, 1.0]]) @ v)
+    assert rows[key] == pytest.approx(expected, rel=1e-12)
+    assert rows[key] == pytest.approx(7_408_638.20, abs=0.005)  # not 7,460,000 = the sum
+    total = rows[("P", "All", "All", "All", "All", "Call", "Unspecified")]
+    assert rows[key] == pytest.approx(total, rel=1e-12)  # delta only: the same figure
+    assert rows[("P", "All", "All", "Delta", "All", "Call", "Unspecified")] == rows[key]
+    assert rows[("P", "All", "InterestRate", "Delta", "All", "Call", "Unspecified")] == d_ir
+
+
+def test_margin_type_rows_over_two_product_classes() -> None:
+    """RatesFX: IR delta, IR vega, FX delta; Credit: an IR delta. Every row recomputed."""
+    records = [
+        _record("Risk_IRCurve", 2_000.0, l1="5y", l2="OIS"),
+        _record("Risk_IRVol", 3e5, l1="10y"),
+        _record("Risk_FX", -2e5, q="EUR"),
+        _record("Risk_IRCurve", -700.0, l1="2y", l2="OIS", pc="Credit"),
+    ]
+    report = compute_simm(crif_from_records(records), CAL26)
+    call = next(r for r in report.results if r.side == "Call")
+    rows = _rows_by_key(report.to_csv())
+    psi = CAL26.risk_class_correlation[("InterestRate", "FX")]
+    rates = call.margins["RatesFX"]
+    ir, fxm = rates["InterestRate"], rates["FX"]
+    credit_ir = call.margins["Credit"]["InterestRate"]
+
+    def psi2(a: float, b: float) -> float:
+        return math.sqrt(a * a + b * b + 2 * psi * a * b)
+
+    p = CAL26.ir[10]
+    assert credit_ir.delta == pytest.approx(p.delta[("1", "2y")] * 700.0, rel=1e-12)
+    assert fxm.delta == pytest.approx(CAL26.fx[10].delta[("2", "2")] * 2e5, rel=1e-12)
+    want = {
+        ("RatesFX", "All", "Delta"): psi2(ir.delta, fxm.delta),
+        ("RatesFX", "All", "Vega"): ir.vega,  # FX has no vega: ψ of one class is itself
+        ("RatesFX", "All", "Curvature"): ir.curvature,
+        ("RatesFX", "All", "All"): psi2(ir.total, fxm.total),
+        ("Credit", "All", "Delta"): credit_ir.delta,
+        ("All", "InterestRate", "Delta"): ir.delta + credit_ir.delta,
+        ("All", "All", "Delta"): psi2(ir.delta, fxm.delta) + credit_ir.delta,
+        ("All", "All", "Vega"): ir.vega,
+        ("All", "All", "All"): psi2(ir.total, fxm.total) + credit_ir.total,
+    }
+    for (pc, rc, mt), value in want.items():
+        assert rows[("P", pc, rc, mt, "All", "Call", "Unspecified")] == pytest.approx(
+            value, rel=1e-12
+        ), (pc, rc, mt)
+    assert call.total == pytest.approx(want[("All", "All", "All")], rel=1e-12)
+    # the margin-type rows never exceed the sums they used to be
+    assert want[("RatesFX", "All", "Delta")] < ir.delta + fxm.delta
+
+
+# ------------------------------------------------------------------ regulations (ORE's rules)
+
+
+def _reg_record(
+    amount: float, tenor: str, collect: str = "", post: str = "", pf: str = "P"
+) -> dict[str, Any]:
+    rec = _record("Risk_IRCurve", amount, l1=tenor, l2="OIS", pf=pf)
+    return {**rec, "collect_regulations": collect, "post_regulations": post}
+
+
+def _result(report: Any, side: str, pf: str = "P") -> Any:
+    return next(r for r in report.results if r.side == side and r.portfolio == pf)
+
+
+def test_sec_takes_the_cftc_rows() -> None:
+    """A side with SEC and CFTC rows: SEC is computed on the SEC and the CFTC rows, CFTC on
+    its own (ORE moves the {CFTC} CRIF into {SEC})."""
+    records = [_reg_record(1_000.0, "10y", post="CFTC"), _reg_record(400.0, "5y", post="SEC")]
+    post = _result(compute_simm(crif_from_records(records), CAL26), "Post")
+    rho = CAL26.ir_tenor_correlation[("10y", "5y")]
+    both = math.sqrt(60_000.0**2 + 24_000.0**2 + 2 * rho * 60_000.0 * 24_000.0)
+    assert dict(post.by_regulation) == pytest.approx({"CFTC": 60_000.0, "SEC": both}, rel=1e-12)
+    assert post.regulation == "SEC" and post.total == pytest.approx(both, rel=1e-12)
+    assert post.total == pytest.approx(83_138.44, abs=0.005)  # not 60,000 (CFTC alone)
+    # rows naming both, plus rows naming CFTC only: one set {CFTC,SEC}, CFTC wins the tie
+    records = [
+        _reg_record(1_000.0, "10y", post="CFTC"),
+        _reg_record(400.0, "5y", post="SEC,CFTC"),
+    ]
+    report = compute_simm(crif_from_records(records), CAL26)
+    post = _result(report, "Post")
+    assert post.regulation == "CFTC" and post.total == pytest.approx(both, rel=1e-12)
+    assert [r.regulation for r in report.breakdown if r.side == "Post"] == ["CFTC,SEC"]
+
+
+def test_rows_without_regulations_are_dropped_once_any_row_has_one() -> None:
+    """ORE: a row with no regulation on a side is dropped when any row of the portfolio names a
+    regulation on either side; so a portfolio with Call regulations only has no Post margin.
+    A portfolio without any regulation is computed on all rows (Unspecified)."""
+    records = [
+        _reg_record(1_000.0, "10y", collect="ESA", pf="A"),
+        _reg_record(500.0, "10y", pf="A"),  # no regulation: dropped on both sides
+        _reg_record(1_000.0, "10y", pf="B"),
+        _reg_record(500.0, "10y", pf="B"),
+        _reg_record(1_000.0, "10y", collect="ESA", post="Excluded", pf="C"),
+        _reg_record(200.0, "10y", collect="Excluded", post="USPR", pf="C"),
+    ]
+    report = compute_simm(crif_from_records(records), CAL26)
+    got = {(r.portfolio, r.side): (r.regulation, r.total) for r in report.results}
+    assert got == {
+        ("A", "Call"): ("ESA", pytest.approx(60_000.0, rel=1e-12)),
+        ("B", "Call"): ("Unspecified", pytest.approx(90_000.0, rel=1e-12)),
+        ("B", "Post"): ("Unspecified", pytest.approx(90_000.0, rel=1e-12)),
+        ("C", "Call"): ("ESA", pytest.approx(60_000.0, rel=1e-12)),
+        ("C", "Post"): ("USPR", pytest.approx(12_000.0, rel=1e-12)),
+    }
+    # without enforcement every row counts, on both sides
+    loose = compute_simm(crif_from_records(records), CAL26, enforce_regulations=False)
+    assert {(r.portfolio, r.side): r.total for r in loose.results}[("A", "Post")] == (
+        pytest.approx(90_000.0, rel=1e-12)
+    )
+
+
+def test_ties_go_by_ores_regulation_order_not_alphabetical() -> None:
+    # KFSC precedes HKMA in ORE's enum, NONREG precedes BACEN: the reverse of alphabetical
+    records = [_reg_record(1_000.0, "10y", collect="HKMA,KFSC", post="BACEN,NONREG")]
+    report = compute_simm(crif_from_records(records), CAL26)
+    assert (_result(report, "Call").regulation, _result(report, "Post").regulation) == (
+        "KFSC",
+        "NONREG",
+    )
+    # two different sets with equal totals: still ORE's order
+    records = [
+        _reg_record(1_000.0, "10y", collect="HKMA"),
+        _reg_record(1_000.0, "5y", collect="KFSC"),
+    ]
+    call = _result(compute_simm(crif_from_records(records), CAL26), "Call")
+    assert call.regulation == "KFSC"
+    assert dict(call.by_regulation) == {"HKMA": 60_000.0, "KFSC": 60_000.0}
+    # a name ORE does not know ranks after every known one
+    records = [_reg_record(1_000.0, "10y", collect="AAA,USPR")]
+    assert _result(compute_simm(crif_from_records(records), CAL26), "Call").regulation == "USPR"
+
+
+def test_overlapping_regulation_sets_split_as_ore_does() -> None:
+    """{ESA,USPR} and {ESA}: ESA gets both sets' rows, USPR the first's; the worst case wins."""
+    records = [
+        _reg_record(1_000.0, "10y", collect="ESA,USPR"),
+        _reg_record(-500.0, "10y", collect="ESA"),
+    ]
+    report = compute_simm(crif_from_records(records), CAL26)
+    call = _result(report, "Call")
+    assert dict(call.by_regulation) == pytest.approx({"ESA": 30_000.0, "USPR": 60_000.0})
+    assert call.regulation == "USPR"
+    assert [r.regulation for r in report.breakdown if r.side == "Call"] == ["ESA", "USPR"]
+
+
+def test_regulation_sets_follow_ores_split_exactly() -> None:
+    from engines.collateral.simm import regulation_sets
+
+    def split(*row_sets: tuple[str, ...], has_sec: bool = False) -> dict[tuple[str, ...], set[int]]:
+        got = regulation_sets(
+            dict(enumerate(row_sets)),
+            enforce=True,
+            netting_set_has_regulations=True,
+            has_sec=has_sec,
+        )
+        return {k: set(v) for k, v in got.items()}
+
+    assert split(("ESA", "USPR"), ("ESA",)) == {("ESA",): {0, 1}, ("USPR",): {0}}
+    assert split(("ESA", "USPR", "JFSA"), ("ESA", "USPR")) == {
+        ("ESA", "USPR"): {0, 1},
+        ("JFSA",): {0},
+    }
+    # {CFTC}, {SEC}, {CFTC,SEC} → SEC: every row, CFTC: the rows naming it
+    assert split(("CFTC",), ("SEC",), ("CFTC", "SEC"), has_sec=True) == {
+        ("CFTC",): {0, 2},
+        ("SEC",): {0, 1, 2},
+    }
+    assert split(("SEC",), ("CFTC", "SEC"), has_sec=True) == {
+        ("CFTC",): {1},
+        ("SEC",): {0, 1},
+    }
+    assert split(("CFTC", "ESA"), ("SEC",), has_sec=True) == {
+        ("CFTC",): {0},
+        ("ESA",): {0},
+        ("SEC",): {0, 1},
+    }
+    # no subset to move into: after 250 rounds ORE moves {ESA,JFSA} to {JFSA} (ESA loses the
+    # rows), then {ESA,JFSA,USPR} to {JFSA,USPR}, which splits into {JFSA} and {USPR}
+    assert split(("ESA", "JFSA"), ("ESA", "JFSA", "USPR")) == {
+        ("JFSA",): {0, 1},
+        ("USPR",): {1},
+    }
+    assert split((), ("ESA",)) == {("ESA",): {1}}
+    assert split(("Unspecified", "ESA"), ("USPR",)) == {("ESA", "Unspecified"): {0}, ("USPR",): {1}}
+
+
+@pytest.mark.parametrize(("folder", "version", "mpor", "calfile"), ORE_RUNS)
+def test_reproduces_ores_regulation_breakdown(
+    folder: str, version: str, mpor: int, calfile: str | None
+) -> None:
+    cal = (
+        bundled_calibration(version)
+        if calfile is None
+        else select_calibration(parse_simm_calibration(read_bundled_data(calfile)), version)
+    )
+    report = compute_simm(parse_crif_csv(CRIF_TEXT), cal, mpor_days=mpor)
+    expected = _csv_rows(
+        read_bundled_data(f"expected/{folder}/regulation_breakdown_simm.csv").decode()
+    )
+    got = _csv_rows(report.regulation_breakdown_csv())
+    assert len(got) == len(expected) == 34
+    for e, g in zip(expected, got, strict=True):
+        assert g[:7] == e[:7] and g[8:] == e[8:]
+        assert abs(float(g[7]) - float(e[7])) < 1e-6, (e, g)
+
+
+# ------------------------------------------------------------------ inflation, xccy basis, inflation vol
+
+
+def test_inflation_delta() -> None:
+    """Risk_Inflation: one factor per currency, weight RW_inflation, correlation ρ_inflation
+    with every curve tenor, and part of the concentration sum."""
+    p = CAL26.ir[10]
+    w_inf = p.inflation * 1_000.0
+    assert _call_total([_record("Risk_Inflation", 1_000.0)]) == pytest.approx(w_inf, rel=1e-12)
+    w_10 = 60.0 * -800.0
+    two = _call_total(
+        [_record("Risk_Inflation", 1_000.0), _record("Risk_IRCurve", -800.0, l1="10y", l2="OIS")]
+    )
+    rho = CAL26.ir_inflation
+    assert two == pytest.approx(math.sqrt(w_inf**2 + w_10**2 + 2 * rho * w_inf * w_10), rel=1e-12)
+    thr = CAL26.ir_delta_thresholds[CAL26.ir_threshold_groups["USD"]] * 1e6
+    big = _call_total(
+        [_record("Risk_Inflation", 2 * thr), _record("Risk_IRCurve", 2 * thr, l1="10y", l2="OIS")]
+    )
+    cr = 2.0  # |Σ s| = 4 T
+    a, b = p.inflation * 2 * thr * cr, 60.0 * 2 * thr * cr
+    assert big == pytest.approx(math.sqrt(a * a + b * b + 2 * rho * a * b), rel=1e-12)
+
+
+def test_cross_currency_basis_delta() -> None:
+    """Risk_XCcyBasis: weight RW_xccy, correlation ρ_xccy, no concentration factor of its own
+    and not in the currency's concentration sum."""
+    p = CAL26.ir[10]
+    thr = CAL26.ir_delta_thresholds[CAL26.ir_threshold_groups["USD"]] * 1e6
+    s_x, s_c = 3 * thr, 4 * thr  # the curve alone sets CR = 2; with the basis it would be √7
+    got = _call_total(
+        [_record("Risk_XCcyBasis", s_x), _record("Risk_IRCurve", s_c, l1="10y", l2="OIS")]
+    )
+    a, b = p.xccy_basis * s_x, 60.0 * s_c * 2.0
+    rho = CAL26.ir_xccy_basis
+    assert got == pytest.approx(math.sqrt(a * a + b * b + 2 * rho * a * b), rel=1e-12)
+    assert _call_total([_record("Risk_XCcyBasis", -500.0)]) == pytest.approx(
+        p.xccy_basis * 500.0, rel=1e-12
+    )
+    # inflation with cross-currency basis: ρ_xccy as well
+    c = p.inflation * 700.0
+    got = _call_total([_record("Risk_XCcyBasis", 3_000.0), _record("Risk_Inflation", 700.0)])
+    a = p.xccy_basis * 3_000.0
+    assert got == pytest.approx(math.sqrt(a * a + c * c + 2 * rho * a * c), rel=1e-12)
+
+
+def test_inflation_vol_vega_and_curvature() -> None:
+    """Risk_InflationVol: expiries sum into one factor per currency (vega VRW·Σs), correlation
+    ρ_inflation with the IR vol tenors; curvature from Σ SF(t)·s."""
+    p = CAL26.ir[10]
+    s5, s10 = 2e5, 1e5
+    report = compute_simm(
+        crif_from_records(
+            [_record("Risk_InflationVol", s5, l1="5y"), _record("Risk_InflationVol", s10, l1="10y")]
+        ),
+        CAL26,
+    )
+    m = _result(report, "Call").margins["RatesFX"]["InterestRate"]
+    assert m.delta == 0.0
+    assert m.vega == pytest.approx(p.vega * (s5 + s10), rel=1e-12)
+    cvr = curvature_scaling("5y", 10) * s5 + curvature_scaling("10y", 10) * s10
+    z = NormalDist().inv_cdf(0.995)
+    assert m.curvature == pytest.approx(cvr * z * z / p.hvr**2, rel=1e-12)  # θ = 0, K = CVR
+    v_i, v_r = p.vega * s10, p.vega * -3e5
+    mixed = compute_simm(
+        crif_from_records(
+            [_record("Risk_InflationVol", s10, l1="10y"), _record("Risk_IRVol", -3e5, l1="10y")]
+        ),
+        CAL26,
+    )
+    mm = _result(mixed, "Call").margins["RatesFX"]["InterestRate"]
+    rho = CAL26.ir_inflation
+    assert mm.vega == pytest.approx(math.sqrt(v_i**2 + v_r**2 + 2 * rho * v_i * v_r), rel=1e-12)
