@@ -64,7 +64,7 @@ STREAM_KINDS: dict[str, StreamKind] = {
         _kind("factor", _LATEST, ("model", "symbol"), "factor exposures and residuals"),
         _kind("ml", _LATEST, ("model", "symbol"), "model predictions with version and data time"),
         _kind("signals", _LATEST, ("name", "key"), "engine signals"),
-        _kind("intents", _LOSSLESS, ("strategy",), "target positions a strategy asks for"),
+        _kind("intents", _LOSSLESS, ("strategy",), "orders a strategy asks for (initialized)"),
         _kind("orders", _LOSSLESS, ("account",), "every order state transition of an account"),
         _kind("fills", _LOSSLESS, ("account",), "order fills of an account"),
         _kind("positions", _LATEST, ("account",), "positions of an account"),
