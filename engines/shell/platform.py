@@ -15,6 +15,7 @@ hubs, then every engine as its own process, in the same start order, all on one 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from engines.shell.lifecycle import Engine
-from engines.shell.registry import ENGINES, engine_spec, start_order
+from engines.shell.registry import ENGINES, Role, engine_spec, start_order
 from engines.shell.server import RunningEngines, build_engine, run_engines
 from engines.shell.status import (
     STATUS_PREFIX,
@@ -195,21 +196,44 @@ def per_key_channels(
     engines: Sequence[Engine[Any]], symbols: Sequence[str], accounts: Sequence[str]
 ) -> list[str]:
     """What consumers will publish per feed symbol (and per account), declared before the
-    first message so a client may subscribe to ``features.SPY`` at once: every stream
-    ``<kind>.*`` whose one parameter is a symbol (``features``, ``vpin`` …) for every feed
-    symbol, and whose one parameter is a key (``analytics``) for every symbol and account."""
-    names = []
+    first message so a client may subscribe to ``features.SPY`` or ``ml.logistic.SPY`` at once.
+
+    Every ``*`` of a consumer's stream pattern is filled by the parameter it stands for (the
+    kind's parameters, ``protocol.channels.STREAM_KINDS``): a ``symbol`` with every feed symbol
+    (``vpin.*``, ``ml.logistic.*``, ``factor.market.*``), a ``key`` with every symbol and account
+    (``analytics.*``). A pattern with any other wildcard (``backtest.<job>``, ``orders.<account>``,
+    ``collateral.<agreement>``) is left to the engine's own ``declared_channels`` or to its first
+    message. A feed is not expanded: its ``declared_channels`` names exactly what the configured
+    feed publishes (the SPY replay has trades and bars, no quotes or book).
+    """
+    values: dict[str, Sequence[str]] = {"symbol": symbols, "key": (*symbols, *accounts)}
+    names: list[str] = []
     for engine in engines:
+        spec = ENGINES.get(engine.name)
+        if spec is not None and spec.role is Role.FEED:
+            continue
         for stream in engine.streams():
-            kind, _, rest = stream.channel.rpartition(".")
-            spec = STREAM_KINDS.get(kind)
-            if rest != "*" or spec is None:
-                continue
-            if spec.params == ("symbol",):
-                names += [channel(kind, symbol) for symbol in symbols]
-            elif spec.params == ("key",):
-                names += [channel(kind, key) for key in (*symbols, *accounts)]
+            names += _expand(stream.channel, values)
     return names
+
+
+def _expand(pattern: str, values: Mapping[str, Sequence[str]]) -> list[str]:
+    """The channels ``pattern`` names when each ``*`` takes every value of its parameter in
+    ``values``; none when it is literal, malformed, or has a wildcard ``values`` cannot fill."""
+    kind = kind_of(pattern)
+    spec = STREAM_KINDS.get(kind)
+    segments = pattern.split(".")[kind.count(".") + 1 :]
+    if spec is None or "*" not in segments or len(segments) != len(spec.params):
+        return []
+    choices: list[Sequence[str]] = []
+    for param, segment in zip(spec.params, segments, strict=True):
+        if segment != "*":
+            choices.append((segment,))
+        elif param in values:
+            choices.append(values[param])
+        else:
+            return []
+    return [channel(kind, *combination) for combination in itertools.product(*choices)]
 
 
 def _reachable(host: str) -> str:

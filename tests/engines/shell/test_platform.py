@@ -140,3 +140,69 @@ async def test_every_consumer_sees_the_feed_from_its_first_trade() -> None:
         finally:
             stop.set()
             assert await asyncio.wait_for(task, 30) == 0
+
+
+def declared_at_start(environ: dict[str, str]) -> set[str]:
+    """What ``run_embedded`` declares to the hub before the first message, for ``environ``."""
+    from engines.shell.platform import accounts, feed_symbols, per_key_channels
+    from engines.shell.registry import ENGINES, engine_spec, start_order
+    from engines.shell.server import build_engine
+    from realtime.bus import MemoryBus
+    from realtime.clock import ManualClock
+
+    clock = ManualClock(0)
+    bus = MemoryBus(clock=clock)
+    built = [
+        build_engine(engine_spec(name), environ, bus=bus, clock=clock)
+        for name in start_order(ENGINES)
+    ]
+    own = [name for engine in built for name in engine.declared_channels()]
+    return {*own, *per_key_channels(built, feed_symbols(own), accounts(own))}
+
+
+def test_every_default_channel_is_declared_at_start() -> None:
+    """Issue 14: with default settings the hub knows every channel the engines will publish,
+    the two-parameter ``ml.<model>.<SYM>`` and ``factor.<model>.<SYM>`` included, and none the
+    SPY replay never publishes (it has no quotes and no book)."""
+    declared = declared_at_start({})
+    per_symbol = {"features", "vpin", "evpin", "factor.market", "analytics"}
+    models = ("logistic", "linear", "hoeffding_tree", "bagging")
+    assert {f"{kind}.SPY" for kind in per_symbol} <= declared
+    assert {f"ml.{model}.SPY" for model in models} <= declared
+    assert {"trades.SPY", "bars.1m.SPY", "analytics.paper", "pnl.paper"} <= declared
+    assert not {"quotes.SPY", "book.SPY"} & declared
+    # a job's channel is made per request: nothing of the kind is known at start
+    assert not [name for name in declared if name.startswith("backtest.")]
+
+
+def test_binance_feed_keeps_its_quotes_and_book() -> None:
+    declared = declared_at_start({"NAUTILUS_MARKETDATA_FEED": "binance"})
+    assert {"trades.BTCUSDT", "quotes.BTCUSDT", "book.BTCUSDT"} <= declared
+    assert {"vpin.BTCUSDT", "ml.logistic.BTCUSDT", "factor.market.BTCUSDT"} <= declared
+    # the one SPY name left is Analytics' benchmark, which that engine declares itself
+    assert {name for name in declared if name.endswith(".SPY")} <= {"analytics.SPY"}
+
+
+def test_per_key_channels_fills_only_the_wildcards_it_can_know() -> None:
+    """A ``symbol`` takes every feed symbol and a ``key`` every symbol and account; an account,
+    job, agreement or model wildcard is left to its engine (or its first message)."""
+    from engines.shell.lifecycle import StreamInfo
+    from engines.shell.platform import per_key_channels
+    from protocol.channels import delivery_of
+
+    class Consumer:
+        name = "consumer"  # not in the registry: not a feed
+
+        def streams(self) -> list[StreamInfo]:
+            patterns = (
+                "ml.logistic.*", "analytics.*", "bars.5m.*", "backtest.*", "orders.*",
+                "risk.var.*", "collateral.calls.*", "intents.ma_cross", "factor.*.*",
+            )  # fmt: skip
+            return [StreamInfo(p, delivery_of(p.replace("*", "X")), "") for p in patterns]
+
+    engine: Any = Consumer()
+    assert sorted(per_key_channels([engine], ["SPY", "QQQ"], ["paper"])) == sorted([
+        "ml.logistic.SPY", "ml.logistic.QQQ",
+        "analytics.SPY", "analytics.QQQ", "analytics.paper",
+        "bars.5m.SPY", "bars.5m.QQQ",
+    ])  # fmt: skip
