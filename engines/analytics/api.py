@@ -35,6 +35,7 @@ import numpy as np
 from engines.analytics import core, report
 from engines.analytics.service import Snapshot, finite_or_none, statistics_payload
 from engines.shell import ConflictError, Route, ValidationError
+from engines.shell.openapi import Text
 from engines.shell.params import query_int
 from engines.shell.rest import HistoryResource, LatestResource, read_body
 
@@ -270,6 +271,8 @@ class RollingResource:
 
 
 class ReportResource:
+    response_type = Text("text/html")
+
     def __init__(self, engine: AnalyticsEngine) -> None:
         self._engine = engine
 

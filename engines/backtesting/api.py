@@ -26,6 +26,7 @@ from engines.backtesting.jobs import BacktestBody, JobInputError
 from engines.backtesting.report import report_html
 from engines.shell import Route
 from engines.shell.errors import ConflictError, ValidationError
+from engines.shell.openapi import ByMethod, Payload, Text
 from engines.shell.rest import read_body
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class BacktestsResource:
 
 
 class BacktestResource:
+    response_type = ByMethod(get=Payload("backtest"))  # DELETE: {"job", "status"}
+
     def __init__(self, engine: BacktestingEngine) -> None:
         self._engine = engine
 
@@ -64,6 +67,8 @@ class BacktestResource:
 
 
 class ReportResource:
+    response_type = Text("text/html")
+
     def __init__(self, engine: BacktestingEngine) -> None:
         self._engine = engine
 

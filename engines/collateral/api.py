@@ -45,7 +45,9 @@ import msgspec
 
 from engines.collateral import core
 from engines.collateral.config import AgreementError, AgreementSpec, agreement_terms
+from engines.collateral.service import AgreementState, CallRecord, CallView
 from engines.shell import NotFoundError, Route, ValidationError
+from engines.shell.openapi import ByMethod, Items
 from engines.shell.params import query_enum, query_int
 from engines.shell.rest import HistoryResource, media, read_body, read_body_bytes
 
@@ -109,6 +111,8 @@ class AgreementsResource:
 
 
 class AgreementResource:
+    response_type = AgreementState
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -128,6 +132,7 @@ class ExposureBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class ExposureResource:
     body_type = ExposureBody
+    response_type = AgreementState
 
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
@@ -144,6 +149,8 @@ class ExposureResource:
 
 
 class CallsResource:
+    response_type = Items(CallView, name="calls")
+
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine
 
@@ -165,6 +172,7 @@ class CallEventBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class CallResource:
     body_type = CallEventBody
+    response_type = ByMethod(get=CallView, post=CallRecord)
 
     def __init__(self, engine: CollateralEngine) -> None:
         self._engine = engine

@@ -45,6 +45,7 @@ import numpy as np
 from engines.factor import core
 from engines.factor.traded_factor import TradedFactorFit, traded_factor_model
 from engines.shell import Route, ValidationError
+from engines.shell.openapi import Payload, stored_answer
 from engines.shell.params import query_int, query_time_ns
 from engines.shell.rest import (
     HistoryResource,
@@ -156,6 +157,11 @@ class ModelResource:
     def __init__(self, model: str, inner: Any) -> None:
         self._model = model
         self._inner = inner
+
+    @property
+    def response_type(self) -> Any:
+        """The inner resource's answer: ``factor`` payloads (stored on stream ``exposures``)."""
+        return stored_answer(self._inner, item=Payload("factor"))
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, model: str, symbol: str

@@ -32,15 +32,17 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import falcon.asgi
 
-from engines.marketdata.core import BarSpec
+from engines.marketdata.core import BarSpec, BookState
 from engines.marketdata.daily import Adjustment
 from engines.shell.errors import NotFoundError, ValidationError
 from engines.shell.lifecycle import Route
+from engines.shell.openapi import Extended, Items, Page, Payload
 from engines.shell.params import query_enum, query_int, query_symbol
 from engines.shell.rest import TimeRange
 from protocol.channels import book
 from protocol.errors import ProtocolError
 from protocol.records import encode, encode_many
+from realtime.storage import InstrumentRow
 
 if TYPE_CHECKING:
     from engines.marketdata.service import MarketDataEngine
@@ -65,6 +67,8 @@ def routes(engine: MarketDataEngine) -> Sequence[Route]:
 
 
 class InstrumentsResource:
+    response_type = Items(InstrumentRow)
+
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine
 
@@ -79,6 +83,11 @@ class TicksResource:
         self._engine = engine
         self._table = table
 
+    @property
+    def response_type(self) -> Page:
+        """A page of ``trades.SYM`` or ``quotes.SYM`` payloads, as ``table`` says."""
+        return Page(Payload(self._table))
+
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         symbol, q = query_symbol(req, required=True), TimeRange.from_request(req)
         fetch = getattr(self._engine.store, f"fetch_{self._table}")
@@ -91,6 +100,8 @@ class TicksResource:
 
 
 class BarsResource:
+    response_type = Page(Payload("bars"), fields={"spec": str, "adjustment": Adjustment})
+
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine
 
@@ -122,6 +133,8 @@ class BookResource:
     """The live rebuilt book (not stored): top ``depth`` levels, bids best first, as the
     ``book.SYM`` payload (``BookTop``) plus the book's ``state`` and whether it is ``crossed``."""
 
+    response_type = Extended(Payload("book"), {"state": BookState, "crossed": bool})
+
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine
 
@@ -149,6 +162,8 @@ class BookResource:
 
 class LatestQuoteResource:
     """The newest quote: the engine's own (includes rows not yet written), else the store's."""
+
+    response_type = Payload("quotes")
 
     def __init__(self, engine: MarketDataEngine) -> None:
         self._engine = engine

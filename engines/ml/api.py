@@ -35,6 +35,7 @@ import numpy as np
 from engines.ml import core
 from engines.shell import Route, ValidationError
 from engines.shell.errors import NotFoundError
+from engines.shell.openapi import stored_answer
 from engines.shell.rest import HistoryResource, LatestResource, read_body
 from protocol.records import Bar
 from realtime.storage import MAX_PAGE_ROWS
@@ -81,6 +82,11 @@ class PerModel:
 
     def __init__(self, resources: dict[str, Any]) -> None:
         self._resources = resources
+
+    @property
+    def response_type(self) -> Any:
+        """What the models' resources answer (every model's store holds ``ml`` payloads)."""
+        return stored_answer(next(iter(self._resources.values()), None))
 
     async def on_get(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, model: str, symbol: str

@@ -32,8 +32,9 @@ from engines.marketdata.daily import UnknownTickerError, read_daily_bars
 from engines.portfolio.core import CurrencyTotals
 from engines.portfolio.optimize import OptimizeError, OptimizeRequest, optimize
 from engines.shell import NotFoundError, Route, ValidationError
+from engines.shell.openapi import Extended, Page
 from engines.shell.rest import HistoryResource, media, read_body
-from protocol.records import Fill
+from protocol.records import AccountPositions, AccountState, Fill
 
 if TYPE_CHECKING:
     from engines.portfolio.service import PortfolioEngine
@@ -68,6 +69,8 @@ def totals_payload(totals: CurrencyTotals) -> dict[str, Any]:
 
 
 class PositionsResource:
+    response_type = AccountPositions
+
     def __init__(self, engine: PortfolioEngine) -> None:
         self._engine = engine
 
@@ -79,6 +82,8 @@ class PositionsResource:
 
 
 class PnlResource:
+    response_type = Extended(AccountState, {"currencies": dict[str, dict[str, Any]]})
+
     def __init__(self, engine: PortfolioEngine) -> None:
         self._engine = engine
 
@@ -104,6 +109,8 @@ class PnlResource:
 
 class FillsResource:
     """The shell's history of stored fills, after the account check."""
+
+    response_type = Page(Fill, key="account")
 
     def __init__(self, engine: PortfolioEngine) -> None:
         self._engine = engine

@@ -15,31 +15,44 @@ serves.
   ``query_time_ns``), ``req.get_param("name")`` and ``TimeRange.from_request(req)`` (``from``,
   ``to``, ``limit``, ``cursor``: every ``HistoryResource``), followed into module functions the
   responder hands ``req`` to;
-* **responses**: ``LatestResource``/``HistoryResource`` answer their store's record schema (a
-  page of them for history); every operation lists the shared error shape
-  (``{"error": {"code", "message", "parameter"}}``) for 400 where it takes input, 404 where the
-  path names something, 413/415 where it reads a body, and as the default.
+* **responses**: the 200 of a resource that declares ``response_type`` (a class attribute, a
+  property where the answer depends on the instance, ``ByMethod(get=…, post=…)`` where its
+  methods answer differently); else, for the shell's ``LatestResource``/
+  ``HistoryResource``, their store's record (a page of them for history). A declaration is a
+  type msgspec knows (a record ``Struct``, ``list[Order]``: msgspec writes its schema, as for
+  bodies) or one of the shapes below, which nest: ``Payload(kind)`` (a stream kind's payload,
+  ``protocol.schemas``: the record type of record kinds, the schema written there for the
+  others: one definition for the stream and the REST answer), ``Page(item, key=)`` (a history
+  page, ``{key, "items": [...], "next_cursor"}``), ``Items(item, name=)`` (``{name: [...]}``),
+  ``Extended(base, fields)`` (a record plus fields), ``Text(media_type)`` (HTML reports). Every
+  operation lists the shared error shape (``{"error": {"code", "message", "parameter"}}``) for
+  400 where it takes input, 404 where the path names something, 413/415 where it reads a body,
+  and as the default.
 
-Limits: a query parameter read any other way is not listed; other responses are documented as
-JSON without a schema; a parameter's default and bounds are listed only where the call spells
-them as literals.
+Limits: a query parameter read any other way is not listed; an undeclared response is
+documented as JSON without a schema; a parameter's default and bounds are listed only where the
+call spells them as literals.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import enum
 import functools
 import inspect
 import re
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from engines.shell.lifecycle import Route
 from engines.shell.rest import DEFAULT_LIMIT, MAX_BODY_BYTES, HistoryResource, LatestResource
+from protocol.channels import kind_of
+from protocol.schemas import DICT_PAYLOADS, RECORD_PAYLOADS, payload_schema_name
 from realtime.storage import MAX_PAGE_ROWS
 
 OPENAPI_VERSION = "3.1.0"
@@ -104,11 +117,108 @@ _DEFAULT_NAMES = {"query_symbol": "symbol"}
 _BOUNDS = {"minimum": "minimum", "maximum": "maximum", "default": "default"}
 
 
+# ── what a 200 answers: declared on the resource as ``response_type`` ───────────────────────
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """The ``data`` of stream kind ``kind`` (``protocol.schemas``): the record type of a record
+    kind (``trades`` → ``Trade``), else the schema written there (``vpin`` → ``VpinPayload``)."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A history page (``HistoryResource``'s shape): ``{key: "<key>", **fields, "items":
+    [item, ...], "next_cursor": "…" | null}``."""
+
+    item: Any
+    key: str = "symbol"
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Items:
+    """``{name: [item, ...]}``: a list answered inside an object."""
+
+    item: Any
+    name: str = "items"
+
+
+@dataclass(frozen=True, slots=True)
+class Extended:
+    """``base`` (a record) with ``fields`` added (``/book``: the ``BookTop`` and its state)."""
+
+    base: Any
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """An answer that is not JSON (the HTML reports)."""
+
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ByMethod:
+    """A resource whose methods answer differently (``None``: undeclared)."""
+
+    get: Any = None
+    post: Any = None
+    put: Any = None
+    patch: Any = None
+    delete: Any = None
+
+
+def stored_answer(resource: object, *, item: Any = None) -> Any:
+    """What a shell ``LatestResource`` answers (one record) or a ``HistoryResource`` (a
+    ``Page`` of them), ``None`` for any other resource. The record is ``item`` if given, else
+    the store's record type, or, for a store of plain dicts, its stream kind's ``Payload``
+    (``risk.var`` → ``risk``)."""
+    if not isinstance(resource, LatestResource | HistoryResource):
+        return None
+    if item is None:
+        records = getattr(resource, "_records", None)
+        record_type = getattr(records, "record_type", None)
+        if isinstance(record_type, type) and issubclass(record_type, msgspec.Struct):
+            item = record_type
+        else:
+            kind = kind_of(records.channel("key")) if records is not None else ""
+            item = Payload(kind) if kind in DICT_PAYLOADS else dict[str, Any]
+    if isinstance(resource, LatestResource):
+        return item
+    return Page(item, key=str(getattr(resource, "_key", "symbol")))
+
+
+def response_type(resource: object, method: str) -> Any:
+    """The declared answer of ``resource``'s ``method`` (``None``: undeclared)."""
+    declared = getattr(resource, "response_type", None)
+    if isinstance(declared, ByMethod):
+        return getattr(declared, method)
+    if declared is not None:
+        return declared
+    return stored_answer(resource) if method == "get" else None
+
+
+# ── the document ──────────────────────────────────────────────────────────────────────────────
+
+
+class _Collected:
+    """The types (msgspec writes their components at the end) and payload schemas
+    (``protocol.schemas``) the document refers to."""
+
+    def __init__(self) -> None:
+        self.types: list[Any] = []
+        self.payloads: dict[str, Schema] = {}
+
+
 def openapi_document(
     *, title: str, version: str, routes: Sequence[Route], description: str = ""
 ) -> Schema:
     """The OpenAPI 3.1 document of ``routes`` (every route the app serves)."""
-    types: list[Any] = []
+    collected = _Collected()
     paths: dict[str, Schema] = {}
     for uri, resource in routes:
         path = _FIELD.sub(r"{\1}", uri)
@@ -117,21 +227,21 @@ def openapi_document(
         for method in METHODS:
             responder = getattr(resource, f"on_{method}", None)
             if responder is not None:
-                item[method] = _operation(method, path, fields, resource, responder, types)
+                item[method] = _operation(method, path, fields, resource, responder, collected)
         paths[path] = item
-    names, components = _components(types)
+    names, components = _components(collected.types)
     document = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": version, "description": description},
         "paths": _resolve(paths, names),
-        "components": {"schemas": {"Error": ERROR_SCHEMA, **components}},
+        "components": {"schemas": {"Error": ERROR_SCHEMA, **components, **collected.payloads}},
     }
     return document
 
 
 def _operation(
     method: str, path: str, fields: list[str], resource: object,
-    responder: Callable[..., Any], types: list[Any],
+    responder: Callable[..., Any], collected: _Collected,
 ) -> Schema:  # fmt: skip
     doc = inspect.getdoc(responder) or inspect.getdoc(type(resource)) or ""
     params: list[Schema] = [
@@ -153,14 +263,12 @@ def _operation(
         operation["parameters"] = params
     body_type = getattr(resource, "body_type", None) if method in ("post", "put", "patch") else None
     if body_type is not None:
-        types.append(body_type)
+        collected.types.append(body_type)
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": _Pending(body_type)}},
         }
-    response = _response_schema(resource, types)
-    content = {"application/json": {"schema": {} if response is None else response}}
-    responses: Schema = {"200": {"description": "OK", "content": content}}
+    responses: Schema = {"200": _answer(response_type(resource, method), collected)}
     if params or body_type is not None:
         responses["400"] = _error("a parameter or body field is invalid (named in the error)")
     if fields:
@@ -194,28 +302,54 @@ class _Pending:
         self.type = type_
 
 
-def _response_schema(resource: object, types: list[Any]) -> Any:
-    """The answer of the shell's store resources: the store's record (a page for history)."""
-    if not isinstance(resource, LatestResource | HistoryResource):
-        return None
-    record_type = getattr(getattr(resource, "_records", None), "record_type", None)
-    if isinstance(record_type, type) and issubclass(record_type, msgspec.Struct):
-        types.append(record_type)
-        item: Any = _Pending(record_type)
+def _answer(declared: Any, collected: _Collected) -> Schema:
+    """The 200 response of a declared answer (undeclared: JSON without a schema)."""
+    if isinstance(declared, Text):
+        content = {declared.media_type: {"schema": {"type": "string"}}}
     else:
-        item = {"type": "object"}
-    if isinstance(resource, LatestResource):
-        return item
-    key = str(getattr(resource, "_key", "key"))
-    return {
-        "type": "object",
-        "required": [key, "items", "next_cursor"],
-        "properties": {
-            key: {"type": "string"},
-            "items": {"type": "array", "items": item},
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    }
+        schema = {} if declared is None else _schema(declared, collected)
+        content = {"application/json": {"schema": schema}}
+    return {"description": "OK", "content": content}
+
+
+def _schema(answer: Any, collected: _Collected) -> Any:
+    """The JSON Schema of one declared shape (``_Pending`` where msgspec will write it)."""
+    if isinstance(answer, Payload):
+        record = RECORD_PAYLOADS.get(answer.kind)
+        if record is not None:
+            return _schema(record, collected)
+        name = payload_schema_name(answer.kind)
+        collected.payloads[name] = copy.deepcopy(DICT_PAYLOADS[answer.kind])
+        return {"$ref": _REF.format(name=name)}
+    if isinstance(answer, Page):
+        properties = {
+            answer.key: {"type": "string"},
+            **{name: _schema(value, collected) for name, value in answer.fields.items()},
+            "items": {"type": "array", "items": _schema(answer.item, collected)},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "opaque: pass as cursor for the next page; null on the last",
+            },
+        }
+        return {"type": "object", "required": list(properties), "properties": properties}
+    if isinstance(answer, Items):
+        return {
+            "type": "object",
+            "required": [answer.name],
+            "properties": {
+                answer.name: {"type": "array", "items": _schema(answer.item, collected)}
+            },
+        }
+    if isinstance(answer, Extended):
+        added = {name: _schema(value, collected) for name, value in answer.fields.items()}
+        return {
+            "allOf": [
+                _schema(answer.base, collected),
+                {"type": "object", "required": list(added), "properties": added},
+            ]
+        }
+    collected.types.append(answer)
+    return _Pending(answer)
 
 
 def _components(types: list[Any]) -> tuple[dict[int, Schema], Schema]:

@@ -19,9 +19,10 @@ import falcon.asgi
 
 from engines.shell import Route
 from engines.shell.errors import NotFoundError
+from engines.shell.openapi import Items
 from engines.shell.params import query_enum, query_int, query_symbol
 from engines.shell.rest import media
-from protocol.records import OrderStatus
+from protocol.records import Order, OrderStatus
 
 if TYPE_CHECKING:
     from engines.strategy.service import StrategyEngine
@@ -36,6 +37,8 @@ class StrategiesResource:
 
 
 class OrdersResource:
+    response_type = Items(Order)
+
     def __init__(self, engine: StrategyEngine) -> None:
         self.engine = engine
 
@@ -53,6 +56,8 @@ class OrdersResource:
 
 
 class OrderResource:
+    response_type = Order
+
     def __init__(self, engine: StrategyEngine) -> None:
         self.engine = engine
 
