@@ -129,16 +129,11 @@ async def run_embedded(
     engines: RunningEngines | None = None
     overrides = engine_overrides or {}
     try:
+        built: list[Engine[Any]] = []
         if with_engines:
             await storage.open()
-        await hub.start()
-        host = settings.hub.host
-        print(f"hub        ws://{host}:{hub.port}/   explorer http://{host}:{hub.port}/", file=out)
-        print(
-            f"           http://{host}:{hub.port}/health   http://{host}:{hub.port}/metrics",
-            file=out,
-        )
-        if with_engines and ENGINES:
+            # declared before the hub accepts a connection: a subscribe to any channel an
+            # engine will publish succeeds from the first moment (data follows when it exists)
             built = [
                 build_engine(
                     engine_spec(name),
@@ -153,6 +148,15 @@ async def run_embedded(
             declared = [name for engine in built for name in engine.declared_channels()]
             hub.declare(declared)
             hub.declare(per_key_channels(built, feed_symbols(declared), accounts(declared)))
+        await hub.start()
+        host = settings.hub.host
+        base = f"http://{host}:{hub.port}"
+        print(
+            f"hub        ws://{host}:{hub.port}/   trading UI {base}/   explorer {base}/explorer",
+            file=out,
+        )
+        print(f"           {base}/health   {base}/metrics   {base}/status", file=out)
+        if built:
             engines = await run_engines(built)
             targets[:] = [
                 EngineTarget(r.engine.name, _reachable(r.host), r.port) for r in engines.running
