@@ -3,7 +3,8 @@
 Split out of ``core.py`` because of its size; ``core.py`` re-exports the public names.
 
 Method: ISDA SIMM Methodology (versions 2.4, 2.5A, 2.6), sections B (general), C/D (interest
-rate), I (FX), J (concentration thresholds) and K (aggregation). The parameters (risk weights,
+rate), E (credit), F/G (equity), H (commodity), I (FX), J (concentration thresholds) and K
+(aggregation). The parameters (risk weights,
 correlations, concentration thresholds, currency groups, historical volatility ratios) are read
 from a calibration file in the Open Source Risk Engine's ``simmcalibration.xml`` format (see
 ``data/NOTICE.md``); nothing numeric is hard-coded here except what the methodology fixes for
@@ -27,6 +28,17 @@ Formulas (s = net sensitivity per risk factor, in the calculation currency):
 * FX delta (one bucket): ``WS_k = RW(group_k, group_calc) · s_k · CR_k``,
   ``CR_k = max(1, sqrt(|s_k| / T_k))``, correlations by volatility group of the two currencies and
   of the calculation currency; the calculation currency's own FX delta carries no risk;
+* FX vega and curvature (one bucket of currency pairs, :func:`_fx_vol`):
+  ``σ_k = RW_FX(pair) √(365/14) / Φ⁻¹(0.99)``, ``VR_k = VRW · HVR · σ_k s_k · VCR_k``, ρ the
+  calibration's FX volatility correlation; ``CVR_k = σ_k Σ_j SF(t_j) s_kj``;
+* Credit (qualifying, non-qualifying), Equity, Commodity: one generic bucketed aggregation
+  (:func:`_bucketed`) parameterised by the class's calibration (:class:`BucketedClass`):
+  ``WS_k = RW_b · s_k · CR_k`` (CR per qualifier in its bucket), ``K_b`` with ρ f_kl,
+  ``Δ = sqrt(Σ K_b² + Σ_{b≠c} γ_bc S_b S_c) + K_Residual``; vega with ``σ_k = RW_b √(365/14) /
+  Φ⁻¹(0.99)`` and HVR (not for credit), curvature with ρ², γ², θ/λ and the Residual bucket on
+  its own; credit qualifying's base correlation as its own margin type ``BaseCorr``;
+* at 1-day MPOR concentration is disabled (every CR is 1; SIMM technical paper I.4) and the
+  risk weights, σ and curvature scaling are the one-day ones;
 * per risk class ``SIMM_r = Δ + vega + curvature``; per product class
   ``sqrt(Σ_rs ψ_rs SIMM_r SIMM_s)``; total = Σ over product classes. The report's
   ``(ProductClass, All, MarginType)`` rows aggregate that margin type over the risk classes with
@@ -50,13 +62,17 @@ pass would; rows net into risk factors with one ``bincount`` per (portfolio, sid
 and the margin maths runs on the factors. 10⁵ rows: ``loadtest/collateral_bench.py``.
 
 Supported risk types: Risk_IRCurve, Risk_Inflation, Risk_XCcyBasis, Risk_IRVol,
-Risk_InflationVol, Risk_FX. The other SIMM risk types (credit, equity, commodity, FX vega) are
-recognised and refused with a :class:`CrifError`, never priced wrongly.
+Risk_InflationVol, Risk_FX, Risk_FXVol, Risk_Equity, Risk_EquityVol, Risk_Commodity,
+Risk_CommodityVol, Risk_CreditQ, Risk_CreditVol, Risk_BaseCorr, Risk_CreditNonQ,
+Risk_CreditVolNonQ (the bucketed ones need the CRIF's Bucket column). The parameter rows
+(Param_ProductClassMultiplier, Param_AddOnNotionalFactor, Param_AddOnFixedAmount, Notional,
+PV) are recognised and refused with a :class:`CrifError`, never priced wrongly.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import itertools
@@ -80,9 +96,13 @@ T = TypeVar("T")
 
 IR = "InterestRate"
 FX = "FX"
+EQUITY = "Equity"
+COMMODITY = "Commodity"
+CREDIT_Q = "CreditQualifying"
+CREDIT_NQ = "CreditNonQualifying"
 RISK_CLASS_ORDER = (IR, "CreditQualifying", "CreditNonQualifying", "Equity", "Commodity", FX)
 PRODUCT_CLASS_ORDER = ("RatesFX", "Credit", "Equity", "Commodity")
-MARGIN_TYPE_ORDER = ("Delta", "Vega", "Curvature")
+MARGIN_TYPE_ORDER = ("Delta", "Vega", "Curvature", "BaseCorr")
 SIDES = ("Call", "Post")
 IR_TENORS = ("2w", "1m", "3m", "6m", "1y", "2y", "3y", "5y", "10y", "15y", "20y", "30y")
 UNSPECIFIED = "Unspecified"
@@ -95,20 +115,35 @@ SUPPORTED_RISK_TYPES: Mapping[str, tuple[str, str]] = {
     "Risk_IRVol": (IR, "Vega"),
     "Risk_InflationVol": (IR, "Vega"),
     "Risk_FX": (FX, "Delta"),
+    "Risk_FXVol": (FX, "Vega"),
+    "Risk_Equity": (EQUITY, "Delta"),
+    "Risk_EquityVol": (EQUITY, "Vega"),
+    "Risk_Commodity": (COMMODITY, "Delta"),
+    "Risk_CommodityVol": (COMMODITY, "Vega"),
+    "Risk_CreditQ": (CREDIT_Q, "Delta"),
+    "Risk_CreditVol": (CREDIT_Q, "Vega"),
+    "Risk_BaseCorr": (CREDIT_Q, "BaseCorr"),
+    "Risk_CreditNonQ": (CREDIT_NQ, "Delta"),
+    "Risk_CreditVolNonQ": (CREDIT_NQ, "Vega"),
 }
+#: The bucketed risk classes other than interest rate: risk class → (delta type, vega type).
+BUCKETED_CLASSES: Mapping[str, tuple[str, str]] = {
+    CREDIT_Q: ("Risk_CreditQ", "Risk_CreditVol"),
+    CREDIT_NQ: ("Risk_CreditNonQ", "Risk_CreditVolNonQ"),
+    EQUITY: ("Risk_Equity", "Risk_EquityVol"),
+    COMMODITY: ("Risk_Commodity", "Risk_CommodityVol"),
+}
+BUCKETED_TYPES = tuple(t for pair in BUCKETED_CLASSES.values() for t in pair)
+#: Volatility risk types other than interest rate: one factor per qualifier (and bucket),
+#: summed over expiries (Label1, a SIMM tenor), curvature from the same rows.
+NON_IR_VOL_TYPES = ("Risk_EquityVol", "Risk_CommodityVol", "Risk_FXVol")
+#: Credit risk types: one factor per (qualifier, bucket, tenor, Label2); tenors SIMM's credit ones.
+CREDIT_TYPES = ("Risk_CreditQ", "Risk_CreditVol", "Risk_CreditNonQ", "Risk_CreditVolNonQ")
+CREDIT_TENORS = ("1y", "2y", "3y", "5y", "10y")
+RESIDUAL = "Residual"
 #: SIMM risk types that exist in the CRIF standard but are not priced here (yet).
 UNSUPPORTED_RISK_TYPES = frozenset(
     {
-        "Risk_CreditQ",
-        "Risk_CreditNonQ",
-        "Risk_BaseCorr",
-        "Risk_CreditVol",
-        "Risk_CreditVolNonQ",
-        "Risk_Equity",
-        "Risk_EquityVol",
-        "Risk_Commodity",
-        "Risk_CommodityVol",
-        "Risk_FXVol",
         "Param_ProductClassMultiplier",
         "Param_AddOnNotionalFactor",
         "Param_AddOnFixedAmount",
@@ -123,6 +158,7 @@ CATEGORICAL_COLUMNS = (
     "ProductClass",
     "RiskType",
     "Qualifier",
+    "Bucket",
     "Label1",
     "Label2",
     "AmountCurrency",
@@ -132,6 +168,19 @@ CATEGORICAL_COLUMNS = (
 
 # Φ⁻¹(99.5%): SIMM methodology, curvature margin (λ).
 _Z995 = NormalDist().inv_cdf(0.995)
+# Φ⁻¹(99%): SIMM B.10, the volatility σ = RW √(365/14) / α behind an equity, commodity or FX vega.
+_Z99 = NormalDist().inv_cdf(0.99)
+
+
+def sigma_multiplier(mpor_days: int) -> float:
+    """``σ / RW = √(365 / (1.4 · MPOR)) / Φ⁻¹(0.99)``: √(365/14)/α at 10 days (SIMM B.10), the
+    technical paper's one-day variant (section I.2) at 1 day."""
+    return math.sqrt(365.0 / (1.4 * mpor_days)) / _Z99
+
+
+def concentration_enabled(mpor_days: int) -> bool:
+    """SIMM technical paper I.4: the one-day calibration disables concentration risk."""
+    return mpor_days != 1
 
 
 class CrifError(ValueError):
@@ -177,6 +226,49 @@ class FxParameters:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketedParameters:
+    """Risk weights of one bucketed risk class for one MPOR (SIMM F–H): per bucket."""
+
+    delta: Mapping[str, float]  # bucket → RW
+    vega: Mapping[str, float]  # bucket → VRW; "" → the class's one VRW when it is flat
+    hvr: float
+
+    def vega_weight(self, bucket: str) -> float:
+        return self.vega[bucket] if bucket in self.vega else self.vega[""]
+
+
+@dataclass(frozen=True, slots=True)
+class BucketedClass:
+    """A risk class whose qualifiers fall into CRIF buckets (Equity, Commodity): risk weights
+    per MPOR, intra-bucket ρ per bucket (between different qualifiers), inter-bucket γ, and
+    concentration thresholds per bucket (USD mm: delta per 1 % of price or per bp of spread;
+    vega), a flat one under ``""``.
+
+    Credit (SIMM E) chooses ρ otherwise (:attr:`intra_rule`): ``same_different`` holds the
+    calibration's ``("aggregate" | "residual", "same" | "different")`` correlations; its vega
+    is not scaled by a σ (:attr:`vega_sigma`), and Credit Qualifying has the base-correlation
+    risk weight per MPOR and correlation.
+    """
+
+    params: Mapping[int, BucketedParameters]
+    intra: Mapping[str, float]
+    inter: Mapping[tuple[str, str], float]
+    delta_thresholds: Mapping[str, float]
+    vega_thresholds: Mapping[str, float]
+    #: "bucket": ρ_b between different qualifiers; "issuer": same/different qualifier
+    #: (credit qualifying); "label2": same/different Label2 (credit non-qualifying, as ORE
+    #: reads "same underlying names"); in the Residual bucket both credit rules go by qualifier
+    intra_rule: str = "bucket"
+    same_different: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    vega_sigma: bool = True
+    base_corr_weight: Mapping[int, float] = field(default_factory=dict)
+    base_corr: float = math.nan
+
+    def vega_threshold(self, bucket: str) -> float:
+        return self.vega_thresholds.get(bucket, self.vega_thresholds.get("", math.nan))
+
+
+@dataclass(frozen=True, slots=True)
 class SimmCalibration:
     """One ``<SIMMCalibration>`` node: the parameters this engine uses, typed and frozen."""
 
@@ -197,6 +289,13 @@ class SimmCalibration:
     fx_delta_thresholds: Mapping[str, float]
     fx_threshold_groups: Mapping[str, str]
     risk_class_correlation: Mapping[tuple[str, str], float]
+    #: FX vega: thresholds per pair category ("1" both currencies in concentration category 1,
+    #: "2" categories 1 and 2, "3" 1 and 3, "4" 2 and 2, "5" 2 and 3, "6" 3 and 3), and the
+    #: correlation between different pairs
+    fx_vega_thresholds: Mapping[str, float] = field(default_factory=dict)
+    fx_vol_correlation: float = math.nan
+    #: Equity, Commodity (the risk classes present in the file)
+    bucketed: Mapping[str, BucketedClass] = field(default_factory=dict)
 
     def ir_group(self, currency: str) -> str:
         return self.ir_currency_groups.get(currency, self.ir_currency_groups.get("Other", "1"))
@@ -222,6 +321,61 @@ def _currency_lists(node: ET.Element | None) -> dict[str, str]:
     if node is None:
         return {}
     return {(c.text or "").strip(): c.get("bucket", "") for c in node.findall("Currency")}
+
+
+def _parse_bucketed(node: ET.Element | None, name: str) -> BucketedClass | None:
+    """An ``<Equity>`` or ``<Commodity>`` node (None when the file has none)."""
+    if node is None:
+        return None
+    rw, corr, thr = (
+        node.find("RiskWeights"),
+        node.find("Correlations"),
+        node.find("ConcentrationThresholds"),
+    )
+    if rw is None or corr is None or thr is None:
+        raise CrifError(f"calibration: {name} node incomplete", column="calibration")
+    vegas, hvrs = _by_mpor(rw, "Vega"), _by_mpor(rw, "HistoricalVolatilityRatio")
+    credit = name in (CREDIT_Q, CREDIT_NQ)
+    params = {
+        mpor: BucketedParameters(
+            delta={w.get("bucket", ""): _f(w, f"{name} delta weight") for w in d},
+            vega={w.get("bucket", ""): _f(w, f"{name} vega weight") for w in vegas.get(mpor, [])},
+            hvr=1.0 if credit else _f(hvrs.get(mpor), f"{name} historical volatility ratio"),
+        )
+        for mpor, d in _by_mpor(rw, "Delta").items()
+    }
+    intra = corr.findall("IntraBucket/Correlation")
+    base = corr.find("BaseCorrelation")
+    return BucketedClass(
+        params=params,
+        intra={
+            c.get("bucket", ""): _f(c, f"{name} correlation")
+            for c in intra
+            if c.get("bucket") is not None
+        },
+        intra_rule={CREDIT_Q: "issuer", CREDIT_NQ: "label2"}.get(name, "bucket"),
+        same_different={
+            (c.get("label1", ""), c.get("label2", "")): _f(c, f"{name} correlation")
+            for c in intra
+            if c.get("bucket") is None
+        },
+        vega_sigma=not credit,
+        base_corr_weight={
+            mpor: _f(w, "base correlation weight")
+            for mpor, w in _by_mpor(rw, "BaseCorrelation").items()
+        },
+        base_corr=_f(base, "base correlation correlation") if base is not None else math.nan,
+        inter={
+            (c.get("label1", ""), c.get("label2", "")): _f(c, f"{name} correlation")
+            for c in corr.findall("InterBucket/Correlation")
+        },
+        delta_thresholds={
+            t.get("bucket", ""): _f(t, "threshold") for t in thr.findall("Delta/Threshold")
+        },
+        vega_thresholds={
+            t.get("bucket", ""): _f(t, "threshold") for t in thr.findall("Vega/Threshold")
+        },
+    )
 
 
 def _parse_calibration(node: ET.Element) -> SimmCalibration:
@@ -305,6 +459,19 @@ def _parse_calibration(node: ET.Element) -> SimmCalibration:
         },
         fx_threshold_groups=_currency_lists(fx_thr.find("CurrencyLists")),
         risk_class_correlation=rcc,
+        fx_vega_thresholds={
+            t.get("bucket", ""): _f(t, "threshold") for t in fx_thr.findall("Vega/Threshold")
+        },
+        fx_vol_correlation=(
+            _f(fx_corr.find("Volatility"), "FX volatility correlation")
+            if fx_corr.find("Volatility") is not None
+            else math.nan
+        ),
+        bucketed={
+            rc: parsed
+            for rc in BUCKETED_CLASSES
+            if (parsed := _parse_bucketed(node.find(rc), rc)) is not None
+        },
     )
 
 
@@ -469,6 +636,8 @@ class Crif:
     collect_regulations: Categorical[tuple[str, ...]]
     post_regulations: Categorical[tuple[str, ...]]
     calculation_currency: str
+    #: the Bucket column ("" where the CRIF has none): required by the bucketed risk classes
+    bucket: Categorical[str]
 
     def __len__(self) -> int:
         return int(self.amount.shape[0])
@@ -555,6 +724,7 @@ def _crif_from_cells(
         "ProductClass": _text(),
         "RiskType": _text(),
         "Qualifier": _text(),
+        "Bucket": _text(),
         "Label1": _text(),
         "Label2": _text(),
         "AmountCurrency": _text(calculation_currency),
@@ -565,6 +735,7 @@ def _crif_from_cells(
     rt: Categorical[str] = cats["RiskType"]
     qualifier: Categorical[str] = cats["Qualifier"]
     label1: Categorical[str] = cats["Label1"]
+    bucket: Categorical[str] = cats["Bucket"]
     product_class: Categorical[str] = cats["ProductClass"]
     raw_amount = cells.column("Amount")
     amount, not_number = _floats(raw_amount)
@@ -579,7 +750,11 @@ def _crif_from_cells(
         return f"{what} risk type {name!r}"
 
     bad_rt = _failing(rt, lambda c: c not in SUPPORTED_RISK_TYPES)
-    tenor_keyed = rt.isin(("Risk_IRCurve", "Risk_IRVol", "Risk_InflationVol"))
+    tenor_keyed = rt.isin(("Risk_IRCurve", "Risk_IRVol", "Risk_InflationVol", *NON_IR_VOL_TYPES))
+    bucketed = rt.isin(BUCKETED_TYPES)
+    bad_credit_tenor = _failing(label1, lambda c: c not in CREDIT_TENORS)
+    no_bucket = _failing(bucket, lambda c: not c)
+    bad_pair = _failing(qualifier, lambda c: not (len(c) == 6 and c.isalpha()))
     bad_tenor = _failing(label1, lambda c: c not in IR_TENORS)
     bad_pc = _failing(product_class, lambda c: c not in PRODUCT_CLASS_ORDER)
     bad_q = _failing(qualifier, lambda c: not c)
@@ -592,9 +767,20 @@ def _crif_from_cells(
             amount, cats["AmountCurrency"], cells.column, calculation_currency, fx_rates
         ),
         None if bad_q is None else (bad_q, "Qualifier", lambda i: "empty qualifier"),
+        None if bad_pair is None else (
+            bad_pair & rt.isin(("Risk_FXVol",)), "Qualifier",
+            lambda i: f"FX volatility qualifier {qualifier.value(i)!r} is not a currency pair",
+        ),
+        None if no_bucket is None else (
+            no_bucket & bucketed, "Bucket", lambda i: f"no bucket for {rt.value(i)}"
+        ),
         None if bad_tenor is None else (
             bad_tenor & tenor_keyed, "Label1",
             lambda i: f"tenor {label1.value(i)!r} is not a SIMM tenor",
+        ),
+        None if bad_credit_tenor is None else (
+            bad_credit_tenor & rt.isin(CREDIT_TYPES), "Label1",
+            lambda i: f"tenor {label1.value(i)!r} is not a SIMM credit tenor",
         ),
         None if bad_pc is None else (
             bad_pc, "ProductClass", lambda i: f"unknown product class {product_class.value(i)!r}"
@@ -615,6 +801,7 @@ def _crif_from_cells(
         collect_regulations=cats["collect_regulations"],
         post_regulations=cats["post_regulations"],
         calculation_currency=calculation_currency,
+        bucket=bucket,
     )
 
 
@@ -826,13 +1013,14 @@ class RiskClassMargin:
     vega: float = 0.0
     curvature: float = 0.0
     buckets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    base_corr: float = 0.0  # credit qualifying only
 
     @property
     def total(self) -> float:
-        return self.delta + self.vega + self.curvature
+        return self.delta + self.vega + self.curvature + self.base_corr
 
 
-_MARGIN_ATTRS = ("delta", "vega", "curvature")  # RiskClassMargin fields, MARGIN_TYPE_ORDER
+_MARGIN_ATTRS = ("delta", "vega", "curvature", "base_corr")  # fields, MARGIN_TYPE_ORDER
 IR_DELTA_TYPES = ("Risk_IRCurve", "Risk_Inflation", "Risk_XCcyBasis")
 IR_VEGA_TYPES = ("Risk_IRVol", "Risk_InflationVol")
 
@@ -855,8 +1043,11 @@ class RiskFactors:
     qualifier: IntArray  # per factor: code into ``currencies``
     currencies: tuple[str, ...]  # the CRIF's qualifier categories
     tenor: IntArray  # per factor: index into IR_TENORS, -1 where the factor has no tenor
-    sub_curve: IntArray  # per factor: Label2 code + 1 for IR curve, 0 elsewhere
-    curvature_weight: FloatArray  # per row: SF(Label1) for IR vol rows, 0 elsewhere
+    sub_curve: IntArray  # per factor: Label2 code + 1 for IR curve and credit, 0 elsewhere
+    curvature_weight: FloatArray  # per row: SF(Label1) for volatility rows, 0 elsewhere
+    bucket: IntArray  # per factor: code into ``buckets`` for the bucketed classes, -1 elsewhere
+    buckets: tuple[str, ...]  # the CRIF's Bucket categories
+    first_row: IntArray  # per factor: the 1-based CRIF row that first carries it
 
     def __len__(self) -> int:
         return int(self.product_class.shape[0])
@@ -865,9 +1056,10 @@ class RiskFactors:
 def risk_factors(crif: Crif, mpor_days: int) -> RiskFactors:
     """Group the CRIF's rows into risk factors (see :class:`RiskFactors`)."""
     rt, l1, l2 = crif.risk_type, crif.label1, crif.label2
-    has_tenor = rt.isin(("Risk_IRCurve", "Risk_IRVol"))
+    has_tenor = rt.isin(("Risk_IRCurve", "Risk_IRVol", *CREDIT_TYPES))
     tenor_key = np.where(has_tenor, l1.codes + 1, 0)
-    sub_key = np.where(rt.isin(("Risk_IRCurve",)), l2.codes + 1, 0)
+    sub_key = np.where(rt.isin(("Risk_IRCurve", *CREDIT_TYPES)), l2.codes + 1, 0)
+    bucket_key = np.where(rt.isin(BUCKETED_TYPES), crif.bucket.codes + 1, 0)
     of_row, first = _group(
         [
             (crif.product_class.codes, len(crif.product_class.categories)),
@@ -875,13 +1067,14 @@ def risk_factors(crif: Crif, mpor_days: int) -> RiskFactors:
             (crif.qualifier.codes, len(crif.qualifier.categories)),
             (tenor_key, len(l1.categories) + 1),
             (sub_key, len(l2.categories) + 1),
+            (bucket_key, len(crif.bucket.categories) + 1),
         ]
     )
     tenor_of_label = np.array([_tenor_index(c) for c in (*l1.categories, "")], dtype=np.int64)
     sf = np.array(
         [curvature_scaling(c, mpor_days) if c in IR_TENORS else 0.0 for c in l1.categories]
     )
-    vol = rt.isin(IR_VEGA_TYPES)
+    vol = rt.isin(IR_VEGA_TYPES + NON_IR_VOL_TYPES + ("Risk_CreditVol", "Risk_CreditVolNonQ"))
     return RiskFactors(
         of_row=of_row,
         product_class=crif.product_class.codes[first],
@@ -891,6 +1084,9 @@ def risk_factors(crif: Crif, mpor_days: int) -> RiskFactors:
         tenor=np.where(has_tenor[first], tenor_of_label[l1.codes[first]], -1),
         sub_curve=sub_key[first],
         curvature_weight=np.where(vol, sf[l1.codes] if sf.size else 0.0, 0.0),
+        bucket=bucket_key[first] - 1,
+        buckets=crif.bucket.categories,
+        first_row=crif.row[first],
     )
 
 
@@ -946,6 +1142,17 @@ def _pairs(flags: BoolArray) -> BoolArray:
     return flags[:, None] | flags[None, :]
 
 
+def _threshold(usd_mm: float, mpor_days: int) -> float:
+    """A concentration threshold in units (calibrations give USD mm); infinite, so that every
+    CR is 1, where concentration is disabled (:func:`concentration_enabled`)."""
+    return usd_mm * 1e6 if concentration_enabled(mpor_days) else math.inf
+
+
+def _concentration(x: FloatArray, threshold: FloatArray | float) -> FloatArray:
+    """``CR = max(1, sqrt(|Σ s| / T))`` per factor."""
+    return np.maximum(1.0, np.sqrt(np.abs(x) / threshold))
+
+
 def _interest_rate(
     factors: RiskFactors,
     members: IntArray,
@@ -969,7 +1176,7 @@ def _interest_rate(
         group = cal.ir_group(ccy)
         rw = np.where(infl, p.inflation, p.xccy_basis)
         rw[curve] = [p.delta[(group, IR_TENORS[t])] for t in tenor[curve].tolist()]
-        thr = cal.ir_delta_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
+        thr = _threshold(cal.ir_delta_thresholds[cal.ir_threshold_groups.get(ccy, "1")], mpor_days)
         cr = max(1.0, math.sqrt(abs(float(sv[~xccy].sum())) / thr))
         ws = rw * sv * np.where(~xccy, cr, 1.0)
         sub = factors.sub_curve[fs]
@@ -984,7 +1191,7 @@ def _interest_rate(
     c_ccys: dict[str, tuple[float, float, float]] = {}  # ccy → (K_b, ΣCVR, Σ|CVR|)
     for ccy, fs in _by_currency(factors, members[np.isin(kinds, IR_VEGA_TYPES)]):
         tenor, sv = factors.tenor[fs], s[fs]
-        thr = cal.ir_vega_thresholds[cal.ir_threshold_groups.get(ccy, "1")] * 1e6
+        thr = _threshold(cal.ir_vega_thresholds[cal.ir_threshold_groups.get(ccy, "1")], mpor_days)
         vcr = max(1.0, math.sqrt(abs(float(sv.sum())) / thr))
         vr = p.vega * sv * vcr
         corr = tmat[np.ix_(tenor, tenor)]
@@ -1042,16 +1249,8 @@ def _fx(
     cg = cal.fx_group(calc)
     groups = [cal.fx_group(c) for c in ccys]
     rw = np.array([p.delta[(g, cg)] for g in groups])
-    thr = (
-        np.array(
-            [
-                cal.fx_delta_thresholds[
-                    cal.fx_threshold_groups.get(c, cal.fx_threshold_groups.get("Other", "3"))
-                ]
-                for c in ccys
-            ]
-        )
-        * 1e6
+    thr = np.array(
+        [_threshold(cal.fx_delta_thresholds[_fx_category(cal, c)], mpor_days) for c in ccys]
     )
     cr = np.maximum(1.0, np.sqrt(np.abs(sv) / thr))
     ws = rw * sv * cr
@@ -1068,6 +1267,280 @@ def _fx(
             column="calibration",
         )
     return RiskClassMargin(delta=_quad(ws, corr))
+
+
+def _fx_category(cal: SimmCalibration, ccy: str) -> str:
+    """The FX concentration category of a currency (SIMM J: 1 significantly material, 2
+    frequently traded, 3 others)."""
+    return cal.fx_threshold_groups.get(ccy, cal.fx_threshold_groups.get("Other", "3"))
+
+
+#: FX vega concentration threshold of a pair by the categories of its two currencies (SIMM J).
+_FX_PAIR_CATEGORY = {
+    ("1", "1"): "1", ("1", "2"): "2", ("1", "3"): "3",
+    ("2", "2"): "4", ("2", "3"): "5", ("3", "3"): "6",
+}  # fmt: skip
+
+
+def _one_bucket_curvature(cv: FloatArray, corr: FloatArray) -> tuple[float, float]:
+    """``(K, max(Σ CVR + λ K, 0))`` of one bucket, ``corr`` the correlations (squared here)."""
+    k = _quad(cv, corr * corr)
+    return k, curvature_margin(
+        np.array([cv.sum()]), float(np.abs(cv).sum()), np.array([k]), np.zeros((1, 1))
+    )
+
+
+def _fx_vol(
+    factors: RiskFactors,
+    members: IntArray,
+    s: FloatArray,
+    cvr: FloatArray,
+    cal: SimmCalibration,
+    mpor_days: int,
+) -> tuple[float, float]:
+    """FX vega and curvature margins (SIMM I, B.10–11): one bucket of currency pairs.
+
+    ``σ_k = RW_FX(pair) · √(365/14) / Φ⁻¹(0.99)`` with the FX delta risk weight of the pair's
+    two volatility groups; ``VR_k = VRW · HVR · σ_k · s_k · VCR_k`` (``s_k`` summed over
+    expiries), ``VCR_k = max(1, sqrt(|HVR σ_k s_k| / VT_pair))``, correlation 1 for the same
+    pair and the calibration's FX volatility correlation otherwise (times ``f_kl``);
+    curvature ``CVR_k = σ_k Σ_j SF(t_j) s_kj``, ``ρ²``, θ and λ, no HVR scaling.
+    """
+    p = cal.fx[mpor_days]
+    pairs = [factors.currencies[q] for q in factors.qualifier[members].tolist()]
+    mult = sigma_multiplier(mpor_days)
+    sigma = np.array([mult * p.delta[(cal.fx_group(a[3:]), cal.fx_group(a[:3]))] for a in pairs])
+    x = s[members] * sigma * p.hvr
+    thr = np.array(
+        [
+            _threshold(
+                cal.fx_vega_thresholds[
+                    _FX_PAIR_CATEGORY[
+                        tuple(sorted((_fx_category(cal, a[:3]), _fx_category(cal, a[3:]))))  # type: ignore[index]
+                    ]
+                ],
+                mpor_days,
+            )
+            for a in pairs
+        ]
+    )
+    vcr = _concentration(x, thr)
+    vr = p.vega * x * vcr
+    n = len(pairs)
+    if n > 1 and math.isnan(cal.fx_vol_correlation):
+        raise CrifError("calibration: FX/Correlations/Volatility missing", column="calibration")
+    corr = np.full((n, n), cal.fx_vol_correlation)
+    np.fill_diagonal(corr, 1.0)
+    f = np.minimum.outer(vcr, vcr) / np.maximum.outer(vcr, vcr)
+    vega = _quad(vr, corr * f)
+    _, curvature = _one_bucket_curvature(cvr[members] * sigma, corr)
+    return vega, curvature
+
+
+#: Buckets whose curvature is zero by the methodology (SIMM ≥ 2.2: equity volatility indices).
+ZERO_CURVATURE_BUCKETS: Mapping[str, frozenset[str]] = {EQUITY: frozenset({"12"})}
+
+
+def _bucketed(
+    factors: RiskFactors,
+    members: IntArray,
+    s: FloatArray,
+    cvr: FloatArray,
+    cal: SimmCalibration,
+    mpor_days: int,
+    risk_class: str,
+) -> RiskClassMargin:
+    """Delta, vega and curvature of a bucketed risk class (Credit, Equity, Commodity; SIMM
+    E–H, B).
+
+    Per factor k (Equity, Commodity: a qualifier in a bucket, summed over its rows and, for
+    vega, over expiries; Credit: a qualifier, bucket, tenor and Label2):
+
+    * delta ``WS_k = RW_b · s_k · CR_k``, ``CR_k = max(1, sqrt(|Σ s| / T_b))`` with Σ over the
+      factors of k's qualifier in its bucket (for credit: all its tenors);
+    * vega ``VR_k = VRW_b · HVR · σ_k s_k · VCR_k`` with ``σ_k = RW_b √(365/14) / Φ⁻¹(0.99)``
+      (Credit: σ = 1, no HVR), ``VCR_k = max(1, sqrt(|Σ HVR σ s| / VT_b))`` likewise;
+    * in a bucket ``K_b = sqrt(Σ_kl ρ_kl f_kl WS_k WS_l)`` (ρ 1 on the diagonal, otherwise
+      :func:`_intra`; ``f_kl = min(CR) / max(CR)``); across buckets
+      :func:`aggregate_buckets` with the calibration's γ, the Residual bucket outside it:
+      ``Δ = sqrt(…) + K_Residual``;
+    * curvature ``CVR_k = σ_k Σ_j SF(t_j) s_kj`` (0 in :data:`ZERO_CURVATURE_BUCKETS`), ``ρ²``,
+      ``γ²``, θ and λ over the non-residual buckets, plus the Residual bucket's own
+      ``max(Σ CVR + λ K, 0)``; no HVR scaling.
+    """
+    spec = cal.bucketed.get(risk_class)
+    if spec is None or mpor_days not in spec.params:
+        raise CrifError(
+            f"calibration has no {risk_class} parameters for MPOR {mpor_days} days",
+            column="calibration",
+        )
+    p = spec.params[mpor_days]
+    names = [factors.buckets[b] for b in factors.bucket[members].tolist()]
+    unknown = [i for i, b in enumerate(names) if b not in p.delta]
+    if unknown:
+        i = min(unknown, key=lambda j: int(factors.first_row[members[j]]))
+        raise CrifError(
+            f"unknown {risk_class} bucket {names[i]!r}; calibration has {', '.join(p.delta)}",
+            row=int(factors.first_row[members[i]]),
+            column="Bucket",
+        )
+    delta_type, vega_type = BUCKETED_CLASSES[risk_class]
+    kinds = factors.risk_type[members]
+    bucket = np.array(names, dtype=np.str_)
+    who = _Who(bucket, factors.qualifier[members], factors.sub_curve[members])
+    rw = np.array([p.delta[b] for b in names])
+    sigma = sigma_multiplier(mpor_days) * rw if spec.vega_sigma else np.ones_like(rw)
+    delta_thr = np.array([_threshold(spec.delta_thresholds[b], mpor_days) for b in names])
+    vega_thr = np.array([_threshold(spec.vega_threshold(b), mpor_days) for b in names])
+    sv = s[members]
+    d, v = kinds == delta_type, kinds == vega_type
+    cr = _issuer_concentration(who.take(d), sv[d], delta_thr[d])
+    ws = rw[d] * sv[d] * cr
+    x = sv[v] * sigma[v] * p.hvr
+    vcr = _issuer_concentration(who.take(v), x, vega_thr[v])
+    vr = np.array([p.vega_weight(b) for b in bucket[v].tolist()]) * x * vcr
+    zero = np.isin(bucket[v], sorted(ZERO_CURVATURE_BUCKETS.get(risk_class, ())))
+    cv = np.where(zero, 0.0, cvr[members][v] * sigma[v])
+    delta, d_buckets = _across_buckets(spec, who.take(d), ws, cr)
+    vega, v_buckets = _across_buckets(spec, who.take(v), vr, vcr)
+    curvature, c_buckets = _bucketed_curvature(spec, who.take(v), cv)
+    return RiskClassMargin(
+        delta=delta,
+        vega=vega,
+        curvature=curvature,
+        buckets={"Delta": d_buckets, "Vega": v_buckets, "Curvature": c_buckets},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Who:
+    """Per factor of a bucketed class: its bucket, qualifier code and Label2 code."""
+
+    bucket: npt.NDArray[np.str_]
+    qualifier: IntArray
+    label2: IntArray
+
+    def take(self, at: BoolArray | IntArray) -> _Who:
+        return _Who(self.bucket[at], self.qualifier[at], self.label2[at])
+
+
+def _issuer_concentration(who: _Who, x: FloatArray, threshold: FloatArray) -> FloatArray:
+    """``CR`` of every factor from the sum of ``x`` over its qualifier's factors in its
+    bucket (one factor per qualifier for Equity/Commodity, every tenor for Credit)."""
+    keys = list(zip(who.bucket.tolist(), who.qualifier.tolist(), strict=True))
+    sums: dict[tuple[str, int], float] = {}
+    for key, value in zip(keys, x.tolist(), strict=True):
+        sums[key] = sums.get(key, 0.0) + value
+    return _concentration(np.array([sums[k] for k in keys]), threshold)
+
+
+def _intra(spec: BucketedClass, b: str, who: _Who) -> FloatArray:
+    """The correlation matrix of factors ``who``, all in bucket ``b``: 1 on the diagonal;
+    Equity/Commodity ρ_b between qualifiers (1 within one); Credit the calibration's
+    same/different correlation, "same" by qualifier (qualifying, and any Residual) or by
+    Label2 (non-qualifying, as ORE reads "same underlying names")."""
+    q = who.qualifier
+    same_q = q[:, None] == q[None, :]
+    if spec.intra_rule == "bucket":
+        corr = np.where(same_q, 1.0, spec.intra[b])
+    else:
+        kind = "residual" if b == RESIDUAL else "aggregate"
+        l2 = who.label2
+        same = (
+            same_q if spec.intra_rule == "issuer" or b == RESIDUAL else l2[:, None] == l2[None, :]
+        )
+        corr = np.where(
+            same, spec.same_different[(kind, "same")], spec.same_different[(kind, "different")]
+        )
+    np.fill_diagonal(corr, 1.0)
+    return corr
+
+
+def _gamma(spec: BucketedClass, buckets: Sequence[str]) -> FloatArray:
+    return np.array([[0.0 if b == c else spec.inter[(b, c)] for c in buckets] for b in buckets])
+
+
+def _split_buckets(who: _Who) -> Iterator[tuple[str, IntArray]]:
+    """Positions of each bucket (buckets as strings sort, as ORE's map does)."""
+    for b in sorted(set(who.bucket.tolist())):
+        yield b, np.flatnonzero(who.bucket == b)
+
+
+def _across_buckets(
+    spec: BucketedClass, who: _Who, ws: FloatArray, cr: FloatArray
+) -> tuple[float, dict[str, float]]:
+    """Delta or vega margin and ``K_b`` per bucket (see :func:`_bucketed`)."""
+    k: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for b, at in _split_buckets(who):
+        w, c = ws[at], cr[at]
+        f = np.minimum.outer(c, c) / np.maximum.outer(c, c)
+        k[b] = _quad(w, _intra(spec, b, who.take(at)) * f)
+        sums[b] = float(w.sum())
+    normal = [b for b in k if b != RESIDUAL]
+    margin = (
+        aggregate_buckets(
+            np.array([k[b] for b in normal]),
+            np.array([sums[b] for b in normal]),
+            _gamma(spec, normal),
+        )
+        if normal
+        else 0.0
+    )
+    return margin + k.get(RESIDUAL, 0.0), k
+
+
+def _bucketed_curvature(
+    spec: BucketedClass, who: _Who, cv: FloatArray
+) -> tuple[float, dict[str, float]]:
+    """Curvature margin and per bucket ``K_b`` (the Residual bucket: its own margin)."""
+    k: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    abs_sum = 0.0
+    residual = 0.0
+    for b, at in _split_buckets(who):
+        c, corr = cv[at], _intra(spec, b, who.take(at))
+        if b == RESIDUAL:
+            _, residual = _one_bucket_curvature(c, corr)
+            k[b] = residual
+            continue
+        k[b] = _quad(c, corr * corr)
+        sums[b] = float(c.sum())
+        abs_sum += float(np.abs(c).sum())
+    normal = [b for b in k if b != RESIDUAL]
+    margin = (
+        curvature_margin(
+            np.array([sums[b] for b in normal]),
+            abs_sum,
+            np.array([k[b] for b in normal]),
+            _gamma(spec, normal) ** 2,
+        )
+        if normal
+        else 0.0
+    )
+    return margin + residual, k
+
+
+def _base_correlation(
+    factors: RiskFactors, members: IntArray, s: FloatArray, cal: SimmCalibration, mpor_days: int
+) -> float:
+    """Credit qualifying base-correlation margin (SIMM E.3): ``WS_k = RW · s_k`` per index
+    (qualifier), ``sqrt(Σ_kl ρ_kl WS_k WS_l)``, ρ the calibration's base correlation between
+    different indices; no buckets, no concentration."""
+    spec = cal.bucketed.get(CREDIT_Q)
+    if spec is None or mpor_days not in spec.base_corr_weight:
+        raise CrifError(
+            f"calibration has no base correlation weight for MPOR {mpor_days} days",
+            column="calibration",
+        )
+    ws = spec.base_corr_weight[mpor_days] * s[members]
+    q = factors.qualifier[members]
+    corr = np.where(q[:, None] == q[None, :], 1.0, spec.base_corr)
+    if members.size > 1 and math.isnan(spec.base_corr):
+        raise CrifError(
+            "calibration: CreditQualifying BaseCorrelation missing", column="calibration"
+        )
+    return _quad(ws, corr)
 
 
 def product_class_margins(
@@ -1101,9 +1574,23 @@ def product_class_margins(
         ir = fs[np.isin(kinds, IR_DELTA_TYPES + IR_VEGA_TYPES)]
         if ir.size:
             res[IR] = _interest_rate(factors, ir, s, cvr, cal, mpor_days)
-        fx = fs[kinds == "Risk_FX"]
-        if fx.size:
-            res[FX] = _fx(factors, fx, s, cal, mpor_days, crif.calculation_currency)
+        fx, fx_vol = fs[kinds == "Risk_FX"], fs[kinds == "Risk_FXVol"]
+        if fx.size or fx_vol.size:
+            fx_delta = _fx(factors, fx, s, cal, mpor_days, crif.calculation_currency)
+            vega, curvature = (
+                _fx_vol(factors, fx_vol, s, cvr, cal, mpor_days) if fx_vol.size else (0.0, 0.0)
+            )
+            res[FX] = RiskClassMargin(delta=fx_delta.delta, vega=vega, curvature=curvature)
+        for rc, types in BUCKETED_CLASSES.items():
+            members = fs[np.isin(kinds, types)]
+            if members.size:
+                res[rc] = _bucketed(factors, members, s, cvr, cal, mpor_days, rc)
+        base = fs[kinds == "Risk_BaseCorr"]
+        if base.size:
+            res[CREDIT_Q] = dataclasses.replace(
+                res.get(CREDIT_Q, RiskClassMargin()),
+                base_corr=_base_correlation(factors, base, s, cal, mpor_days),
+            )
         out[pc] = res
     return {pc: out[pc] for pc in PRODUCT_CLASS_ORDER if pc in out}
 

@@ -271,7 +271,7 @@ async def test_bad_crif_answers_400_naming_row_and_column(
     )  # the Amount column dropped
     csv_cases: list[tuple[str, dict[str, str], str]] = [
         (csv_with(CRIF_TEXT, 3, "RiskType", "Risk_Weather"), {}, "crif[2].RiskType"),
-        (csv_with(CRIF_TEXT, 4, "RiskType", "Risk_Equity"), {}, "crif[3].RiskType"),
+        (csv_with(CRIF_TEXT, 4, "RiskType", "Param_AddOnFixedAmount"), {}, "crif[3].RiskType"),
         (csv_with(CRIF_TEXT, 5, "Amount", "12,5k"), {}, "crif[4].Amount"),
         (csv_with(CRIF_TEXT, 2, "Label1", "7y"), {}, "crif[1].Label1"),
         (no_amount, {}, "crif.Amount"),

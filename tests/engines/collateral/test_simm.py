@@ -269,7 +269,7 @@ def test_unknown_risk_type_names_row_and_column() -> None:
 
 def test_unsupported_risk_type_is_refused_not_mispriced() -> None:
     with pytest.raises(CrifError) as info:
-        parse_crif_csv(_bad_csv(3, "RiskType", "Risk_Equity"))
+        parse_crif_csv(_bad_csv(3, "RiskType", "Param_AddOnFixedAmount"))
     assert (info.value.row, info.value.column) == (3, "RiskType")
     assert "unsupported" in str(info.value)
 
@@ -372,11 +372,11 @@ def test_the_first_bad_row_wins_and_within_a_row_the_first_column() -> None:
         crif_from_records(records)
     assert (info.value.row, info.value.column) == (4, "Amount")
     assert info.value.message == "amount 'n/a' is not a number"
-    records[3]["RiskType"] = "Risk_CreditQ"  # RiskType is checked first on a row
+    records[3]["RiskType"] = "Param_AddOnFixedAmount"  # RiskType is checked first on a row
     with pytest.raises(CrifError) as info:
         crif_from_records(records)
     assert (info.value.row, info.value.column) == (4, "RiskType")
-    assert info.value.message == "unsupported risk type 'Risk_CreditQ'"
+    assert info.value.message == "unsupported risk type 'Param_AddOnFixedAmount'"
     records[1]["Qualifier"] = "  "  # row 2: empty after stripping
     with pytest.raises(CrifError) as info:
         crif_from_records(records)
