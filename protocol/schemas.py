@@ -15,6 +15,13 @@ traffic against it:
   ``unsubscribe``, ``list``, ``ping`` from the client; ``ack``, ``error``, ``pong``,
   ``heartbeat``, ``update``, ``snapshot``, ``status``, ``batch`` from the hub), as
   ``protocol.codec`` writes and reads them.
+* ``check_payload(channel, data)``: raises ``ValueError`` naming the JSON path when ``data``
+  does not match its kind's payload schema (a client's ``validate`` callable:
+  ``realtime.client.HubClient(config, validate=check_payload)``). It reads the subset of JSON
+  Schema these schemas use (``$ref``, ``anyOf``, ``type``, ``const``, ``enum``, ``required``,
+  ``properties``, ``additionalProperties``, ``prefixItems``/``items``, ``minItems``/``maxItems``);
+  the JavaScript client's ``payloadChecker`` reads the same subset. A channel of no known kind
+  passes.
 * ``asyncapi_document()``: an AsyncAPI 3.0 document of the WebSocket API generated from
   ``STREAM_KINDS`` and the schemas above: a channel per stream kind (address, parameters,
   delivery class as ``x-delivery``), its messages (``update``, and ``snapshot`` for
@@ -36,7 +43,7 @@ from typing import Any
 
 import msgspec
 
-from protocol.channels import _BAR_SPEC, MAX_CHANNEL_LENGTH, STREAM_KINDS, DeliveryClass
+from protocol.channels import _BAR_SPEC, MAX_CHANNEL_LENGTH, STREAM_KINDS, DeliveryClass, kind_of
 from protocol.codec import MAX_EPOCH_LENGTH, MAX_REQUEST_ID_LENGTH
 from protocol.errors import ErrorCode
 from protocol.messages import ChannelInfo, Limits, Recovery, StatusState, Timestamps
@@ -59,6 +66,7 @@ __all__ = [
     "RECORD_PAYLOADS",
     "SERVER_MESSAGES",
     "asyncapi_document",
+    "check_payload",
     "message_schema",
     "payload_schema",
     "payload_schema_name",
@@ -433,6 +441,77 @@ def payload_schema(kind: str) -> Schema:
         return {**head, **body}
     (ref,), defs = msgspec.json.schema_components([record], ref_template="#/$defs/{name}")
     return {**head, **ref, "$defs": defs}
+
+
+@functools.cache
+def _payload_schema_of(kind: str) -> Schema:
+    return payload_schema(kind)
+
+
+def check_payload(channel: str, data: Any) -> None:
+    """``ValueError`` (``data.<path>: why``) when ``data`` does not match the payload schema of
+    ``channel``'s kind; a channel of no known kind passes."""
+    kind = kind_of(channel)
+    if kind in STREAM_KINDS:
+        schema = _payload_schema_of(kind)
+        _check(schema, data, "data", schema.get("$defs", {}))
+
+
+_TYPE_CHECKS: dict[str, Any] = {
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _check(schema: Any, value: Any, path: str, defs: Schema) -> None:
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = defs.get(schema["$ref"].rsplit("/", 1)[-1], True)
+    if schema is True or schema is None:
+        return
+    if schema is False:
+        raise ValueError(f"{path}: not allowed")
+    if "anyOf" in schema and not any(_passes(alt, value, path, defs) for alt in schema["anyOf"]):
+        raise ValueError(f"{path}: matches none of the allowed forms")
+    if "type" in schema:
+        types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_TYPE_CHECKS.get(t, lambda _: True)(value) for t in types):
+            raise ValueError(f"{path}: expected {' or '.join(types)}, got {value!r:.60}")
+    if "const" in schema and value != schema["const"]:
+        raise ValueError(f"{path}: must be {schema['const']!r}")
+    if "enum" in schema and value not in schema["enum"]:
+        raise ValueError(f"{path}: not one of {', '.join(map(str, schema['enum']))}")
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            raise ValueError(f"{path}: fewer than {schema['minItems']} items")
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            raise ValueError(f"{path}: more than {schema['maxItems']} items")
+        head = schema.get("prefixItems", [])
+        for i, (item_schema, item) in enumerate(zip(head, value, strict=False)):
+            _check(item_schema, item, f"{path}[{i}]", defs)
+        rest = schema.get("items", True)
+        for i in range(len(head), len(value)):
+            _check(rest, value[i], f"{path}[{i}]", defs)
+    elif isinstance(value, dict):
+        for key in schema.get("required", ()):
+            if key not in value:
+                raise ValueError(f"{path}.{key}: missing")
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, item in value.items():
+            _check(properties.get(key, extra), item, f"{path}.{key}", defs)
+
+
+def _passes(schema: Any, value: Any, path: str, defs: Schema) -> bool:
+    try:
+        _check(schema, value, path, defs)
+    except ValueError:
+        return False
+    return True
 
 
 # ── protocol messages ────────────────────────────────────────────────────────────────────────

@@ -30,7 +30,9 @@ What it owns so that an application does not have to:
 Limits: a channel subscribed to but never heard from has no position, so messages published
 while the connection was down are not recovered for it (its first message after reconnecting
 starts its numbering). Payload schemas are checked only when a ``validate`` callable is given
-(``ClientError`` kind ``schema``; the message is dropped, its position still advances).
+(``ClientError`` kind ``schema``; the message is dropped, its position still advances): pass
+``protocol.schemas.check_payload`` to check every payload against the platform's own schemas
+(``HubClient(config, validate=check_payload)``; it costs CPU per message, hence opt-in).
 Integers in payloads are exact (orjson), unlike the JavaScript client's doubles.
 
 ``python -m realtime.client ws://127.0.0.1:8600/ws trades.SPY`` prints what arrives.

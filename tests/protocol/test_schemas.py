@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.channels import STREAM_KINDS, DeliveryClass
+from protocol.channels import STREAM_KINDS, DeliveryClass, kind_of
 from protocol.codec import decode_client, encode, encode_client
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.messages import (
@@ -63,6 +63,7 @@ from protocol.schemas import (
     RECORD_PAYLOADS,
     SERVER_MESSAGES,
     asyncapi_document,
+    check_payload,
     message_schema,
     payload_schema,
 )
@@ -186,6 +187,80 @@ def test_factor_accepts_exposures_and_ic_but_not_a_mixture_missing_both_keys() -
     assert valid(schema, exposures) and valid(schema, ic)
     assert not valid(schema, {k: v for k, v in exposures.items() if k != "betas"})
     assert not valid(schema, {k: v for k, v in ic.items() if k != "ic"})
+
+
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+EXAMPLE_ORDER = Order(
+    client_order_id="ma_cross-SPY-1", account="paper", strategy="ma_cross", symbol="SPY",
+    side=OrderSide.BUY, type=OrderType.LIMIT, quantity=Decimal("10"), price=Decimal("168.9"),
+    status=OrderStatus.SUBMITTED, event_ns=1,
+)  # fmt: skip
+EXAMPLES: list[tuple[str, dict[str, Any]]] = [
+    ("trades.SPY", wire(encode_record(TRADE))),
+    ("bars.1m.SPY", wire(encode_record(Bar("SPY", "1m", 0, 6, 1.0, 2.0, 0.5, 1.5, 10.0, 15.0, 3)))),
+    ("book.BTCUSDT", wire(encode_record(BookTop("BTCUSDT", 5, 9, ((100.0, 1.0),), ((100.5, 0.3),))))),
+    ("orders.paper", wire(encode_record(EXAMPLE_ORDER))),
+    ("vpin.SPY", VPIN),
+]  # fmt: skip
+
+
+def agrees_with_jsonschema(channel: str, payload: Any) -> bool:
+    """``check_payload``'s verdict, asserted equal to jsonschema's on the same schema."""
+    try:
+        check_payload(channel, payload)
+        passed = True
+    except ValueError:
+        passed = False
+    assert passed == valid(payload_schema(kind_of(channel)), payload), (channel, payload)
+    return passed
+
+
+@pytest.mark.parametrize(("channel", "payload"), EXAMPLES)
+def test_check_payload_passes_what_the_schema_passes_and_names_the_path(
+    channel: str, payload: dict[str, Any]
+) -> None:
+    assert agrees_with_jsonschema(channel, payload)
+    schema = payload_schema(kind_of(channel))
+    body = next(iter(schema["$defs"].values())) if "$defs" in schema else schema
+    first = body["required"][0]
+    with pytest.raises(ValueError, match=rf"^data\.{first}: missing$"):
+        check_payload(channel, {k: v for k, v in payload.items() if k != first})
+    check_payload("nosuchkind.X", 5)  # a channel of no known kind passes
+
+
+def test_check_payload_names_the_nested_path() -> None:
+    book = dict(EXAMPLES[2][1])
+    with pytest.raises(ValueError, match=r"^data\.asks\[0\]: fewer than 2 items$"):
+        check_payload("book.BTCUSDT", {**book, "asks": [[100.5]]})
+    with pytest.raises(ValueError, match=r"^data\.bids\[0\]\[1\]: expected number"):
+        check_payload("book.BTCUSDT", {**book, "bids": [[100.0, "1"]]})
+    with pytest.raises(ValueError, match=r"^data\.a: matches none of the allowed forms$"):
+        check_payload("trades.SPY", {**EXAMPLES[0][1], "a": "up"})
+
+
+@given(
+    example=st.sampled_from(EXAMPLES),
+    drop=st.booleans(),
+    replacement=JSON_VALUES,
+    data=st.data(),
+)
+def test_check_payload_agrees_with_jsonschema_on_mutated_payloads(
+    example: tuple[str, dict[str, Any]], drop: bool, replacement: Any, data: st.DataObject
+) -> None:
+    channel, payload = example
+    key = data.draw(st.sampled_from(sorted(payload)))
+    mutated = copy.deepcopy(payload)
+    if drop:
+        del mutated[key]
+    else:
+        mutated[key] = replacement
+    agrees_with_jsonschema(channel, mutated)
 
 
 def test_engine_structs_behind_dict_kinds_match_their_hand_written_schemas() -> None:

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.server import ServerConnection, serve
 
 from protocol.messages import ResumePosition, Snapshot, Status, StatusState, Update
+from protocol.schemas import check_payload
 from realtime.bus import MemoryBus
 from realtime.bus.redis import RedisBus, RedisBusConfig
 from realtime.client import (
@@ -341,6 +342,25 @@ async def test_schema_invalid_payloads_are_error_events_and_advance_the_position
     assert isinstance(error, ClientError) and error.kind is ErrorKind.SCHEMA
     assert error.channel == TRADES and "px must be a number" in error.message
     assert client.stats.gaps == 0 and client.positions()[TRADES].seq == 3
+
+
+async def test_the_platforms_own_schemas_check_payloads_and_name_the_field() -> None:
+    """``validate=check_payload``: a trade missing its price is an error event naming
+    ``data.p``; the connection and the trades around it are untouched."""
+    good = {"s": "SPY", "t": 1, "r": 1, "p": 430.25, "q": 100.0}
+    bus = MemoryBus(epoch=EPOCH)
+    async with running_hub(bus) as hub:
+        config = ClientConfig(url=f"ws://127.0.0.1:{hub.port}/ws", **FAST)
+        async with HubClient(config, validate=check_payload) as client:
+            await client.subscribe(["trades.SPY"])
+            for payload in (good, {k: v for k, v in good.items() if k != "p"}, good):
+                bus.publish_nowait("trades.SPY", payload)
+            events = await events_until(client, is_update("trades.SPY", 3))
+    kinds = [(type(e).__name__, getattr(e, "seq", None)) for e in events[1:]]
+    assert kinds == [("Update", 1), ("ClientError", None), ("Update", 3)]
+    error = events[2]
+    assert isinstance(error, ClientError) and error.kind is ErrorKind.SCHEMA
+    assert error.channel == "trades.SPY" and "data.p: missing" in error.message
 
 
 async def test_silent_hub_trips_the_heartbeat_watchdog_and_the_client_resumes() -> None:

@@ -63,6 +63,83 @@ export function deliveryOf(name) {
   return STREAM_KINDS[kindOf(name)] || "latest-value";
 }
 
+/** A JSON Schema subset enough for protocol/schemas.py: type, required, properties,
+ * additionalProperties, items (schema or tuple), prefixItems, min/maxItems, anyOf, const, enum,
+ * $ref; protocol/schemas.py check_payload reads the same subset. */
+function makeChecker(components) {
+  const resolve = (s) => {
+    while (s && s.$ref) s = components[s.$ref.split("/").pop()] || {};
+    return s || {};
+  };
+  const typeOk = (t, v) => {
+    switch (t) {
+      case "null": return v === null;
+      case "integer": return Number.isInteger(v);
+      case "number": return typeof v === "number";
+      case "string": return typeof v === "string";
+      case "boolean": return typeof v === "boolean";
+      case "array": return Array.isArray(v);
+      case "object": return v !== null && typeof v === "object" && !Array.isArray(v);
+      default: return true;
+    }
+  };
+  const check = (schema, v, path) => {
+    const s = resolve(schema);
+    if (s === true || s === undefined) return;
+    if (s === false) throw new Error(path + ": not allowed");
+    if (s.anyOf) {
+      const ok = s.anyOf.some((alt) => { try { check(alt, v, path); return true; } catch (e) { return false; } });
+      if (!ok) throw new Error(path + ": matches none of the allowed forms");
+    }
+    if (s.type !== undefined) {
+      const types = Array.isArray(s.type) ? s.type : [s.type];
+      if (!types.some((t) => typeOk(t, v))) throw new Error(path + ": expected " + types.join(" or ") + ", got " + JSON.stringify(v));
+    }
+    if ("const" in s && v !== s.const) throw new Error(path + ": must be " + JSON.stringify(s.const));
+    if (s.enum && !s.enum.includes(v)) throw new Error(path + ": not one of " + s.enum.join(", "));
+    if (Array.isArray(v)) {
+      if (s.minItems !== undefined && v.length < s.minItems) throw new Error(path + ": fewer than " + s.minItems + " items");
+      if (s.maxItems !== undefined && v.length > s.maxItems) throw new Error(path + ": more than " + s.maxItems + " items");
+      const head = Array.isArray(s.items) ? s.items : (s.prefixItems || []);
+      head.forEach((it, i) => i < v.length && check(it, v[i], path + "[" + i + "]"));
+      const rest = Array.isArray(s.items) ? s.additionalItems : s.items;
+      if (rest !== undefined) v.forEach((x, i) => i >= head.length && check(rest, x, path + "[" + i + "]"));
+    } else if (v !== null && typeof v === "object") {
+      for (const k of s.required || []) if (!(k in v)) throw new Error(path + "." + k + ": missing");
+      const props = s.properties || {};
+      for (const [k, x] of Object.entries(v)) {
+        if (k in props) check(props[k], x, path + "." + k);
+        else if (s.additionalProperties !== undefined && s.additionalProperties !== true) check(s.additionalProperties, x, path + "." + k);
+      }
+    }
+  };
+  return check;
+}
+
+/** A `validate` option built from the hub's AsyncAPI document (`GET /asyncapi.json`): each
+ * payload is checked against its stream kind's schema (the platform's own, protocol/schemas.py);
+ * a mismatch throws naming the JSON path (`data.p: missing`), which the client turns into an
+ * `error` event of kind "schema". A channel of no known kind passes.
+ *
+ *   const doc = await (await fetch("/asyncapi.json")).json();
+ *   const hub = new HubClient(url, {validate: payloadChecker(doc)});
+ */
+export function payloadChecker(asyncapi) {
+  const components = asyncapi.components.schemas, messages = asyncapi.components.messages;
+  const check = makeChecker(components);
+  const byKind = new Map();
+  for (const channel of Object.values(asyncapi.channels)) {
+    const ref = channel.messages && channel.messages.update && channel.messages.update.$ref;
+    const message = ref && messages[ref.split("/").pop()];
+    const data = message && message.payload && message.payload.properties && message.payload.properties.data;
+    if (data) byKind.set(channel.title, data);
+  }
+  return (channel, data) => {
+    const schema = byKind.get(kindOf(channel));
+    if (schema) check(schema, data, "data");
+  };
+}
+
 export const DEFAULTS = Object.freeze({
   heartbeatIntervalMs: 5000,  // the hub's heartbeat_interval_s
   missedHeartbeats: 3,        // periods of silence before reconnecting
@@ -70,7 +147,7 @@ export const DEFAULTS = Object.freeze({
   reconnectMaxMs: 10000,
   requestTimeoutMs: 10000,    // a request and its reply, reconnects included
   snapshot: true,             // current value of latest-value channels on subscribe
-  validate: null,             // (channel, data) => void; throw to reject a payload
+  validate: null,             // (channel, data) => void; throw to reject (see payloadChecker)
   random: Math.random,        // backoff jitter (injectable for tests)
 });
 

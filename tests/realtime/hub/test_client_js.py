@@ -20,6 +20,7 @@ from playwright.async_api import Page, async_playwright
 from websockets.asyncio.server import ServerConnection, serve
 
 from protocol.channels import STREAM_KINDS, kind_of
+from protocol.schemas import check_payload
 from realtime.bus import MemoryBus
 from realtime.hub import Hub, HubConfig
 
@@ -292,3 +293,51 @@ async def test_js_client_turns_malformed_frames_and_bad_payloads_into_error_even
     assert "seq must be a positive integer" in errors[2]["message"]
     assert errors[4]["channel"] == TRADES and "px must be a number" in errors[4]["message"]
     assert not [e for e in log if e["ev"] == "gap"]
+
+
+_CHECK_ALL = """async (cases) => {
+  const m = await import("/client.js");
+  const check = m.payloadChecker(await (await fetch("/asyncapi.json")).json());
+  return cases.map(([channel, data]) => {
+    try { check(channel, data); return null; } catch (e) { return e.message; }
+  });
+}"""
+
+
+def python_verdict(channel: str, payload: Any) -> str | None:
+    try:
+        check_payload(channel, payload)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+async def test_js_payload_checker_from_the_hubs_asyncapi_agrees_with_check_payload() -> None:
+    """``payloadChecker`` (client.js, reading ``GET /asyncapi.json``) and
+    ``protocol.schemas.check_payload`` give the same verdict and the same JSON path on real
+    payload shapes and on every one-field mutation of them."""
+    examples = [
+        ("trades.SPY", {"s": "SPY", "t": 1, "r": 1, "p": 430.25, "q": 100.0, "a": "buy",
+                        "i": 7, "x": "P", "c": 0}),
+        ("book.BTCUSDT", {"s": "BTCUSDT", "t": 5, "u": 9, "bids": [[100.0, 1.0]],
+                          "asks": [[100.5, 0.3]]}),
+        ("orders.paper", {"client_order_id": "a-1", "account": "paper", "strategy": "a",
+                          "symbol": "SPY", "side": "buy", "type": "market",
+                          "quantity": "10", "status": "submitted", "event_ns": 1}),
+    ]  # fmt: skip
+    cases: list[tuple[str, Any]] = []
+    for channel, payload in examples:
+        cases.append((channel, payload))
+        for key in payload:
+            cases.append((channel, {k: v for k, v in payload.items() if k != key}))
+            for replacement in (None, "x", 1.5, [], {}, [[1.0]]):
+                cases.append((channel, {**payload, key: replacement}))
+    bus = MemoryBus(epoch=EPOCH)
+    async with running_hub(bus) as hub, browser_page(hub.port) as page:
+        in_js = await page.evaluate(_CHECK_ALL, cases)
+    in_python = [python_verdict(channel, payload) for channel, payload in cases]
+    assert in_python[0] is None and sum(v is not None for v in in_python) > len(cases) // 2
+    for case, js, py in zip(cases, in_js, in_python, strict=True):
+        assert (js is None) == (py is None), (case, js, py)
+        if py is not None:
+            assert js.split(":")[0] == py.split(":")[0], (case, js, py)  # the same JSON path
