@@ -98,7 +98,7 @@ def assert_calls_follow_the_pnl(on_bus: dict[str, list[Any]]) -> None:
     issued = [t for t in transitions if t["event"] == "issue"]
     assert issued, "the replay's PnL never moved past the demo's MTA: no call to see"
     for call in issued:
-        [state] = [s for s in states if (s["open_call"] or {}).get("call_id") == call["call_id"]][:1]
+        state = next(s for s in states if (s["open_call"] or {}).get("call_id") == call["call_id"])
         due = variation_margin(terms.agreement, state["exposure"], state["held"])
         assert call["amount"] == due.call_amount != 0.0
         assert abs(call["amount"]) >= terms.agreement.minimum_transfer_amount
