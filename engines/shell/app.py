@@ -22,12 +22,13 @@ from typing import Any, TypeAlias
 import falcon
 import falcon.asgi
 import falcon.media
+import msgspec
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from engines.shell.errors import DomainError
 from engines.shell.lifecycle import Engine, Route
-from engines.shell.openapi import openapi_document
+from engines.shell.openapi import Text, openapi_document
 from engines.shell.registry import routes_for
 from engines.shell.rest import MAX_BODY_BYTES, payload_too_large
 from realtime.storage import InvalidQuery, StoreUnavailable
@@ -168,6 +169,10 @@ class HealthResource:
 
 
 class MetricsResource:
+    """``GET /metrics``: the engine's Prometheus metrics (text exposition format)."""
+
+    response_type = Text(CONTENT_TYPE_LATEST)
+
     def __init__(self, engine: Engine[Any]) -> None:
         self._registry = engine.metrics.registry
 
@@ -176,18 +181,35 @@ class MetricsResource:
         resp.content_type = CONTENT_TYPE_LATEST
 
 
+class Stream(msgspec.Struct, frozen=True):
+    """One stream an engine publishes: its channel pattern and delivery class."""
+
+    channel: str
+    delivery: str
+    description: str
+
+
+class EngineStreams(msgspec.Struct, frozen=True):
+    """``GET /streams``: what the engine publishes."""
+
+    engine: str
+    streams: list[Stream]
+
+
 class StreamsResource:
+    """``GET /streams``: the streams this engine publishes, with their delivery class."""
+
+    response_type = EngineStreams
+
     def __init__(self, engine: Engine[Any]) -> None:
         self._engine = engine
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        resp.media = {
-            "engine": self._engine.name,
-            "streams": [
-                {"channel": s.channel, "delivery": s.delivery.value, "description": s.description}
-                for s in self._engine.streams()
-            ],
-        }
+        answer = EngineStreams(
+            self._engine.name,
+            [Stream(s.channel, s.delivery.value, s.description) for s in self._engine.streams()],
+        )
+        resp.media = msgspec.to_builtins(answer)
 
 
 class OpenApiResource:

@@ -26,6 +26,7 @@ import pytest
 from falcon import testing
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from engines.shell.app import SHELL_ROUTES, create_app
 from engines.shell.config import load_config
@@ -282,6 +283,16 @@ def test_record_endpoints_answer_their_record_schema(
     assert fills["properties"]["items"]["items"] == {"$ref": "#/components/schemas/Fill"}
     bars = answer_schema(documents["marketdata"][1], "/bars")
     assert bars["required"] == ["symbol", "spec", "adjustment", "items", "next_cursor"]
+
+
+@pytest.mark.parametrize("name", sorted(ENGINES))
+def test_the_shells_own_routes_document_their_answers(
+    name: str, documents: dict[str, tuple[Engine[Any], dict[str, Any]]]
+) -> None:
+    document = documents[name][1]
+    metrics = document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == [CONTENT_TYPE_LATEST]  # the Prometheus text format
+    assert "EngineStreams" in set(refs(answer_schema(document, "/streams")))
 
 
 def test_every_store_resource_is_typed_and_the_rest_are_counted(
