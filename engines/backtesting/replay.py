@@ -176,6 +176,11 @@ def market_envelopes(bars: Sequence[BarArrays], fill: FillRule) -> Iterator[tupl
             yield Envelope(trades, 0, "history", t, t, trade), close_fill and k == 3
 
 
+#: market messages between two writes of the engines' records in a run (each engine holds
+#: them meanwhile, as a live consumer holds a batch's; reads see held rows)
+WRITE_EVERY = 4096
+
+
 class _ErrorLog(logging.Handler):
     """Collects the errors an engine logs (with tracebacks) during a run."""
 
@@ -221,7 +226,8 @@ class _Pipeline:
             clock=self.clock,
         )
         self.engines: list[Engine[Any]] = [self.risk, self.portfolio, self.strategy]
-        self.drivers = [DeterministicDriver(e) for e in self.engines]
+        # the replay holds the engines' record writes itself (``hold_writes``)
+        self.drivers = [DeterministicDriver(e, hold_writes=False) for e in self.engines]
         self.patterns = [
             [ChannelPattern.parse(p) for p in engine.inputs()] for engine in self.engines
         ]
@@ -232,6 +238,16 @@ class _Pipeline:
 
     def _bus(self) -> MemoryBus:
         return MemoryBus(clock=self.clock, epoch="backtest", max_pending=1 << 20)
+
+    def hold_writes(self) -> None:
+        """Hold every engine's record writes (``Engine.write_hold``) until ``release_writes``."""
+        for engine in self.engines:
+            engine.write_hold.hold()
+
+    def release_writes(self) -> None:
+        """Write what the engines appended since ``hold_writes``: one store call per stream."""
+        for engine in self.engines:
+            engine.write_hold.release()
 
     def close(self) -> None:
         for engine in self.engines:
@@ -282,10 +298,14 @@ async def _replay(
     cash = run.cash
     counted = 0
     step = max(1, messages // 200)
+    pipeline.hold_writes()
     try:
         for i, (envelope, sample) in enumerate(market_envelopes(bars, run.fill)):
             if cancel is not None and i % 64 == 0 and cancel.is_set():
                 raise Cancelled(f"cancelled at {envelope.event_ns}")
+            if i % WRITE_EVERY == 0:  # the engines' records, written in a few big batches
+                pipeline.release_writes()
+                pipeline.hold_writes()
             await pipeline.deliver(envelope, fills, orders)
             if len(fills) > counted:
                 for fill in fills[counted:]:
@@ -299,6 +319,7 @@ async def _replay(
             if progress is not None and (i % step == 0 or i == messages - 1):
                 progress((i + 1) / messages, envelope.event_ns, len(fills))
     finally:
+        pipeline.release_writes()
         pipeline.close()
     times = np.array(sorted(equity), dtype=np.int64)
     values = [equity[t] for t in times.tolist()]

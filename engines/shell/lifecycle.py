@@ -268,11 +268,14 @@ class Engine(Generic[ConfigT]):
         """Decode one message of ``stream`` and hand it to its handler. Bad input is counted and
         skipped, a failing handler counted and logged: the next message is handled either way.
         The consumers call this; so does the deterministic driver."""
+        payload, record_type = envelope.payload, handling.record_type
         try:
+            # a payload already of the record type (in-process: a replay's records) is what
+            # decoding would return unchanged
             record = (
-                envelope.payload
-                if handling.record_type is dict
-                else decode(handling.record_type, envelope.payload)
+                payload
+                if record_type is dict or type(payload) is record_type
+                else decode(record_type, payload)
             )
         except BadInput as exc:
             self.count_bad_input(stream, exc.reason)
