@@ -51,15 +51,18 @@ def _csv_rows(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text.lstrip("#"))))[1:]
 
 
+def ore_calibration(version: str, calfile: str | None) -> SimmCalibration:
+    """The calibration an ORE run used: the bundled one of ``version``, or its own file."""
+    if calfile is None:
+        return bundled_calibration(version)
+    return select_calibration(parse_simm_calibration(read_bundled_data(calfile)), version)
+
+
 @pytest.mark.parametrize(("folder", "version", "mpor", "calfile"), ORE_RUNS)
 def test_reproduces_every_row_of_ore_report(
     folder: str, version: str, mpor: int, calfile: str | None
 ) -> None:
-    cal = (
-        bundled_calibration(version)
-        if calfile is None
-        else select_calibration(parse_simm_calibration(read_bundled_data(calfile)), version)
-    )
+    cal = ore_calibration(version, calfile)
     report = compute_simm(parse_crif_csv(CRIF_TEXT), cal, mpor_days=mpor)
     expected = _csv_rows(read_bundled_data(f"expected/{folder}/simm.csv").decode())
     got = _csv_rows(report.to_csv())
@@ -659,11 +662,7 @@ def test_regulation_sets_follow_ores_split_exactly() -> None:
 def test_reproduces_ores_regulation_breakdown(
     folder: str, version: str, mpor: int, calfile: str | None
 ) -> None:
-    cal = (
-        bundled_calibration(version)
-        if calfile is None
-        else select_calibration(parse_simm_calibration(read_bundled_data(calfile)), version)
-    )
+    cal = ore_calibration(version, calfile)
     report = compute_simm(parse_crif_csv(CRIF_TEXT), cal, mpor_days=mpor)
     expected = _csv_rows(
         read_bundled_data(f"expected/{folder}/regulation_breakdown_simm.csv").decode()
