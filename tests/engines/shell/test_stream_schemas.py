@@ -5,13 +5,19 @@ NaN → null), against its stream kind's payload schema, and every frame a WebSo
 receives from the hub against the protocol message schemas (with ``data`` against the kind's
 payload schema). The hub's own ``GET /asyncapi.json`` is read from the running hub. Every
 channel published on the bus was declared to the hub before the first message (issue 14: a
-client may subscribe to any of them at once)."""
+client may subscribe to any of them at once).
+
+The SPY replay carries no quote, book, denial, margin call or backtest: a second run, on the
+bundled Binance BTCUSDT feed (trades, quotes, depth), provokes the rest through the engines' REST
+APIs and checks every bus message the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
@@ -59,6 +65,27 @@ def first_errors(
         f"{where}: {'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
         for e in list(validator.iter_errors(instance))[:3]
     ]
+
+
+def wire(envelope: Any) -> Any:
+    """A bus message's payload as the hub sends it as ``data`` (orjson: NaN → null)."""
+    return orjson.loads(orjson.dumps(envelope.payload))
+
+
+def bus_errors(on_bus: Mapping[str, list[Any]]) -> tuple[list[str], collections.Counter[str]]:
+    """Every bus message checked, as the hub puts it on the wire, against its kind's payload
+    schema: the first errors (stopping past 20) and the messages per kind."""
+    by_kind = validators()
+    errors: list[str] = []
+    counts: collections.Counter[str] = collections.Counter()
+    for name, envelopes in on_bus.items():
+        kind = kind_of(name)
+        for envelope in envelopes:
+            errors += first_errors(by_kind[kind], wire(envelope), f"{name} seq {envelope.seq}")
+            counts[kind] += 1
+        if len(errors) > 20:
+            break
+    return errors, counts
 
 
 @pytest.mark.slow
@@ -116,16 +143,7 @@ async def test_every_published_message_matches_its_kinds_schema(
 
     assert asyncapi["asyncapi"] == "3.0.0" and asyncapi["servers"]["hub"]["protocol"] == "ws"
     by_kind = validators()
-    errors: list[str] = []
-    counts: collections.Counter[str] = collections.Counter()
-    for name, envelopes in on_bus.items():
-        kind = kind_of(name)
-        for envelope in envelopes:
-            wire = orjson.loads(orjson.dumps(envelope.payload))  # what the hub sends as data
-            errors += first_errors(by_kind[kind], wire, f"{name} seq {envelope.seq}")
-            counts[kind] += 1
-        if len(errors) > 20:
-            break
+    errors, counts = bus_errors(on_bus)
     assert errors == []
     assert set(counts) >= EXPECTED_KINDS, sorted(EXPECTED_KINDS - set(counts))
 
@@ -145,3 +163,70 @@ async def test_every_published_message_matches_its_kinds_schema(
     assert errors == []
     assert {"ack", "error", "pong", "update", "snapshot", "batch"} <= set(types), types
     assert types["update"] + types["snapshot"] > 1_000, types
+
+
+# ── the kinds the SPY replay never carries ───────────────────────────────────────────────────
+
+#: Kinds the Binance run must carry besides what the SPY replay checks. ``signals`` is left
+#: out: only the example engine (engines/example, not in the registry) publishes it, so no
+#: ``nautilus up`` run carries one.
+PROVOKED_KINDS = {"quotes", "book", "risk.denials", "collateral.calls", "backtest"}
+#: One strategy on BTCUSDT on an account halted from the start: its first intent is denied.
+BTC_STRATEGY = "btc_guard"
+BTC_STRATEGIES = orjson.dumps([{
+    "name": BTC_STRATEGY, "path": "engines.strategy.strategies:VpinGuard", "account": "paper",
+    "symbols": ["BTCUSDT"], "params": {"quantity": 1},
+}]).decode()  # fmt: skip
+TINY_BACKTEST = {"strategy": "ma_cross", "mode": "vectorized", "symbols": ["SPY"], "bars": "1d",
+                 "from": "2020-01-01", "to": "2021-01-01"}  # fmt: skip
+
+
+def http(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """(status, JSON answer) of one request to a running engine (blocking: run it in a thread)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=orjson.dumps(body),
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, orjson.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_quotes_book_denials_calls_and_backtests_match_their_schemas() -> None:
+    environ = replay_environ(
+        "",
+        "",
+        NAUTILUS_MARKETDATA_FEED="binance",
+        NAUTILUS_STRATEGY_STRATEGIES=BTC_STRATEGIES,
+        NAUTILUS_RISK_TRADING_STATE="halted",  # before the first bar: no race with the feed
+    )
+    async with embedded_platform(environ) as run:
+        engines, on_bus = run.engines, run.on_bus
+
+        async def call(name: str, method: str, path: str, body: Any = None) -> Any:
+            status, answer = await asyncio.to_thread(http, engines[name].port, method, path, body)
+            assert status in (200, 202), (name, method, path, status, answer)
+            return answer
+
+        # an exposure past the MTA at the first valuation issues a call
+        await call("collateral", "POST", "/collateral/paper/exposure", {"exposure": 2.5e6})
+        job = (await call("backtesting", "POST", "/backtests", TINY_BACKTEST))["job"]
+        progress = on_bus[f"backtest.{job}"]
+        marketdata: Any = engines["marketdata"].engine
+        await until(lambda: marketdata.progress.done, timeout_s=60)
+        ended = ("done", "failed", "cancelled")
+        await until(lambda: progress and wire(progress[-1])["status"] in ended, timeout_s=60)
+        await until(lambda: on_bus["risk.denials.paper"], timeout_s=10)
+
+    errors, counts = bus_errors(on_bus)
+    assert errors == []
+    assert set(counts) >= PROVOKED_KINDS, (sorted(PROVOKED_KINDS - set(counts)), counts)
+    assert wire(progress[-1])["status"] == "done", wire(progress[-1])  # with its result
+    assert wire(on_bus["risk.denials.paper"][0])["reason"] == "halted"
+    assert wire(on_bus["collateral.calls.paper"][0])["to_state"] == "issued"
