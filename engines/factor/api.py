@@ -28,11 +28,26 @@
   errors and t-stats per portfolio, risk premia with theirs, the J test of zero alphas, R², the
   kernel bandwidth (the full covariance is not returned). 400 naming ``portfolios.AAPL[3]`` (not
   finite), ``factors.QQQ`` (misaligned), ``portfolios.AAPL`` (too short: more than factors + 1
-  rows needed, or too few for the automatic bandwidth), ``bandwidth``, ``cov_type``.
+  rows needed, or too few for the automatic bandwidth), ``bandwidth``, ``cov_type``;
+* ``POST /factor/cross-section`` — per date, OLS (or WLS) of returns on characteristics, the
+  Fama–MacBeth averages of the slopes with standard errors and t-stats (plain, or Newey–West
+  with ``nw_lags``: linearmodels ``FamaMacBeth`` ``unadjusted``/``kernel``), R² and counts, and
+  per characteristic the long–short (top − bottom quantile) return series
+  (``cross_section.cross_section_payload``). Either a posted panel ``{"dates": [...],
+  "symbols": [...], "returns": [[...]], "characteristics": {"size": [[...]], ...}, "weights":
+  [[...]], "quantiles": 5, "nw_lags": null}`` (dates × symbols matrices, ``null`` = missing), or
+  ``{"universe": ["AAPL", ...], "from": "2015-01-02", "to": "2019-12-31", "horizon": 21,
+  "characteristics": ["size", ...], "weights": "dollar_volume"}`` built from the bundled daily
+  history (``cross_section.universe_panel``). 400 naming the field: ``returns[3][2]`` (not a
+  finite number), ``characteristics.size[3]`` (misaligned), ``characteristics[1]`` (unknown),
+  ``universe[0]`` (not bundled), ``to`` (not after ``from``, or fewer than 2 dates),
+  ``symbols``/``dates``/``universe`` (past ``max_batch_symbols``, ``max_batch_bars`` or
+  ``cross_section.MAX_PANEL_CELLS`` dates × symbols), ``quantiles``, ``nw_lags``, ``horizon``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import warnings
 from collections.abc import Sequence
@@ -42,8 +57,9 @@ import falcon.asgi
 import msgspec
 import numpy as np
 
-from engines.factor import core
+from engines.factor import core, cross_section
 from engines.factor.traded_factor import TradedFactorFit, traded_factor_model
+from engines.marketdata.daily import daily_tickers
 from engines.shell import Route, ValidationError
 from engines.shell.openapi import Payload, stored_answer
 from engines.shell.params import query_int, query_time_ns
@@ -400,6 +416,226 @@ class TradedResource:
         resp.media = await self._engine.run_in_executor(fit)
 
 
+class CrossSectionBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A posted panel (``dates``, ``symbols``, ``returns``, ``characteristics`` as an object of
+    dates × symbols matrices, optional ``weights`` matrix) or a bundled ``universe`` with
+    ``from``/``to`` (``characteristics`` a list of names, ``weights`` ``"dollar_volume"``).
+    ``null`` in a matrix is a missing value; each characteristic stays raw JSON so a 400 can
+    name it (``characteristics.size[3][1]``)."""
+
+    dates: list[str] | None = None
+    symbols: list[str] | None = None
+    returns: list[list[float | None]] | None = None
+    characteristics: dict[str, msgspec.Raw] | list[str] | None = None
+    weights: list[list[float | None]] | Literal["dollar_volume"] | None = None
+    universe: list[str] | None = None
+    from_: dt.date | None = msgspec.field(default=None, name="from")
+    to: dt.date | None = None
+    horizon: int | None = None
+    quantiles: int = 5
+    nw_lags: int | None = None
+
+
+def _distinct(name: str, values: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if not value or value in seen:
+            raise ValidationError(f"{value!r}: empty or repeated", parameter=f"{name}[{i}]")
+        seen.add(value)
+
+
+def _matrix(name: str, rows: list[list[float | None]], d: int, n: int) -> np.ndarray:
+    """A dates × symbols matrix (``null`` → NaN); 400 naming the row at fault."""
+    if len(rows) != d:
+        raise ValidationError(f"{len(rows)} rows, dates has {d}", parameter=name)
+    for i, row in enumerate(rows):
+        if len(row) != n:
+            raise ValidationError(f"{len(row)} values, symbols has {n}", parameter=f"{name}[{i}]")
+    return np.array(rows, dtype=np.float64).reshape(d, n)
+
+
+def _posted_matrix(name: str, raw: msgspec.Raw, d: int, n: int) -> np.ndarray:
+    try:
+        rows = msgspec.json.decode(raw, type=list[list[float | None]])
+    except msgspec.ValidationError as exc:  # a DecodeError too: caught first
+        path = (error_path(exc) or "$").removeprefix("$")
+        raise ValidationError(str(exc), parameter=f"{name}{path}") from None
+    except msgspec.DecodeError as exc:
+        raise ValidationError(str(exc), parameter=name) from None
+    return _matrix(name, rows, d, n)
+
+
+def _check_shape(body: CrossSectionBody, dates: int, symbols: int, k: int, who: str) -> None:
+    """Enough symbols for ``k`` characteristics, ``quantiles`` and ``nw_lags`` in range."""
+    if symbols < k + 2:
+        raise ValidationError(
+            f"{symbols} symbols, at least characteristics + 2 = {k + 2} needed", parameter=who
+        )
+    if body.quantiles > symbols:
+        raise ValidationError(
+            f"quantiles must be at most the {symbols} symbols", parameter="quantiles"
+        )
+    if body.nw_lags is not None and body.nw_lags >= dates:
+        raise ValidationError(f"nw_lags must be in [0, {dates})", parameter="nw_lags")
+
+
+class CrossSectionResource:
+    """``POST /factor/cross-section``: Fama–MacBeth over a posted or a bundled panel."""
+
+    body_type = CrossSectionBody
+
+    def __init__(self, engine: FactorEngine) -> None:
+        self._engine = engine
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        body = await read_body(req, CrossSectionBody)
+        if not 2 <= body.quantiles <= MAX_QUANTILES:
+            raise ValidationError(f"quantiles must be in 2..{MAX_QUANTILES}", parameter="quantiles")
+        if body.nw_lags is not None and body.nw_lags < 0:
+            raise ValidationError("nw_lags must be >= 0", parameter="nw_lags")
+        work = self._universe(body) if body.universe is not None else self._posted(body)
+        resp.media = await self._engine.run_in_executor(work)
+
+    def _posted(self, body: CrossSectionBody) -> Any:
+        for name, value in (("from", body.from_), ("to", body.to), ("horizon", body.horizon)):
+            if value is not None:
+                raise ValidationError(f"{name} goes with universe", parameter=name)
+        if body.dates is None or body.symbols is None or body.returns is None:
+            missing = next(n for n in ("dates", "symbols", "returns") if getattr(body, n) is None)
+            raise ValidationError(
+                f"{missing} is required (or post universe, from, to)", parameter=missing
+            )
+        if not isinstance(body.characteristics, dict) or not body.characteristics:
+            raise ValidationError(
+                "characteristics must name at least one dates × symbols matrix",
+                parameter="characteristics",
+            )
+        if isinstance(body.weights, str):
+            raise ValidationError("'dollar_volume' goes with universe", parameter="weights")
+        config = self._engine.config
+        d, n, k = len(body.dates), len(body.symbols), len(body.characteristics)
+        if n > config.max_batch_symbols:
+            raise ValidationError(
+                f"at most {config.max_batch_symbols} symbols per request", parameter="symbols"
+            )
+        if d > config.max_batch_bars:
+            raise ValidationError(
+                f"at most {config.max_batch_bars} dates per request", parameter="dates"
+            )
+        if d < 2:
+            raise ValidationError("at least 2 dates are needed", parameter="dates")
+        cross_section.check_cells(d, n, "dates")
+        if k > cross_section.MAX_CHARACTERISTICS:
+            raise ValidationError(
+                f"at most {cross_section.MAX_CHARACTERISTICS} characteristics",
+                parameter="characteristics",
+            )
+        _distinct("dates", body.dates)
+        _distinct("symbols", body.symbols)
+        _check_shape(body, d, n, k, "symbols")
+        returns = _matrix("returns", body.returns, d, n)
+        chars: dict[str, np.ndarray] = {}
+        for name, raw in body.characteristics.items():
+            if not name or name == cross_section.INTERCEPT:
+                raise ValidationError(
+                    f"a characteristic's name must be non-empty and not "
+                    f"{cross_section.INTERCEPT!r}",
+                    parameter=f"characteristics.{name}",
+                )
+            chars[name] = _posted_matrix(f"characteristics.{name}", raw, d, n)
+        weights = None
+        if body.weights is not None:
+            weights = _matrix("weights", body.weights, d, n)
+            negative = np.argwhere(weights < 0)
+            if negative.size:
+                i, j = negative[0]
+                raise ValidationError("weights must be >= 0", parameter=f"weights[{i}][{j}]")
+        panel = cross_section.Panel(list(body.dates), list(body.symbols), returns, chars, weights)
+        quantiles, nw_lags = body.quantiles, body.nw_lags
+        return lambda: cross_section.cross_section_payload(
+            panel, quantiles=quantiles, nw_lags=nw_lags
+        )
+
+    def _universe(self, body: CrossSectionBody) -> Any:
+        for name in ("dates", "symbols", "returns"):
+            if getattr(body, name) is not None:
+                raise ValidationError(f"{name} does not go with universe", parameter=name)
+        if isinstance(body.weights, list):
+            raise ValidationError(
+                "with universe, weights is 'dollar_volume' or absent", parameter="weights"
+            )
+        config = self._engine.config
+        universe = [s.strip().upper() for s in body.universe or []]
+        if len(universe) > config.max_batch_symbols:
+            raise ValidationError(
+                f"at most {config.max_batch_symbols} symbols per request", parameter="universe"
+            )
+        known = daily_tickers()
+        for i, symbol in enumerate(universe):
+            if symbol not in known:
+                raise ValidationError(
+                    f"no bundled daily history of {symbol!r}; known: {', '.join(known)}",
+                    parameter=f"universe[{i}]",
+                )
+        _distinct("universe", universe)
+        names: tuple[str, ...] = cross_section.CHARACTERISTICS
+        if isinstance(body.characteristics, dict):
+            raise ValidationError(
+                "with universe, characteristics is a list of names", parameter="characteristics"
+            )
+        if body.characteristics is not None:
+            if not body.characteristics:
+                raise ValidationError(
+                    "characteristics must name at least one", parameter="characteristics"
+                )
+            for i, name in enumerate(body.characteristics):
+                if name not in cross_section.CHARACTERISTICS:
+                    raise ValidationError(
+                        f"unknown characteristic {name!r}; known: "
+                        f"{', '.join(cross_section.CHARACTERISTICS)}",
+                        parameter=f"characteristics[{i}]",
+                    )
+            _distinct("characteristics", body.characteristics)
+            names = tuple(body.characteristics)
+        if body.from_ is None:
+            raise ValidationError("from is required with universe", parameter="from")
+        if body.to is None:
+            raise ValidationError("to is required with universe", parameter="to")
+        if body.to <= body.from_:
+            raise ValidationError("to must be after from", parameter="to")
+        horizon = cross_section.DEFAULT_HORIZON if body.horizon is None else body.horizon
+        if not 1 <= horizon <= cross_section.MAX_HORIZON:
+            raise ValidationError(
+                f"horizon must be in 1..{cross_section.MAX_HORIZON} sessions", parameter="horizon"
+            )
+        first, last = body.from_, body.to
+        weighted = body.weights == "dollar_volume"
+
+        def work() -> Any:
+            panel = cross_section.universe_panel(
+                universe, first, last, horizon=horizon, names=names, weighted=weighted
+            )
+            d = len(panel.dates)
+            if d < 2:
+                raise ValidationError(
+                    f"{d} rebalance dates between from and to (every {horizon} sessions, the "
+                    "last return ending by to): at least 2 are needed",
+                    parameter="to",
+                )
+            if d > config.max_batch_bars:
+                raise ValidationError(
+                    f"{d} dates, at most {config.max_batch_bars} per request", parameter="to"
+                )
+            cross_section.check_cells(d, len(universe), "universe")
+            _check_shape(body, d, len(universe), len(names), "universe")
+            answer = cross_section.cross_section_payload(
+                panel, quantiles=body.quantiles, nw_lags=body.nw_lags
+            )
+            return {"horizon": horizon, **answer}
+
+        return work
+
+
 def routes(engine: FactorEngine) -> Sequence[Route]:
     model = engine.config.model
     return (
@@ -407,6 +643,7 @@ def routes(engine: FactorEngine) -> Sequence[Route]:
         ("/factor/ic", IcResource(engine)),
         ("/factor/tables", TablesResource(engine)),
         ("/factor/traded", TradedResource(engine)),
+        ("/factor/cross-section", CrossSectionResource(engine)),
         ("/factor/{model}/{symbol}/latest", ModelResource(model, LatestResource(engine.exposures))),
         (
             "/factor/{model}/{symbol}/history",
