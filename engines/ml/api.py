@@ -1,10 +1,18 @@
 """ML REST: the model registry, predictions per model and symbol, walk-forward jobs.
 
-* ``GET /ml/models`` — every online model (settings, features, label, per symbol: version,
-  labels learned, drifts, prequential metrics) and the walk-forward jobs;
+* ``GET /ml/models`` — the model registry, ``models``: every online model (``source:
+  online``; settings, features, label, per symbol: version, labels learned, drifts, prequential
+  metrics), then every walk-forward model version (``source: walkforward``; name, version,
+  ``created_ns``, job, training window, per-fold and mean metrics — ``service``'s docstring,
+  "Model registry"); ``walkforward``: the jobs remembered;
 * ``GET /ml/{model}/{symbol}/latest`` — the last published prediction (404 before the first);
-* ``GET /ml/{model}/{symbol}/history?from=&to=&limit=&cursor=`` — stored predictions by event
-  time (each carries its model ``version``); an unknown model is a 400 naming ``model``;
+* ``GET /ml/{model}/{symbol}/history?from=&to=&limit=&cursor=&version=`` — stored predictions
+  by event time (each carries its model ``version``); an unknown model is a 400 naming
+  ``model``. ``version`` (a positive integer, else 400 naming it) keeps that version's only: a
+  page then reads at most ``VERSION_SCAN_ROWS`` stored rows in at most ``VERSION_SCAN_READS``
+  store reads, so it may hold fewer than ``limit`` items (even none) while ``next_cursor`` is
+  not null — follow it to the end. Online versions count from 1 again after a restart (models
+  live in memory), so ``from``/``to`` tell one process's version 2 from another's;
 * ``POST /ml/walkforward`` — cross-validated scikit-learn classifier (``estimator``: logistic,
   random_forest, kneighbors; ``params`` its constructor arguments) over posted rows ``{"x":
   [[...]], "y": [0|1, ...], "t1": [...]}`` (``t1[i]``: the row index its label resolves at,
@@ -14,9 +22,10 @@
   ``walk_forward`` (expanding; ``max_train_size`` rolls it, ``test_size`` = refit every k rows,
   ``gap``); ``purge: false`` ignores label spans (the leaky baseline). Answers 202 with the job;
 * ``GET /ml/jobs/{job}`` — ``status`` (running, done, failed), ``progress`` (folds done/total),
-  ``result`` (per-fold and mean accuracy, log loss, AUC) or ``error``. A job fits
-  ``walkforward_jobs`` folds at once on threads (``NAUTILUS_ML_WALKFORWARD_JOBS``, default one
-  per CPU); its result is the sequential run's.
+  ``result`` (per-fold and mean accuracy, log loss, AUC) or ``error``; once done, ``registered``
+  names the model version it became (``{"model", "version"}``, listed by ``/ml/models``). A
+  job fits ``walkforward_jobs`` folds at once on threads (``NAUTILUS_ML_WALKFORWARD_JOBS``,
+  default one per CPU); its result is the sequential run's.
 
 A 400 names the field at fault: ``x`` (ragged, non-finite, too many rows), ``y`` (length, not
 0/1), ``t1``, ``estimator``, ``params``, ``n_splits`` (more splits than the rows allow),
@@ -36,14 +45,19 @@ from engines.ml import core
 from engines.shell import Route, ValidationError
 from engines.shell.errors import NotFoundError
 from engines.shell.openapi import stored_answer
-from engines.shell.rest import HistoryResource, LatestResource, read_body
+from engines.shell.params import query_int
+from engines.shell.rest import HistoryResource, LatestResource, TimeRange, read_body
 from protocol.records import Bar
-from realtime.storage import MAX_PAGE_ROWS
+from realtime.storage import MAX_PAGE_ROWS, Page, RecordStore
 
 if TYPE_CHECKING:
     from engines.ml.service import MlEngine
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+#: A ``?version=`` history page reads at most this many stored rows, in at most this many reads.
+VERSION_SCAN_ROWS = MAX_PAGE_ROWS
+VERSION_SCAN_READS = 16
 
 
 class WalkForwardBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -98,6 +112,40 @@ class PerModel:
         await resource.on_get(req, resp, symbol=symbol)
 
 
+class VersionedHistory(HistoryResource[dict[str, Any]]):
+    """``GET /ml/{model}/{symbol}/history``, ``?version=`` keeping one model version's."""
+
+    async def on_get(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: str
+    ) -> None:
+        version = query_int(req, "version", minimum=1)
+        if version is None:
+            await super().on_get(req, resp, **params)
+            return
+        key = params[self._key]
+        page = await version_page(self._records, key, TimeRange.from_request(req), version)
+        resp.media = {self._key: key, "items": page.items, "next_cursor": page.next_cursor}
+
+
+async def version_page(
+    records: RecordStore[dict[str, Any]], key: str, span: TimeRange, version: int
+) -> Page[dict[str, Any]]:
+    """The predictions of ``version`` in ``span``: each read asks for no more rows than the
+    page still lacks, so every row read is either kept or passed, and the store's cursor after
+    the last read is the page's ``next_cursor`` (bounded: ``VERSION_SCAN_ROWS``/``_READS``)."""
+    items: list[dict[str, Any]] = []
+    cursor = span.cursor
+    scanned = 0
+    for _ in range(VERSION_SCAN_READS):
+        page = await records.query(key, span.from_ns, span.to_ns, span.limit - len(items), cursor)
+        items += [p for p in page.items if p.get("version") == version]
+        scanned += len(page.items)
+        cursor = page.next_cursor
+        if cursor is None or len(items) >= span.limit or scanned >= VERSION_SCAN_ROWS:
+            break
+    return Page(items, cursor)
+
+
 class JobResource:
     """``GET /ml/jobs/{job}``."""
 
@@ -135,6 +183,7 @@ class WalkForwardResource:
             x, y, t0, t1 = self._posted(body)
         else:
             x, y, t0, t1 = await self._stored(body)
+        window = _window(body, t0, t1)
         if not body.purge:
             t1 = t0
         try:
@@ -154,8 +203,9 @@ class WalkForwardResource:
                     "smaller embargo or more rows",
                     parameter="n_splits",
                 )
-        description = {"estimator": body.estimator, "scheme": body.scheme, "rows": int(y.size),
-                       "purge": body.purge, "embargo": body.embargo}  # fmt: skip
+        description = {"estimator": body.estimator, "params": body.params,
+                       "scheme": body.scheme, "rows": int(y.size), "purge": body.purge,
+                       "embargo": body.embargo, "window": window}  # fmt: skip
         jobs = self._engine.config.fold_jobs()
         work = _work(x, y, splits, body.estimator, body.params, jobs)
         job = self._engine.submit_job(description, work, total=len(splits))
@@ -240,6 +290,16 @@ class WalkForwardResource:
             raise ValidationError(str(exc), parameter="spec") from None
 
 
+def _window(body: WalkForwardBody, t0: Any, t1: Any) -> dict[str, Any]:
+    """The training window of a job: the rows; over stored bars also the symbols, the spec, the
+    first row's bar time ``from_ns`` and the last label's ``to_ns``."""
+    window: dict[str, Any] = {"rows": int(t0.size)}
+    if body.symbols is not None:
+        window |= {"symbols": list(body.symbols), "spec": body.spec,
+                   "from_ns": int(t0.min()), "to_ns": int(t1.max())}  # fmt: skip
+    return window
+
+
 def _work(
     x: Any,
     y: Any,
@@ -265,7 +325,7 @@ def _work(
 
 def routes(engine: MlEngine) -> Sequence[Route]:
     latest = {m: LatestResource(store) for m, store in engine.predictions.items()}
-    history = {m: HistoryResource(store) for m, store in engine.predictions.items()}
+    history = {m: VersionedHistory(store) for m, store in engine.predictions.items()}
     return (
         ("/ml/models", ModelsResource(engine)),
         ("/ml/walkforward", WalkForwardResource(engine)),

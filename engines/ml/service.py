@@ -38,10 +38,22 @@ a Hoeffding tree ~0.1 ms and ten bagged trees ~0.3 ms, p99 ~0.9 ms, a bar in pur
 loadtest/ml_bench); the vmapped many-symbol step (``core.make_batch_step``) serves the batch and
 the benchmark, not the per-message path; models live in memory (a restart starts them afresh,
 version 1).
+
+Model registry (``GET /ml/models``): each entry's ``source`` tells the two kinds apart —
+``online`` (the streaming models above, one per configured kind, versions per symbol, in memory)
+and ``walkforward`` (one entry per completed ``POST /ml/walkforward`` job: a batch model version
+named from its estimator and parameters, e.g. ``logistic(C=0.3)``, numbered 1, 2, … per name,
+with its ``created_ns`` (the engine clock when the job completed), the job id, the scheme, the
+training window — stored bars: symbols, spec, first row time ``from_ns`` and last label time
+``to_ns``; posted rows: the row count only — and the per-fold and mean accuracy, log loss,
+AUC). Walk-forward versions are stored (``ml.registry.walkforward`` in the signals table) and
+read back at start, so a restart lists them and numbers on; the registry lists the newest
+``max_model_versions`` of them (older ones stay stored, and their names keep counting).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections import deque
@@ -134,6 +146,10 @@ class MlConfig(EngineConfig):
         default=500_000, metadata=described("most rows one POST /ml/walkforward may use")
     )
     max_jobs: int = field(default=32, metadata=described("walk-forward jobs remembered"))
+    max_model_versions: int = field(
+        default=256,
+        metadata=described("walk-forward model versions GET /ml/models lists (newest kept)"),
+    )
     walkforward_jobs: int = field(
         default=0,
         metadata=described("folds a walk-forward job fits at once, on threads (0 = the CPUs)"),
@@ -159,7 +175,8 @@ class MlConfig(EngineConfig):
         if self.label not in ("forward", "triple_barrier"):
             raise ValueError(f"label must be forward or triple_barrier, got {self.label!r}")
         for name in ("horizon", "vol_span", "auc_window", "drift_min_instances", "max_pending",
-                     "max_walkforward_rows", "max_jobs", "bagging_models"):  # fmt: skip
+                     "max_walkforward_rows", "max_jobs", "bagging_models",
+                     "max_model_versions"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.walkforward_jobs < 0:
@@ -254,6 +271,7 @@ class MlEngine(Engine[MlConfig]):
     """Online models per symbol on ``ml.<model>.SYM``; predictions stored per model."""
 
     config_type = MlConfig
+    rebuilds_from_store = True  # the walk-forward model registry is read back at start
 
     def __init__(
         self, config: MlConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
@@ -268,6 +286,12 @@ class MlEngine(Engine[MlConfig]):
         }
         #: walk-forward jobs by id (``api``), oldest first
         self.jobs: dict[str, dict[str, Any]] = {}
+        #: walk-forward model versions (module docstring, "Model registry"), oldest first
+        self.model_versions: deque[dict[str, Any]] = deque(maxlen=config.max_model_versions)
+        self._last_version: dict[str, int] = {}  # newest version number per name, ever
+        self.version_records: RecordStore[dict[str, Any]] = self.records(
+            "ml.registry", dict, key=_walkforward_key, time=_created_ns
+        )
         self._job_seq = 0
         self.counts = {"warming": 0, "late": 0, "features_missing": 0, "pending_dropped": 0,
                        "untrained": 0}  # fmt: skip
@@ -310,9 +334,44 @@ class MlEngine(Engine[MlConfig]):
             },
         }
 
+    async def on_start(self) -> None:
+        """Read the stored walk-forward model versions back (module docstring, "Model
+        registry"): the newest ``max_model_versions`` listed, every name's count kept."""
+        async for version in self.version_records.scan(WALKFORWARD):
+            self._remember_version(version)
+
+    def _remember_version(self, version: dict[str, Any]) -> None:
+        self.model_versions.append(version)
+        name = str(version["model"])
+        self._last_version[name] = max(self._last_version.get(name, 0), int(version["version"]))
+
+    def register_walkforward(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A completed job as the next version of its model name: listed, stored."""
+        name = model_name(job["estimator"], job.get("params", {}))
+        result = job["result"]
+        version: dict[str, Any] = {
+            "model": name,
+            "source": WALKFORWARD,
+            "version": self._last_version.get(name, 0) + 1,
+            "created_ns": self.clock.now_ns(),
+            "job": job["job"],
+            "estimator": job["estimator"],
+            "params": job.get("params", {}),
+            "scheme": job["scheme"],
+            "purge": job["purge"],
+            "embargo": job["embargo"],
+            "window": job.get("window", {"rows": job["rows"]}),
+            "folds": result["folds"],
+            "mean": result["mean"],
+        }
+        self._remember_version(version)
+        self.version_records.append([version])
+        return version
+
     def registry(self) -> dict[str, Any]:
-        """``GET /ml/models``: every online model with its settings and per-symbol versions,
-        and the walk-forward jobs (batch model versions)."""
+        """``GET /ml/models``: every online model (``source: online``) with its settings and
+        per-symbol versions, then the walk-forward model versions (``source: walkforward``),
+        oldest first; ``walkforward``: the walk-forward jobs remembered."""
         label: dict[str, Any] = {"kind": self.config.label, "horizon": self.config.horizon}
         if self.config.label == "triple_barrier":
             label |= {"pt": self.config.barrier_pt, "sl": self.config.barrier_sl,
@@ -321,6 +380,7 @@ class MlEngine(Engine[MlConfig]):
             "models": [
                 {
                     "model": model,
+                    "source": "online",
                     "kind": model,
                     "params": _spec_payload(p),
                     "drift_detector": self.config.drift_detector,
@@ -329,7 +389,8 @@ class MlEngine(Engine[MlConfig]):
                     "symbols": {s: st.models[model].to_payload() for s, st in self.symbols.items()},
                 }
                 for model, p in self.params.items()
-            ],
+            ]
+            + list(self.model_versions),
             "walkforward": [
                 {k: job[k] for k in ("job", "status", "estimator", "scheme")}
                 for job in self.jobs.values()
@@ -516,6 +577,8 @@ class MlEngine(Engine[MlConfig]):
         async def run() -> None:
             try:
                 job["result"] = await self.run_in_executor(work, progress)
+                registered = self.register_walkforward(job)
+                job["registered"] = {k: registered[k] for k in ("model", "version")}
                 job["status"] = "done"
             except ValueError as exc:
                 job["status"], job["error"] = "failed", str(exc)
@@ -550,6 +613,32 @@ def _spec_payload(spec: core.ModelSpec) -> dict[str, Any]:
     if spec.kind == "bagging":
         out["n_models"] = spec.n_models
     return out
+
+
+#: ``source`` of the walk-forward model versions, and their stored channel's key
+WALKFORWARD = "walkforward"
+
+
+def model_name(estimator: str, params: Mapping[str, Any]) -> str:
+    """A walk-forward model's name: the estimator, its parameters sorted (values as JSON),
+    ``logistic(C=0.3)``, ``random_forest(criterion="gini",n_estimators=50)``; ``logistic``
+    with none."""
+    if not params:
+        return estimator
+    args = ",".join(f"{k}={_json(v)}" for k, v in sorted(params.items()))
+    return f"{estimator}({args})"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _walkforward_key(version: dict[str, Any]) -> str:
+    return WALKFORWARD
+
+
+def _created_ns(version: dict[str, Any]) -> int:
+    return int(version["created_ns"])
 
 
 def _symbol(p: Prediction) -> str:

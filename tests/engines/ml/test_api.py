@@ -1,18 +1,20 @@
-"""ML REST on real PostgreSQL: the registry, stored predictions (latest/history per model), the
-walk-forward job over posted rows and over stored daily bars equal to the core (itself checked
-against scikit-learn), every bad body a 400 naming its field."""
+"""ML REST on real PostgreSQL: the registry, stored predictions (latest/history per model, and
+per model version), the walk-forward job over posted rows and over stored daily bars equal to
+the core (itself checked against scikit-learn), each completed job a registered model version
+that a restart still lists (bounded), every bad body a 400 naming its field."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 import pytest
 from falcon import testing
 
-from engines.ml import core
+from engines.ml import api, core
 from engines.ml.api import routes
 from engines.ml.service import MlConfig, MlEngine
 from engines.shell import create_app
@@ -32,17 +34,26 @@ def schema() -> Iterator[str]:
         yield name
 
 
-@pytest.fixture
-async def client(schema: str) -> AsyncIterator[testing.ASGIConductor]:
+@asynccontextmanager
+async def serving(schema: str, **settings: Any) -> AsyncIterator[testing.ASGIConductor]:
     clock = ManualClock(0)
     config = MlConfig(features=KEYS, horizon=3, db_dsn=TEST_DSN, db_schema=schema,
-                      max_walkforward_rows=5_000)  # fmt: skip
+                      max_walkforward_rows=5_000, **settings)  # fmt: skip
     engine = MlEngine(config, bus=MemoryBus(clock=clock), clock=clock)
     await engine.start()
-    async with testing.ASGIConductor(create_app(engine, version="t", routes=routes(engine))) as c:
-        c.engine = engine  # type: ignore[attr-defined]
+    try:
+        app = create_app(engine, version="t", routes=routes(engine))
+        async with testing.ASGIConductor(app) as c:
+            c.engine = engine  # type: ignore[attr-defined]
+            yield c
+    finally:
+        await engine.stop()
+
+
+@pytest.fixture
+async def client(schema: str) -> AsyncIterator[testing.ASGIConductor]:
+    async with serving(schema) as c:
         yield c
-    await engine.stop()
 
 
 async def finished(client: testing.ASGIConductor, job: str) -> dict[str, Any]:
@@ -96,7 +107,8 @@ async def test_predictions_stored_and_served_per_model(
     assert unknown.status_code == 400 and unknown.json["error"]["parameter"] == "model"
     assert (await client.simulate_get("/ml/logistic/QQQ/latest")).status_code == 404
     models = (await client.simulate_get("/ml/models")).json
-    assert [m["model"] for m in models["models"]] == list(core.ONLINE_MODELS)
+    online = [m for m in models["models"] if m["source"] == "online"]
+    assert [m["model"] for m in online] == list(core.ONLINE_MODELS)
     spy_state = models["models"][0]["symbols"]["SPY"]
     assert spy_state["version"] == 1 and spy_state["learned"] == n - WARM - 3
     assert models["models"][0]["features"] == list(KEYS)
@@ -134,6 +146,19 @@ async def test_walkforward_over_posted_rows_equals_the_core(client: testing.ASGI
     models = (await client.simulate_get("/ml/models")).json
     assert [j["job"] for j in models["walkforward"]] == [job, resp.json["job"]]
     assert (await client.simulate_get("/ml/jobs/wf-999")).status_code == 404
+    # each completed job is a version of the model its estimator and params name
+    versions = [m for m in models["models"] if m["source"] == "walkforward"]
+    assert [(v["model"], v["version"], v["job"]) for v in versions] == [
+        ("logistic(C=0.3)", 1, job),
+        ("logistic(C=0.3)", 2, resp.json["job"]),
+    ]
+    assert (
+        versions[1]["folds"] == done["result"]["folds"]
+        and versions[1]["mean"] == done["result"]["mean"]
+    )
+    assert versions[1]["scheme"] == "walk_forward" and versions[1]["window"] == {"rows": n}
+    assert versions[1]["params"] == {"C": 0.3} and versions[1]["created_ns"] == 0  # the clock
+    assert done["registered"] == {"model": "logistic(C=0.3)", "version": 2}
 
 
 async def test_walkforward_over_stored_daily_bars(client: testing.ASGIConductor) -> None:
@@ -160,6 +185,11 @@ async def test_walkforward_over_stored_daily_bars(client: testing.ASGIConductor)
     want = core.walk_forward(x, y, splits, "logistic", {})
     assert done["rows"] == 2 * (days - 25)
     assert done["result"]["folds"] == [f.to_payload() for f in want]
+    registered = (await client.simulate_get("/ml/models")).json["models"][-1]
+    assert registered["job"] == done["job"] and registered["model"] == "logistic"
+    assert registered["window"] == {"rows": 2 * (days - 25), "symbols": ["AAA", "BBB"],
+                                    "spec": "1d", "from_ns": int(design.t0.min()),
+                                    "to_ns": int(design.t1.max())}  # fmt: skip
 
 
 async def test_bad_walkforward_bodies_name_the_field(client: testing.ASGIConductor) -> None:
@@ -196,3 +226,84 @@ async def test_bad_walkforward_bodies_name_the_field(client: testing.ASGIConduct
         assert resp.json["error"]["parameter"] == field, (field, resp.json)
     engine: MlEngine = client.engine  # type: ignore[attr-defined]
     assert engine.jobs == {}
+
+
+def separable(seed: int, n: int = 120) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    return {"x": x.tolist(), "y": (x[:, 0] > 0).astype(int).tolist(), "n_splits": 3}
+
+
+async def test_walkforward_versions_survive_a_restart_bounded(schema: str) -> None:
+    """Three jobs of one name with room for two: the newest two listed, before and after a
+    restart on the same database, and the next job numbers on (4), not from 1."""
+    body = {**separable(1), "estimator": "kneighbors", "params": {"n_neighbors": 3}}
+    name = "kneighbors(n_neighbors=3)"
+
+    async def run_job(client: testing.ASGIConductor) -> dict[str, Any]:
+        resp = await client.simulate_post("/ml/walkforward", json=body)
+        assert resp.status_code == 202, resp.text
+        return await finished(client, resp.json["job"])
+
+    def listed(models: dict[str, Any]) -> list[tuple[int, str]]:
+        return [(m["version"], m["job"]) for m in models["models"] if m["model"] == name]
+
+    async with serving(schema, max_model_versions=2) as client:
+        jobs = [(await run_job(client))["job"] for _ in range(3)]
+        before = (await client.simulate_get("/ml/models")).json
+        assert listed(before) == [(2, jobs[1]), (3, jobs[2])]
+    async with serving(schema, max_model_versions=2) as client:
+        after = (await client.simulate_get("/ml/models")).json
+        assert [m for m in after["models"] if m["source"] == "walkforward"] == [
+            m for m in before["models"] if m["source"] == "walkforward"
+        ]
+        assert after["walkforward"] == []  # jobs are not kept; their model versions are
+        done = await run_job(client)
+        assert done["registered"] == {"model": name, "version": 4}
+        assert listed((await client.simulate_get("/ml/models")).json) == [
+            (3, jobs[2]),
+            (4, done["job"]),
+        ]
+
+
+async def test_history_filters_by_model_version(
+    client: testing.ASGIConductor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine: MlEngine = client.engine  # type: ignore[attr-defined]
+    versions = [1] * 10 + [2] * 25 + [1] * 3 + [3] * 15 + [2] * 4
+    rows = [{"model": "logistic", "symbol": "VER", "version": v, "event_ns": 1_000 + i,
+             "prediction": 1} for i, v in enumerate(versions)]  # fmt: skip
+    engine.predictions["logistic"].append(rows)
+    await until(lambda: engine.storage.store.stats().rows_queued == 0)
+
+    async def pages(params: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = await client.simulate_get(
+                "/ml/logistic/VER/history",
+                params={**params, **({"cursor": cursor} if cursor else {})},
+            )
+            assert page.status_code == 200, page.text
+            assert len(page.json["items"]) <= params.get("limit", 100)
+            items += page.json["items"]
+            cursor = page.json["next_cursor"]
+            if not cursor:
+                return items
+
+    for version in (1, 2, 3):
+        want = [r for r in rows if r["version"] == version]
+        for limit in (1, 4, 100):
+            assert await pages({"version": version, "limit": limit}) == want, (version, limit)
+    assert await pages({"version": 4}) == []
+    assert await pages({"limit": 7}) == rows  # no version: every row
+    window = await pages({"version": 2, "from": 1_020, "to": 1_040})
+    assert [r["event_ns"] for r in window] == list(range(1_020, 1_035))
+    # a sparse version past the scan bound: pages short of the limit (even empty), none lost
+    monkeypatch.setattr(api, "VERSION_SCAN_READS", 2)
+    first = await client.simulate_get("/ml/logistic/VER/history", params={"version": 3, "limit": 5})
+    assert first.json["items"] == [] and first.json["next_cursor"]
+    assert await pages({"version": 3, "limit": 5}) == [r for r in rows if r["version"] == 3]
+    for bad in ("0", "-1", "abc", "1.5"):
+        resp = await client.simulate_get("/ml/logistic/VER/history", params={"version": bad})
+        assert resp.status_code == 400 and resp.json["error"]["parameter"] == "version", bad

@@ -39,7 +39,8 @@ EXPECTED_KINDS = {
 WATCHED = (
     "trades.SPY", "bars.1m.SPY", "features.SPY", "vpin.SPY", "evpin.SPY",
     "orders.paper", "fills.paper", "positions.paper", "pnl.paper", "risk.var.paper",
-    "analytics.paper", "collateral.paper",
+    "analytics.paper", "collateral.paper", "factor.market.SPY", "ml.logistic.SPY",
+    "ml.linear.SPY", "ml.hoeffding_tree.SPY", "ml.bagging.SPY",
 )  # fmt: skip
 
 #: Kinds whose channels cannot be known at start, so published undeclared (subscribing before
@@ -163,6 +164,10 @@ async def test_every_published_message_matches_its_kinds_schema(
     assert errors == []
     assert {"ack", "error", "pong", "update", "snapshot", "batch"} <= set(types), types
     assert types["update"] + types["snapshot"] > 1_000, types
+    # every watched channel reached the client (the factor model and all four ML models too)
+    updated = {m["channel"] for f in frames for m in (f["messages"] if f["type"] == "batch" else [f])
+               if m["type"] == "update"}  # fmt: skip
+    assert set(WATCHED) <= updated, sorted(set(WATCHED) - updated)
 
 
 # ── the kinds the SPY replay never carries ───────────────────────────────────────────────────
