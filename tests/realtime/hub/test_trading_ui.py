@@ -8,7 +8,17 @@ way the page documents (the last bucket closed at each bar end), the Bollinger o
 ``GET /features/SPY/history``, and a hub restart mid-replay is survived without a reload: the
 page shows that it is reconnecting, then candles keep coming. Against a plain hub: a
 schema-invalid payload, a refused subscription and malformed frames each show a banner while the
-page keeps drawing. Screenshots go to the test's tmp dir.
+page keeps drawing.
+
+The bundled Binance BTCUSDT feed at max speed: while messages pour in, frames keep being painted
+(``nautilusUI.paints()``, sampled inside the page: the replay shares the test's event loop; the
+paint times are saved with the artifacts, measured, not asserted: this is not a benchmark); once the replay is over (nothing moves) the book ladder equals
+``GET /book/BTCUSDT``, the spread ``ask − bid`` of ``GET /quotes/latest``, the tape the last
+trades published, every candle is in view; the picker switches to a second, quiet symbol (no book:
+no ladder; nothing drawn) and back (all of it again, the tape now from ``GET /trades``). The SPY
+replay with the default strategies: the orders, fills, positions, PnL and VaR panels equal the
+Strategy, Portfolio and Risk REST, and an exposure posted to the demo agreement shows its margin
+call. Screenshots go to ``test-artifacts/<test>/`` (``NAUTILUS_TEST_ARTIFACTS``).
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import http.client
 import itertools
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +130,14 @@ async def test_chart_matches_rest_history_and_survives_a_hub_restart(artifacts: 
         await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
         drawn = await page.evaluate("nautilusUI.candles().length")
         received = await page.evaluate("nautilusUI.state().messages")
-        replaying = not marketdata.progress.done
         await page.screenshot(path=artifacts / "trading-ui-reconnecting.png")
         hub.config = replace(hub.config, port=port)
         await hub.start()
         await expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=15_000)
         await expect(reconnecting).to_have_count(0)
-        # data again on the same page: snapshots of the resumed channels, and candles while the
-        # replay runs (on a slow machine it may have ended while the hub was down)
+        # data again on the same page: snapshots of the resumed channels; the candles published
+        # while the hub was down and after come below (every bar, on the page never reloaded)
         await wait_js(page, f"nautilusUI.state().messages > {received}")
-        if replaying:
-            await wait_js(page, f"nautilusUI.candles().length > {drawn}")
-        assert await page.evaluate("window.loadedOnce") is True
 
         await until(lambda: marketdata.progress.done, timeout_s=60)
         status = await rest(f"http://127.0.0.1:{port}/status")
@@ -139,6 +147,10 @@ async def test_chart_matches_rest_history_and_survives_a_hub_restart(artifacts: 
         bars = (await rest(url["marketdata"] + "/bars?symbol=SPY&spec=1m&limit=10000"))["items"]
         assert len(bars) == 22
         await wait_js(page, f"nautilusUI.candles().length === {len(bars)}")
+        # the same page throughout: the bars it had not drawn when the hub stopped (all but the
+        # first few, at 90× on 22 minutes) reached it over the resumed connection
+        assert await page.evaluate("window.loadedOnce") is True
+        assert drawn < len(bars)
         candles = [
             {
                 "time": b["t"] // SECOND,
@@ -294,3 +306,316 @@ async def test_bad_input_shows_a_banner_and_the_page_keeps_drawing(artifacts: Pa
             await page.screenshot(path=artifacts / "malformed.png")
     finally:
         await hub.stop()
+
+
+# ── the rest of the page: book ladder, tape, spread, picker, paint time; the account panels ──
+
+BINANCE = replay_environ("09:30", "09:52", NAUTILUS_MARKETDATA_FEED="binance")  # max speed
+#: A second symbol the hub carries in the Binance run (declared, nothing publishes it).
+QUIET = "ETHUSDT"
+TAPE_ROWS = 60  # index.html's TAPE_ROWS
+TABLE_ROWS = 12  # ... and TABLE_ROWS (orders, fills, margin calls)
+#: Every 250 ms: [ms since load, frames painted, messages received] (window.samples).
+SAMPLER = """
+window.samples = [];
+setInterval(() => {
+  if (!window.nautilusUI) return;
+  window.samples.push([performance.now(), nautilusUI.paints().count, nautilusUI.state().messages]);
+}, 250);
+"""
+
+
+async def settled(check: Callable[[], Awaitable[None]], timeout_s: float = 20.0) -> None:
+    """Run ``check`` until it stops failing an assertion (page and REST may lag each other)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            await check()
+            return
+        except AssertionError:
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.1)
+
+
+def number(text: str) -> float:
+    """A number as the page prints it (``fmt``: en-US grouping, ``+`` sign, ``—`` for none)."""
+    return float(text.replace(",", "").replace("+", ""))
+
+
+def shown(text: str, value: Any, digits: int) -> bool:
+    """``text`` is ``value`` printed with ``digits`` decimals (either rounding of a tie)."""
+    if value is None:
+        return text == "—"
+    return abs(number(text) - float(value)) <= 0.5 * 10**-digits + 1e-9
+
+
+def clock(ns: int) -> str:
+    """The page's ``clock``: HH:MM:SS UTC of the millisecond."""
+    return datetime.fromtimestamp(round(ns / 1e6) / 1000, UTC).strftime("%H:%M:%S")
+
+
+Cell = str | tuple[Any, int]  # exact text, or (value, decimals) for a number
+
+
+def row_matches(cells: list[str], expected: list[Cell]) -> bool:
+    if len(cells) != len(expected):
+        return False
+    for text, want in zip(cells, expected, strict=True):
+        if isinstance(want, tuple):
+            if not shown(text, *want):
+                return False
+        elif text != want:
+            return False
+    return True
+
+
+async def table(page: Page, selector: str) -> list[list[str]]:
+    """The text of every cell of every row of ``selector``'s body."""
+    rows: list[list[str]] = await page.eval_on_selector_all(
+        selector + " tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    return rows
+
+
+async def assert_table(page: Page, selector: str, expected: list[list[Cell]]) -> None:
+    rows = await table(page, selector)
+    assert len(rows) == len(expected), (selector, rows, expected)
+    for row, want in zip(rows, expected, strict=True):
+        assert row_matches(row, want), (selector, row, want)
+
+
+def ladder(book: dict[str, Any]) -> list[list[Cell]]:
+    """index.html's ladder: asks best last, the spread, bids best first (price 2, size 4)."""
+    asks, bids = book["asks"][:10], book["bids"][:10]
+    spread = f"spread {asks[0][0] - bids[0][0]:,.2f}"
+    return [
+        *[[(p, 2), (q, 4)] for p, q in reversed(asks)],
+        [spread],
+        *[[(p, 2), (q, 4)] for p, q in bids],
+    ]
+
+
+def tape(trades: list[dict[str, Any]]) -> list[list[Cell]]:
+    """The tape: the last ``TAPE_ROWS`` trades, newest first (time, price 2, size 6)."""
+    return [[clock(t["t"]), (t["p"], 2), (t["q"], 6)] for t in reversed(trades[-TAPE_ROWS:])]
+
+
+async def assert_quote_and_book(page: Page, md_url: str, symbol: str) -> None:
+    """The ladder shows ``GET /book`` and the header's spread ``ask − bid`` of the last quote."""
+    book = await rest(f"{md_url}/book/{symbol}?depth=10")
+    assert book["state"] == "live" and len(book["asks"]) == len(book["bids"]) == 10
+    await assert_table(page, "#book", ladder(book))
+    quote = await rest(f"{md_url}/quotes/latest?symbol={symbol}")
+    spread, mid = quote["k"] - quote["b"], (quote["k"] + quote["b"]) / 2
+    value, bp = (await page.locator("#spread").text_content() or "").split(" (")
+    assert shown(value, spread, 4) and shown(bp.removesuffix(" bp)"), 1e4 * spread / mid, 1)
+
+
+async def rest_trades(md_url: str, symbol: str, from_ns: int) -> list[dict[str, Any]]:
+    """Every stored trade of ``symbol`` from ``from_ns`` on, in the store's order."""
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        page = await rest(f"{md_url}/trades?symbol={symbol}&from={from_ns}&limit=10000{cursor}")
+        items += page["items"]
+        if not page["next_cursor"]:
+            return items
+        cursor = "&cursor=" + urllib.parse.quote(page["next_cursor"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_binance_book_tape_spread_and_picker_at_max_speed(artifacts: Path) -> None:
+    async with browser_page() as page, embedded_platform(BINANCE) as run:
+        hub = run.hub
+        marketdata: Any = run.engines["marketdata"].engine
+        hub.declare([f"bars.1m.{QUIET}", f"trades.{QUIET}"])
+        # sampled inside the page: the replay shares this process's event loop with the test
+        await page.add_init_script(SAMPLER)
+        await page.goto(f"http://127.0.0.1:{hub.port}/?symbol=BTCUSDT")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+
+        # Max speed: while messages pour in, frames keep being painted.
+        await until(lambda: marketdata.progress.done, timeout_s=60)
+        samples = await page.evaluate("window.samples")
+        paints = await page.evaluate("nautilusUI.paints()")
+        (artifacts / "paints.json").write_bytes(orjson.dumps({"samples": samples, **paints}))
+        # a batch of messages between two samples is painted by the next sample at the latest
+        # (the frame may be due just after the sample that saw it arrive)
+        after = [*samples[2:], [None, paints["count"], None]]
+        busy = [
+            (a, c) for a, b, c in zip(samples[:-1], samples[1:], after, strict=True) if b[2] > a[2]
+        ]
+        assert len(busy) >= 3, samples  # the page saw the replay, not only its end
+        assert all(c[1] > a[1] for a, c in busy), samples
+        await page.screenshot(path=artifacts / "binance-max-speed.png")
+
+        # The replay is over and nothing moves: the page equals REST and the bus.
+        status = await rest(f"http://127.0.0.1:{hub.port}/status")
+        url = {row["name"]: row["url"] for row in status["engines"]["rows"]}
+        md = url["marketdata"]
+        await expect(page.locator("#book-panel")).to_be_visible()
+        await settled(lambda: assert_quote_and_book(page, md, "BTCUSDT"))
+        live = [e.payload for e in run.on_bus["trades.BTCUSDT"]]
+        await settled(lambda: assert_table(page, "#tape", tape(live)))
+        await expect(page.locator("#last")).to_have_text(f"{live[-1]['p']:,.2f}")
+        bars = (await rest(f"{md}/bars?symbol=BTCUSDT&spec=1m&limit=10000"))["items"]
+        assert len(bars) >= 10
+        await wait_js(page, f"nautilusUI.candles().length === {len(bars)}")
+        closes = [c["close"] for c in await page.evaluate("nautilusUI.candles()")]
+        assert closes == [b["c"] for b in bars]
+        # every bar is in view, though the page opened before the first one (live bars only)
+        visible = await page.evaluate("nautilusUI.visible()")
+        assert visible["price"]["from"] <= 0 and visible["price"]["to"] >= len(bars) - 1, visible
+        assert visible["vpin"] == visible["price"]  # the VPIN chart in step, bar for bar
+        # nothing trades BTCUSDT on the paper account: its panels are there, and empty
+        assert (await rest(url["strategy"] + "/strategy/orders?account=paper"))["items"] == []
+        await expect(page.locator("#orders tbody")).to_have_text("no orders yet")
+        errors = [b for b in await page.evaluate("nautilusUI.banners()") if b["level"] == "error"]
+        assert errors == []
+        await page.screenshot(path=artifacts / "binance-book.png")
+
+        # The picker: a symbol with no book, no trades and no bars hides the ladder and clears.
+        symbols = page.locator("#symbol option")
+        await expect(symbols).to_have_text(["BTCUSDT", QUIET])
+        await page.select_option("#symbol", QUIET)
+        await expect(page.locator("#book-panel")).to_be_hidden()
+        await expect(page.locator("#price-empty")).to_be_visible()
+        await expect(page.locator("#tape tbody tr")).to_have_count(0)
+        for field in ("#last", "#spread"):
+            await expect(page.locator(field)).to_have_text("—")
+        await wait_js(page, f"nautilusUI.state().subscribed.includes('bars.1m.{QUIET}')")
+        state = await page.evaluate("nautilusUI.state()")
+        assert not [c for c in state["subscribed"] if c.endswith(".BTCUSDT")], state
+        assert page.url.endswith(f"symbol={QUIET}")
+        await page.screenshot(path=artifacts / "binance-picker-quiet.png")
+
+        # ... and back: the ladder, the spread, candles and the tape (now from REST) return.
+        last_bar_ns = bars[-1]["t"]
+        in_last_bar = [t for t in live if t["t"] >= last_bar_ns]
+        stored: list[dict[str, Any]] = []
+
+        async def all_stored() -> None:  # the page reads the store: wait for its last writes
+            stored[:] = await rest_trades(md, "BTCUSDT", last_bar_ns)
+            assert len(stored) == len(in_last_bar) >= TAPE_ROWS
+            key = [(t["t"], t["p"], t["q"]) for t in stored]
+            assert key == [(t["t"], t["p"], t["q"]) for t in in_last_bar]  # REST is the bus
+
+        await settled(all_stored)
+        await page.select_option("#symbol", "BTCUSDT")
+        await expect(page.locator("#book-panel")).to_be_visible()
+        await settled(lambda: assert_quote_and_book(page, md, "BTCUSDT"))
+        await wait_js(page, f"nautilusUI.candles().length === {len(bars)}")
+        await settled(lambda: assert_table(page, "#tape", tape(stored)))
+        assert page.url.endswith("symbol=BTCUSDT")
+        errors = [b for b in await page.evaluate("nautilusUI.banners()") if b["level"] == "error"]
+        assert errors == []
+        await page.screenshot(path=artifacts / "binance-picker-back.png")
+
+
+SPY_TRADING = replay_environ("09:30", "09:40")  # max speed; the default strategies trade paper
+
+
+def http_post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    parts = urllib.parse.urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.request(
+            "POST", parts.path, orjson.dumps(body), {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        return response.status, orjson.loads(response.read())
+    finally:
+        connection.close()
+
+
+async def assert_account(page: Page, url: dict[str, str]) -> None:
+    """Orders, fills, positions, PnL and VaR as the page shows them equal the engines' REST."""
+    strategy, portfolio = url["strategy"], url["portfolio"]
+    orders = (await rest(strategy + "/strategy/orders?account=paper"))["items"]
+    orders = sorted(orders, key=lambda o: o["event_ns"], reverse=True)[:TABLE_ROWS]
+    await assert_table(page, "#orders", [
+        [clock(o["event_ns"]), o["side"], (o["quantity"], 6), o["symbol"], o["status"],
+         (o["filled_quantity"], 6), (o["average_price"], 2)]
+        for o in orders
+    ])  # fmt: skip
+    fills = (await rest(portfolio + "/portfolio/paper/fills?limit=10000"))["items"]
+    fills = sorted(fills, key=lambda f: f["event_ns"])[-TABLE_ROWS:][::-1]
+    await assert_table(page, "#fills", [
+        [clock(f["event_ns"]), f["side"], (f["quantity"], 6), (f["price"], 2), (f["fee"], 2)]
+        for f in fills
+    ])  # fmt: skip
+    positions = (await rest(portfolio + "/portfolio/paper/positions"))["positions"]
+    await assert_table(page, "#positions", [
+        [p["symbol"], (p["quantity"], 6), (p["average_price"], 2), (p["mark_price"], 2),
+         (p["unrealized_pnl"], 2)]
+        for p in positions
+    ] or [["flat"]])  # fmt: skip
+    pnl = await rest(portfolio + "/portfolio/paper/pnl")
+    names = ["equity", "cash", "realized_pnl", "unrealized_pnl", "fees", "gross_exposure",
+             "net_exposure"]  # fmt: skip
+    shown_pnl = await page.locator("#pnl dd").all_text_contents()
+    assert len(shown_pnl) == len(names)
+    for name, text in zip(names, shown_pnl, strict=True):
+        assert shown(text, pnl[name], 2), (name, text, pnl[name])
+    # VaR · ES: the first four methods at their highest confidence level, whole units
+    var = await rest(url["risk"] + "/risk/var/paper")
+    expected = []
+    for method, levels in list(var["var"].items())[:4]:
+        level = max(levels)
+        expected.append((f"{method} {level}", levels[level]["var"], levels[level]["es"]))
+    terms = await page.locator("#var dt").all_text_contents()
+    values = await page.locator("#var dd").all_text_contents()
+    assert terms == [name for name, _, _ in expected], (terms, expected)
+    for (_, v, es), text in zip(expected, values, strict=True):
+        shown_var, shown_es = text.split(" · ")
+        assert shown(shown_var, v, 0) and shown(shown_es, es, 0), (text, v, es)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_account_panels_match_the_trading_engines_rest(artifacts: Path) -> None:
+    async with embedded_platform(SPY_TRADING) as run, browser_page() as page:
+        hub = run.hub
+        marketdata: Any = run.engines["marketdata"].engine
+        await page.goto(f"http://127.0.0.1:{hub.port}/?symbol=SPY")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+        status = await rest(f"http://127.0.0.1:{hub.port}/status")
+        url = {row["name"]: row["url"] for row in status["engines"]["rows"]}
+        await until(lambda: marketdata.progress.done, timeout_s=60)
+
+        # No book on SPY: no ladder. Every account stream exists: every account panel.
+        for panel in ("#orders-panel", "#fills-panel", "#positions-panel", "#pnl-panel"):
+            await expect(page.locator(panel)).to_be_visible()
+        await expect(page.locator("#book-panel")).to_be_hidden()
+        await expect(page.locator("#pnl-account")).to_have_text("paper · USD")
+        await expect(page.locator("#var-head")).to_be_visible()
+
+        # The strategies traded: the page shows what the engines' REST answers.
+        orders = (await rest(url["strategy"] + "/strategy/orders?account=paper"))["items"]
+        assert [o for o in orders if o["status"] == "filled"], orders
+        await settled(lambda: assert_account(page, url))
+        await page.screenshot(path=artifacts / "account.png")
+
+        # A margin call: an exposure posted to the demo agreement is called at once.
+        status_code, state = await asyncio.to_thread(
+            http_post, url["collateral"] + "/collateral/paper/exposure", {"exposure": 1.5e6}
+        )
+        assert status_code == 200 and state["open_call"] is not None, state
+        call = state["open_call"]
+        row = [call["call_id"][:10], "issued", (call["amount"], 0), clock(call["issued_ns"])]
+
+        async def call_shown() -> None:
+            stored = (await rest(url["collateral"] + "/collateral/paper/calls"))["items"]
+            assert [c["call_id"] for c in stored] == [call["call_id"]]
+            await assert_table(page, "#calls", [row])
+
+        await settled(call_shown)
+        await expect(page.locator("#calls-head")).to_contain_text(
+            f"paper held 0 due {call['amount']:,.0f}"
+        )
+        errors = [b for b in await page.evaluate("nautilusUI.banners()") if b["level"] == "error"]
+        assert errors == []
+        await page.screenshot(path=artifacts / "margin-call.png")
