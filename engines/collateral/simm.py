@@ -82,7 +82,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import islice
-from operator import itemgetter
+from operator import itemgetter, methodcaller
 from statistics import NormalDist
 from typing import Any, Generic, TypeVar
 
@@ -569,11 +569,16 @@ class Categorical(Generic[T]):
     def isin(self, values: Iterable[T]) -> BoolArray:
         """Rows whose value is one of ``values``."""
         wanted = set(values)
-        return np.isin(self.codes, [i for i, c in enumerate(self.categories) if c in wanted])
+        return _code_table(self.categories, wanted.__contains__)[self.codes]
 
     def value(self, row: int) -> T:
         """The value of 0-based ``row``."""
         return self.categories[int(self.codes[row])]
+
+
+def _code_table(categories: Sequence[T], test: Callable[[T], object]) -> BoolArray:
+    """``test`` of every category, indexable by a column's codes (a lookup, not a search)."""
+    return np.fromiter(map(bool, map(test, categories)), np.bool_, len(categories))
 
 
 def _categorical(values: Sequence[object], clean: Callable[[object], T]) -> Categorical[T]:
@@ -586,7 +591,8 @@ def _categorical(values: Sequence[object], clean: Callable[[object], T]) -> Cate
     """
     if not set(map(type, values)) <= {str, type(None)}:
         values = [v if type(v) is str else (str(v) if v else None) for v in values]
-    index = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    distinct = dict.fromkeys(values)
+    index = dict(zip(distinct, range(len(distinct)), strict=True))
     raw = np.fromiter(map(index.__getitem__, values), np.int64, len(values))
     cleaned = [clean(v) for v in index]
     categories = sorted(set(cleaned))  # type: ignore[type-var]
@@ -649,8 +655,8 @@ _Check = tuple[BoolArray, str, Callable[[int], str]]
 
 def _failing(column: Categorical[T], bad: Callable[[T], bool]) -> BoolArray | None:
     """Rows whose category fails ``bad`` (decided once per category); None when none does."""
-    codes = [i for i, c in enumerate(column.categories) if bad(c)]
-    return np.isin(column.codes, codes) if codes else None
+    table = _code_table(column.categories, bad)
+    return table[column.codes] if table.any() else None
 
 
 def _first_error(n: int, checks: Sequence[_Check | None]) -> CrifError | None:
@@ -666,17 +672,53 @@ def _first_error(n: int, checks: Sequence[_Check | None]) -> CrifError | None:
     raise AssertionError("unreachable: a failing row fails a check")
 
 
+#: Rows grouped by their categorical cells: the group of each row (numbered in order of first
+#: appearance) and each group's cells (text or None), in group order.
+_Grouped = tuple[IntArray, Sequence[Sequence[str | None]]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Cells:
     """CRIF cells from CSV rows or JSON records: ``n`` rows; ``has(name)`` whether any row has
-    the column; ``column(name)`` its cells (None where a row lacks it); ``tuples(names)`` each
-    row's cells of ``names`` (columns it has) as one tuple, or None when the rows are too
-    irregular for that fast path."""
+    the column; ``column(name)`` its cells (None where a row lacks it); ``grouped(names)`` the
+    rows grouped by their cells of ``names`` (:data:`_Grouped`), or None when the rows are too
+    irregular for that fast path or a cell is not text."""
 
     n: int
     has: Callable[[str], bool]
     column: Callable[[str], Sequence[object]]
-    tuples: Callable[[Sequence[str]], list[tuple[object, ...]] | None]
+    grouped: Callable[[Sequence[str]], _Grouped | None]
+
+
+def _group_tuples(keys: list[tuple[object, ...]] | None) -> _Grouped | None:
+    """Rows grouped by their tuple of cells; None when a cell is unhashable or not text (JSON
+    ``1``, ``1.0`` and ``true`` are equal as dict keys but not as text)."""
+    if keys is None:
+        return None
+    try:
+        distinct = dict.fromkeys(keys)
+    except TypeError:  # an unhashable JSON value
+        return None
+    if not set(map(type, itertools.chain.from_iterable(distinct))) <= {str, type(None)}:
+        return None
+    index = dict(zip(distinct, range(len(distinct)), strict=True))
+    return np.fromiter(map(index.__getitem__, keys), np.int64, len(keys)), list(distinct)  # type: ignore[arg-type]
+
+
+#: Joins a row's categorical cells (text) into one grouping key: the ASCII unit separator.
+_SEP = "\x1f"
+
+
+def _group_joined(keys: list[str], width: int) -> _Grouped | None:
+    """Rows grouped by their ``width`` text cells joined with :data:`_SEP` (one string per row
+    hashes and compares faster than a tuple of ten, and the garbage collector does not track
+    it); None when a cell holds the separator itself (the join would not be one-to-one)."""
+    distinct = dict.fromkeys(keys)
+    if sum(map(methodcaller("count", _SEP), distinct)) != len(distinct) * (width - 1):
+        return None
+    index = dict(zip(distinct, range(len(distinct)), strict=True))
+    combo = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+    return combo, list(map(methodcaller("split", _SEP), distinct))
 
 
 def _categoricals(cells: _Cells, clean: Mapping[str, Callable[[object], Any]]) -> dict[str, Any]:
@@ -694,22 +736,13 @@ def _categoricals(cells: _Cells, clean: Mapping[str, Callable[[object], Any]]) -
         for name, f in clean.items()
         if name not in names
     }
-    keys = cells.tuples(names) if len(names) > 1 else None
-    index: dict[tuple[object, ...], int] | None = None
-    if keys is not None:
-        try:
-            index = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-        except TypeError:  # an unhashable JSON value
-            index = None
-    if (
-        keys is None
-        or index is None
-        or any(type(v) is not str and v is not None for k in index for v in k)
-    ):
+    grouped = cells.grouped(names) if len(names) > 1 else None
+    if grouped is None:
         return out | {name: _categorical(cells.column(name), clean[name]) for name in names}
-    combo = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
-    for j, name in enumerate(names):
-        per_combo = _categorical([k[j] for k in index], clean[name])
+    combo, distinct = grouped
+    per_column = list(zip(*distinct, strict=True)) or [()] * len(names)  # each column's cells
+    for name, values in zip(names, per_column, strict=True):
+        per_combo = _categorical(values, clean[name])
         out[name] = Categorical(per_combo.codes[combo], per_combo.categories)
     return out
 
@@ -871,14 +904,30 @@ def crif_from_records(
     def has(name: str) -> bool:
         return any(name in r for r in recs)
 
-    def tuples(names: Sequence[str]) -> list[tuple[object, ...]] | None:
+    def column(name: str) -> list[object]:
         try:
-            return list(map(itemgetter(*names), recs))
+            return list(map(itemgetter(name), recs))
+        except KeyError:  # a record without the column: None there
+            return [r.get(name) for r in recs]
+
+    def grouped(names: Sequence[str]) -> _Grouped | None:
+        key_of = itemgetter(*names)
+        try:  # every cell text: one joined string per row
+            joined = _group_joined(list(map(_SEP.join, map(key_of, recs))), len(names))
+        except TypeError:  # a cell that is not text
+            joined = None
         except KeyError:  # a record without one of the columns
             return None
+        if joined is not None:
+            return joined
+        try:
+            keys = list(map(key_of, recs))
+        except KeyError:
+            return None
+        return _group_tuples(keys)
 
     return _crif_from_cells(
-        _Cells(len(recs), has, lambda name: [r.get(name) for r in recs], tuples),
+        _Cells(len(recs), has, column, grouped),
         calculation_currency,
         fx_rates,
     )
@@ -898,7 +947,10 @@ def parse_crif_csv(
 
     Read as ``csv.DictReader`` would (blank lines skipped, a short row's missing cells None, a
     repeated column name meaning its last column) but column-wise: the C reader splits the
-    lines, ``zip`` transposes them, and validation runs on columns.
+    lines, and validation runs on columns. A row's categorical cells are joined into one string
+    (:data:`_SEP` between them) to group the rows: one string per row is cheaper to hash and
+    compare than a tuple of ten, and is not tracked by the garbage collector; a CSV whose cells
+    hold that separator is read as tuples instead.
     """
     reader = csv.reader(io.StringIO(text.lstrip("#")))
     header = [c.strip() for c in next(reader, [])]
@@ -906,32 +958,43 @@ def parse_crif_csv(
     width = len(header)
     where = {name: i for i, name in enumerate(header)}  # a repeated name: its last column
     names = [name for name in CATEGORICAL_COLUMNS if name in where]
+    # the required columns are categorical: at least five names, so key_of gives tuples
     key_of = itemgetter(*(where[name] for name in names))
     amount_of = itemgetter(where["Amount"])
-    usd_of = itemgetter(where.get("AmountUSD", where["Amount"]))
-    keys: list[tuple[object, ...]] = []
+    usd_of = itemgetter(where["AmountUSD"]) if "AmountUSD" in where else None
+    join = _SEP.join
+    keys: list[str] = []
     amounts: list[object] = []
     usd: list[object] = []
     # In chunks, so each row's list is freed at once: holding 10⁵ of them costs more in the
     # garbage collector's passes than reading them.
-    while chunk := [r for r in islice(reader, 4096) if r]:
-        if set(map(len, chunk)) != {width}:
+    while raw := list(islice(reader, 4096)):  # to the end: blank lines skipped, never a stop
+        chunk = [r for r in raw if r]
+        if chunk and set(map(len, chunk)) != {width}:
             return _parse_irregular_csv(text, calculation_currency, fx_rates)
-        keys += map(key_of, chunk)
+        keys += map(join, map(key_of, chunk))
         amounts += map(amount_of, chunk)
-        usd += map(usd_of, chunk)
+        if usd_of is not None:
+            usd += map(usd_of, chunk)
+    by_key = _group_joined(keys, len(names))
+    if by_key is None:  # a cell holds _SEP: read as tuples
+        return _parse_irregular_csv(text, calculation_currency, fx_rates)
+    combo, cells = by_key
     absent = [None] * len(keys)
 
     def column(name: str) -> Sequence[object]:
         if name in ("Amount", "AmountUSD"):
             return (amounts if name == "Amount" else usd) if name in where else absent
-        return [k[names.index(name)] for k in keys] if name in names else absent
+        if name not in names:
+            return absent
+        of_group = [c[names.index(name)] for c in cells]
+        return [of_group[g] for g in combo.tolist()]
 
-    def tuples(wanted: Sequence[str]) -> list[tuple[object, ...]] | None:
-        return keys if list(wanted) == names else None
+    def grouped(wanted: Sequence[str]) -> _Grouped | None:
+        return (combo, cells) if list(wanted) == names else None
 
     return _crif_from_cells(
-        _Cells(len(keys), where.__contains__, column, tuples), calculation_currency, fx_rates
+        _Cells(len(keys), where.__contains__, column, grouped), calculation_currency, fx_rates
     )
 
 
@@ -951,11 +1014,11 @@ def _parse_irregular_csv(
     def column(name: str) -> Sequence[object]:
         return list(map(itemgetter(where[name]), table)) if name in where else absent
 
-    def tuples(names: Sequence[str]) -> list[tuple[object, ...]]:
-        return list(map(itemgetter(*(where[name] for name in names)), table))
+    def grouped(names: Sequence[str]) -> _Grouped | None:
+        return _group_tuples(list(map(itemgetter(*(where[name] for name in names)), table)))
 
     return _crif_from_cells(
-        _Cells(len(table), where.__contains__, column, tuples), calculation_currency, fx_rates
+        _Cells(len(table), where.__contains__, column, grouped), calculation_currency, fx_rates
     )
 
 
@@ -1331,8 +1394,7 @@ def _fx_vol(
         raise CrifError("calibration: FX/Correlations/Volatility missing", column="calibration")
     corr = np.full((n, n), cal.fx_vol_correlation)
     np.fill_diagonal(corr, 1.0)
-    f = np.minimum.outer(vcr, vcr) / np.maximum.outer(vcr, vcr)
-    vega = _quad(vr, corr * f)
+    vega = _quad(vr, _times_f(corr, vcr))
     _, curvature = _one_bucket_curvature(cvr[members] * sigma, corr)
     return vega, curvature
 
@@ -1375,35 +1437,49 @@ def _bucketed(
             column="calibration",
         )
     p = spec.params[mpor_days]
-    names = [factors.buckets[b] for b in factors.bucket[members].tolist()]
-    unknown = [i for i, b in enumerate(names) if b not in p.delta]
+    codes = factors.bucket[members]
+    # per distinct bucket (codes into the sorted Bucket categories), then indexed per factor
+    used = np.unique(codes).tolist()
+    unknown = [c for c in used if factors.buckets[c] not in p.delta]
     if unknown:
-        i = min(unknown, key=lambda j: int(factors.first_row[members[j]]))
+        at = np.flatnonzero(np.isin(codes, unknown))
+        i = int(at[np.argmin(factors.first_row[members[at]])])
         raise CrifError(
-            f"unknown {risk_class} bucket {names[i]!r}; calibration has {', '.join(p.delta)}",
+            f"unknown {risk_class} bucket {factors.buckets[codes[i]]!r}; "
+            f"calibration has {', '.join(p.delta)}",
             row=int(factors.first_row[members[i]]),
             column="Bucket",
         )
+
+    def per_bucket(value: Callable[[str], float], at: BoolArray | None = None) -> FloatArray:
+        """``value(bucket)`` per factor (of ``at``), evaluated once per bucket."""
+        these = codes if at is None else codes[at]
+        table = np.zeros(len(factors.buckets))
+        wanted = used if at is None else np.unique(these).tolist()
+        table[wanted] = [value(factors.buckets[c]) for c in wanted]
+        return table[these]
+
     delta_type, vega_type = BUCKETED_CLASSES[risk_class]
     kinds = factors.risk_type[members]
-    bucket = np.array(names, dtype=np.str_)
-    who = _Who(bucket, factors.qualifier[members], factors.sub_curve[members])
-    rw = np.array([p.delta[b] for b in names])
+    who = _Who(codes, factors.buckets, factors.qualifier[members], factors.sub_curve[members])
+    rw = per_bucket(p.delta.__getitem__)
     sigma = sigma_multiplier(mpor_days) * rw if spec.vega_sigma else np.ones_like(rw)
-    delta_thr = np.array([_threshold(spec.delta_thresholds[b], mpor_days) for b in names])
-    vega_thr = np.array([_threshold(spec.vega_threshold(b), mpor_days) for b in names])
+    delta_thr = per_bucket(lambda b: _threshold(spec.delta_thresholds[b], mpor_days))
+    vega_thr = per_bucket(lambda b: _threshold(spec.vega_threshold(b), mpor_days))
     sv = s[members]
     d, v = kinds == delta_type, kinds == vega_type
     cr = _issuer_concentration(who.take(d), sv[d], delta_thr[d])
     ws = rw[d] * sv[d] * cr
     x = sv[v] * sigma[v] * p.hvr
     vcr = _issuer_concentration(who.take(v), x, vega_thr[v])
-    vr = np.array([p.vega_weight(b) for b in bucket[v].tolist()]) * x * vcr
-    zero = np.isin(bucket[v], sorted(ZERO_CURVATURE_BUCKETS.get(risk_class, ())))
+    vr = per_bucket(p.vega_weight, v) * x * vcr
+    zero_names = ZERO_CURVATURE_BUCKETS.get(risk_class, frozenset())
+    zero = np.isin(codes[v], [c for c in used if factors.buckets[c] in zero_names])
     cv = np.where(zero, 0.0, cvr[members][v] * sigma[v])
     delta, d_buckets = _across_buckets(spec, who.take(d), ws, cr)
-    vega, v_buckets = _across_buckets(spec, who.take(v), vr, vcr)
-    curvature, c_buckets = _bucketed_curvature(spec, who.take(v), cv)
+    v_intra = _intra_by_bucket(spec, who.take(v))
+    vega, v_buckets = _across_buckets(spec, who.take(v), vr, vcr, v_intra)
+    curvature, c_buckets = _bucketed_curvature(spec, who.take(v), cv, v_intra)
     return RiskClassMargin(
         delta=delta,
         vega=vega,
@@ -1414,24 +1490,31 @@ def _bucketed(
 
 @dataclass(frozen=True, slots=True)
 class _Who:
-    """Per factor of a bucketed class: its bucket, qualifier code and Label2 code."""
+    """Per factor of a bucketed class: its bucket (code into ``names``, the CRIF's sorted
+    Bucket categories), qualifier code and Label2 code."""
 
-    bucket: npt.NDArray[np.str_]
+    bucket: IntArray
+    names: tuple[str, ...]
     qualifier: IntArray
     label2: IntArray
 
     def take(self, at: BoolArray | IntArray) -> _Who:
-        return _Who(self.bucket[at], self.qualifier[at], self.label2[at])
+        return _Who(self.bucket[at], self.names, self.qualifier[at], self.label2[at])
 
 
 def _issuer_concentration(who: _Who, x: FloatArray, threshold: FloatArray) -> FloatArray:
     """``CR`` of every factor from the sum of ``x`` over its qualifier's factors in its
-    bucket (one factor per qualifier for Equity/Commodity, every tenor for Credit)."""
-    keys = list(zip(who.bucket.tolist(), who.qualifier.tolist(), strict=True))
-    sums: dict[tuple[str, int], float] = {}
-    for key, value in zip(keys, x.tolist(), strict=True):
-        sums[key] = sums.get(key, 0.0) + value
-    return _concentration(np.array([sums[k] for k in keys]), threshold)
+    bucket (one factor per qualifier for Equity/Commodity, every tenor for Credit).
+
+    The sums add in factor order (``bincount`` adds its weights in order), as a running sum
+    per (bucket, qualifier) would."""
+    if x.size == 0:
+        return _concentration(x, threshold)
+    _, group = np.unique(
+        who.bucket * (int(who.qualifier.max()) + 1) + who.qualifier, return_inverse=True
+    )
+    sums = np.bincount(group, weights=x).astype(np.float64)
+    return _concentration(sums[group], threshold)
 
 
 def _intra(spec: BucketedClass, b: str, who: _Who) -> FloatArray:
@@ -1439,19 +1522,25 @@ def _intra(spec: BucketedClass, b: str, who: _Who) -> FloatArray:
     Equity/Commodity ρ_b between qualifiers (1 within one); Credit the calibration's
     same/different correlation, "same" by qualifier (qualifying, and any Residual) or by
     Label2 (non-qualifying, as ORE reads "same underlying names")."""
-    q = who.qualifier
-    same_q = q[:, None] == q[None, :]
     if spec.intra_rule == "bucket":
-        corr = np.where(same_q, 1.0, spec.intra[b])
+        key, same, different = who.qualifier, 1.0, spec.intra[b]
     else:
         kind = "residual" if b == RESIDUAL else "aggregate"
-        l2 = who.label2
-        same = (
-            same_q if spec.intra_rule == "issuer" or b == RESIDUAL else l2[:, None] == l2[None, :]
-        )
-        corr = np.where(
-            same, spec.same_different[(kind, "same")], spec.same_different[(kind, "different")]
-        )
+        by_q = spec.intra_rule == "issuer" or b == RESIDUAL
+        key = who.qualifier if by_q else who.label2
+        same, different = (spec.same_different[(kind, x)] for x in ("same", "different"))
+    n = key.size
+    distinct = np.unique(key).size
+    runs = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if n else key
+    if distinct == n:  # every factor its own qualifier (Equity, Commodity): no pairs
+        corr = np.full((n, n), different)
+    elif distinct == runs.size:  # each key's factors adjacent (a credit issuer's tenors): blocks
+        corr = np.full((n, n), different)
+        for lo, hi in zip(runs.tolist(), [*runs[1:].tolist(), n], strict=True):
+            if hi - lo > 1:
+                corr[lo:hi, lo:hi] = same
+    else:
+        corr = np.where(key[:, None] == key[None, :], same, different)
     np.fill_diagonal(corr, 1.0)
     return corr
 
@@ -1461,21 +1550,47 @@ def _gamma(spec: BucketedClass, buckets: Sequence[str]) -> FloatArray:
 
 
 def _split_buckets(who: _Who) -> Iterator[tuple[str, IntArray]]:
-    """Positions of each bucket (buckets as strings sort, as ORE's map does)."""
-    for b in sorted(set(who.bucket.tolist())):
-        yield b, np.flatnonzero(who.bucket == b)
+    """Positions of each bucket (buckets as strings sort, as ORE's map does: the codes index
+    sorted categories, so in code order), each bucket's positions in order."""
+    if who.bucket.size == 0:
+        return
+    order = np.argsort(who.bucket, kind="stable")
+    codes = who.bucket[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], codes.size]
+    for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield who.names[int(codes[a])], order[a:b]
+
+
+def _times_f(corr: FloatArray, cr: FloatArray) -> FloatArray:
+    """``corr · f_kl``, ``f_kl = min(CR_k, CR_l) / max(CR_k, CR_l)``. Where every CR is the
+    same finite number (below the thresholds: all 1) f is exactly 1 and ``corr`` itself is
+    returned, the same numbers without the n² products."""
+    if cr.size and cr[0] == cr.min() == cr.max() and math.isfinite(cr[0]):
+        return corr
+    return corr * (np.minimum.outer(cr, cr) / np.maximum.outer(cr, cr))
+
+
+def _intra_by_bucket(spec: BucketedClass, who: _Who) -> dict[str, tuple[IntArray, FloatArray]]:
+    """Per bucket (in :func:`_split_buckets` order): its positions in ``who`` and
+    :func:`_intra` of its factors (built once for vega and curvature, which share factors)."""
+    return {b: (at, _intra(spec, b, who.take(at))) for b, at in _split_buckets(who)}
 
 
 def _across_buckets(
-    spec: BucketedClass, who: _Who, ws: FloatArray, cr: FloatArray
+    spec: BucketedClass,
+    who: _Who,
+    ws: FloatArray,
+    cr: FloatArray,
+    intra: Mapping[str, tuple[IntArray, FloatArray]] | None = None,
 ) -> tuple[float, dict[str, float]]:
-    """Delta or vega margin and ``K_b`` per bucket (see :func:`_bucketed`)."""
+    """Delta or vega margin and ``K_b`` per bucket (see :func:`_bucketed`); ``intra`` the
+    buckets' correlations when already built (:func:`_intra_by_bucket`)."""
     k: dict[str, float] = {}
     sums: dict[str, float] = {}
-    for b, at in _split_buckets(who):
-        w, c = ws[at], cr[at]
-        f = np.minimum.outer(c, c) / np.maximum.outer(c, c)
-        k[b] = _quad(w, _intra(spec, b, who.take(at)) * f)
+    for b, (at, corr) in (intra if intra is not None else _intra_by_bucket(spec, who)).items():
+        w = ws[at]
+        k[b] = _quad(w, _times_f(corr, cr[at]))
         sums[b] = float(w.sum())
     normal = [b for b in k if b != RESIDUAL]
     margin = (
@@ -1491,15 +1606,18 @@ def _across_buckets(
 
 
 def _bucketed_curvature(
-    spec: BucketedClass, who: _Who, cv: FloatArray
+    spec: BucketedClass,
+    who: _Who,
+    cv: FloatArray,
+    intra: Mapping[str, tuple[IntArray, FloatArray]] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Curvature margin and per bucket ``K_b`` (the Residual bucket: its own margin)."""
     k: dict[str, float] = {}
     sums: dict[str, float] = {}
     abs_sum = 0.0
     residual = 0.0
-    for b, at in _split_buckets(who):
-        c, corr = cv[at], _intra(spec, b, who.take(at))
+    for b, (at, corr) in (intra if intra is not None else _intra_by_bucket(spec, who)).items():
+        c = cv[at]
         if b == RESIDUAL:
             _, residual = _one_bucket_curvature(c, corr)
             k[b] = residual
@@ -1920,7 +2038,8 @@ def compute_simm(
             )
             per_set: list[SimmResult] = []
             for key, codes in sets.items():
-                mask = in_pf & np.isin(regs.codes, sorted(codes))
+                in_set = _code_table(range(len(regs.categories)), codes.__contains__)
+                mask = in_pf & in_set[regs.codes]
                 total, margins, totals, by_type = _simm_one(
                     crif, factors, mask, sign, calibration, mpor_days
                 )

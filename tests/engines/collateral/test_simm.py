@@ -355,6 +355,14 @@ def test_blank_lines_crlf_and_shuffled_rows_still_reproduce_ore() -> None:
     _assert_ore_report(compute_simm(parse_crif_csv(text), CAL26).to_csv())
 
 
+def test_a_long_run_of_blank_lines_loses_no_row() -> None:
+    """Rows are read in chunks of 4,096 lines: a chunk of only blank lines is skipped, it never
+    ends the reading (it once did, silently dropping every row after it)."""
+    header, first, *rest = CRIF_TEXT.strip().splitlines()
+    text = "\n".join([header, first, *([""] * 10_000), *rest]) + "\n"
+    _assert_ore_report(compute_simm(parse_crif_csv(text), CAL26).to_csv())
+
+
 @pytest.mark.parametrize("copies", [1, 37])
 def test_a_crif_repeated_k_times_is_k_times_ores_margin(copies: int) -> None:
     """Rows net per risk factor: k copies of ORE's CRIF are ORE's report times k (below every
