@@ -137,6 +137,36 @@ class Fit:
             out["hac_t_betas"] = dict(zip(factors, map(finite_or_none, hac[i, 1:]), strict=True))
         return out
 
+    def rows(self, factors: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Every regression's ``row`` (the same dicts), the t-stats computed once for all."""
+        t = _none_if_not_finite(self.tvalues)
+        params = _none_if_not_finite(self.params)
+        r2, vol = _none_if_not_finite(self.r2), _none_if_not_finite(self.resid_vol)
+        hac = None if self.hac_tvalues is None else _none_if_not_finite(self.hac_tvalues)
+        out = []
+        for i, n in enumerate(self.nobs.tolist()):
+            row: dict[str, Any] = {
+                "n": n,
+                "alpha": params[i][0],
+                "betas": dict(zip(factors, params[i][1:], strict=True)),
+                "t_alpha": t[i][0],
+                "t_betas": dict(zip(factors, t[i][1:], strict=True)),
+                "r2": r2[i],
+                "resid_vol": vol[i],
+            }
+            if hac is not None:
+                row["hac_t_alpha"] = hac[i][0]
+                row["hac_t_betas"] = dict(zip(factors, hac[i][1:], strict=True))
+            out.append(row)
+        return out
+
+
+def _none_if_not_finite(a: Array) -> list[Any]:
+    """``a.tolist()`` with every non-finite value ``None``."""
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out.tolist()  # type: ignore[no-any-return]
+
 
 def finite_or_none(value: float) -> float | None:
     v = float(value)
@@ -296,18 +326,33 @@ class RollingOls:
         return fit
 
     def _hac_bse(self, slots: IntArray, fit: Fit) -> Array:
-        out = np.full((slots.shape[0], self.p), np.nan)
-        w = self.window
+        """Newey–West standard errors of every full window among ``slots`` at once: the rows
+        oldest first (weighted by √λ^age), residuals, the scores' Bartlett-weighted
+        autocovariances summed over the window — one stacked numpy product per lag for all
+        slots (``hac_cov``'s numbers, the same for a slot whatever else is in the call)."""
+        m, w = slots.shape[0], self.window
+        out = np.full((m, self.p), np.nan)
+        use = (fit.nobs >= w) & np.isfinite(fit.params).all(axis=1)
+        if not use.any():
+            return out
+        rows = np.flatnonzero(use)
+        chosen = slots[rows]
         root_w = np.sqrt(self.decay ** np.arange(w - 1, -1, -1, dtype=np.float64))
-        for i, slot in enumerate(slots):
-            if fit.nobs[i] < w or not np.isfinite(fit.params[i]).all():
-                continue
-            order = (self.head[slot] + np.arange(w)) % w  # oldest first
-            x = self.ring_x[slot, order] * root_w[:, None]
-            y = self.ring_y[slot, order] * root_w
-            resid = y - x @ fit.params[i]
-            cov = hac_cov(x, resid, _inverse(self.xx[slot][None])[0], self.hac_lags)
-            out[i] = np.sqrt(np.diagonal(cov))
+        order = (self.head[chosen][:, None] + np.arange(w)) % w  # (n, w) oldest first
+        x = self.ring_x[chosen[:, None], order] * root_w[:, None]  # (n, w, p)
+        y = self.ring_y[chosen[:, None], order] * root_w  # (n, w)
+        resid = y - np.matmul(x, fit.params[rows][:, :, None])[:, :, 0]
+        xu = x * resid[:, :, None]
+        xu_t = np.swapaxes(xu, 1, 2)  # (n, p, w)
+        lags = hac_lag_rule(w) if self.hac_lags is None else self.hac_lags
+        weights = bartlett_weights(lags)
+        meat = np.matmul(xu_t, xu)
+        for j in range(1, lags + 1):
+            gamma = np.matmul(xu_t[:, :, j:], xu[:, :-j])
+            meat += weights[j] * (gamma + np.swapaxes(gamma, 1, 2))
+        inv = _inverse(self.xx[chosen])
+        cov = np.matmul(np.matmul(inv, meat), inv)
+        out[rows] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
         return out
 
 

@@ -2,23 +2,31 @@
 and a signal's information coefficient on ``factor.ic.<signal>`` out.
 
 Exposures. Each bar's close-to-close return (against the symbol's previous bar) waits until every
-factor symbol (``factors``, SPY by default) has a return for the bar with the same start; then the
-symbol's ``core.RollingOls`` slot takes the bar (O(k²)) and the estimates after it — alpha, betas,
-t-stats (plain and Newey–West), R², residual volatility per bar, the rows in the window — are
-published on ``factor.<model>.SYM`` (latest-value) and appended to the store, which
-``GET /factor/{model}/{symbol}/latest|history`` read. A factor symbol regressed on itself is
-published too (β = 1, R² = 1, t = null). A bar whose start a factor has passed without a bar of
-its own is dropped (counted: ``unmatched``). Every estimate at bar t uses bars ≤ t only.
+factor (``factors``, SPY by default; a spread ``IWM-SPY`` is IWM's return minus SPY's, both legs
+needed) has a return for the bar with the same start; then the symbol's ``core.RollingOls`` slot
+takes the bar (O(k²)) and the estimates after it — alpha, betas, t-stats (plain and Newey–West),
+R², residual volatility per bar, the rows in the window — are published on ``factor.<model>.SYM``
+(latest-value) and appended to the store, which ``GET /factor/{model}/{symbol}/latest|history``
+read. The handlers only queue: after each input batch (``after_batch`` → ``flush``) every symbol
+whose bar became ready in the batch is regressed in ONE ``RollingOls.update`` call (Newey–West
+vectorized across them; a symbol with several ready bars takes them in successive calls), then
+everything queued — exposures and ICs — is published in the order it was queued, which is the order
+a bar-at-a-time engine would publish in, whatever the batch boundaries (the deterministic driver
+and the live consumers publish the same). A factor symbol regressed on itself is published too (β =
+1, R² = 1, t = null). A bar whose start a factor has passed without a bar of its own is dropped
+(counted: ``unmatched``). Every estimate at bar t uses bars ≤ t only.
 
 Signal evaluation. With ``ic_signal = "<kind>:<field path>"`` (``features:values.rsi``,
-``vpin:vpin``) the engine also consumes ``<kind>.*`` and keeps each symbol's values by event
-time. When a symbol's bar i arrives, the bar h back (each horizon h) resolves: its forward return
-close_i/close_{i−h} − 1 is paired with the newest signal value whose event time is ≤ that bar's
-end. A date (bar start) is closed for horizon h once a later date resolves; with at least
-``ic_min_symbols`` pairs its cross-sectional Spearman IC updates the running mean/std/IR/t
-(``core.RunningIc``) and is published on ``factor.ic.<signal>`` and stored
-(``GET /factor/ic``), stamped with the end of the newest bar behind it (``event_ns``). A pair
-resolving for a date already closed is counted (``late``).
+``vpin:vpin``, ``ml.logistic:probability``, ``factor.market:betas.SPY``) the engine also consumes
+``<kind>.*`` — the kind may be dotted, so ``ml.<model>.SYM`` predictions are one ``<kind>.SYM`` —
+and keeps each symbol's values (symbol: the payload's ``symbol``, else the channel's last segment)
+by event time (the payload's ``event_ns``, else the envelope's). When a symbol's bar i arrives, the
+bar h back (each horizon h) resolves: its forward return close_i/close_{i−h} − 1 is paired with the
+newest signal value whose event time is ≤ that bar's end. A date (bar start) is closed for horizon
+h once a later date resolves; with at least ``ic_min_symbols`` pairs its cross-sectional Spearman
+IC updates the running mean/std/IR/t (``core.RunningIc``) and is published on
+``factor.ic.<signal>`` and stored (``GET /factor/ic``), stamped with the end of the newest bar
+behind it (``event_ns``). A pair resolving for a date already closed is counted (``late``).
 
 Tables. With a signal, the engine also keeps a panel of the last ``tables_dates`` dates: per date
 (bar start) and symbol the bar's close and the signal the IC pairs with it (the newest value with
@@ -29,18 +37,33 @@ its price table.
 
 Bad input is counted by the shell and skipped, never fatal: a bar of another spec
 (``wrong_spec``), out of order or duplicate (``out_of_order``, ``duplicate_bar``), a close that is
-not finite and positive (``invalid_value``); a signal payload without a symbol or with a
-non-numeric field (``invalid_signal``; ``null`` during a signal's warm-up is simply not used).
+not finite and positive (``invalid_value``); a signal payload whose field is non-numeric or not
+finite (NaN, ±inf, an int beyond float), or whose ``event_ns`` is not an int (``invalid_signal``;
+``null`` during a signal's warm-up is simply not used).
 
 Limits: one model (one factor set) and one signal per engine; the cross-sectional IC needs
 several symbols on the bus (the SPY-only replay publishes exposures but no IC); no warm-up from
 stored bars (exposures start after ``min_obs`` live bars) and the tables' panel lives in memory (a
-restart starts it empty); per-symbol updates run on the event loop (~50 µs a bar), the batch, the
-tables and the traded-factor fit on the compute threads, compiled at start.
+restart starts it empty); the streaming regressions run on the event loop, one vectorized call
+per input batch; the batch (JAX), the tables and the traded-factor fit (numpy) on the compute
+threads.
+
+Compiles. ``on_start`` compiles the batch kernel (``core.rolling_ols_many``) for ONE shape, on a
+compute thread: ``padded(warmup_bars)`` bars × ``padded(warmup_symbols)`` symbols ×
+``len(factors) + 1`` columns (default 4096 × 8 × 2). Every other shape compiles on its first
+``POST /factor/exposures`` (measured 3–5 s per shape on the 2-core dev box; cached for the
+process's life): bars pad to the next of 2ʲ·(1, 1.25, 1.5, 1.75) at least 256 (36 sizes up to
+``max_batch_bars`` = 100,000), symbols to the same grid at least 8 (25 sizes up to
+``max_batch_symbols`` = 512: 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, …, 384, 448, 512), columns are
+the posted factors + 1; the window, decay and min_obs are traced values and never recompile. A
+request of 3,585–4,096 bars, 1–8 symbols and ``len(factors)`` factors is served compiled; all 900
+(bars × symbols) shapes per factor count would take about an hour to compile at start, so none
+of the others is warmed. The streaming path is numpy and compiles nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import OrderedDict, deque
@@ -75,7 +98,11 @@ class FactorConfig(EngineConfig):
     bar_spec: str = field(default="1m", metadata=described("bar spec consumed: bars.<spec>.*"))
     model: str = field(default="market", metadata=described("model name: factor.<model>.SYM"))
     factors: tuple[str, ...] = field(
-        default=("SPY",), metadata=described("factor symbols, comma-separated (SPY,QQQ,IWM)")
+        default=("SPY",),
+        metadata=described(
+            "factors, comma-separated: symbols (SPY,QQQ,IWM) or spreads A-B (IWM-SPY: IWM's"
+            " return minus SPY's per bar)"
+        ),
     )
     window: int = field(default=60, metadata=described("bars per regression (0 = expanding)"))
     decay: float = field(default=1.0, metadata=described("EWMA weight λ per bar (1 = equal)"))
@@ -87,7 +114,8 @@ class FactorConfig(EngineConfig):
     ic_signal: str = field(
         default="",
         metadata=described(
-            "evaluated signal, <kind>:<field path> (features:values.rsi; '' = none)"
+            "evaluated signal, <kind>:<field path> (features:values.rsi, vpin:vpin,"
+            " ml.logistic:probability; the kind may be dotted: <kind>.SYM is consumed; '' = none)"
         ),
     )
     ic_name: str = field(
@@ -123,6 +151,10 @@ class FactorConfig(EngineConfig):
             raise ValueError(f"model must be 1-40 of [A-Za-z0-9_-], got {self.model!r}")
         if not self.factors or len(set(self.factors)) != len(self.factors):
             raise ValueError(f"factors must be distinct symbols, got {self.factors!r}")
+        for factor in self.factors:
+            legs = factor_legs(factor)
+            if not all(legs) or len(legs) > 2 or len(set(legs)) != len(legs):
+                raise ValueError(f"a factor is a symbol or a spread A-B, got {factor!r}")
         core.RollingOls(
             len(self.factors),
             window=self.window,
@@ -133,8 +165,10 @@ class FactorConfig(EngineConfig):
         )
         if self.ic_signal:
             kind, sep, path = self.ic_signal.partition(":")
-            if not sep or not _NAME.fullmatch(kind) or not path:
+            if not sep or not all(map(_NAME.fullmatch, kind.split("."))) or not path:
                 raise ValueError(f"ic_signal must be <kind>:<field path>, got {self.ic_signal!r}")
+            if kind == f"bars.{self.bar_spec}":
+                raise ValueError(f"ic_signal {self.ic_signal!r} is the bar input itself")
             if not _NAME.fullmatch(self.signal_name()):
                 raise ValueError(f"ic_name must be 1-40 of [A-Za-z0-9_-], got {self.ic_name!r}")
         if not self.ic_horizons or min(self.ic_horizons) < 1:
@@ -163,6 +197,33 @@ class FactorConfig(EngineConfig):
             hac=self.hac,
             hac_lags=self.hac_lags,
         )
+
+
+def factor_legs(factor: str) -> tuple[str, ...]:
+    """A factor's symbols: ``("SPY",)`` for ``SPY``, ``("IWM", "SPY")`` for the spread
+    ``IWM-SPY`` (a symbol with a ``-`` of its own cannot be a factor)."""
+    return tuple(factor.split("-"))
+
+
+@dataclass(slots=True)
+class _Regress:
+    """A bar return whose factors are in: regressed and published by ``flush``."""
+
+    symbol: str
+    slot: int
+    start: int
+    end: int
+    ret: float
+    x: list[float]
+    event_ns: int
+
+
+@dataclass(slots=True)
+class _Publish:
+    """An IC record ready to publish (kept in order with the exposures around it)."""
+
+    payload: Payload
+    event_ns: int
 
 
 class SymbolState:
@@ -209,9 +270,11 @@ class FactorEngine(Engine[FactorConfig]):
         self.factors = config.factors
         self.regression = config.regression()
         self.symbols: dict[str, SymbolState] = {}
-        #: factor symbol → bar start → return (the last ``max_pending`` bars)
+        #: each factor's symbols (one, or a spread's two: long, short)
+        self.legs = {f: factor_legs(f) for f in self.factors}
+        #: factor (leg) symbol → bar start → return (the last ``max_pending`` bars)
         self.factor_returns: dict[str, OrderedDict[int, float]] = {
-            f: OrderedDict() for f in self.factors
+            leg: OrderedDict() for legs in self.legs.values() for leg in legs
         }
         self.signal = config.signal_name() if config.ic_signal else ""
         self.horizons = tuple(sorted(set(config.ic_horizons)))
@@ -224,6 +287,12 @@ class FactorEngine(Engine[FactorConfig]):
         self._closed_through = dict.fromkeys(self.horizons, -1)
         #: date (bar start) → symbol → [close, signal at the bar's end] (the tables' panel)
         self.panel: OrderedDict[int, dict[str, list[float]]] = OrderedDict()
+        #: what this batch of input will publish, in order: ``flush`` (after the batch)
+        #: regresses every ready symbol's bar in one ``RollingOls.update`` and publishes
+        self._outbox: list[_Regress | _Publish] = []
+        self._flushing = asyncio.Lock()
+        #: symbol → its ``factor.<model>.SYM`` channel (validated once)
+        self._channels: dict[str, str] = {}
         self.exposures: RecordStore[Payload] = self.storage.records(
             self.name, "exposures", dict, key=lambda p: p["symbol"], time=lambda p: p["start_ns"]
         )
@@ -320,7 +389,7 @@ class FactorEngine(Engine[FactorConfig]):
         state.closes.append((bar.start_ns, bar.end_ns, bar.close))
         if self.signal:
             self._record_panel(bar, state)
-            await self._resolve_ic(bar.symbol, state)
+            self._resolve_ic(bar.symbol, state)
         if math.isnan(previous):
             return
         ret = bar.close / previous - 1.0
@@ -334,13 +403,28 @@ class FactorEngine(Engine[FactorConfig]):
         state.pending.append((bar.start_ns, bar.end_ns, ret))
         waiting = self.symbols if bar.symbol in self.factor_returns else {bar.symbol: state}
         for symbol, each in list(waiting.items()):
-            await self._drain(symbol, each, envelope)
+            if each.pending:
+                self._drain(symbol, each, envelope)
 
-    async def _drain(self, symbol: str, state: SymbolState, envelope: Envelope) -> None:
-        """Regress the symbol's waiting returns whose factor returns are all in, in order."""
+    def _factor_return(self, factor: str, start: int) -> float | None:
+        """The factor's return for the bar at ``start`` (a spread: long leg's minus short
+        leg's); ``None`` until every leg has it."""
+        legs = self.legs[factor]
+        first = self.factor_returns[legs[0]].get(start)
+        if len(legs) == 1 or first is None:
+            return first
+        second = self.factor_returns[legs[1]].get(start)
+        return None if second is None else first - second
+
+    async def after_batch(self) -> None:
+        await self.flush()
+
+    def _drain(self, symbol: str, state: SymbolState, envelope: Envelope) -> None:
+        """Queue the symbol's waiting returns whose factor returns are all in, in order (the
+        batch's ``flush`` regresses them)."""
         while state.pending:
             start, end, ret = state.pending[0]
-            x = [self.factor_returns[f].get(start) for f in self.factors]
+            x = [self._factor_return(f, start) for f in self.factors]
             if None in x:
                 passed = any(
                     (r and next(reversed(r)) >= start) and start not in r
@@ -352,26 +436,75 @@ class FactorEngine(Engine[FactorConfig]):
                 self.skipped_total.labels("unmatched").inc()
                 continue
             state.pending.popleft()
+            self._outbox.append(
+                _Regress(symbol, state.slot, start, end, ret, x, envelope.event_ns)  # type: ignore[arg-type]
+            )
+
+    async def flush(self) -> None:
+        """Regress the queued bars (every symbol's next bar in one ``RollingOls.update``: a
+        symbol with several queued bars takes them in as many calls) and publish everything
+        queued in the order it was queued — the order a bar-at-a-time engine publishes in,
+        whatever the batches were."""
+        async with self._flushing:
+            while self._outbox:
+                queued, self._outbox = self._outbox, []
+                fits = self._regress([q for q in queued if isinstance(q, _Regress)])
+                stored: list[Payload] = []
+                seqs: list[int] = []
+                try:
+                    for q in queued:
+                        if isinstance(q, _Publish):
+                            published = await self.publish(
+                                channel("factor", "ic", self.signal), q.payload, event_ns=q.event_ns
+                            )
+                            self.ics.append([q.payload], seqs=[published.seq])
+                            self.ic_total.inc()
+                            continue
+                        payload: Payload = {
+                            "symbol": q.symbol,
+                            "model": self.config.model,
+                            "factors": list(self.factors),
+                            "spec": self.config.bar_spec,
+                            "start_ns": q.start,
+                            "end_ns": q.end,
+                            "event_ns": q.end,
+                            "window": self.config.window,
+                            "decay": self.config.decay,
+                            **fits[id(q)],
+                        }
+                        name = self._channels.get(q.symbol)
+                        if name is None:
+                            name = self._channels[q.symbol] = channel(
+                                "factor", self.config.model, q.symbol
+                            )
+                        published = await self.publish(name, payload, event_ns=q.event_ns)
+                        stored.append(payload)
+                        seqs.append(published.seq)
+                finally:  # what was published is stored, even if a publish failed
+                    if stored:
+                        self.exposures.append(stored, seqs=seqs)
+                        self.published_total.inc(len(stored))
+
+    def _regress(self, queued: list[_Regress]) -> dict[int, dict[str, Any]]:
+        """Each queued bar's estimates (``Fit.row``): round r updates every slot's r-th queued
+        bar, all in one call."""
+        rounds: list[list[_Regress]] = []
+        seen: dict[int, int] = {}
+        for q in queued:
+            r = seen[q.slot] = seen.get(q.slot, -1) + 1
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(q)
+        out: dict[int, dict[str, Any]] = {}
+        for batch in rounds:
             fit = self.regression.update(
-                np.array([state.slot]), np.array([ret]), np.array([x], dtype=np.float64)
+                np.fromiter((q.slot for q in batch), np.int64, len(batch)),
+                np.fromiter((q.ret for q in batch), np.float64, len(batch)),
+                np.array([q.x for q in batch], dtype=np.float64),
             )
-            payload: Payload = {
-                "symbol": symbol,
-                "model": self.config.model,
-                "factors": list(self.factors),
-                "spec": self.config.bar_spec,
-                "start_ns": start,
-                "end_ns": end,
-                "event_ns": end,
-                "window": self.config.window,
-                "decay": self.config.decay,
-                **fit.row(0, self.factors),
-            }
-            published = await self.publish(
-                channel("factor", self.config.model, symbol), payload, event_ns=envelope.event_ns
-            )
-            self.exposures.append([payload], seqs=[published.seq])
-            self.published_total.inc()
+            for q, row in zip(batch, fit.rows(self.factors), strict=True):
+                out[id(q)] = row
+        return out
 
     # ── signal → IC ────────────────────────────────────────────────────────────────────────
 
@@ -379,11 +512,20 @@ class FactorEngine(Engine[FactorConfig]):
         symbol = payload.get("symbol") if isinstance(payload, dict) else None
         if not isinstance(symbol, str) or not symbol:
             symbol = envelope.channel.rsplit(".", 1)[-1]
-        value = field_value(payload, self.config.ic_signal.partition(":")[2])
+        path = self.config.ic_signal.partition(":")[2]
+        value = field_value(payload, path)
         if value is None:
             return  # the signal is warming up
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise BadInput("invalid_signal", f"{self.config.ic_signal} is {value!r}")
+            raise BadInput("invalid_signal", f"{self.config.ic_signal} is {value!r}", f"$.{path}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float
+            number = math.inf
+        if not math.isfinite(number):
+            raise BadInput(
+                "invalid_signal", f"{self.config.ic_signal} is {value!r}, not finite", f"$.{path}"
+            )
         event_ns = payload.get("event_ns", envelope.event_ns)
         if not isinstance(event_ns, int):
             raise BadInput("invalid_signal", f"event_ns is {event_ns!r}", "$.event_ns")
@@ -392,8 +534,7 @@ class FactorEngine(Engine[FactorConfig]):
             state = self.symbols[symbol] = SymbolState(
                 self.regression.add_series(), self.config.max_pending, max(self.horizons)
             )
-        if math.isfinite(float(value)):
-            state.signals.append((event_ns, float(value)))
+        state.signals.append((event_ns, number))
 
     def _record_panel(self, bar: Bar, state: SymbolState) -> None:
         """The bar's close into the panel; the symbol's previous bar gets its signal now (its
@@ -423,7 +564,7 @@ class FactorEngine(Engine[FactorConfig]):
                 close[i, column[s]], signal[i, column[s]] = c, v
         return np.array(dates, dtype=np.int64), symbols, signal, close
 
-    async def _resolve_ic(self, symbol: str, state: SymbolState) -> None:
+    def _resolve_ic(self, symbol: str, state: SymbolState) -> None:
         closes = state.closes
         _, end_now, close_now = closes[-1]
         for h in self.horizons:
@@ -437,11 +578,9 @@ class FactorEngine(Engine[FactorConfig]):
             dates = self._open_dates[h]
             dates.setdefault(start, {})[symbol] = pair
             for date in sorted(d for d in dates if d < start):
-                await self._close_date(h, date, dates.pop(date))
+                self._close_date(h, date, dates.pop(date))
 
-    async def _close_date(
-        self, h: int, date: int, pairs: dict[str, tuple[float, float, int]]
-    ) -> None:
+    def _close_date(self, h: int, date: int, pairs: dict[str, tuple[float, float, int]]) -> None:
         self._closed_through[h] = max(self._closed_through[h], date)
         usable = [(s, r) for s, r, _ in pairs.values() if math.isfinite(s) and math.isfinite(r)]
         resolved_ns = max(end for _, _, end in pairs.values())
@@ -465,9 +604,7 @@ class FactorEngine(Engine[FactorConfig]):
             "symbols": len(usable),
             **running.summary().to_payload(),
         }
-        published = await self.publish(channel("factor", "ic", self.signal), payload, event_ns=date)
-        self.ics.append([payload], seqs=[published.seq])
-        self.ic_total.inc()
+        self._outbox.append(_Publish(payload, date))
 
     # ── batch (REST, compute threads) ──────────────────────────────────────────────────────
 

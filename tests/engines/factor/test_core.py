@@ -167,6 +167,48 @@ def test_hac_with_ewma_weights_equals_statsmodels_wls_hac(universe: Universe) ->
     assert_close(fits[-1].hac_bse[0], ref.bse, label="wls hac")  # type: ignore[index]
 
 
+@pytest.mark.parametrize(("decay", "lags"), [(1.0, None), (0.97, 3)])
+def test_hac_of_many_slots_in_one_call_equals_hac_cov_per_slot(
+    universe: Universe, decay: float, lags: int | None
+) -> None:
+    """``RollingOls._hac_bse`` is vectorized across the slots of one call: it equals
+    ``hac_cov`` (the statsmodels-checked per-regression Newey–West) slot by slot to 1e-12, and a
+    slot's numbers are bit-identical whatever else is in the call (the engine's batches)."""
+    tickers = ["AAPL", "AIG", "BAC", "IWM", "QQQ", "EEM", "WM", "USO"]
+    cols = [universe.column(t) for t in ["SPY", "EEM", *tickers]]
+    both = np.all([np.isfinite(c) for c in cols], axis=0)
+    rets = np.array([c[both][-400:][1:] / c[both][-400:][:-1] - 1.0 for c in cols])
+    x, y = rets[:2].T, rets[2:]
+    window, m = 60, len(tickers)
+    together = core.RollingOls(2, window=window, decay=decay, hac=True, hac_lags=lags)
+    apart = core.RollingOls(2, window=window, decay=decay, hac=True, hac_lags=lags)
+    slots = np.array([together.add_series() for _ in tickers])
+    for _ in tickers:
+        apart.add_series()
+    rng = np.random.default_rng(5)
+    root_w = np.sqrt(decay ** np.arange(window - 1, -1, -1, dtype=float))
+    checked = 0
+    for t in range(len(x)):
+        fit = together.update(slots, y[:, t], np.repeat(x[t][None], m, axis=0))
+        for part in np.array_split(rng.permutation(m), rng.integers(1, 4)):
+            alone = apart.update(part, y[part, t], np.repeat(x[t][None], len(part), axis=0))
+            assert alone.hac_bse is not None and fit.hac_bse is not None
+            np.testing.assert_array_equal(alone.hac_bse, fit.hac_bse[part])
+        if t + 1 < window:
+            assert np.isnan(fit.hac_bse).all()  # type: ignore[arg-type]
+            continue
+        for i in range(m):
+            order = (together.head[i] + np.arange(window)) % window
+            xw = together.ring_x[i, order] * root_w[:, None]
+            yw = together.ring_y[i, order] * root_w
+            inv = np.linalg.inv(together.xx[i])
+            cov = core.hac_cov(xw, yw - xw @ fit.params[i], inv, lags)
+            want = np.sqrt(np.diagonal(cov))
+            np.testing.assert_allclose(fit.hac_bse[i], want, rtol=1e-12, atol=0)  # type: ignore[index]
+            checked += 1
+    assert checked == m * (len(x) - window + 1)
+
+
 def test_many_symbols_at_once_equal_one_at_a_time(universe: Universe) -> None:
     """The vectorized streaming update of many slots and the vmapped batch equal per-symbol
     RollingOLS on a common panel."""

@@ -19,6 +19,7 @@ from engines.factor.service import FactorConfig, FactorEngine, field_value
 from engines.shell import load_config
 from engines.shell.driver import DeterministicDriver
 from protocol.records import Bar, encode
+from protocol.schemas import check_payload
 from realtime.bus import Envelope, MemoryBus
 from realtime.clock import ManualClock
 from tests.engines.factor.conftest import Universe
@@ -53,9 +54,20 @@ def bar_payload(symbol: str, date: np.datetime64, close: float, volume: float) -
     )
 
 
-def recording(universe: Universe, rows: slice, signal: np.ndarray | None = None) -> list[Envelope]:
-    """Bars of ``TICKERS`` date by date (and after each date, when given, a ``features.SYM``
-    message carrying ``signal`` at the bar's end)."""
+def features_payload(ticker: str, t: int, value: float) -> dict[str, Any]:
+    return {"source": "features", "symbol": ticker, "event_ns": t,
+            "values": {"mom": None if math.isnan(value) else float(value)}}  # fmt: skip
+
+
+def recording(
+    universe: Universe,
+    rows: slice,
+    signal: np.ndarray | None = None,
+    kind: str = "features",
+    make: Any = features_payload,
+) -> list[Envelope]:
+    """Bars of ``TICKERS`` date by date (and after each date, when given, a ``<kind>.SYM``
+    message carrying ``signal`` at the bar's end, its payload ``make(ticker, t, value)``)."""
     out: list[Envelope] = []
     seq = 0
     cols = [universe.tickers.index(t) for t in TICKERS]
@@ -71,11 +83,9 @@ def recording(universe: Universe, rows: slice, signal: np.ndarray | None = None)
             out.append(Envelope(f"bars.1d.{ticker}", seq, "e", t, t, payload))
         if signal is not None:
             for j, ticker in zip(cols, TICKERS, strict=True):
-                value = signal[d, j]
-                payload = {"source": "features", "symbol": ticker, "event_ns": t,
-                           "values": {"mom": None if math.isnan(value) else float(value)}}  # fmt: skip
                 seq += 1
-                out.append(Envelope(f"features.{ticker}", seq, "e", t, t, payload))
+                payload = make(ticker, t, float(signal[d, j]))
+                out.append(Envelope(f"{kind}.{ticker}", seq, "e", t, t, payload))
     return out
 
 
@@ -162,6 +172,145 @@ async def test_ic_of_a_signal_equals_the_per_date_spearman(universe: Universe) -
         assert got[-1]["n"] == summary.n and got[-1]["mean"] == pytest.approx(summary.mean)
         assert got[-1]["t"] == pytest.approx(summary.t, rel=1e-9)
         assert engine.running_ic[h].n == summary.n
+
+
+def ml_payload(ticker: str, t: int, value: float) -> dict[str, Any]:
+    """engines/ml's prediction message (``protocol.schemas`` ``MlPayload``); the probability a
+    monotone map of ``value`` (null while it is NaN, as a model that has not learned yet)."""
+    probability = None if math.isnan(value) else 1.0 / (1.0 + math.exp(-10.0 * value))
+    payload = {"model": "logistic", "symbol": ticker, "version": 1,
+               "prediction": float(probability is not None and probability > 0.5),
+               "probability": probability, "bet_size": None, "event_ns": t, "bar_end_ns": t,
+               "learned": 10, "drifts": 0, "drift": False, "metrics": {"n": 10.0}}  # fmt: skip
+    check_payload(f"ml.logistic.{ticker}", payload)
+    return payload
+
+
+async def test_ic_of_ml_predictions_from_a_dotted_kind(universe: Universe) -> None:
+    """``ml.logistic:probability`` consumes ``ml.logistic.*`` (three-segment channels); the IC of
+    the probability (a monotone map of momentum) equals momentum's per-date IC."""
+    chars = core.characteristics(universe.close, universe.volume, universe.column("SPY"))
+    cols = [universe.tickers.index(t) for t in TICKERS]
+    signal = np.full_like(universe.close, np.nan)
+    signal[:, cols] = chars["momentum"][:, cols]
+    config = FactorConfig(**FAST, ic_signal="ml.logistic:probability", ic_horizons=(1, 5))
+    assert config.signal_name() == "ml_logistic_probability"
+    messages = recording(universe, ROWS, signal, kind="ml.logistic", make=ml_payload)
+    engine, outputs = await drive(config, messages)
+    assert "ml.logistic.*" in engine.inputs()
+    ics = [e.payload for e in outputs if e.channel == "factor.ic.ml_logistic_probability"]
+    close = universe.close[ROWS][:, cols]
+    sig = signal[ROWS][:, cols]
+    for h in (1, 5):
+        want = core.information_coefficient(sig, core.forward_returns(close, h))
+        got = [g for g in ics if g["horizon"] == h]
+        assert len(got) == np.isfinite(want).sum() - 1 > 100
+        np.testing.assert_allclose(
+            [g["ic"] for g in got], want[np.isfinite(want)][:-1], rtol=0, atol=1e-12
+        )
+        assert got[-1]["source"] == "ml.logistic:probability"
+    assert engine.health()["bad_input"] == {}
+
+
+async def test_non_finite_signal_values_are_counted_as_bad_input() -> None:
+    config = FactorConfig(**FAST, ic_signal="features:values.mom")
+    t = 1_600_000_000_000_000_000
+    values: list[Any] = [math.nan, math.inf, -math.inf, 10**400, "x", True, None, 0.5]
+    messages = [
+        Envelope(
+            "features.AAPL", i, "e", t, t, {"symbol": "AAPL", "event_ns": t, "values": {"mom": v}}
+        )
+        for i, v in enumerate(values)
+    ]
+    engine, _ = await drive(config, messages)
+    # NaN, ±inf, an int beyond float, a string, a bool: counted; null (warm-up) and 0.5 not
+    assert engine.health()["bad_input"] == {"features.*": {"invalid_signal": 6}}
+    assert list(engine.symbols["AAPL"].signals) == [(t, 0.5)]
+    assert engine.health()["errors"] == 0
+
+
+async def test_every_ready_bar_of_a_batch_is_regressed_in_one_update(
+    universe: Universe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine's path: one ``RollingOls.update`` per input batch for every symbol whose bar
+    is ready (HAC on); what it publishes, and in what order, is the same whatever the batches
+    — one batch for everything, one per message, or one per date."""
+    chars = core.characteristics(universe.close, universe.volume, universe.column("SPY"))
+    config = FactorConfig(**FAST, window=40, ic_signal="features:values.mom", ic_horizons=(1,))
+    assert config.hac
+    messages = recording(universe, slice(-150, None), chars["momentum"])
+    sizes: list[int] = []
+    update = core.RollingOls.update
+
+    def counted(self: core.RollingOls, slots: Any, y: Any, x: Any) -> core.Fit:
+        sizes.append(len(slots))
+        return update(self, slots, y, x)
+
+    monkeypatch.setattr(core.RollingOls, "update", counted)
+    _, whole = await drive(config, messages)
+    # one batch: round r takes every symbol's r-th ready bar
+    assert sizes[:3] == [len(TICKERS)] * 3 and len(sizes) == 149
+
+    async def in_batches(batches: list[list[Envelope]]) -> list[Envelope]:
+        clock = ManualClock(0)
+        engine = FactorEngine(config, bus=MemoryBus(clock=clock), clock=clock)
+        driver = DeterministicDriver(engine)
+        return [e for batch in batches for e in await driver.run(batch)]
+
+    sizes.clear()
+    one_by_one = await in_batches([[m] for m in messages])
+    assert set(sizes) == {1}  # a message at a time: a bar at a time
+    dates: dict[int, list[Envelope]] = {}
+    for m in messages:
+        dates.setdefault(m.event_ns, []).append(m)
+    sizes.clear()
+    per_date = await in_batches(list(dates.values()))
+    assert max(sizes) == len(TICKERS) and len(sizes) == 149
+    want = [(e.channel, e.payload) for e in whole]
+    assert any(c.startswith("factor.ic.") for c, _ in want)
+    assert [(e.channel, e.payload) for e in one_by_one] == want
+    assert [(e.channel, e.payload) for e in per_date] == want
+
+
+async def test_spread_factor_exposures_equal_statsmodels(universe: Universe) -> None:
+    """``factors = SPY,IWM-SPY``: the spread's return per bar is IWM's minus SPY's; published
+    exposures equal statsmodels ``RollingOLS`` (and its HAC) on [1, SPY, IWM − SPY]."""
+    config = FactorConfig(**FAST, factors=("SPY", "IWM-SPY"), window=60)
+    engine, outputs = await drive(config, recording(universe, ROWS))
+    published: dict[str, list[dict[str, Any]]] = {}
+    for e in outputs:
+        published.setdefault(e.channel, []).append(e.payload)
+    assert set(published) == {f"factor.market.{t}" for t in TICKERS}
+
+    def returns(ticker: str) -> np.ndarray:
+        close: np.ndarray = universe.column(ticker)[ROWS]
+        out: np.ndarray = close[1:] / close[:-1] - 1.0
+        return out
+
+    spy, iwm = returns("SPY"), returns("IWM")
+    design = sm.add_constant(np.column_stack([spy, iwm - spy]))
+    for ticker in ("AAPL", "BAC", "EEM"):
+        y = returns(ticker)
+        ref = RollingOLS(y, design, window=60).fit()
+        rows = published[f"factor.market.{ticker}"]
+        assert len(rows) == len(y) and rows[-1]["factors"] == ["SPY", "IWM-SPY"]
+
+        def column(name: str, key: str | None, rows: list[dict[str, Any]] = rows) -> np.ndarray:
+            got = [r[name] if key is None else r[name][key] for r in rows]
+            return np.array([np.nan if v is None else v for v in got])
+
+        params = np.column_stack(
+            [column("alpha", None), column("betas", "SPY"), column("betas", "IWM-SPY")]
+        )
+        assert_close(params, ref.params, label=ticker)
+        assert_close(column("t_betas", "IWM-SPY"), ref.tvalues[:, 2], label=f"{ticker} t")
+        assert_close(column("r2", None), ref.rsquared, label=f"{ticker} r2")
+        n = len(y)
+        hac = sm.OLS(y[n - 60 :], design[n - 60 :]).fit(cov_type="HAC", cov_kwds={"maxlags": None})
+        assert rows[-1]["hac_t_betas"]["IWM-SPY"] == pytest.approx(hac.tvalues[2], rel=1e-9)
+    iwm_row = published["factor.market.IWM"][-1]  # IWM = SPY + (IWM − SPY): a perfect fit
+    assert iwm_row["betas"] == pytest.approx({"SPY": 1.0, "IWM-SPY": 1.0}, abs=1e-9)
+    assert engine.skipped_total.labels("unmatched")._value.get() == 0
 
 
 async def test_no_look_ahead_in_published_exposures_and_ics(universe: Universe) -> None:
@@ -251,13 +400,20 @@ def test_settings_are_checked() -> None:
     )
     assert config.factors == ("SPY", "QQQ", "IWM") and config.hac_lags == 3
     assert config.signal_name() == "vpin_vpin"
+    ml = FactorConfig(ic_signal="ml.hoeffding:probability")
+    assert "ml.hoeffding.*" in FactorEngine(ml, bus=MemoryBus(), clock=ManualClock(0)).inputs()
     for bad in (
         {"factors": ()},
         {"factors": ("SPY", "SPY")},
+        {"factors": ("SPY-SPY",)},
+        {"factors": ("IWM-",)},
+        {"factors": ("A-B-C",)},
         {"window": 2},
         {"decay": 0.0},
         {"model": "a.b"},
         {"ic_signal": "features"},
+        {"ic_signal": "ml..logistic:probability"},
+        {"ic_signal": "bars.1m:c"},
         {"ic_signal": "features:values.x", "ic_name": "a.b"},
         {"ic_horizons": (0,)},
         {"ic_min_symbols": 1},
@@ -268,3 +424,26 @@ def test_settings_are_checked() -> None:
             FactorConfig(**bad)
     assert field_value({"values": {"rsi": 3.0}}, "values.rsi") == 3.0
     assert field_value({"values": 3.0}, "values.rsi") is None
+
+
+async def test_start_compiles_the_shape_the_docstring_states(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``on_start`` warms one batch shape (4096 bars × 8 symbols × the configured factors); the
+    docstring's count of the other padded shapes (compiled on first use) holds."""
+    warmed: list[tuple[int, ...]] = []
+    monkeypatch.setattr(core, "warm_up", lambda *shape: warmed.append(shape))
+    clock = ManualClock(0)
+    config = FactorConfig(factors=("SPY", "QQQ", "IWM"))
+    engine = FactorEngine(config, bus=MemoryBus(clock=clock), clock=clock)
+    await engine.start()
+    await engine.stop()
+    assert warmed == [(4096, 8, 3)]
+    bars = {core.padded(n, core.MIN_PADDED_BARS) for n in range(1, config.max_batch_bars + 1)}
+    symbols = {
+        core.padded(n, core.MIN_PADDED_SYMBOLS) for n in range(1, config.max_batch_symbols + 1)
+    }
+    assert (len(bars), len(symbols)) == (36, 25)
+    assert [core.padded(n, core.MIN_PADDED_BARS) for n in (3584, 3585, 4096)] == [3584, 4096, 4096]
+    assert sorted(symbols)[:10] == [8, 10, 12, 14, 16, 20, 24, 28, 32, 40]
+    assert sorted(symbols)[-3:] == [384, 448, 512]
