@@ -79,6 +79,7 @@ from engines.marketdata.core import BarSpec
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.lifecycle import Input, on
 from protocol.channels import DeliveryClass, channel
+from protocol.errors import ProtocolError
 from protocol.records import BadInput, Bar
 from realtime.bus import Bus, Envelope
 from realtime.clock import Clock
@@ -376,6 +377,11 @@ class FactorEngine(Engine[FactorConfig]):
             raise BadInput("wrong_spec", f"bar spec {bar.spec!r} is not {self.config.bar_spec!r}")
         if not (math.isfinite(bar.close) and bar.close > 0):
             raise BadInput("invalid_value", f"close {bar.close!r} is not finite and > 0", "$.c")
+        if bar.symbol not in self._channels:  # checked before any state changes
+            try:
+                self._channels[bar.symbol] = channel("factor", self.config.model, bar.symbol)
+            except ProtocolError as exc:
+                raise BadInput("invalid_symbol", str(exc), "$.s") from None
         state = self.symbols.get(bar.symbol)
         if state is None:
             state = self.symbols[bar.symbol] = SymbolState(
@@ -454,9 +460,15 @@ class FactorEngine(Engine[FactorConfig]):
                 try:
                     for q in queued:
                         if isinstance(q, _Publish):
-                            published = await self.publish(
-                                channel("factor", "ic", self.signal), q.payload, event_ns=q.event_ns
-                            )
+                            try:
+                                published = await self.publish(
+                                    channel("factor", "ic", self.signal),
+                                    q.payload,
+                                    event_ns=q.event_ns,
+                                )
+                            except Exception:  # one item's failure loses no other item
+                                self.record_error("publishing an IC")
+                                continue
                             self.ics.append([q.payload], seqs=[published.seq])
                             self.ic_total.inc()
                             continue
@@ -472,12 +484,13 @@ class FactorEngine(Engine[FactorConfig]):
                             "decay": self.config.decay,
                             **fits[id(q)],
                         }
-                        name = self._channels.get(q.symbol)
-                        if name is None:
-                            name = self._channels[q.symbol] = channel(
-                                "factor", self.config.model, q.symbol
+                        try:
+                            published = await self.publish(
+                                self._channels[q.symbol], payload, event_ns=q.event_ns
                             )
-                        published = await self.publish(name, payload, event_ns=q.event_ns)
+                        except Exception:  # one item's failure loses no other item
+                            self.record_error(f"publishing {q.symbol}'s exposures")
+                            continue
                         stored.append(payload)
                         seqs.append(published.seq)
                 finally:  # what was published is stored, even if a publish failed

@@ -447,3 +447,26 @@ async def test_start_compiles_the_shape_the_docstring_states(
     assert [core.padded(n, core.MIN_PADDED_BARS) for n in (3584, 3585, 4096)] == [3584, 4096, 4096]
     assert sorted(symbols)[:10] == [8, 10, 12, 14, 16, 20, 24, 28, 32, 40]
     assert sorted(symbols)[-3:] == [384, 448, 512]
+
+
+async def test_a_bar_whose_symbol_cannot_name_a_channel_is_bad_input_and_costs_nothing_else(
+    universe: Universe,
+) -> None:
+    """``BRK.B`` is a valid bar but no channel segment: counted ``invalid_symbol`` before any
+    state changes; every other symbol of the same batches is regressed and published as
+    without it."""
+    clean = recording(universe, slice(-40, None))
+    poisoned: list[Envelope] = []
+    for e in clean:
+        poisoned.append(e)
+        if e.channel == "bars.1d.AAPL":
+            payload = {**e.payload, "s": "BRK.B"}
+            poisoned.append(
+                Envelope("bars.1d.BRKB", e.seq, "e", e.event_ns, e.publish_ns, payload)
+            )
+    config = FactorConfig(**FAST, window=20)
+    _, expected = await drive(config, clean)
+    engine, outputs = await drive(config, poisoned)
+    assert [(e.channel, e.payload) for e in outputs] == [(e.channel, e.payload) for e in expected]
+    assert engine.health()["bad_input"] == {"bars.1d.*": {"invalid_symbol": 40}}
+    assert engine.health()["errors"] == 0
