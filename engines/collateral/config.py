@@ -4,8 +4,8 @@ The agreements (CSAs) are configuration, not code: a JSON file (``agreements``; 
 demo, ``data/agreements.json``, one agreement ``paper`` on the paper account) of the shape::
 
     {"agreements": [{"name": "paper", "counterparty": "DEMO-BROKER", "account": "paper",
-                     "currency": "USD", "threshold": 0, "minimum_transfer_amount": 500,
-                     "independent_amount": 0, "rounding": 100, "call_frequency": "5m",
+                     "currency": "USD", "threshold": 0, "minimum_transfer_amount": 100,
+                     "independent_amount": 0, "rounding": 10, "call_frequency": "5m",
                      "held": 0, "auto_settle": true,
                      "eligible": [{"asset_class": "cash.USD", "haircut": 0.0},
                                   {"asset_class": "equity", "haircut": 0.15,

@@ -121,21 +121,16 @@ class Fit:
 
     def row(self, i: int, factors: tuple[str, ...]) -> dict[str, Any]:
         """Regression ``i`` as JSON-ready numbers (non-finite → ``None``)."""
-        t = self.tvalues[i]
-        out: dict[str, Any] = {
-            "n": int(self.nobs[i]),
-            "alpha": finite_or_none(self.params[i, 0]),
-            "betas": dict(zip(factors, map(finite_or_none, self.params[i, 1:]), strict=True)),
-            "t_alpha": finite_or_none(t[0]),
-            "t_betas": dict(zip(factors, map(finite_or_none, t[1:]), strict=True)),
-            "r2": finite_or_none(self.r2[i]),
-            "resid_vol": finite_or_none(self.resid_vol[i]),
-        }
         hac = self.hac_tvalues
-        if hac is not None:
-            out["hac_t_alpha"] = finite_or_none(hac[i, 0])
-            out["hac_t_betas"] = dict(zip(factors, map(finite_or_none, hac[i, 1:]), strict=True))
-        return out
+        return _row(
+            factors,
+            int(self.nobs[i]),
+            [finite_or_none(v) for v in self.params[i]],
+            [finite_or_none(v) for v in self.tvalues[i]],
+            finite_or_none(self.r2[i]),
+            finite_or_none(self.resid_vol[i]),
+            None if hac is None else [finite_or_none(v) for v in hac[i]],
+        )
 
     def rows(self, factors: tuple[str, ...]) -> list[dict[str, Any]]:
         """Every regression's ``row`` (the same dicts), the t-stats computed once for all."""
@@ -143,22 +138,35 @@ class Fit:
         params = _none_if_not_finite(self.params)
         r2, vol = _none_if_not_finite(self.r2), _none_if_not_finite(self.resid_vol)
         hac = None if self.hac_tvalues is None else _none_if_not_finite(self.hac_tvalues)
-        out = []
-        for i, n in enumerate(self.nobs.tolist()):
-            row: dict[str, Any] = {
-                "n": n,
-                "alpha": params[i][0],
-                "betas": dict(zip(factors, params[i][1:], strict=True)),
-                "t_alpha": t[i][0],
-                "t_betas": dict(zip(factors, t[i][1:], strict=True)),
-                "r2": r2[i],
-                "resid_vol": vol[i],
-            }
-            if hac is not None:
-                row["hac_t_alpha"] = hac[i][0]
-                row["hac_t_betas"] = dict(zip(factors, hac[i][1:], strict=True))
-            out.append(row)
-        return out
+        return [
+            _row(factors, n, params[i], t[i], r2[i], vol[i], None if hac is None else hac[i])
+            for i, n in enumerate(self.nobs.tolist())
+        ]
+
+
+def _row(
+    factors: tuple[str, ...],
+    n: int,
+    params: list[Any],
+    t: list[Any],
+    r2: Any,
+    resid_vol: Any,
+    hac: list[Any] | None,
+) -> dict[str, Any]:
+    """One regression's published numbers (``Fit.row``), from values already JSON-ready."""
+    out: dict[str, Any] = {
+        "n": n,
+        "alpha": params[0],
+        "betas": dict(zip(factors, params[1:], strict=True)),
+        "t_alpha": t[0],
+        "t_betas": dict(zip(factors, t[1:], strict=True)),
+        "r2": r2,
+        "resid_vol": resid_vol,
+    }
+    if hac is not None:
+        out["hac_t_alpha"] = hac[0]
+        out["hac_t_betas"] = dict(zip(factors, hac[1:], strict=True))
+    return out
 
 
 def _none_if_not_finite(a: Array) -> list[Any]:

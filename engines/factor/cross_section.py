@@ -12,7 +12,9 @@ benchmark) sessions; per symbol the total-return-adjusted closes and volumes of
 ``core.characteristics`` from data up to each date only (the look-back reaches before ``from``),
 rebalanced every ``horizon`` sessions from the first session on or after ``from``; the return
 regressed at date d is the forward return d → d + ``horizon`` sessions, and the last such
-return ends on or before ``to``. WLS weights there are the dollar volume on date d.
+return ends on or before ``to``. WLS weights there are close × volume on date d of those
+series: the dollar volume scaled by the symbol's dividend adjustment factor at d (the size
+characteristic is measured the same way), not the raw traded value.
 """
 
 from __future__ import annotations

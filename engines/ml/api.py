@@ -137,7 +137,8 @@ async def version_page(
     cursor = span.cursor
     scanned = 0
     for _ in range(VERSION_SCAN_READS):
-        page = await records.query(key, span.from_ns, span.to_ns, span.limit - len(items), cursor)
+        wanted = min(span.limit - len(items), VERSION_SCAN_ROWS - scanned)
+        page = await records.query(key, span.from_ns, span.to_ns, wanted, cursor)
         items += [p for p in page.items if p.get("version") == version]
         scanned += len(page.items)
         cursor = page.next_cursor

@@ -271,7 +271,6 @@ class MlEngine(Engine[MlConfig]):
     """Online models per symbol on ``ml.<model>.SYM``; predictions stored per model."""
 
     config_type = MlConfig
-    rebuilds_from_store = True  # the walk-forward model registry is read back at start
 
     def __init__(
         self, config: MlConfig, *, bus: Bus, clock: Clock, storage: Storage | None = None
@@ -336,7 +335,20 @@ class MlEngine(Engine[MlConfig]):
 
     async def on_start(self) -> None:
         """Read the stored walk-forward model versions back (module docstring, "Model
-        registry"): the newest ``max_model_versions`` listed, every name's count kept."""
+        registry"): the newest ``max_model_versions`` listed, every name's count kept. The
+        online models need no store: with PostgreSQL still unreachable the engine starts at
+        once and reads the registry back when the store comes up (a job finishing before that
+        may reuse a stored version number)."""
+        if self.storage.ready.is_set():
+            await self._read_registry()
+        else:
+            self.spawn(self._read_registry_when_ready, name="registry")
+
+    async def _read_registry_when_ready(self) -> None:
+        await self.storage.ready.wait()
+        await self._read_registry()
+
+    async def _read_registry(self) -> None:
         async for version in self.version_records.scan(WALKFORWARD):
             self._remember_version(version)
 

@@ -242,6 +242,9 @@ def test_check_payload_names_the_nested_path() -> None:
         check_payload("book.BTCUSDT", {**book, "bids": [[100.0, "1"]]})
     with pytest.raises(ValueError, match=r"^data\.a: matches none of the allowed forms$"):
         check_payload("trades.SPY", {**EXAMPLES[0][1], "a": "up"})
+    # a whole-number float is an integer to JSON Schema (and to JavaScript)
+    assert agrees_with_jsonschema("bars.1m.SPY", {**EXAMPLES[1][1], "n": 3.0})
+    assert not agrees_with_jsonschema("bars.1m.SPY", {**EXAMPLES[1][1], "n": 3.5})
 
 
 @given(

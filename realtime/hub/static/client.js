@@ -69,7 +69,7 @@ export function deliveryOf(name) {
 function makeChecker(components) {
   const resolve = (s) => {
     while (s && s.$ref) s = components[s.$ref.split("/").pop()] || {};
-    return s || {};
+    return s === undefined || s === null ? {} : s;  // false stays false: nothing allowed
   };
   const typeOk = (t, v) => {
     switch (t) {

@@ -461,9 +461,7 @@ async def test_a_bar_whose_symbol_cannot_name_a_channel_is_bad_input_and_costs_n
         poisoned.append(e)
         if e.channel == "bars.1d.AAPL":
             payload = {**e.payload, "s": "BRK.B"}
-            poisoned.append(
-                Envelope("bars.1d.BRKB", e.seq, "e", e.event_ns, e.publish_ns, payload)
-            )
+            poisoned.append(Envelope("bars.1d.BRKB", e.seq, "e", e.event_ns, e.publish_ns, payload))
     config = FactorConfig(**FAST, window=20)
     _, expected = await drive(config, clean)
     engine, outputs = await drive(config, poisoned)

@@ -21,6 +21,7 @@ from engines.shell import create_app
 from protocol.records import Bar
 from realtime.bus import MemoryBus
 from realtime.clock import ManualClock
+from realtime.storage import Storage, StorageConfig
 from tests.engines.ml.test_service import KEYS, WARM, bar, feature_rows, features
 from tests.engines.ml.test_service import spy as spy
 from tests.support import TEST_DSN, migrated_schema, until
@@ -264,6 +265,30 @@ async def test_walkforward_versions_survive_a_restart_bounded(schema: str) -> No
             (3, jobs[2]),
             (4, done["job"]),
         ]
+
+
+async def test_the_registry_is_read_back_once_the_store_comes_up(schema: str) -> None:
+    """The online models need no store: with PostgreSQL not reachable yet the engine runs at
+    once, and lists the stored walk-forward versions when the store comes up."""
+    body = {**separable(1), "estimator": "kneighbors", "params": {"n_neighbors": 3}}
+    async with serving(schema) as client:
+        resp = await client.simulate_post("/ml/walkforward", json=body)
+        assert resp.status_code == 202, resp.text
+        job = (await finished(client, resp.json["job"]))["job"]
+    clock = ManualClock(0)
+    storage = Storage(StorageConfig(dsn=TEST_DSN, schema=schema), clock=clock)  # not open yet
+    engine = MlEngine(
+        MlConfig(features=KEYS, horizon=3), bus=MemoryBus(clock=clock), clock=clock,
+        storage=storage,
+    )  # fmt: skip
+    await asyncio.wait_for(engine.start(), 5)  # does not wait for the store
+    try:
+        assert engine.status() != "starting" and list(engine.model_versions) == []
+        await storage.open()  # the schema is the module's: other tests' versions are there too
+        await until(lambda: job in [v["job"] for v in engine.model_versions])
+    finally:
+        await engine.stop()
+        await storage.close()
 
 
 async def test_history_filters_by_model_version(

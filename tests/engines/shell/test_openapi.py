@@ -353,7 +353,6 @@ async def test_real_answers_validate_against_the_served_documents() -> None:
         engines = run.engines
         marketdata: Any = engines["marketdata"].engine
         await until(lambda: marketdata.progress.done, timeout_s=150)
-        await asyncio.sleep(1.0)  # the last records settle on the bus and in the stores
 
         async def get(
             name: str, template: str, concrete: str, body: Any = None, *, optional: bool = False
