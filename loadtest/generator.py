@@ -4,7 +4,7 @@ Two modes, one module:
 
 * **Standalone** (``--duration``): a plain CLI against any running hub::
 
-      python -m loadtest.generator --url ws://HOST:8600/ --channels trades.SPY,quotes.SPY \\
+      python -m loadtest.generator --url ws://HOST:8600/ --channels trades.SPY,bars.1m.SPY \\
           --connections 200 --duration 30 [--out result.json]
 
   Every frame is parsed (``orjson``) and every message checked per connection and channel by

@@ -2,7 +2,7 @@
 per engine, against any deployment ``--host`` names (the hub's URL).
 
     locust -f loadtest/locustfile.py --host http://HUB:8600 --headless -u 50 -r 10 -t 60s \\
-        --csv results/nautilus [--ws-channels trades.SPY,quotes.SPY] [HubUser MarketDataUser …]
+        --csv results/nautilus [--ws-channels trades.SPY,bars.1m.SPY] [HubUser MarketDataUser …]
 
 **HubUser** connects to the hub (``ws://`` on the ``--host`` host and port, path ``--ws-path``,
 ``--ws-token`` as ``?token=``), subscribes to ``--ws-channels`` and reports:
@@ -58,7 +58,7 @@ from locust.env import Environment
 from engines.shell.registry import ENGINE_PORTS, HUB_PORT
 from loadtest.generator import StreamAccount
 
-DEFAULT_CHANNELS = "trades.SPY,quotes.SPY,bars.1m.SPY,vpin.SPY,features.SPY,pnl.paper"
+DEFAULT_CHANNELS = "trades.SPY,bars.1m.SPY,vpin.SPY,features.SPY,pnl.paper"
 #: A receive waits at most this long, so a stopping user is never stuck in ``recv`` (seconds).
 RECV_TIMEOUT_S = 1.0
 #: Seconds a (re)connect and its subscribe ack may take.

@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import io
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CHANNELS = ("trades.SPY", "quotes.SPY", "bars.1m.SPY")
+CHANNELS = ("trades.SPY", "bars.1m.SPY", "vpin.SPY")  # what the SPY replay publishes
 REST_ENGINES = ("marketdata", "vpin", "features", "portfolio", "risk")
 USERS = ("HubUser", "MarketDataUser", "VpinUser", "FeaturesUser", "PortfolioUser", "RiskUser")
 
@@ -82,6 +83,7 @@ async def test_locust_runs_headless_against_the_embedded_platform(tmp_path: Path
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
+            "PYTHONFAULTHANDLER": "1",
             "LOCUST_WS_CHANNELS": ",".join(CHANNELS),
             # a marketdata URL by env; the other engines are found through the hub's /status
             "NAUTILUS_LOCUST_MARKETDATA_URL": f"http://127.0.0.1:{engines['marketdata'].port}",
@@ -95,7 +97,14 @@ async def test_locust_runs_headless_against_the_embedded_platform(tmp_path: Path
             "--only-summary", "--exit-code-on-error", "1", *USERS,
             cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 90)
+        except TimeoutError:  # say what locust was doing, rather than a bare timeout
+            proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: the child dumps its stacks
+            await asyncio.sleep(1)
+            proc.kill()
+            out, _ = await proc.communicate()
+            pytest.fail("locust did not exit within 90 s:\n" + out.decode(errors="replace")[-6000:])
         log = out.decode(errors="replace")
         assert proc.returncode == 0, log[-4000:]
     finally:
