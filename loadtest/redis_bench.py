@@ -16,7 +16,11 @@ Scenarios (each: warm-up, a measured window, then an exact loss count after a dr
 Children: ``python -m loadtest.redis_bench hub|publisher ...`` (this module) and
 ``loadtest.generator``, each in its own process group, killed on every exit path; every scenario
 uses its own Redis key prefix and deletes its keys. Latency percentiles are the generator's:
-per frame, from the oldest message's ``ts.publish`` (upper bounds).
+per frame, from the oldest message's ``ts.publish`` (upper bounds). Beside them, Redis's own
+share over the window from its ``INFO``: the server's CPU (``used_cpu_user`` + ``used_cpu_sys``)
+and the time it spent in the publish script (``cmdstat_evalsha``) per message at the nominal
+rate; the rest of the publisher's cost is its own CPU (redis-py building the pipeline and
+parsing replies).
 """
 
 from __future__ import annotations
@@ -157,6 +161,7 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
         await asyncio.sleep(WARMUP_S)
         cpu0 = [cpu_seconds(h.pid) for h in hubs]
         publisher_cpu0 = cpu_seconds(publisher.pid)
+        redis0 = await redis_counters(url)
         stages0 = await _stage_counts(hubs[0]) if scenario.bus == "redis" else None
         for generator in generators:
             await generator.send("mark")
@@ -169,6 +174,7 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
             await generator.expect("ended")
         cpu1 = [cpu_seconds(h.pid) for h in hubs]
         publisher_cpu1 = cpu_seconds(publisher.pid)
+        redis1 = await redis_counters(url)
         stages1 = await _stage_counts(hubs[0]) if scenario.bus == "redis" else None
         await publisher.send("stop")
         last_seq = (await publisher.expect("stopped"))["last_seq"]
@@ -194,6 +200,8 @@ async def run_scenario(scenario: Scenario, url: str) -> dict[str, Any]:
             ],
             "publisher_cpu_pct": round(100 * (publisher_cpu1 - publisher_cpu0) / WINDOW_S, 1),
             "generator_cpu_pct": [r.get("cpu_pct") for r in reports],
+            "redis_cpu_pct": round(100 * (redis1[0] - redis0[0]) / WINDOW_S, 1),
+            "redis_script_us_per_msg": round((redis1[1] - redis0[1]) / (RATE * WINDOW_S), 2),
             "hub_stages_ms": _stage_quantiles(stages0, stages1),
             "generators": reports,
         }
@@ -228,6 +236,20 @@ def _stage_quantiles(
     return out
 
 
+async def redis_counters(url: str) -> tuple[float, float]:
+    """Redis's CPU seconds (user + system) and microseconds spent in ``EVALSHA`` so far."""
+    from redis.asyncio import Redis
+
+    admin = Redis.from_url(url)
+    try:
+        cpu = await admin.info("cpu")
+        stats = await admin.info("commandstats")
+    finally:
+        await admin.aclose()
+    script = stats.get("cmdstat_evalsha", {}).get("usec", 0)
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), float(script)
+
+
 async def delete_keys(url: str, prefix: str) -> None:
     from redis.asyncio import Redis
 
@@ -254,11 +276,11 @@ def _stage(quantiles: dict[str, float | None] | None) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head: tuple[str, ...] = ("scenario", "hubs", "conns/hub", "rate/s", "delivered/s", "lost")
     head += ("p50 ms", "p99 ms", "p99.9 ms", "max ms", "hub CPU%", "pub CPU%", "gen CPU%")
-    head += ("to-hub p50/p99", "in-hub p50/p99")
+    head += ("redis CPU%", "script µs/msg", "to-hub p50/p99", "in-hub p50/p99")
     lines = []
     for r in rows:
         if "failed" in r:
-            lines.append((r["scenario"], *(["-"] * 13), r["failed"][:40]))
+            lines.append((r["scenario"], *(["-"] * 15), r["failed"][:40]))
             continue
         lat = r["latency_publish_ms"]
         stages = r.get("hub_stages_ms") or {}
@@ -277,6 +299,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 "/".join(str(c) for c in r["hub_cpu_pct"]),
                 str(r["publisher_cpu_pct"]),
                 "/".join(str(c) for c in r["generator_cpu_pct"]),
+                str(r["redis_cpu_pct"]),
+                str(r["redis_script_us_per_msg"]),
                 _stage(stages.get("publish_to_hub")),
                 _stage(stages.get("receive_to_send")),
             )
@@ -285,7 +309,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         aligned(head, lines),
         "latency: ts.publish (engine publish) -> client receipt; to-hub: ts.publish -> hub "
         "receive (publisher queue, Redis, pub/sub read); in-hub: hub receive -> socket write "
-        "(first hub; from its histograms, bucket-interpolated); memory-1c: pub CPU is the hub's",
+        "(first hub; from its histograms, bucket-interpolated); memory-1c: pub CPU is the hub's; "
+        f"script µs/msg: Redis's time in the publish script per message at {RATE} msg/s",
     ]
     by = {r["scenario"]: r for r in rows if "failed" not in r}
     if "redis-1c" in by:

@@ -1,10 +1,11 @@
-"""Redis bus for distributed mode: one Lua script numbers, stores and publishes each message.
+"""Redis bus for distributed mode: one Lua script numbers, stores and publishes messages.
 
 The model is Centrifugo's Redis broker (``internal/redis/broker.go``, its ``addHistorySource``
 script): per channel a hash holds the ``epoch`` and the ``seq`` counter, a stream holds the
 history (``XADD ... MAXLEN ~ N`` with the explicit id ``<seq>-0``), and pub/sub carries the live
 message. The script does all three atomically, so every bus instance on one Redis sees the same
-numbering and any hub can resume any client.
+numbering and any hub can resume any client. One call takes a run of consecutive messages of one
+channel (``PUBLISH_SCRIPT``); a pipeline carries a batch's runs in order.
 
 Wire form of a message, identical on pub/sub and in the stream's ``m`` field::
 
@@ -60,48 +61,74 @@ log = logging.getLogger("nautilus.bus.redis")
 
 WIRE_TAG = b"n1"
 
+#: One call per run of consecutive messages of one channel in a pipeline batch (the Python cost
+#: of a pipeline is per command, and Redis's per call).
 #: KEYS: 1 meta hash, 2 stream.
-#: ARGV: 1 pub/sub channel, 2 channel name, 3 payload JSON, 4 event_ns, 5 publish_ns,
-#:       6 stream MAXLEN (approximate), 7 epoch to use if the channel has none,
-#:       8 writer id, 9 writer publish number (increasing per writer), 10 PUBLISH or SPUBLISH.
-#: Returns {seq, epoch, duplicate (0|1)}. A call whose (writer, number) is not newer than the
-#: writer's last one on this channel is a retry: nothing is written and the original seq is
-#: returned (0 if it is no longer in the stream). Timestamps stay strings: Lua numbers are
-#: doubles and nanosecond times exceed 2^53.
+#: ARGV: 1 pub/sub channel, 2 channel name, 3 stream MAXLEN (approximate), 4 epoch to use if the
+#:       channel has none, 5 writer id, 6 PUBLISH or SPUBLISH; then per message four:
+#:       payload JSON, event_ns, publish_ns, writer publish number (increasing per writer).
+#: Returns {epoch, error, seq 1, duplicate 1 (0|1), seq 2, duplicate 2, ...}: error is "" when
+#: every message was answered; otherwise the message after the last answered one failed with
+#: it, and so does the rest of the run (nothing of them was written). A message whose (writer,
+#: number) is not newer than the writer's last one on this channel is a retry: nothing is written
+#: and its original seq is answered (0 if the stream's newest 1000 entries do not hold it).
+#: Timestamps stay strings: Lua numbers are doubles and nanosecond times exceed 2^53.
 PUBLISH_SCRIPT = """
 local meta, stream = KEYS[1], KEYS[2]
+local pubsub, command = ARGV[1], ARGV[6]
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
-  epoch = ARGV[7]
+  epoch = ARGV[4]
   redis.call('DEL', stream)
   redis.call('HSET', meta, 'e', epoch, 's', 0)
 end
-local wfield = 'w:' .. ARGV[8]
-local wtag = ARGV[8] .. ' ' .. ARGV[9]
-local last = redis.call('HGET', meta, wfield)
-if last and tonumber(last) >= tonumber(ARGV[9]) then
-  local entries = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1000)
-  for _, entry in ipairs(entries) do
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'w' and fields[i + 1] == wtag then
-        return {tonumber(string.match(entry[1], '^(%d+)')), epoch, 1}
+local head = 'n1 ' .. ARGV[2] .. ' '
+local wfield = 'w:' .. ARGV[5]
+local last = tonumber(redis.call('HGET', meta, wfield) or 0)
+local written = nil -- the number of the run's last appended message (a string, as sent)
+local retried = nil -- writer tag -> seq, of the stream's newest entries (read once, if needed)
+local reply = {epoch, ''}
+for i = 7, #ARGV, 4 do
+  local number = ARGV[i + 3]
+  local wtag = ARGV[5] .. ' ' .. number
+  if tonumber(number) <= last then
+    if not retried then
+      retried = {}
+      for _, entry in ipairs(redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1000)) do
+        local fields = entry[2]
+        for f = 1, #fields, 2 do
+          if fields[f] == 'w' and not retried[fields[f + 1]] then
+            retried[fields[f + 1]] = tonumber(string.match(entry[1], '^(%d+)'))
+          end
+        end
       end
     end
+    reply[#reply + 1] = retried[wtag] or 0
+    reply[#reply + 1] = 1
+  else
+    local seq = redis.call('HINCRBY', meta, 's', 1)
+    local msg = head .. seq .. ' ' .. epoch .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2]
+      .. '\\n' .. ARGV[i]
+    local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[3], seq .. '-0', 'm', msg,
+      'w', wtag)
+    if type(added) == 'table' and added.err then
+      redis.call('HINCRBY', meta, 's', -1)
+      reply[2] = 'stream ' .. stream .. ' is ahead of seq ' .. seq .. ': ' .. added.err
+      break
+    end
+    redis.call(command, pubsub, msg)
+    last, written = tonumber(number), number
+    if retried then
+      retried[wtag] = seq
+    end
+    reply[#reply + 1] = seq
+    reply[#reply + 1] = 0
   end
-  return {0, epoch, 1}
 end
-local seq = redis.call('HINCRBY', meta, 's', 1)
-local msg = 'n1 ' .. ARGV[2] .. ' ' .. seq .. ' ' .. epoch .. ' ' .. ARGV[4] .. ' ' .. ARGV[5]
-  .. '\\n' .. ARGV[3]
-local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[6], seq .. '-0', 'm', msg, 'w', wtag)
-if type(added) == 'table' and added.err then
-  redis.call('HINCRBY', meta, 's', -1)
-  return redis.error_reply('stream ' .. stream .. ' is ahead of seq ' .. seq .. ': ' .. added.err)
+if written then
+  redis.call('HSET', meta, wfield, written)
 end
-redis.call('HSET', meta, wfield, ARGV[9])
-redis.call(ARGV[10], ARGV[1], msg)
-return {seq, epoch, 0}
+return reply
 """
 
 
@@ -128,7 +155,8 @@ class RedisBusConfig:
         default=10.0, metadata=described("how long a publish retries through an outage")
     )
     publish_batch: int = field(
-        default=512, metadata=described("scripts sent per pipeline round trip")
+        default=512,
+        metadata=described("messages per pipeline round trip (one script call per channel run)"),
     )
     max_publish_queue: int = field(
         default=100_000, metadata=described("publishes waiting for Redis before publish raises")
@@ -256,6 +284,38 @@ class _Publish:
     future: asyncio.Future[Envelope] | None
 
 
+#: What Redis answered for one message: (seq, epoch, duplicate), or why it failed.
+_Published = tuple[int, str, bool] | Exception
+
+
+def channel_runs(batch: Sequence[_Publish]) -> list[list[_Publish]]:
+    """The batch cut into runs of consecutive messages of one channel, in batch order."""
+    runs: list[list[_Publish]] = []
+    for item in batch:
+        if runs and runs[-1][0].channel == item.channel:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
+
+
+def run_results(count: int, reply: Any) -> list[_Published]:
+    """One result per message of a run of ``count`` from ``PUBLISH_SCRIPT``'s reply (or from the
+    error that replaced it): the messages past the answered ones failed with the reply's error."""
+    if isinstance(reply, Exception):
+        return [reply] * count
+    epoch_raw, error_raw, *answers = reply
+    epoch = epoch_raw.decode()
+    results: list[_Published] = [
+        (seq, epoch, bool(duplicate))
+        for seq, duplicate in zip(answers[0::2], answers[1::2], strict=True)
+    ]
+    if len(results) < count:
+        error = ResponseError(error_raw.decode() or "publish script answered too few messages")
+        results.extend([error] * (count - len(results)))
+    return results
+
+
 #: ``gets`` of the hiredis reader behind a pub/sub connection, and its "no whole reply yet" value.
 BufferedReplies = tuple[Callable[[], Any], object]
 
@@ -286,7 +346,7 @@ class ClusterPubSubs:
     async def aclose(self) -> None:
         for pubsub in self.nodes:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
 
 class RedisSubscription(Inbox):
@@ -741,8 +801,8 @@ class RedisBus:
                 seq, epoch, _duplicate = result
                 env = Envelope(
                     item.channel,
-                    int(seq),
-                    epoch.decode(),
+                    seq,
+                    epoch,
                     item.event_ns,
                     item.publish_ns,
                     orjson.Fragment(item.payload),
@@ -757,11 +817,11 @@ class RedisBus:
         elif not item.future.done():
             item.future.set_exception(error)
 
-    async def _run_batch(self, batch: list[_Publish]) -> list[Any]:
-        """Run the scripts in one pipeline; retry the whole batch through connection errors.
+    async def _run_batch(self, batch: list[_Publish]) -> list[_Published]:
+        """Run the batch in one pipeline; retry the whole batch through connection errors.
 
-        A retry is safe: each call carries (writer id, publish number), and the script answers a
-        repeated number with the original seq instead of appending again.
+        A retry is safe: each message carries (writer id, publish number), and the script answers
+        a repeated number with the original seq instead of appending again.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.publish_timeout_s
@@ -780,16 +840,28 @@ class RedisBus:
                 self.publish_retries += len(batch)
                 await asyncio.sleep(delay)
 
-    async def _pipeline(self, batch: list[_Publish]) -> list[Any]:
+    async def _pipeline(self, batch: list[_Publish]) -> list[_Published]:
+        """One ``PUBLISH_SCRIPT`` call per channel run, in batch order; one result per message.
+
+        A run's keys are one channel's (one hash tag: one Cluster slot)."""
         keys = self.keys
         maxlen = str(self.config.stream_maxlen)
         command = "SPUBLISH" if keys.shards is not None else "PUBLISH"
         writer = self.writer_id
+        runs = channel_runs(batch)
         pipe = self._client.pipeline(transaction=False)
         # a fresh epoch per call, used only by a channel that has none: one urandom for the batch
-        epochs = secrets.token_hex(4 * len(batch))
-        for i, item in enumerate(batch):
-            channel = item.channel
+        epochs = secrets.token_hex(4 * len(runs))
+        for i, run in enumerate(runs):
+            channel = run[0].channel
+            messages: list[bytes | str] = []
+            for item in run:
+                messages += (
+                    item.payload,
+                    str(item.event_ns),
+                    str(item.publish_ns),
+                    str(item.number),
+                )
             pipe.execute_command(  # not pipe.evalsha: redis-py blocks it on cluster pipelines
                 "EVALSHA",
                 self._script_sha,
@@ -798,22 +870,21 @@ class RedisBus:
                 keys.stream(channel),
                 keys.pubsub(channel),
                 channel,
-                item.payload,
-                str(item.event_ns),
-                str(item.publish_ns),
                 maxlen,
                 epochs[8 * i : 8 * i + 8],
                 writer,
-                str(item.number),
                 command,
+                *messages,
             )
         try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
         except RedisClusterException as exc:  # e.g. a slot no master serves (mid-failover)
             raise RedisConnectionError(f"Redis Cluster: {exc}") from exc
-        for result in results:
-            if isinstance(result, NoScriptError):
-                raise result
+        results: list[_Published] = []
+        for run, reply in zip(runs, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                raise reply
+            results += run_results(len(run), reply)
         return results
 
     # --- subscribe ------------------------------------------------------------------------------

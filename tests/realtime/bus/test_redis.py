@@ -9,20 +9,22 @@ from typing import Any
 import orjson
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from protocol.codec import encode_data
-from realtime.bus.base import BusClosed, Envelope
+from realtime.bus.base import BusClosed, BusUnavailable, Envelope
 from realtime.bus.redis import (
     PUBLISH_SCRIPT,
-    BusUnavailable,
     RedisBus,
     RedisBusConfig,
     RedisSubscription,
     _buffered_replies,
+    _Publish,
     decode_message,
+    run_results,
 )
 from realtime.hub import Hub, HubConfig
-from tests.realtime.bus.conftest import BusFactory, TopDraw
+from tests.realtime.bus.conftest import BusFactory, RedisRelay, TopDraw
 from tests.realtime.hub.conftest import client
 
 
@@ -146,56 +148,146 @@ async def test_publish_nowait_keeps_order(bus_factory: BusFactory) -> None:
     assert [e.payload["i"] for e in got] == list(range(1000))
 
 
+async def run_script(
+    admin: Redis, prefix: str, writer: str, numbers: list[int], epoch: str = "ep1"
+) -> list[Any]:
+    """``PUBLISH_SCRIPT`` on one run of ``trades.SPY`` under ``prefix``: one message per number."""
+    meta, stream = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY"
+    args: list[str | bytes] = [f"{prefix}p", "trades.SPY", "100", epoch, writer, "PUBLISH"]
+    for number in numbers:
+        args += [orjson.dumps({"n": number}), "1", "2", str(number)]
+    reply: list[Any] = await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, *args)
+    return reply
+
+
 async def test_repeated_script_call_appends_once(admin: Redis, prefix: str) -> None:
     """A retried publish (same writer id and number) returns the first seq and writes nothing."""
-    meta, stream, pub = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY", f"{prefix}p"
-
-    async def call(writer: str, number: int, payload: bytes = b"{}") -> list[Any]:
-        args: list[str | bytes] = [
-            pub,
-            "trades.SPY",
-            payload,
-            "1",
-            "2",
-            "100",
-            "ep1",
-            writer,
-            str(number),
-            "PUBLISH",
-        ]
-        result: list[Any] = await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, *args)
-        return result
-
-    assert await call("w1", 1) == [1, b"ep1", 0]
-    assert await call("w1", 1) == [1, b"ep1", 1]  # the retry
-    assert await call("w2", 1) == [2, b"ep1", 0]  # another writer, same number: new message
-    assert await call("w1", 2) == [3, b"ep1", 0]
-    assert await call("w1", 1) == [1, b"ep1", 1]  # an older retry finds its seq in the stream
+    meta, stream = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY"
+    assert await run_script(admin, prefix, "w1", [1]) == [b"ep1", b"", 1, 0]
+    assert await run_script(admin, prefix, "w1", [1]) == [b"ep1", b"", 1, 1]  # the retry
+    # another writer, same number: a new message
+    assert await run_script(admin, prefix, "w2", [1], epoch="ep2") == [b"ep1", b"", 2, 0]
+    assert await run_script(admin, prefix, "w1", [2]) == [b"ep1", b"", 3, 0]
+    # an older retry finds its seq in the stream
+    assert await run_script(admin, prefix, "w1", [1]) == [b"ep1", b"", 1, 1]
     assert await admin.xlen(stream) == 3
     assert await admin.hget(meta, "s") == b"3"
 
 
+async def test_a_retried_run_answers_each_number_and_appends_only_the_new(
+    admin: Redis, prefix: str
+) -> None:
+    """A run whose middle message repeats a number: that message alone is answered as a retry
+    with its original seq; the messages around it are numbered as usual."""
+    meta, stream = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY"
+    assert await run_script(admin, prefix, "w1", [1, 2]) == [b"ep1", b"", 1, 0, 2, 0]
+    assert await run_script(admin, prefix, "w1", [3, 2, 4]) == [b"ep1", b"", 3, 0, 2, 1, 4, 0]
+    # a whole batch again (a retry after a lost reply): all answered, nothing appended
+    retried = await run_script(admin, prefix, "w1", [1, 2, 3, 4])
+    assert retried == [b"ep1", b"", 1, 1, 2, 1, 3, 1, 4, 1]  # (seq, duplicate) per message
+    entries: Any = await admin.xrange(stream)
+    assert [decode_message(fields[b"m"]).payload["n"] for _, fields in entries] == [1, 2, 3, 4]
+    assert await admin.hget(meta, "s") == b"4"
+    assert await admin.hget(meta, "w:w1") == b"4"
+
+
 async def test_stream_ahead_of_counter_is_refused(admin: Redis, prefix: str) -> None:
-    """The explicit ``<seq>-0`` id: a stream that already holds a later seq rejects the append."""
+    """The explicit ``<seq>-0`` id: a stream that already holds a later seq rejects the append;
+    the run stops there, and that message and the rest of the run are answered with the error."""
     meta, stream = f"{prefix}meta:trades.SPY", f"{prefix}stream:trades.SPY"
     await admin.hset(meta, mapping={"e": "ep1", "s": 0})
     await admin.xadd(stream, {"m": "x"}, id="5-0")
-    args: list[str | bytes] = [
-        f"{prefix}p",
-        "trades.SPY",
-        b"{}",
-        "1",
-        "2",
-        "100",
-        "ep2",
-        "w",
-        "1",
-        "PUBLISH",
-    ]
-    with pytest.raises(Exception, match="ahead of seq 1"):
-        await admin.eval(PUBLISH_SCRIPT, 2, meta, stream, *args)
+    epoch, error, *answers = await run_script(admin, prefix, "w", [1, 2], epoch="ep2")
+    assert (epoch, answers) == (b"ep1", [])
+    assert b"ahead of seq 1" in error
     assert await admin.hget(meta, "s") == b"0"
+    assert await admin.hget(meta, "w:w") is None
     assert await admin.xlen(stream) == 1
+
+
+def test_run_results_fail_the_unanswered_rest_of_a_run() -> None:
+    assert run_results(2, [b"ep", b"", 7, 0, 3, 1]) == [(7, "ep", False), (3, "ep", True)]
+    first, *rest = run_results(3, [b"ep", b"stream s is ahead of seq 8: ERR", 7, 0])
+    assert first == (7, "ep", False)
+    assert len(rest) == 2
+    assert all(isinstance(e, ResponseError) and "ahead of seq 8" in str(e) for e in rest)
+    lost = ConnectionError("gone")
+    assert run_results(2, lost) == [lost, lost]
+
+
+async def test_a_batch_sends_one_script_call_per_channel_run_in_order(
+    bus_factory: BusFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A A B A in one batch: three script calls, each channel numbered in order, and subscribers
+    see the bus's order (the pipeline holds the runs in batch order)."""
+    async with bus_factory() as bus:
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        calls: list[tuple[Any, ...]] = []
+        pipeline = bus._client.pipeline
+
+        def recording_pipeline(**options: Any) -> Any:
+            pipe = pipeline(**options)
+            send = pipe.execute_command
+
+            def record(*args: Any) -> Any:
+                calls.append(args)
+                return send(*args)
+
+            pipe.execute_command = record
+            return pipe
+
+        monkeypatch.setattr(bus._client, "pipeline", recording_pipeline)
+        order = ["trades.A", "trades.A", "trades.B", "trades.A"]
+        futures = [bus.publish(channel, {"i": i}) for i, channel in enumerate(order)]
+        sent = await asyncio.gather(*futures)
+        first_batch = list(calls)
+        got = await take(sub, 4)
+        again = await bus._pipeline(  # the same batch retried: answered, nothing appended
+            [
+                _Publish(e.channel, orjson.dumps({"i": i}), e.event_ns, e.publish_ns, i + 1, None)
+                for i, e in enumerate(sent)
+            ]
+        )
+        assert await bus.last_seq("trades.A") == 3
+    assert [(c[0], c[3]) for c in first_batch] == [
+        ("EVALSHA", bus.keys.meta("trades.A")),
+        ("EVALSHA", bus.keys.meta("trades.B")),
+        ("EVALSHA", bus.keys.meta("trades.A")),
+    ]
+    assert [(e.channel, e.seq) for e in sent] == [
+        ("trades.A", 1),
+        ("trades.A", 2),
+        ("trades.B", 1),
+        ("trades.A", 3),
+    ]
+    assert [(e.channel, e.seq, e.payload["i"]) for e in got] == [
+        (e.channel, e.seq, i) for i, e in enumerate(sent)
+    ]
+    assert again == [(e.seq, e.epoch, True) for e in sent]
+
+
+async def test_stream_ahead_fails_its_run_only(bus_factory: BusFactory, admin: Redis) -> None:
+    """B A A B in one batch, A's stream ahead of its counter: both A publishes fail with the
+    error, the B publishes around them are numbered and delivered."""
+    async with bus_factory() as bus:
+        await admin.hset(bus.keys.meta("trades.A"), mapping={"e": "ep1", "s": 0})
+        await admin.xadd(bus.keys.stream("trades.A"), {"m": "x"}, id="5-0")
+        sub = bus.subscribe("trades.*")
+        await sub.wait_ready()
+        order = ["trades.B", "trades.A", "trades.A", "trades.B"]
+        results = await asyncio.gather(
+            *(bus.publish(channel, {"i": i}) for i, channel in enumerate(order)),
+            return_exceptions=True,
+        )
+        got = await take(sub, 2)
+        assert await bus.last_seq("trades.A") == 0
+    first_b, *failed, second_b = results
+    assert isinstance(first_b, Envelope) and isinstance(second_b, Envelope)
+    assert (first_b.seq, second_b.seq) == (1, 2)
+    assert [type(e) for e in failed] == [ResponseError, ResponseError]
+    assert all("ahead of seq 1" in str(e) for e in failed)
+    assert [(e.channel, e.seq) for e in got] == [("trades.B", 1), ("trades.B", 2)]
 
 
 async def test_fragments_splice_the_published_bytes(bus_factory: BusFactory) -> None:
@@ -223,11 +315,12 @@ async def test_idle_subscription_outlives_the_socket_timeout(bus_factory: BusFac
 
 
 async def test_killed_connections_recover_every_message_in_order(
-    bus_factory: BusFactory, admin: Redis
+    bus_factory: BusFactory, admin: Redis, redis_relay: tuple[RedisRelay, str]
 ) -> None:
+    relay, relay_url = redis_relay
     async with (
         bus_factory(reconnect_min_s=0.1, rng=TopDraw()) as bus,
-        bus_factory() as publisher,
+        bus_factory(url=relay_url) as publisher,
     ):
         sub = bus.subscribe("trades.*")
         await sub.wait_ready()
@@ -238,8 +331,8 @@ async def test_killed_connections_recover_every_message_in_order(
                 await publisher.publish("trades.SPY" if i % 4 else "trades.QQQ", {"i": i})
                 if i == 200:
                     assert await kill_connections(admin, f"nautilus-bus-sub:{bus.writer_id}") == 1
-                if i == 400:  # the publisher's own connection, mid-stream
-                    await kill_connections(admin, f"nautilus-bus:{publisher.writer_id}")
+                if i == 399:  # the next publish runs in Redis, its answer is lost in a cut
+                    relay.drop_next_reply()
                 if i % 20 == 0:
                     await asyncio.sleep(0.005)
 
@@ -254,7 +347,8 @@ async def test_killed_connections_recover_every_message_in_order(
     assert [e.seq for e in got if e.channel == "trades.SPY"] == list(range(1, 451))
     assert [e.seq for e in got if e.channel == "trades.QQQ"] == list(range(1, 151))
     assert sub.reconnects >= 1
-    assert publisher.publish_retries >= 1  # its killed connection was retried, not duplicated
+    assert relay.breaks == 1
+    assert publisher.publish_retries >= 1  # its cut publish was retried, not duplicated
     assert sub.recovered > 0  # messages published while it was away came from the streams
 
 
@@ -447,14 +541,17 @@ async def test_history_skips_and_counts_corrupt_entries(
 
 
 async def test_history_raises_bus_unavailable_when_redis_drops_the_connection(
-    bus_factory: BusFactory, admin: Redis
+    bus_factory: BusFactory, redis_relay: tuple[RedisRelay, str]
 ) -> None:
-    async with bus_factory() as bus:
+    relay, relay_url = redis_relay
+    async with bus_factory(url=relay_url) as bus:
         await bus.publish("trades.SPY", {"i": 0})
-        assert await kill_connections(admin, f"nautilus-bus:{bus.writer_id}") >= 1
+        relay.refusing = True
         with pytest.raises(BusUnavailable) as caught:
             await bus.history("trades.SPY", 0, 10)
         assert "trades.SPY" in str(caught.value)
+        assert relay.breaks >= 1
+        relay.refusing = False
         _, again = await bus.history("trades.SPY", 0, 10)  # the next call reconnects
     assert [e.seq for e in again] == [1]
 
