@@ -133,6 +133,12 @@ class HubConfig:
     coalesce_max_s: float = field(
         default=0.005, metadata=described("longest wait between two fan-out ticks (0 = never wait)")
     )
+    coalesce_busy_share: float = field(
+        default=0.8,
+        metadata=described(
+            "ticks are spaced only while the hub spends more than this share of its time in them"
+        ),
+    )
     max_batch_bytes: int = field(
         default=1024 * 1024,
         metadata=described("largest batch frame (a single larger message goes alone)"),
@@ -143,6 +149,14 @@ class HubConfig:
         metadata=described("HS256 secret (>= 32 bytes) for channel tokens; unset = open"),
     )
     drain_timeout_s: float = field(default=5.0, metadata=described("shutdown drain bound, seconds"))
+
+    def __post_init__(self) -> None:
+        if self.coalesce_after_s < 0 or self.coalesce_max_s < 0:
+            raise ValueError("coalesce_after_s and coalesce_max_s must be >= 0")
+        if not 0 <= self.coalesce_busy_share <= 1:
+            raise ValueError(
+                f"coalesce_busy_share must be in [0, 1], got {self.coalesce_busy_share}"
+            )
 
     def limits(self) -> Limits:
         return Limits(

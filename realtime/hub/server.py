@@ -64,6 +64,7 @@ from realtime.hub.session import (
     Session,
     admit,
 )
+from realtime.hub.spacing import TickSpacing
 from realtime.latency import HistogramWindow, LatencySummary
 from realtime.metrics import port_registry
 from realtime.ports import PortInUse, is_port_in_use
@@ -223,14 +224,18 @@ class Hub:
     # --- bus → clients -------------------------------------------------------------------------
 
     async def _consume(self, subscription: Subscription) -> None:
-        """One fan-out tick per bus wake-up, adaptively spaced under load.
+        """One fan-out tick per bus wake-up, spaced only while the hub is busy most of the time.
 
-        A tick costs about one socket write per subscriber whatever it carries, so when a tick
-        took longer than ``coalesce_after_s`` the next waits as long again (at most
-        ``coalesce_max_s``) and gathers more messages per write. Light load never waits;
-        heavy load trades a little latency for far fewer system calls (Nagle's idea, bounded).
+        A tick costs about one socket write per subscriber whatever it carries, so while the
+        hub spends more than ``coalesce_busy_share`` of its time in ticks, a tick longer than
+        ``coalesce_after_s`` makes the next wait as long again (at most ``coalesce_max_s``) and
+        gather more messages per write (``realtime.hub.spacing``: why, and the measurements).
+        A hub with headroom never waits (Nagle's idea, bounded and only under load).
         """
-        after_s, max_s = self.config.coalesce_after_s, self.config.coalesce_max_s
+        config = self.config
+        spacing = TickSpacing(
+            config.coalesce_after_s, config.coalesce_max_s, config.coalesce_busy_share
+        )
         perf = time.perf_counter
         while batch := await subscription.next_batch(TICK_MAX_MESSAGES):
             started = perf()
@@ -238,9 +243,8 @@ class Hub:
                 self._on_batch(batch)
             except Exception:  # a bug here must not silence every stream
                 log.exception("hub: fan-out failed for a batch of %d messages", len(batch))
-            took = perf() - started
-            if max_s and took > after_s:
-                await asyncio.sleep(min(took, max_s))
+            if wait := spacing.after_tick(started, perf()):
+                await asyncio.sleep(wait)
 
     def _on_batch(self, batch: list[Envelope]) -> None:
         now = self._clock.now_ns()
