@@ -1,13 +1,16 @@
 """The fan-out benchmark: each scenario runs a server process and a generator process, then reports.
 
     python -m loadtest.fanout [--quick] [--scenario NAME ...] [--library picows] [--out PATH]
-                              [--hub-env NAUTILUS_HUB_COALESCE_MAX_S=0 ...]
+                              [--hub-env NAUTILUS_HUB_COALESCE_MAX_S=0 ...] [--no-floor]
 
 Per scenario: start the server (hub or naive baseline) pinned to core 0, start the generator
 pinned to core 1, wait until every client is subscribed, start publishing, warm up, then measure a
 window: delivered messages/s, latency percentiles, hub CPU (user+sys from ``/proc/<pid>/stat``)
 and RSS. After the window the publisher stops, the generator drains and reports exact losses
 against the final ``seq``. Idle scenarios measure hub RSS per subscribed connection instead.
+Where the latency goes: the hub under test times its own side of each tick over the window
+(``hub p99``: publish → its last socket write), and after each fixed-rate scenario
+``loadtest.send_floor`` times N bare loopback writes on the same cores (``floor p99``).
 Children run in their own process groups and are killed on every exit path.
 """
 
@@ -157,7 +160,9 @@ async def run_scenario(
         # CPU is sampled over [mark sent, end answered]; a saturated generator answers late,
         # so its own mark..end interval (``window_s`` in its report) times the deliveries.
         t0, hub_cpu0, gen_cpu0 = loop.time(), cpu_seconds(server.pid), cpu_seconds(generator.pid)
+        await server.send("mark")
         await generator.send("mark")
+        await server.expect("marked")
         await generator.expect("marked")
         await asyncio.sleep(scenario.window_s)
         await generator.send("end")
@@ -188,11 +193,40 @@ async def run_scenario(
             "published": stopped["last_seq"],
             "generator": report,
         }
+        # the hub's own side of its ticks over the window (``hub_under_test.TickRecorder``)
+        row |= {key: value for key, value in stopped.items() if key.startswith("hub_")}
         return row
     finally:
         if generator is not None:
             await generator.close()
         await server.close()
+
+
+async def send_floor(connections: int) -> dict[str, Any]:
+    """``loadtest.send_floor`` for ``connections`` sockets on the benchmark's cores (a child: it
+    pins itself and forks its reader)."""
+    rounds = max(300, 300_000 // connections)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "loadtest.send_floor", "--json"),
+        *("--connections", str(connections), "--rounds", str(rounds)),
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT_S):
+            out, _ = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    if proc.returncode != 0:
+        raise RuntimeError(f"send_floor exited {proc.returncode}")
+    result: dict[str, Any] = orjson.loads(out)
+    return result
 
 
 def ratios(rows: list[dict[str, Any]], key: str = "delivered_per_s") -> dict[str, float]:
@@ -222,6 +256,8 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
         "p99 ms",
         "p99.9 ms",
         "max ms",
+        "hub p99 ms",
+        "floor p99 ms",
         "errors",
         "hub CPU%",
         "gen CPU%",
@@ -242,6 +278,8 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
                 _ms(lat, "p99"),
                 _ms(lat, "p999"),
                 _ms(lat, "max"),
+                _ms(r.get("hub_publish_to_write_ms"), "p99"),
+                "-" if "floor" not in r else f"{r['floor']['round_p99_ms']:.2f}",
                 str(r.get("errors", "-")),
                 str(r.get("hub_cpu_pct", "-")),
                 str(r.get("generator_cpu_pct", "-")),
@@ -251,6 +289,11 @@ def table(rows: list[dict[str, Any]], ratio: dict[str, float]) -> str:
         )
     text = [aligned(head, lines[1:])]
     text.append("latency: ts.publish -> receipt, per frame's oldest message (upper bound)")
+    text.append(
+        "hub p99: ts.publish -> the hub's last socket write of the message's tick, per message"
+        " (the hub's share); floor p99: N loopback writes of one frame, nothing else"
+        " (loadtest.send_floor: the kernel's share of a tick on this machine)"
+    )
     bound = [r["scenario"] for r in rows if r.get("generator_bound")]
     if bound:
         text.append(
@@ -275,12 +318,16 @@ async def run_all(
     library: str,
     sample_every: int = 1,
     hub_env: dict[str, str] | None = None,
+    floor: bool = True,
 ) -> list[dict[str, Any]]:
     rows = []
     for scenario in scenarios:
         print(f"running {scenario.name} ...", file=sys.stderr, flush=True)
         try:
-            rows.append(await run_scenario(scenario, library, sample_every, hub_env))
+            row = await run_scenario(scenario, library, sample_every, hub_env)
+            if floor and scenario.rate is not None and not scenario.idle:
+                row["floor"] = await send_floor(scenario.connections)
+            rows.append(row)
         except (RuntimeError, TimeoutError) as exc:
             rows.append(
                 {
@@ -309,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAUTILUS_HUB_FIELD=VALUE",
         help="a hub setting for the hub under test (repeatable): A/B runs, e.g. of the tick",
     )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the kernel floor (loadtest.send_floor) after each fixed-rate scenario",
+    )
     args = parser.parse_args(argv)
     hub_env = dict(item.split("=", 1) for item in args.hub_env)
     if any(not name.startswith("NAUTILUS_HUB_") for name in hub_env):
@@ -317,7 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         chosen = [s.quick() for s in chosen]
     started = dt.datetime.now(dt.UTC)
-    rows = asyncio.run(run_all(chosen, args.library, args.sample_every, hub_env))
+    rows = asyncio.run(
+        run_all(chosen, args.library, args.sample_every, hub_env, floor=not args.no_floor)
+    )
     ratio = ratios(rows)
     print(table(rows, ratio))
     document = {

@@ -2,7 +2,9 @@
 
     python -m loadtest.hub_under_test --rate 1000|max --channel trades.SIM --core 0
 
-Driven by ``loadtest.fanout`` over stdin/stdout (``loadtest.server_process``).
+Driven by ``loadtest.fanout`` over stdin/stdout (``loadtest.server_process``). Between ``mark``
+and ``stop`` it times the hub's own side of every fan-out tick (``TickRecorder``), reported with
+``stopped``: where a client's latency is spent before the kernel takes over.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import time
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from loadtest.publisher import RatePublisher, trade_payloads
 from loadtest.server_process import control_loop, parse_rate, prepare_process, server_arguments
@@ -44,6 +49,67 @@ def hub_backlog(hub: Hub, bound: int) -> int:
     return int(subscription.pending) if subscription is not None else 0
 
 
+def percentiles_ms(samples_ns: list[int]) -> dict[str, float] | None:
+    """p50/p99/p99.9/max of nanosecond samples, in milliseconds (None without samples)."""
+    if not samples_ns:
+        return None
+    values = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    p50, p99, p999 = np.percentile(values, [50, 99, 99.9])
+    return {
+        "p50": round(float(p50), 3),
+        "p99": round(float(p99), 3),
+        "p999": round(float(p999), 3),
+        "max": round(float(values.max()), 3),
+    }
+
+
+class TickRecorder:
+    """The hub's side of each fan-out tick while recording (from ``mark`` to ``report``).
+
+    Wraps ``Hub._on_batch`` (private, on purpose, like ``hub_backlog``): per tick its wall time
+    (bus messages in, every socket written), and per message ``ts.publish`` → the end of its
+    tick, i.e. the hub's last socket write for it — everything the hub adds before the kernel
+    delivers and the client reads. Two clock reads per tick and one subtraction per message.
+    """
+
+    def __init__(self, hub: Hub) -> None:
+        self.recording = False
+        self.ticks_ns: list[int] = []
+        self.publish_to_write_ns: list[int] = []
+        self._started = time.monotonic()
+        fan_out = hub._on_batch
+
+        def recorded(batch: list[Any]) -> None:
+            if not self.recording:
+                fan_out(batch)
+                return
+            started = time.time_ns()
+            fan_out(batch)
+            ended = time.time_ns()
+            self.ticks_ns.append(ended - started)
+            self.publish_to_write_ns.extend([ended - env.publish_ns for env in batch])
+
+        hub._on_batch = recorded  # type: ignore[method-assign]
+
+    def mark(self) -> None:
+        self.ticks_ns.clear()
+        self.publish_to_write_ns.clear()
+        self._started = time.monotonic()
+        self.recording = True
+
+    def report(self) -> dict[str, Any]:
+        self.recording = False
+        elapsed = max(1e-9, time.monotonic() - self._started)
+        ticks = len(self.ticks_ns)
+        messages = len(self.publish_to_write_ns)
+        return {
+            "hub_publish_to_write_ms": percentiles_ms(self.publish_to_write_ns),
+            "hub_tick_ms": percentiles_ms(self.ticks_ns),
+            "hub_ticks_per_s": round(ticks / elapsed, 1),
+            "hub_messages_per_tick": round(messages / ticks, 2) if ticks else 0,
+        }
+
+
 async def serve(channel: str, rate: int | None, max_backlog: int) -> None:
     bus = MemoryBus()
     # NAUTILUS_HUB_* settings apply (``fanout --hub-env``: A/B runs of the tick spacing)
@@ -58,7 +124,7 @@ async def serve(channel: str, rate: int | None, max_backlog: int) -> None:
         max_backlog=max_backlog,
     )
     try:
-        await control_loop(hub.port, publisher)
+        await control_loop(hub.port, publisher, TickRecorder(hub))
     finally:
         await hub.stop()
         await bus.close()

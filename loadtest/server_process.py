@@ -1,12 +1,15 @@
 """The control loop shared by the hub under test and the naive baseline process.
 
-Commands on stdin: ``start`` (begin publishing), ``stop`` (stop; answers ``stopped`` with
-``last_seq``), ``exit`` or end of input (shut down). Answers on stdout, one JSON line each.
+Commands on stdin: ``start`` (begin publishing), ``mark`` (the measured window begins; answers
+``marked``), ``stop`` (stop; answers ``stopped`` with ``last_seq`` and what the probe, if any,
+measured since ``mark``), ``exit`` or end of input (shut down). Answers on stdout, one JSON line
+each.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any, Protocol
 
 from loadtest.process import emit, install_uvloop, pin_to_core, raise_fd_limit, stdin_lines
 from loadtest.publisher import RatePublisher
@@ -31,7 +34,15 @@ def prepare_process(core: int | None) -> None:
     install_uvloop()
 
 
-async def control_loop(port: int, publisher: RatePublisher) -> None:
+class Probe(Protocol):
+    """What a server process measures about itself over the window (``mark`` → ``stop``)."""
+
+    def mark(self) -> None: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+
+async def control_loop(port: int, publisher: RatePublisher, probe: Probe | None = None) -> None:
     """Announce ``ready`` with the port, then obey stdin until ``exit``."""
     commands = await stdin_lines()
     emit("ready", port=port)
@@ -40,8 +51,13 @@ async def control_loop(port: int, publisher: RatePublisher) -> None:
         if command == "start":
             publisher.start()
             emit("started")
+        elif command == "mark":
+            if probe is not None:
+                probe.mark()
+            emit("marked")
         elif command == "stop":
-            emit("stopped", last_seq=await publisher.stop())
+            last_seq = await publisher.stop()
+            emit("stopped", last_seq=last_seq, **(probe.report() if probe is not None else {}))
         elif command == "exit":
             break
     await publisher.stop()
