@@ -76,6 +76,7 @@ __all__ = [
     "SweepInputs",
     "WalkForward",
     "WalkForwardWindow",
+    "cscv_blocks",
     "ma_cross_path",
     "ma_cross_sweep",
     "map_in_process",
@@ -418,38 +419,46 @@ def _sweep(
     close_fill: bool,
     blocks: int,
 ) -> tuple[jax.Array, ...]:
-    """Every point of a chunk at once: one ``lax.scan`` over the bars whose state is a vector
-    over the points (the bar inputs shared, each point's averages gathered from the table).
-    Nothing per bar is kept: fills are counted and the returns summed per CSCV block
-    (compensated) as the scan goes, so memory is O(points), not O(points × T).
+    """Every point of a chunk at once: a ``lax.scan`` over the CSCV blocks of a loop over each
+    block's bars, whose state is a vector over the points (the bar inputs shared, each point's
+    averages gathered from the table). Nothing per bar is kept: fills are counted and the
+    returns summed (compensated) as the loop goes, a block's sums leaving it once, so memory is
+    O(points × blocks), not O(points × T), and a bar touches O(points) (updating the
+    ``(blocks, points)`` sums at every bar cost an H200 20 %: 10⁶ points 1.89 → 1.58 s).
 
     The step is ``_step``, ``ma_cross_path``'s: one definition of the path (``test_core``
     checks the two bit for bit at every point of a grid, both fill rules, stops hit)."""
     costs = _costs(scalars, allow_short)
     points = fast_col.shape[0]
-    sums = jnp.zeros((4, blocks, points), dtype=jnp.float64)  # Σr, its error, Σr², its error
 
-    def bar(carry: tuple[Any, ...], inputs: tuple[jax.Array, ...]) -> tuple[tuple[Any, ...], None]:
+    def bar(i: jax.Array, carry: tuple[Any, ...]) -> tuple[Any, ...]:
         state, previous, fills, sums = carry
-        o, c, row, a, b = inputs
-        state, filled, _, _ = _step(state, o, c, row[fast_col], row[slow_col], a, costs,
-                                    close_fill=close_fill)  # fmt: skip
-        fills = fills + (filled != 0)
-        equity = state.cash + state.position * c
+        row = averages[i]
+        state, filled, _, _ = _step(state, open_[i], close[i], row[fast_col], row[slow_col],
+                                    atr[i], costs, close_fill=close_fill)  # fmt: skip
+        equity = state.cash + state.position * close[i]
         r = equity / previous - 1.0
-        now = jax.lax.dynamic_index_in_dim(sums, b, axis=1, keepdims=False)
-        total, lost = _kahan(now[0], now[1], r)
-        squares, squares_lost = _kahan(now[2], now[3], r * r)
-        now = jnp.stack((total, lost, squares, squares_lost))
-        sums = jax.lax.dynamic_update_index_in_dim(sums, now, b, axis=1)
-        return (state, equity, fills, sums), None
+        total, lost = _kahan(sums[0], sums[1], r)
+        squares, squares_lost = _kahan(sums[2], sums[3], r * r)
+        return state, equity, fills + (filled != 0), jnp.stack((total, lost, squares, squares_lost))
+
+    def block(carry: tuple[Any, ...], bounds: jax.Array) -> tuple[tuple[Any, ...], jax.Array]:
+        sums = jnp.zeros((4, points), dtype=jnp.float64)  # Σr, its error, Σr², its error
+        *carry, sums = jax.lax.fori_loop(bounds[0], bounds[1], bar, (*carry, sums))
+        return tuple(carry), sums
 
     cash = scalars[4]
-    init = (_start(cash, (points,)), jnp.full(points, cash),
-            jnp.zeros(points, dtype=jnp.int64), sums)  # fmt: skip
-    xs = (open_, close, averages, atr, block_of)
-    (_, equity, fills, sums), _ = jax.lax.scan(bar, init, xs)
-    return equity, fills, sums[0] - sums[1], sums[2] - sums[3]
+    init = (_start(cash, (points,)), jnp.full(points, cash), jnp.zeros(points, dtype=jnp.int64))
+    numbers = jnp.arange(blocks)
+    bounds = jnp.stack((jnp.searchsorted(block_of, numbers, side="left"),
+                        jnp.searchsorted(block_of, numbers, side="right")), axis=1)  # fmt: skip
+    (_, equity, fills), sums = jax.lax.scan(block, init, bounds)  # sums: (blocks, 4, points)
+    return equity, fills, sums[:, 0] - sums[:, 1], sums[:, 2] - sums[:, 3]
+
+
+def cscv_blocks(bars: int, blocks: int) -> I64:
+    """Each bar's CSCV block: ``blocks`` contiguous runs of (nearly) equal length, in order."""
+    return np.minimum(np.arange(bars) * blocks // bars, blocks - 1).astype(np.int64)
 
 
 def sweep_inputs(
@@ -463,7 +472,7 @@ def sweep_inputs(
         close=np.ascontiguousarray(bars.close, dtype=np.float64),
         averages=np.ascontiguousarray(sma_table(bars.close, windows).T),
         atr=_atr_for(bars.high, bars.low, bars.close, base.atr_period),
-        block_of=np.minimum(np.arange(t) * blocks // t, blocks - 1).astype(np.int64),
+        block_of=cscv_blocks(t, blocks),
         scalars=_scalars(base),
         allow_short=bool(base.allow_short),
         close_fill=base.fill is FillRule.CLOSE,
@@ -517,8 +526,9 @@ def ma_cross_sweep(
     s = np.asarray(slow, dtype=np.int64).reshape(-1)
     if f.size != s.size or f.size == 0:
         raise ValueError("fast and slow must be equally long and not empty")
-    for a, b in zip(f.tolist(), s.tolist(), strict=True):
-        _check(a, b)
+    bad = np.flatnonzero((f < 1) | (f >= s))  # vectorized: a 10⁶-point grid checks in ms
+    if bad.size:
+        _check(int(f[bad[0]]), int(s[bad[0]]))
     if len(bars) < blocks:
         raise ValueError(f"need at least {blocks} bars for {blocks} CSCV blocks")
     if chunk < 1:

@@ -361,7 +361,7 @@ def _summary_of(
     returns: np.ndarray[Any, Any], equities: np.ndarray[Any, Any], blocks: int
 ) -> core.GridSummary:
     t = returns.shape[1]
-    block_of = np.minimum(np.arange(t) * blocks // t, blocks - 1)
+    block_of = core.cscv_blocks(t, blocks)
     bsum: core.F64 = np.stack(
         [np.bincount(block_of, weights=r, minlength=blocks) for r in returns]
     ).astype(np.float64)
