@@ -134,9 +134,9 @@ class HubConfig:
         default=0.005, metadata=described("longest wait between two fan-out ticks (0 = never wait)")
     )
     coalesce_busy_share: float = field(
-        default=0.8,
+        default=0.9,
         metadata=described(
-            "ticks are spaced only while the hub spends more than this share of its time in them"
+            "ticks are spaced only while the process's CPU share (one core = 1) is at or above this"
         ),
     )
     max_batch_bytes: int = field(

@@ -224,13 +224,13 @@ class Hub:
     # --- bus → clients -------------------------------------------------------------------------
 
     async def _consume(self, subscription: Subscription) -> None:
-        """One fan-out tick per bus wake-up, spaced only while the hub is busy most of the time.
+        """One fan-out tick per bus wake-up, spaced only while the event loop is saturated.
 
         A tick costs about one socket write per subscriber whatever it carries, so while the
-        hub spends more than ``coalesce_busy_share`` of its time in ticks, a tick longer than
+        process's CPU share is at or above ``coalesce_busy_share``, a tick longer than
         ``coalesce_after_s`` makes the next wait as long again (at most ``coalesce_max_s``) and
         gather more messages per write (``realtime.hub.spacing``: why, and the measurements).
-        A hub with headroom never waits (Nagle's idea, bounded and only under load).
+        A loop with headroom never waits (Nagle's idea, bounded and only under load).
         """
         config = self.config
         spacing = TickSpacing(
@@ -243,7 +243,7 @@ class Hub:
                 self._on_batch(batch)
             except Exception:  # a bug here must not silence every stream
                 log.exception("hub: fan-out failed for a batch of %d messages", len(batch))
-            if wait := spacing.after_tick(started, perf()):
+            if wait := spacing.after_tick(started, perf(), time.process_time()):
                 await asyncio.sleep(wait)
 
     def _on_batch(self, batch: list[Envelope]) -> None:
