@@ -61,7 +61,10 @@ class DaskGrid:
         self, fn: ChunkFn, inputs: SweepInputs, fast_cols: list[I64], slow_cols: list[I64]
     ) -> list[ChunkResult]:
         client = self.client()
-        [shared] = client.scatter([inputs], broadcast=True)  # a list: the tuple is one value
+        # a list: the tuple is one value; hash=False: a key of this call's own (content-hashed,
+        # two sweeps over the same inputs shared one, and the first one's cancel below could
+        # release it under the second: "lost dependencies", seen in CI)
+        [shared] = client.scatter([inputs], broadcast=True, hash=False)
         futures = client.map(fn, [shared] * len(fast_cols), fast_cols, slow_cols, pure=False)
         try:
             results: list[ChunkResult] = client.gather(futures)

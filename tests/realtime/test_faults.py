@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from websockets.asyncio.client import connect
@@ -275,18 +276,27 @@ async def test_killed_engine_is_restarted_and_clients_see_stale_then_live(
         engine = before["children"][1]
         await wait_for_channel(hub_url, channel)
         seen: list[tuple[str, Any]] = []
+        killed_at = -1
         async with connect(hub_url) as ws:
             await request(ws, "subscribe", channels=[channel])
-            async with asyncio.timeout(25):
-                while sum(kind == "update" for kind, _ in seen) < 10:
-                    seen += [(m["type"], m.get("seq")) for m in await receive(ws)]
-                os.kill(engine["pid"], signal.SIGKILL)
-                killed_at = len(seen)
-                while True:
-                    for m in await receive(ws, timeout_s=15):
-                        seen.append((m["type"], m.get("seq") or m.get("state")))
-                    if seen[-1][0] == "update" and ("status", "live") in seen[killed_at:]:
-                        break
+            try:
+                async with asyncio.timeout(25):
+                    while sum(kind == "update" for kind, _ in seen) < 10:
+                        seen += [(m["type"], m.get("seq")) for m in await receive(ws)]
+                    os.kill(engine["pid"], signal.SIGKILL)
+                    killed_at = len(seen)
+                    while True:
+                        for m in await receive(ws, timeout_s=15):
+                            seen.append((m["type"], m.get("seq") or m.get("state")))
+                        if seen[-1][0] == "update" and ("status", "live") in seen[killed_at:]:
+                            break
+            except TimeoutError:
+                health = await supervisor_health(platform, supervisor_port)
+                pytest.fail(
+                    f"no update after stale then live within 25 s; killed after {killed_at} "
+                    f"messages; since: {seen[killed_at:][:40]}; children: {health['children']}; "
+                    f"output: {platform.output[-4000:]}"
+                )
         after = await supervisor_health(platform, supervisor_port)
         assert await platform.terminate() == 0, platform.output
     restarted = after["children"][1]
