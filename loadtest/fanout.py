@@ -206,27 +206,15 @@ async def send_floor(connections: int) -> dict[str, Any]:
     """``loadtest.send_floor`` for ``connections`` sockets on the benchmark's cores (a child: it
     pins itself and forks its reader)."""
     rounds = max(300, 300_000 // connections)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *("-m", "loadtest.send_floor", "--json"),
-        *("--connections", str(connections), "--rounds", str(rounds)),
-        stdout=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
+    child = await Child.spawn(
+        "loadtest.send_floor", "--json", "--connections", str(connections), "--rounds", str(rounds)
     )
     try:
-        async with asyncio.timeout(ANSWER_TIMEOUT_S):
-            out, _ = await proc.communicate()
+        answer = await child.expect("floor")
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"send_floor exited {proc.returncode}")
-    result: dict[str, Any] = orjson.loads(out)
-    return result
+        await child.close()
+    answer.pop("event")
+    return answer
 
 
 def ratios(rows: list[dict[str, Any]], key: str = "delivered_per_s") -> dict[str, float]:

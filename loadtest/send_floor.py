@@ -12,7 +12,7 @@ first one's: the hub's "publish → last write" cannot beat it, nor can a client
 connections (its frame leaves k/N of a round after the tick starts, plus delivery).
 
 Used by ``loadtest.fanout`` for its fixed-rate scenarios (the ``floor`` columns); alone it prints
-a line and, with ``--json``, the result object.
+a line and, with ``--json``, the result as one ``emit`` line (event ``floor``).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import socket
 import time
 
 import numpy as np
-import orjson
 
-from loadtest.process import pin_to_core, raise_fd_limit
+from loadtest.process import emit, pin_to_core, raise_fd_limit
 
 #: Rounds discarded at the start (connections and caches settling).
 WARMUP_ROUNDS = 100
@@ -110,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3_000)
     parser.add_argument("--frame-bytes", type=int, default=230)
-    parser.add_argument("--json", action="store_true", help="print the result object as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="the result as one JSON line (event 'floor')"
+    )
     args = parser.parse_args(argv)
     result = measure(args.connections, rounds=args.rounds, frame_bytes=args.frame_bytes)
     if args.json:
-        print(orjson.dumps(result).decode())
+        emit("floor", **result)
     else:
         print(
             f"{args.connections} writes of {args.frame_bytes} B: round p50"
