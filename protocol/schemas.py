@@ -221,7 +221,14 @@ _FACTOR_EXPOSURES = _object(
         "r2": _NUM_OR_NULL,
         "resid_vol": _NUM_OR_NULL,
     },
-    {"hac_t_alpha": _NUM_OR_NULL, "hac_t_betas": _numbers("Newey-West t of each beta")},
+    {
+        "hac_t_alpha": _NUM_OR_NULL,
+        "hac_t_betas": _numbers("Newey-West t of each beta"),
+        "risk_free": {
+            **_STR,
+            "description": "factors from a file: the bar's return minus this column is regressed",
+        },
+    },
     title="FactorExposures",
     description="factor.<model>.<symbol>: rolling regression of one return on the factors",
 )

@@ -16,6 +16,14 @@ and the live consumers publish the same). A factor symbol regressed on itself is
 1, R² = 1, t = null). A bar whose start a factor has passed without a bar of its own is dropped
 (counted: ``unmatched``). Every estimate at bar t uses bars ≤ t only.
 
+Factors from a file. With ``factor_file`` (daily bars only) the factors are columns of a CSV in
+Kenneth French's layout (``factor_file.parse_factor_table``: F-F_Research_Data_Factors_daily.CSV
+as downloaded, percent by default) read at construction: a bar's return is regressed on the row
+of its date (the UTC date of its start) at once, minus the ``risk_free`` column (``RF``: excess
+returns, the Fama–French convention; named in each payload as ``risk_free``); a date the file
+lacks, or marks missing (-99.99), is not regressed (``unmatched``). Every symbol on the bus is a
+regressed symbol; none is a factor.
+
 Signal evaluation. With ``ic_signal = "<kind>:<field path>"`` (``features:values.rsi``,
 ``vpin:vpin``, ``ml.logistic:probability``, ``factor.market:betas.SPY``) the engine also consumes
 ``<kind>.*`` — the kind may be dotted, so ``ml.<model>.SYM`` predictions are one ``<kind>.SYM`` —
@@ -69,12 +77,14 @@ import re
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
 
 from engines.factor import core
+from engines.factor.factor_file import FactorFileError, day_of_ns, parse_factor_table
 from engines.marketdata.core import BarSpec
 from engines.shell import Engine, EngineConfig, StreamInfo
 from engines.shell.lifecycle import Input, on
@@ -87,6 +97,8 @@ from realtime.config import described
 from realtime.storage import RecordStore, Storage
 
 _NAME = re.compile(r"[A-Za-z0-9_\-]{1,40}")
+#: ``factor_file_units`` → the scale from the file's values to returns.
+_UNITS = {"percent": 0.01, "decimal": 1.0}
 #: A published exposure or IC record as stored and served.
 Payload = dict[str, Any]
 
@@ -108,6 +120,25 @@ class FactorConfig(EngineConfig):
     window: int = field(default=60, metadata=described("bars per regression (0 = expanding)"))
     decay: float = field(default=1.0, metadata=described("EWMA weight λ per bar (1 = equal)"))
     min_obs: int = field(default=0, metadata=described("rows before a first estimate (0 = window)"))
+    factor_file: str = field(
+        default="",
+        metadata=described(
+            "factor returns by date from a CSV in Kenneth French's layout (e.g."
+            " F-F_Research_Data_Factors_daily.CSV); factors then name its columns"
+            " (Mkt-RF,SMB,HML) and bar_spec must be 1d ('' = factors are symbols on the bus)"
+        ),
+    )
+    factor_file_units: str = field(
+        default="percent",
+        metadata=described("the file's values: percent (French's files) or decimal"),
+    )
+    risk_free: str = field(
+        default="RF",
+        metadata=described(
+            "the file's risk-free column: each bar's return minus it is regressed (excess"
+            " returns; '' = raw returns)"
+        ),
+    )
     hac: bool = field(default=True, metadata=described("Newey–West t-stats (rolling windows)"))
     hac_lags: int | None = field(
         default=None, metadata=described("Newey–West lags ('' = statsmodels' rule on the window)")
@@ -152,7 +183,19 @@ class FactorConfig(EngineConfig):
             raise ValueError(f"model must be 1-40 of [A-Za-z0-9_-], got {self.model!r}")
         if not self.factors or len(set(self.factors)) != len(self.factors):
             raise ValueError(f"factors must be distinct symbols, got {self.factors!r}")
-        for factor in self.factors:
+        if self.factor_file:
+            spec = BarSpec.parse(self.bar_spec)
+            if spec.kind != "time" or spec.size != 86_400:
+                raise ValueError(
+                    f"a factor_file's rows are days: bar_spec must be 1d, not {self.bar_spec!r}"
+                )
+            if self.factor_file_units not in _UNITS:
+                raise ValueError(
+                    f"factor_file_units must be percent or decimal, got {self.factor_file_units!r}"
+                )
+            if self.risk_free in self.factors:
+                raise ValueError(f"the risk-free column {self.risk_free!r} cannot be a factor")
+        for factor in () if self.factor_file else self.factors:
             legs = factor_legs(factor)
             if not all(legs) or len(legs) > 2 or len(set(legs)) != len(legs):
                 raise ValueError(f"a factor is a symbol or a spread A-B, got {factor!r}")
@@ -198,6 +241,35 @@ class FactorConfig(EngineConfig):
             hac=self.hac,
             hac_lags=self.hac_lags,
         )
+
+
+def load_factor_file(config: FactorConfig) -> dict[int, tuple[list[float], float]]:
+    """``config.factor_file`` read: day → (the configured factors' returns in order, the
+    risk-free return or 0); days with a missing value of either are left out."""
+    path = Path(config.factor_file)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"factor_file {path}: {exc.strerror or exc}") from None
+    try:
+        table = parse_factor_table(text, scale=_UNITS[config.factor_file_units])
+    except FactorFileError as exc:
+        raise ValueError(f"factor_file {path}: {exc}") from None
+    wanted = [*config.factors, *([config.risk_free] if config.risk_free else [])]
+    absent = [c for c in wanted if c not in table.columns]
+    if absent:
+        raise ValueError(
+            f"factor_file {path} has no column {', '.join(absent)} (it has"
+            f" {', '.join(table.columns)}; set factors and risk_free to its names)"
+        )
+    index = [table.columns.index(c) for c in wanted]
+    k = len(config.factors)
+    out: dict[int, tuple[list[float], float]] = {}
+    for day, row in table.rows.items():
+        values = [row[i] for i in index]
+        if all(math.isfinite(v) for v in values):
+            out[day] = (values[:k], values[k] if config.risk_free else 0.0)
+    return out
 
 
 def factor_legs(factor: str) -> tuple[str, ...]:
@@ -271,8 +343,14 @@ class FactorEngine(Engine[FactorConfig]):
         self.factors = config.factors
         self.regression = config.regression()
         self.symbols: dict[str, SymbolState] = {}
-        #: each factor's symbols (one, or a spread's two: long, short)
-        self.legs = {f: factor_legs(f) for f in self.factors}
+        #: with a ``factor_file``: day → (factor returns, risk-free return); else None
+        self.file_rows = load_factor_file(config) if config.factor_file else None
+        #: each factor's symbols on the bus (one, or a spread's two: long, short; none when
+        #: the factors come from a file)
+        self._risk_free = (
+            {"risk_free": config.risk_free} if config.factor_file and config.risk_free else {}
+        )
+        self.legs = {} if config.factor_file else {f: factor_legs(f) for f in self.factors}
         #: factor (leg) symbol → bar start → return (the last ``max_pending`` bars)
         self.factor_returns: dict[str, OrderedDict[int, float]] = {
             leg: OrderedDict() for legs in self.legs.values() for leg in legs
@@ -359,6 +437,18 @@ class FactorEngine(Engine[FactorConfig]):
             "symbols": len(self.symbols),
             "signal": self.signal or None,
             "ic_dates": {h: r.n for h, r in self.running_ic.items()},
+            "factor_file": None if self.file_rows is None else self._file_summary(),
+        }
+
+    def _file_summary(self) -> dict[str, object]:
+        days = self.file_rows or {}
+        first, last = (min(days), max(days)) if days else (None, None)
+        return {
+            "path": self.config.factor_file,
+            "days": len(days),
+            "first": None if first is None else str(np.datetime64(first, "D")),
+            "last": None if last is None else str(np.datetime64(last, "D")),
+            "risk_free": self.config.risk_free or None,
         }
 
     async def on_start(self) -> None:
@@ -428,6 +518,9 @@ class FactorEngine(Engine[FactorConfig]):
     def _drain(self, symbol: str, state: SymbolState, envelope: Envelope) -> None:
         """Queue the symbol's waiting returns whose factor returns are all in, in order (the
         batch's ``flush`` regresses them)."""
+        if self.file_rows is not None:
+            self._drain_from_file(self.file_rows, symbol, state, envelope)
+            return
         while state.pending:
             start, end, ret = state.pending[0]
             x = [self._factor_return(f, start) for f in self.factors]
@@ -444,6 +537,26 @@ class FactorEngine(Engine[FactorConfig]):
             state.pending.popleft()
             self._outbox.append(
                 _Regress(symbol, state.slot, start, end, ret, x, envelope.event_ns)  # type: ignore[arg-type]
+            )
+
+    def _drain_from_file(
+        self,
+        rows: dict[int, tuple[list[float], float]],
+        symbol: str,
+        state: SymbolState,
+        envelope: Envelope,
+    ) -> None:
+        """``_drain`` with the factors' row of each return's date read from the file: queued
+        now (as an excess return), or skipped when the file has no complete row that day."""
+        while state.pending:
+            start, end, ret = state.pending.popleft()
+            row = rows.get(day_of_ns(start))
+            if row is None:
+                self.skipped_total.labels("unmatched").inc()
+                continue
+            x, risk_free = row
+            self._outbox.append(
+                _Regress(symbol, state.slot, start, end, ret - risk_free, x, envelope.event_ns)
             )
 
     async def flush(self) -> None:
@@ -482,6 +595,7 @@ class FactorEngine(Engine[FactorConfig]):
                             "event_ns": q.end,
                             "window": self.config.window,
                             "decay": self.config.decay,
+                            **self._risk_free,
                             **fits[id(q)],
                         }
                         try:

@@ -7,11 +7,13 @@ and skipped; the settings' checks."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from linearmodels.datasets import french as linearmodels_french
 from statsmodels.regression.rolling import RollingOLS
 
 from engines.factor import core
@@ -468,3 +470,100 @@ async def test_a_bar_whose_symbol_cannot_name_a_channel_is_bad_input_and_costs_n
     assert [(e.channel, e.payload) for e in outputs] == [(e.channel, e.payload) for e in expected]
     assert engine.health()["bad_input"] == {"bars.1d.*": {"invalid_symbol": 40}}
     assert engine.health()["errors"] == 0
+
+
+def french_file(path: Path, dates: np.ndarray, *, missing: int, absent: int) -> np.ndarray:
+    """A daily factor file in Kenneth French's layout (percent, two decimals) holding
+    linearmodels' French factors (MktRF, SMB, HML, RF; real numbers, monthly ones laid on these
+    dates), the value of Mkt-RF on date ``missing`` marked -99.99 and date ``absent`` left out.
+    Returns the values as the file states them, in decimals (NaN where missing or absent)."""
+    french = linearmodels_french.load()[["MktRF", "SMB", "HML", "RF"]].to_numpy()
+    percent = np.round(french[: len(dates)] * 100.0, 2)
+    percent[missing, 0] = -99.99
+    lines = ["Made from linearmodels.datasets.french for a test.", "", ",Mkt-RF,SMB,HML,RF"]
+    for i, date in enumerate(dates):
+        if i != absent:
+            stamp = str(date).replace("-", "")
+            lines.append(stamp + "," + ",".join(f"{v:8.2f}" for v in percent[i]))
+    path.write_text("\n".join([*lines, "", "Copyright notice"]) + "\n")
+    values = np.array([[float(f"{v:.2f}") * 0.01 for v in row] for row in percent])
+    values[[missing, absent]] = np.nan
+    return values
+
+
+async def test_fama_french_factors_from_a_file_equal_statsmodels(
+    universe: Universe, tmp_path: Path
+) -> None:
+    """``factor_file`` = a French daily CSV: each symbol's excess return (bar return − RF of the
+    bar's date) on Mkt-RF, SMB, HML equals statsmodels ``RollingOLS`` and its HAC; a date whose
+    row is missing a value or absent is not regressed (counted ``unmatched``)."""
+    rows_used = slice(-800, None)  # linearmodels holds 819 months
+    dates = universe.dates[rows_used]
+    factors = french_file(tmp_path / "ff.csv", dates, missing=100, absent=200)
+    config = FactorConfig(
+        **FAST,
+        model="ff3",
+        factors=("Mkt-RF", "SMB", "HML"),
+        factor_file=str(tmp_path / "ff.csv"),
+        window=60,
+    )
+    engine, outputs = await drive(config, recording(universe, rows_used))
+    published: dict[str, list[dict[str, Any]]] = {}
+    for e in outputs:
+        published.setdefault(e.channel, []).append(e.payload)
+    assert set(published) == {f"factor.ff3.{t}" for t in TICKERS}
+    keep = np.isfinite(factors[1:]).all(axis=1)  # a return's date is its bar's
+    for ticker in ("SPY", "AAPL", "BAC"):
+        close = universe.column(ticker)[rows_used]
+        y = (close[1:] / close[:-1] - 1.0 - factors[1:, 3])[keep]
+        x = sm.add_constant(factors[1:, :3][keep])
+        ref = RollingOLS(y, x, window=60).fit()
+        rows = published[f"factor.ff3.{ticker}"]
+        assert [r["start_ns"] for r in rows] == [day_ns(d) for d in dates[1:][keep]]
+        assert rows[-1]["factors"] == ["Mkt-RF", "SMB", "HML"] and rows[-1]["risk_free"] == "RF"
+        for name, column in (("Mkt-RF", 1), ("SMB", 2), ("HML", 3)):
+            got = np.array([np.nan if r["betas"][name] is None else r["betas"][name] for r in rows])
+            assert_close(got, ref.params[:, column], label=f"{ticker} {name}")
+        alpha = np.array([np.nan if r["alpha"] is None else r["alpha"] for r in rows])
+        assert_close(alpha, ref.params[:, 0], label=f"{ticker} alpha")
+        n = len(y)
+        hac = sm.OLS(y[n - 60 :], x[n - 60 :]).fit(cov_type="HAC", cov_kwds={"maxlags": None})
+        assert rows[-1]["hac_t_betas"]["HML"] == pytest.approx(hac.tvalues[3], rel=1e-9)
+        check_payload(f"factor.ff3.{ticker}", rows[-1])
+    assert engine.skipped_total.labels("unmatched")._value.get() == 2 * len(TICKERS)
+    summary = engine.health()["factor_file"]
+    assert summary == {
+        "path": str(tmp_path / "ff.csv"),
+        "days": len(dates) - 2,
+        "first": str(dates[0]),
+        "last": str(dates[-1]),
+        "risk_free": "RF",
+    }
+
+
+def test_a_factor_file_is_checked_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "ff.csv"
+    path.write_text(",Mkt-RF,SMB,RF\n20200316,-12.00,0.50,0.01\n")
+    good = {**FAST, "factors": ("Mkt-RF", "SMB"), "factor_file": str(path)}
+    engine = FactorEngine(FactorConfig(**good), bus=MemoryBus(), clock=ManualClock(0))
+    assert engine.file_rows == {18337: ([-0.12, 0.005], 0.0001)}
+    raw = FactorConfig(**{**good, "risk_free": "", "factor_file_units": "decimal"})
+    assert FactorEngine(raw, bus=MemoryBus(), clock=ManualClock(0)).file_rows == {
+        18337: ([-12.0, 0.5], 0.0)
+    }
+    for bad, says in (
+        ({"factors": ("Mkt-RF", "HML")}, "no column HML"),
+        ({"factor_file": str(tmp_path / "absent.csv")}, "absent.csv"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            FactorEngine(FactorConfig(**{**good, **bad}), bus=MemoryBus(), clock=ManualClock(0))
+    for bad_config in (
+        {"bar_spec": "1m"},
+        {"factor_file_units": "basis points"},
+        {"factors": ("Mkt-RF", "RF")},
+    ):
+        with pytest.raises(ValueError):
+            FactorConfig(**{**good, **bad_config})
+    path.write_text(",Mkt-RF,SMB,RF\n192607,2.96,-2.30,0.22\n")
+    with pytest.raises(ValueError, match="monthly"):
+        FactorEngine(FactorConfig(**good), bus=MemoryBus(), clock=ManualClock(0))
